@@ -1,0 +1,1 @@
+"""Activities: they do what the workflow decided (record, send, escalate), idempotently."""

@@ -1,0 +1,310 @@
+"""The invoice workflow's activities: each one idempotent, each one a single transaction."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.agency import AgencyAdapter, PlacementRequest
+from activities.channels import Channel, OutboundMessage
+from activities.render import local_date, money, render
+from arflow.db import SessionFactory
+from models import AgencyPlacement, Customer, Invoice, InvoiceEvent, OutboxMessage, Payment
+from models.types import utcnow
+from workflows.types import (
+    EscalateInput,
+    NextAction,
+    RecordClosedInput,
+    RecordPaymentInput,
+    SendReminderInput,
+)
+
+log = logging.getLogger("arflow.activities")
+WORKFLOW_ACTOR = "workflow"
+
+
+def set_next_action(invoice: Invoice, nxt: NextAction | None) -> None:
+    invoice.next_action = nxt.kind if nxt else None
+    invoice.next_action_at = nxt.at if nxt else None
+    invoice.next_action_step = nxt.step_key if nxt else None
+
+
+def add_event(
+    session: Session,
+    invoice_id: int,
+    kind: str,
+    data: dict[str, Any],
+    actor: str = WORKFLOW_ACTOR,
+    dedupe_key: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    session.add(
+        InvoiceEvent(
+            invoice_id=invoice_id,
+            kind=kind,
+            data=data,
+            actor=actor,
+            dedupe_key=dedupe_key,
+            at=at or utcnow(),
+        )
+    )
+
+
+def already_recorded(session: Session, invoice_id: int, dedupe_key: str) -> bool:
+    stmt = select(InvoiceEvent.id).where(
+        InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.dedupe_key == dedupe_key
+    )
+    return session.exec(stmt).first() is not None
+
+
+class InvoiceActivities:
+    """Bound methods are registered on the worker; dependencies come in through the constructor."""
+
+    def __init__(self, sessions: SessionFactory, channel: Channel, agency: AgencyAdapter) -> None:
+        self.sessions = sessions
+        self.channel = channel
+        self.agency = agency
+
+    def _invoice(self, session: Session, invoice_id: int) -> Invoice:
+        invoice = session.get(Invoice, invoice_id)
+        if invoice is None:
+            raise ApplicationError(f"invoice {invoice_id} not found", non_retryable=True)
+        return invoice
+
+    @activity.defn(name="send_reminder")
+    def send_reminder(self, inp: SendReminderInput) -> None:
+        """Render and send one step; record skipped steps. At most once per (invoice, step, channel)."""
+        step = inp.step
+        with self.sessions() as session:
+            invoice = self._invoice(session, inp.invoice_id)
+            existing = session.exec(
+                select(OutboxMessage).where(
+                    OutboxMessage.invoice_id == inp.invoice_id,
+                    OutboxMessage.step_key == step.key,
+                    OutboxMessage.channel == step.channel,
+                )
+            ).first()
+            if existing is not None and existing.status == "sent":
+                return  # an earlier attempt finished: nothing to do twice
+            if existing is None:
+                customer = session.get(Customer, invoice.customer_id)
+                assert customer is not None
+                existing = self._queue(session, invoice, customer, inp)
+            message = OutboundMessage(
+                outbox_id=existing.id or 0,
+                invoice_id=inp.invoice_id,
+                step_key=step.key,
+                channel=step.channel,
+                recipient=existing.recipient,
+                subject=existing.subject,
+                body=existing.body,
+            )
+            if self.channel.external:
+                # Commit the queued row before calling out, so a crash after the provider
+                # accepted leaves a trace; the provider gets outbox_id as idempotency key.
+                session.commit()
+            result = self.channel.deliver(message)
+            existing.status = "sent"
+            existing.sent_at = utcnow()
+            existing.provider_id = result.provider_id
+            session.add(existing)
+            for skipped in inp.skipped:
+                add_event(
+                    session,
+                    inp.invoice_id,
+                    "reminder_skipped",
+                    {"step": skipped, "reason": "a later step was already due"},
+                    dedupe_key=f"skip:{skipped}",
+                )
+            add_event(
+                session,
+                inp.invoice_id,
+                "reminder_sent",
+                {
+                    "step": step.key,
+                    "channel": step.channel,
+                    "outbox_id": existing.id,
+                    "balance_minor": inp.balance_minor,
+                    "scheduled_for": step.at.isoformat(),
+                },
+                dedupe_key=f"step:{step.key}:{step.channel}",
+            )
+            invoice.stage = step.key
+            invoice.updated_at = utcnow()
+            set_next_action(invoice, inp.next_action)
+            session.add(invoice)
+            self._commit(session)
+
+    def _queue(
+        self, session: Session, invoice: Invoice, customer: Customer, inp: SendReminderInput
+    ) -> OutboxMessage:
+        step = inp.step
+        loc = customer.locale
+        context = {
+            "invoice": invoice,
+            "customer": customer,
+            "amount": money(invoice.amount_minor, invoice.currency, loc),
+            "balance": money(inp.balance_minor, invoice.currency, loc),
+            "due_date": local_date(invoice.due_date, customer.timezone, loc),
+            "escalation_date": (
+                local_date(inp.escalate_at, customer.timezone, loc) if inp.escalate_at else ""
+            ),
+            "step": step.key,
+        }
+        subject, body = render(step.template, context)
+        recipient = customer.phone if step.channel == "sms" else customer.email
+        row = OutboxMessage(
+            invoice_id=inp.invoice_id,
+            step_key=step.key,
+            channel=step.channel,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+    @activity.defn(name="record_payment")
+    def record_payment(self, inp: RecordPaymentInput) -> None:
+        """Record a payment the workflow applied: the new balance and status, one timeline event."""
+        with self.sessions() as session:
+            key = f"payment:{inp.payment_id}"
+            if already_recorded(session, inp.invoice_id, key):
+                return
+            invoice = self._invoice(session, inp.invoice_id)
+            payment = session.get(Payment, inp.payment_id)
+            now = utcnow()
+            if payment is not None:
+                payment.status = "applied"
+                payment.applied_at = now
+                session.add(payment)
+            overpaid = max(0, inp.amount_minor - invoice.balance_minor)
+            add_event(
+                session,
+                inp.invoice_id,
+                "payment_applied",
+                {
+                    "payment_id": inp.payment_id,
+                    "amount_minor": inp.amount_minor,
+                    "balance_before": invoice.balance_minor,
+                    "balance_after": inp.balance_after,
+                    **({"overpaid_minor": overpaid} if overpaid else {}),
+                },
+                dedupe_key=key,
+            )
+            invoice.balance_minor = inp.balance_after
+            invoice.updated_at = now
+            if inp.status_after != invoice.status:
+                add_event(
+                    session,
+                    inp.invoice_id,
+                    inp.status_after,
+                    {"from": invoice.status},
+                    dedupe_key=f"status:{inp.status_after}",
+                )
+                invoice.status = inp.status_after
+                if inp.status_after in ("paid", "cancelled"):
+                    invoice.closed_at = now
+            set_next_action(invoice, inp.next_action)
+            session.add(invoice)
+            self._commit(session)
+
+    @activity.defn(name="escalate")
+    def escalate(self, inp: EscalateInput) -> None:
+        """Hand the invoice to the agency adapter and record the placement."""
+        with self.sessions() as session:
+            invoice = self._invoice(session, inp.invoice_id)
+            placed = session.exec(
+                select(AgencyPlacement).where(AgencyPlacement.invoice_id == inp.invoice_id)
+            ).first()
+            if placed is not None:
+                return
+            customer = session.get(Customer, invoice.customer_id)
+            assert customer is not None
+            now = utcnow()
+            reference = self.agency.place(
+                PlacementRequest(
+                    invoice_id=inp.invoice_id,
+                    invoice_number=invoice.number,
+                    customer_external_id=customer.external_id,
+                    amount_minor=inp.balance_minor,
+                    currency=inp.currency,
+                    due_date=invoice.due_date.isoformat(),
+                    placed_at=now,
+                )
+            )
+            session.add(
+                AgencyPlacement(
+                    invoice_id=inp.invoice_id,
+                    agency=self.agency.name,
+                    amount_minor=inp.balance_minor,
+                    currency=inp.currency,
+                    reference=reference,
+                    placed_at=now,
+                )
+            )
+            for skipped in inp.skipped:
+                add_event(
+                    session,
+                    inp.invoice_id,
+                    "reminder_skipped",
+                    {"step": skipped, "reason": "escalation was already due"},
+                    dedupe_key=f"skip:{skipped}",
+                )
+            add_event(
+                session,
+                inp.invoice_id,
+                "escalated",
+                {"agency": self.agency.name, "amount_minor": inp.balance_minor, "reference": reference},
+                dedupe_key="status:escalated",
+            )
+            invoice.status = "escalated"
+            invoice.updated_at = now
+            set_next_action(invoice, None)
+            session.add(invoice)
+            self._commit(session)
+
+    @activity.defn(name="record_closed")
+    def record_closed(self, inp: RecordClosedInput) -> None:
+        """Record that the workflow closed the invoice (e.g. cancelled) and why."""
+        with self.sessions() as session:
+            key = f"status:{inp.status}"
+            if already_recorded(session, inp.invoice_id, key):
+                return
+            invoice = self._invoice(session, inp.invoice_id)
+            now = utcnow()
+            add_event(
+                session,
+                inp.invoice_id,
+                inp.status,
+                {"from": invoice.status, "reason": inp.reason},
+                actor=inp.actor,
+                dedupe_key=key,
+            )
+            invoice.status = inp.status
+            invoice.closed_at = now
+            invoice.updated_at = now
+            set_next_action(invoice, None)
+            session.add(invoice)
+            self._commit(session)
+
+    @staticmethod
+    def _commit(session: Session) -> None:
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            # A concurrent attempt recorded the same fact first; the retry will see it and stop.
+            session.rollback()
+            raise ApplicationError(f"concurrent duplicate write: {exc.orig}") from exc
+
+    def all(self) -> list[Any]:
+        return [self.send_reminder, self.record_payment, self.escalate, self.record_closed]
+
+

@@ -1,0 +1,59 @@
+"""The FastAPI application: ``create_app()`` for uvicorn, tests inject engine and client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+
+from api import errors, services
+from api.routes import customers, invoices, policies, webhooks
+from arflow.config import Settings, get_settings
+from arflow.db import make_engine
+
+log = logging.getLogger("arflow.api")
+
+
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    temporal: Client | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with Session(engine) as session:
+            services.ensure_default_policy(session)
+        if app.state.temporal is None:
+            app.state.temporal = await Client.connect(
+                settings.temporal_address or "127.0.0.1:7233",
+                namespace=settings.temporal_namespace,
+            )
+        yield
+
+    app = FastAPI(
+        title="arflow",
+        version="0.1.0",
+        description="Accounts-receivable collections: one durable workflow per invoice.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.temporal = temporal
+    app.state.api_keys = settings.parsed_api_keys()
+    errors.install(app)
+    for module in (customers, policies, invoices, webhooks):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

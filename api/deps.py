@@ -1,0 +1,75 @@
+"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+from temporalio.client import Client
+
+from arflow.config import Role, Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_temporal(request: Request) -> Client:
+    client: Client | None = request.app.state.temporal
+    if client is None:
+        raise HTTPException(503, "Temporal is not connected")
+    return client
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    key_id: str  # a hash prefix of the key: recorded on the timeline, never the key itself
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role.value}:{self.key_id}"
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    def dependency(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise HTTPException(
+                401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        keys: dict[str, Role] = request.app.state.api_keys
+        found = keys.get(creds.credentials)
+        if found is None:
+            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        if found.rank < role.rank:
+            raise HTTPException(403, f"this action needs the {role.value} role")
+        key_id = hashlib.sha256(creds.credentials.encode()).hexdigest()[:8]
+        return Principal(role=found, key_id=key_id)
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Specialist = Annotated[Principal, Depends(require(Role.specialist))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from api.deps import SessionDep, Specialist, Viewer
+from api.errors import conflict, not_found
+from models import Customer
+from models.customer import CustomerCreate, CustomerPublic
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+
+@router.post("", status_code=201, response_model=CustomerPublic)
+def create_customer(body: CustomerCreate, session: SessionDep, _: Specialist) -> Customer:
+    if session.exec(select(Customer).where(Customer.external_id == body.external_id)).first():
+        raise conflict(f"customer {body.external_id!r} already exists")
+    customer = Customer.model_validate(body)
+    session.add(customer)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise conflict(f"customer {body.external_id!r} already exists") from None
+    session.refresh(customer)
+    return customer
+
+
+@router.get("/{customer_id}", response_model=CustomerPublic)
+def get_customer(customer_id: int, session: SessionDep, _: Viewer) -> Customer:
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise not_found("customer", customer_id)
+    return customer
+
+
+@router.get("", response_model=list[CustomerPublic])
+def list_customers(
+    session: SessionDep,
+    _: Viewer,
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> list[Customer]:
+    stmt = select(Customer).order_by(col(Customer.id)).offset(offset).limit(limit)
+    return list(session.exec(stmt).all())

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import col, select
+
+from api import services
+from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from models import OutboxMessage
+from models.invoice import (
+    INVOICE_STATUSES,
+    InvoiceCreate,
+    InvoiceEventPublic,
+    InvoicePublic,
+    OutboxMessagePublic,
+)
+
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
+Status = Literal[INVOICE_STATUSES]  # type: ignore[valid-type]
+
+
+class InvoicePage(BaseModel):
+    items: list[InvoicePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=InvoicePublic,
+    responses={200: {"description": "the same request again: the existing invoice"}},
+)
+async def create_invoice(
+    body: InvoiceCreate,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+) -> InvoicePublic:
+    invoice, created = await services.create_invoice(
+        session, client, settings.task_queue, body, who.actor
+    )
+    if not created:
+        response.status_code = 200
+    return InvoicePublic.of(invoice)
+
+
+@router.get("", response_model=InvoicePage)
+def list_invoices(
+    session: SessionDep,
+    _: Viewer,
+    status: Status | None = None,
+    customer_id: int | None = Query(None, gt=0),
+    overdue: bool | None = None,
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> InvoicePage:
+    rows, total = services.list_invoices(session, status, customer_id, overdue, limit, offset)
+    return InvoicePage(
+        items=[InvoicePublic.of(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{invoice_id}", response_model=InvoicePublic)
+def get_invoice(invoice_id: int, session: SessionDep, _: Viewer) -> InvoicePublic:
+    return InvoicePublic.of(services.get_invoice(session, invoice_id))
+
+
+@router.get("/{invoice_id}/timeline", response_model=list[InvoiceEventPublic])
+def get_timeline(invoice_id: int, session: SessionDep, _: Viewer) -> list[InvoiceEventPublic]:
+    return [InvoiceEventPublic.model_validate(e) for e in services.timeline(session, invoice_id)]
+
+
+@router.get("/{invoice_id}/messages", response_model=list[OutboxMessagePublic])
+def get_messages(invoice_id: int, session: SessionDep, _: Viewer) -> list[OutboxMessage]:
+    services.get_invoice(session, invoice_id)
+    stmt = (
+        select(OutboxMessage)
+        .where(OutboxMessage.invoice_id == invoice_id)
+        .order_by(col(OutboxMessage.id))
+    )
+    return list(session.exec(stmt).all())
+
+
+@router.post("/{invoice_id}/cancel", response_model=InvoicePublic)
+async def cancel_invoice(
+    invoice_id: int,
+    body: CancelBody,
+    session: SessionDep,
+    client: TemporalDep,
+    who: Specialist,
+) -> InvoicePublic:
+    invoice = await services.cancel_invoice(session, client, invoice_id, body.reason, who.actor)
+    return InvoicePublic.of(invoice)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Header, Request
+from pydantic import ValidationError
+
+from api import services
+from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError, _describe
+from models.payment import PaymentAck, PaymentWebhook
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+@router.post(
+    "/payments",
+    response_model=PaymentAck,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PaymentWebhook.model_json_schema()}},
+        }
+    },
+)
+async def payment_webhook(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    arflow_signature: str | None = Header(default=None),
+) -> PaymentAck:
+    """A payment provider's event. Signed: ``Arflow-Signature: t=<unix>,v1=<hmac>``."""
+    raw = await request.body()
+    services.verify_signature(
+        settings.webhook_secret, arflow_signature, raw, settings.webhook_tolerance_seconds
+    )
+    try:
+        body = PaymentWebhook.model_validate_json(raw)
+    except ValidationError as exc:
+        details = _describe(json.loads(exc.json()))
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        raise ApiError(422, "invalid", summary, details) from None
+    return await services.receive_payment(session, client, body)

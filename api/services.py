@@ -1,0 +1,397 @@
+"""What the routes call: one function per action, each a short story in the collector's words."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import UTC
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.invoice import add_event, set_next_action
+from api.errors import ApiError, conflict, not_found, unprocessable
+from models import Customer, DunningPolicy, Invoice, InvoiceEvent, Payment
+from models.invoice import InvoiceCreate
+from models.payment import PaymentAck, PaymentWebhook
+from models.policy import DEFAULT_POLICY, DEFAULT_POLICY_NAME, DunningPolicyCreate
+from models.types import utcnow
+from workflows.invoice import InvoiceWorkflow
+from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
+from workflows.types import CancelRequest, InvoiceWorkflowInput, PaymentSignal
+
+log = logging.getLogger("arflow.api")
+CLOSED = ("paid", "cancelled")
+
+
+# -- policies -------------------------------------------------------------------
+
+
+def create_policy(session: Session, body: DunningPolicyCreate) -> DunningPolicy:
+    if session.exec(select(DunningPolicy).where(DunningPolicy.name == body.name)).first():
+        raise conflict(f"a policy named {body.name!r} already exists")
+    policy = DunningPolicy(
+        name=body.name,
+        send_at=body.send_at,
+        escalate_after=body.escalate_after,
+        steps=[s.model_dump() for s in body.steps],
+    )
+    session.add(policy)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise conflict(f"a policy named {body.name!r} already exists") from None
+    session.refresh(policy)
+    return policy
+
+
+def ensure_default_policy(session: Session) -> DunningPolicy:
+    found = session.exec(
+        select(DunningPolicy).where(DunningPolicy.name == DEFAULT_POLICY_NAME)
+    ).first()
+    if found is not None:
+        return found
+    try:
+        return create_policy(session, DEFAULT_POLICY)
+    except ApiError:  # created concurrently
+        found = session.exec(
+            select(DunningPolicy).where(DunningPolicy.name == DEFAULT_POLICY_NAME)
+        ).first()
+        assert found is not None
+        return found
+
+
+# -- invoices -------------------------------------------------------------------
+
+
+def request_hash(body: InvoiceCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _resolve_customer(session: Session, body: InvoiceCreate) -> Customer:
+    if body.customer_id is not None:
+        customer = session.get(Customer, body.customer_id)
+        ref: object = body.customer_id
+    else:
+        customer = session.exec(
+            select(Customer).where(Customer.external_id == body.customer_external_id)
+        ).first()
+        ref = body.customer_external_id
+    if customer is None:
+        raise unprocessable(f"unknown customer {ref}")
+    return customer
+
+
+def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
+    if body.policy_id is not None:
+        policy = session.get(DunningPolicy, body.policy_id)
+        if policy is None:
+            raise unprocessable(f"unknown policy {body.policy_id}")
+        return policy
+    if body.policy_name is not None:
+        policy = session.exec(
+            select(DunningPolicy).where(DunningPolicy.name == body.policy_name)
+        ).first()
+        if policy is None:
+            raise unprocessable(f"unknown policy {body.policy_name!r}")
+        return policy
+    return ensure_default_policy(session)
+
+
+def workflow_input(invoice: Invoice, customer: Customer, policy: DunningPolicy) -> InvoiceWorkflowInput:
+    assert invoice.id is not None
+    return InvoiceWorkflowInput(
+        invoice_id=invoice.id,
+        currency=invoice.currency,
+        amount_minor=invoice.amount_minor,
+        balance_minor=invoice.balance_minor,
+        due_at=invoice.due_at,
+        timezone=customer.timezone,
+        policy=policy.spec(),
+    )
+
+
+async def start_workflow(client: Client, task_queue: str, inp: InvoiceWorkflowInput) -> None:
+    """Start the invoice's workflow; a second start for the same invoice is a no-op."""
+    try:
+        await client.start_workflow(
+            InvoiceWorkflow.run,
+            inp,
+            id=f"invoice-{inp.invoice_id}",
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+    except RPCError as exc:
+        log.error("workflow start failed for invoice %s: %s", inp.invoice_id, exc)
+        raise ApiError(
+            503,
+            "workflow_unavailable",
+            "the invoice is stored but its workflow could not be started; "
+            "send the same request again to retry",
+        ) from exc
+
+
+async def create_invoice(
+    session: Session, client: Client, task_queue: str, body: InvoiceCreate, actor: str
+) -> tuple[Invoice, bool]:
+    """Store the invoice and start its workflow. Idempotent on external_id."""
+    digest = request_hash(body)
+    existing = session.exec(select(Invoice).where(Invoice.external_id == body.external_id)).first()
+    if existing is None:
+        customer = _resolve_customer(session, body)
+        policy = _resolve_policy(session, body)
+        due_at = body.due_at.astimezone(UTC) if body.due_at else default_due_at(
+            body.due_date, customer.timezone
+        )
+        invoice = Invoice(
+            external_id=body.external_id,
+            number=body.number,
+            currency=body.currency,
+            issued_on=body.issued_on,
+            due_date=body.due_date,
+            due_at=due_at,
+            customer_id=customer.id or 0,
+            policy_id=policy.id or 0,
+            amount_minor=body.amount_minor,
+            balance_minor=body.amount_minor,
+            request_hash=digest,
+        )
+        spec = policy.spec()
+        schedule = build_schedule(spec, due_at, customer.timezone)
+        set_next_action(
+            invoice,
+            next_action(schedule, set(), escalation_at(spec, due_at, customer.timezone), False),
+        )
+        session.add(invoice)
+        try:
+            session.flush()
+            assert invoice.id is not None
+            add_event(
+                session,
+                invoice.id,
+                "created",
+                {
+                    "amount_minor": invoice.amount_minor,
+                    "currency": invoice.currency,
+                    "due_at": due_at.isoformat(),
+                    "policy": policy.name,
+                },
+                actor=actor,
+                dedupe_key="created",
+            )
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            existing = session.exec(
+                select(Invoice).where(Invoice.external_id == body.external_id)
+            ).first()
+            if existing is None:
+                raise
+        else:
+            await start_workflow(client, task_queue, workflow_input(invoice, customer, policy))
+            return invoice, True
+
+    if existing.request_hash != digest:
+        raise conflict(
+            f"invoice {body.external_id!r} already exists with different data",
+            {"invoice_id": existing.id},
+        )
+    # Same request again: make sure its workflow runs (heals a start that failed before).
+    if existing.status not in CLOSED:
+        customer = session.get(Customer, existing.customer_id)
+        policy = session.get(DunningPolicy, existing.policy_id)
+        assert customer is not None and policy is not None
+        await start_workflow(client, task_queue, workflow_input(existing, customer, policy))
+    return existing, False
+
+
+def get_invoice(session: Session, invoice_id: int) -> Invoice:
+    invoice = session.get(Invoice, invoice_id)
+    if invoice is None:
+        raise not_found("invoice", invoice_id)
+    return invoice
+
+
+def list_invoices(
+    session: Session,
+    status: str | None,
+    customer_id: int | None,
+    overdue: bool | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Invoice], int]:
+    stmt = select(Invoice)
+    if status is not None:
+        stmt = stmt.where(Invoice.status == status)
+    if customer_id is not None:
+        stmt = stmt.where(Invoice.customer_id == customer_id)
+    if overdue is not None:
+        late = (Invoice.due_at < utcnow()) & col(Invoice.status).in_(("open", "escalated"))
+        stmt = stmt.where(late if overdue else ~late)
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    rows = session.exec(stmt.order_by(col(Invoice.id)).offset(offset).limit(limit)).all()
+    return list(rows), int(total)
+
+
+def timeline(session: Session, invoice_id: int) -> list[InvoiceEvent]:
+    get_invoice(session, invoice_id)
+    stmt = (
+        select(InvoiceEvent)
+        .where(InvoiceEvent.invoice_id == invoice_id)
+        .order_by(col(InvoiceEvent.at), col(InvoiceEvent.id))
+    )
+    return list(session.exec(stmt).all())
+
+
+async def cancel_invoice(
+    session: Session, client: Client, invoice_id: int, reason: str, actor: str
+) -> Invoice:
+    invoice = get_invoice(session, invoice_id)
+    if invoice.status in CLOSED:
+        raise conflict(f"invoice {invoice_id} is already {invoice.status}")
+    handle = client.get_workflow_handle(invoice.workflow_id)
+    try:
+        state = await handle.execute_update(
+            InvoiceWorkflow.cancel, CancelRequest(reason=reason, actor=actor)
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(exc)
+        kind = cause.type if isinstance(cause, ApplicationError) else None
+        raise ApiError(422 if kind == "InvalidInput" else 409, "refused", message) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise conflict(f"invoice {invoice_id} has no running workflow") from exc
+        raise ApiError(503, "workflow_unavailable", "Temporal did not answer; retry") from exc
+    session.expire_all()
+    invoice = get_invoice(session, invoice_id)
+    if state.status != "cancelled":
+        raise conflict(f"invoice {invoice_id} became {state.status} before it could be cancelled")
+    return invoice
+
+
+# -- payments -------------------------------------------------------------------
+
+
+def verify_signature(secret: str, header: str | None, body: bytes, tolerance: int) -> None:
+    """Stripe-style ``t=<unix>,v1=<hex hmac-sha256 of "t.body">``; raises 401 otherwise."""
+    if not header:
+        raise ApiError(401, "bad_signature", "missing Arflow-Signature header")
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        stamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        raise ApiError(401, "bad_signature", "signature header has no valid t=") from None
+    if abs(time.time() - stamp) > tolerance:
+        raise ApiError(401, "bad_signature", f"signature timestamp outside {tolerance} s")
+    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(expected, sig) for sig in parts.get("v1", [])):
+        raise ApiError(401, "bad_signature", "signature does not match")
+
+
+def sign(secret: str, body: bytes, stamp: int | None = None) -> str:
+    """The header value a sender puts in ``Arflow-Signature`` (for clients, demos, tests)."""
+    stamp = int(time.time()) if stamp is None else stamp
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},v1={digest}"
+
+
+def _record_after_close(session: Session, invoice: Invoice, payment: Payment) -> None:
+    assert invoice.id is not None and payment.id is not None
+    payment.status = "unapplied"
+    session.add(payment)
+    add_event(
+        session,
+        invoice.id,
+        "payment_after_close",
+        {
+            "payment_id": payment.id,
+            "amount_minor": payment.amount_minor,
+            "invoice_status": invoice.status,
+        },
+        actor="webhook",
+        dedupe_key=f"payment:{payment.id}",
+    )
+    session.commit()
+
+
+async def receive_payment(session: Session, client: Client, body: PaymentWebhook) -> PaymentAck:
+    if body.invoice_id is not None:
+        invoice = session.get(Invoice, body.invoice_id)
+        ref: object = body.invoice_id
+    else:
+        invoice = session.exec(
+            select(Invoice).where(Invoice.external_id == body.invoice_external_id)
+        ).first()
+        ref = body.invoice_external_id
+    if invoice is None or invoice.id is None:
+        raise unprocessable(f"unknown invoice {ref}")
+    if body.currency != invoice.currency:
+        raise unprocessable(
+            f"payment currency {body.currency} does not match invoice currency {invoice.currency}"
+        )
+
+    payment = session.exec(select(Payment).where(Payment.event_id == body.event_id)).first()
+    status = "duplicate"
+    if payment is None:
+        payment = Payment(
+            event_id=body.event_id,
+            invoice_id=invoice.id,
+            amount_minor=body.amount_minor,
+            currency=body.currency,
+            paid_at=body.paid_at.astimezone(UTC),
+            method=body.method,
+        )
+        session.add(payment)
+        try:
+            session.commit()
+            status = "accepted"
+        except IntegrityError:  # the same event delivered twice at once
+            session.rollback()
+            payment = session.exec(select(Payment).where(Payment.event_id == body.event_id)).one()
+    if (payment.invoice_id, payment.amount_minor, payment.currency) != (
+        invoice.id,
+        body.amount_minor,
+        body.currency,
+    ):
+        raise conflict(f"event {body.event_id!r} was already received with different data")
+    assert payment.id is not None
+    if payment.status != "received":
+        return PaymentAck(status="duplicate", payment_id=payment.id, invoice_id=invoice.id)
+
+    if invoice.status in CLOSED:
+        _record_after_close(session, invoice, payment)
+        return PaymentAck(status="recorded", payment_id=payment.id, invoice_id=invoice.id)
+    try:
+        # Signalled again on a duplicate delivery too: the workflow applies a payment id once,
+        # and this heals a delivery whose signal was lost.
+        await client.get_workflow_handle(invoice.workflow_id).signal(
+            InvoiceWorkflow.payment_received,
+            PaymentSignal(
+                payment_id=payment.id, amount_minor=payment.amount_minor, currency=payment.currency
+            ),
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise ApiError(503, "workflow_unavailable", "Temporal did not answer; retry") from exc
+        session.refresh(invoice)
+        _record_after_close(session, invoice, payment)
+        return PaymentAck(status="recorded", payment_id=payment.id, invoice_id=invoice.id)
+    return PaymentAck(status=status, payment_id=payment.id, invoice_id=invoice.id)
+
+

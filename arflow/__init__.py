@@ -1,0 +1,1 @@
+"""arflow: accounts-receivable collections orchestrator (shared settings, storage, CLI)."""

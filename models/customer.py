@@ -1,0 +1,41 @@
+"""Customers: who owes, where they are (time zone), how to reach them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import ConfigDict, EmailStr
+from sqlmodel import Field, SQLModel
+
+from models.types import PhoneE164, TimeZoneName, UTCDateTime, utcnow
+
+
+class CustomerBase(SQLModel):
+    external_id: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr | None = Field(default=None, max_length=320)
+    phone: PhoneE164 | None = Field(default=None, max_length=20)
+    timezone: TimeZoneName = Field(default="UTC", max_length=64)
+    locale: str = Field(default="en", min_length=2, max_length=16, regex=r"^[a-z]{2}([_-][A-Za-z]{2})?$")
+    segment: str = Field(default="standard", min_length=1, max_length=50)
+
+
+class CustomerCreate(CustomerBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+class Customer(CustomerBase, table=True):
+    __tablename__ = "customers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=100, unique=True, index=True)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=20)
+    timezone: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CustomerPublic(CustomerBase):
+    id: int
+    email: str | None = None
+    created_at: datetime

@@ -1,0 +1,196 @@
+"""Invoices and what happens to them: timeline events, outbound messages, payments, placements."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import ConfigDict, StrictInt, model_validator
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.types import CurrencyCode, UTCDateTime, utcnow
+
+INVOICE_STATUSES = ("open", "escalated", "paid", "cancelled")
+
+
+class InvoiceBase(SQLModel):
+    external_id: str = Field(min_length=1, max_length=100)
+    number: str = Field(min_length=1, max_length=64)
+    currency: CurrencyCode = Field(max_length=3)
+    issued_on: date
+    due_date: date
+
+
+class InvoiceCreate(InvoiceBase):
+    """What a client sends to create an invoice (and its workflow)."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    customer_id: int | None = Field(default=None, gt=0)
+    customer_external_id: str | None = Field(default=None, min_length=1, max_length=100)
+    amount_minor: StrictInt = Field(gt=0, le=10**15, description="amount in minor units (cents)")
+    due_at: datetime | None = Field(
+        default=None,
+        description="RFC 3339 instant; default: the end of due_date in the customer's time zone",
+    )
+    policy_id: int | None = Field(default=None, gt=0)
+    policy_name: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InvoiceCreate:
+        if (self.customer_id is None) == (self.customer_external_id is None):
+            raise ValueError("give exactly one of customer_id or customer_external_id")
+        if self.policy_id is not None and self.policy_name is not None:
+            raise ValueError("give at most one of policy_id or policy_name")
+        if self.due_date < self.issued_on:
+            raise ValueError("due_date must not be before issued_on")
+        if self.due_at is not None and self.due_at.tzinfo is None:
+            raise ValueError("due_at must be an RFC 3339 instant with a UTC offset")
+        return self
+
+
+class Invoice(InvoiceBase, table=True):
+    __tablename__ = "invoices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=100, unique=True, index=True)
+    currency: str = Field(max_length=3)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    policy_id: int = Field(foreign_key="dunning_policies.id")
+    amount_minor: int = Field(sa_type=BigInteger)
+    balance_minor: int = Field(sa_type=BigInteger)
+    due_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    status: str = Field(default="open", max_length=20, index=True)
+    stage: str | None = Field(default=None, max_length=50, description="last reminder step sent")
+    next_action: str | None = Field(default=None, max_length=20)
+    next_action_step: str | None = Field(default=None, max_length=50)
+    next_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def workflow_id(self) -> str:
+        return f"invoice-{self.id}"
+
+
+class NextActionPublic(SQLModel):
+    kind: str
+    at: datetime
+    step_key: str | None = None
+
+
+class InvoicePublic(InvoiceBase):
+    id: int
+    customer_id: int
+    policy_id: int
+    amount_minor: int
+    balance_minor: int
+    due_at: datetime
+    status: str
+    stage: str | None
+    next_action: NextActionPublic | None
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> InvoicePublic:
+        data = invoice.model_dump(exclude={"next_action", "request_hash"})
+        nxt = None
+        if invoice.next_action and invoice.next_action_at:
+            nxt = NextActionPublic(
+                kind=invoice.next_action, at=invoice.next_action_at, step_key=invoice.next_action_step
+            )
+        return cls(**data, next_action=nxt, workflow_id=invoice.workflow_id)
+
+
+class InvoiceEvent(SQLModel, table=True):
+    """One line of an invoice's timeline: who or what did what, when."""
+
+    __tablename__ = "invoice_events"
+    __table_args__ = (UniqueConstraint("invoice_id", "dedupe_key", name="uq_event_dedupe"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    actor: str = Field(max_length=100)
+    kind: str = Field(max_length=50)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    dedupe_key: str | None = Field(default=None, max_length=120)
+
+
+class InvoiceEventPublic(SQLModel):
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    data: dict[str, Any]
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An outbound message; (invoice, step, channel) is unique so a step is sent at most once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "step_key", "channel", name="uq_outbox_step"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    step_key: str = Field(max_length=50)
+    channel: str = Field(max_length=20)
+    recipient: str | None = Field(default=None, max_length=320)
+    subject: str = Field(max_length=300)
+    body: str
+    status: str = Field(default="queued", max_length=20)
+    provider_id: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class OutboxMessagePublic(SQLModel):
+    id: int
+    invoice_id: int
+    step_key: str
+    channel: str
+    recipient: str | None
+    subject: str
+    body: str
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class Payment(SQLModel, table=True):
+    """A payment as received (webhook event); applying it to a balance is the workflow's job."""
+
+    __tablename__ = "payments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=200, unique=True, index=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    paid_at: datetime = Field(sa_type=UTCDateTime)
+    method: str = Field(max_length=50)
+    status: str = Field(default="received", max_length=20, description="received, applied, unapplied")
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    applied_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AgencyPlacement(SQLModel, table=True):
+    """An invoice handed to a collection agency."""
+
+    __tablename__ = "agency_placements"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", unique=True)
+    agency: str = Field(max_length=100)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    reference: str = Field(max_length=300)
+    placed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

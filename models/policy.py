@@ -1,0 +1,106 @@
+"""Dunning policies: ordered reminder steps relative to the due instant, and the escalation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, model_validator
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
+from workflows.schedule import shift
+from workflows.types import PolicySpec, StepSpec
+
+Channel = Literal["email", "sms", "call", "letter"]
+TEMPLATES = ("reminder_before_due", "reminder_overdue", "final_notice", "reminder")
+
+
+class ReminderStep(SQLModel):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    key: str = Field(min_length=1, max_length=50, regex=r"^[a-z0-9_\-]+$")
+    offset: IsoDuration
+    channel: Channel = "email"
+    template: str = Field(default="reminder", max_length=50)
+
+    @model_validator(mode="after")
+    def _known_template(self) -> ReminderStep:
+        if self.template not in TEMPLATES:
+            raise ValueError(
+                f"unknown template {self.template!r}; available: {', '.join(TEMPLATES)}"
+            )
+        return self
+
+
+class DunningPolicyBase(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    send_at: TimeOfDay | None = Field(
+        default="09:00", description="local time of day to send; null sends at the exact instant"
+    )
+    escalate_after: NonNegativeIsoDuration = Field(description="ISO 8601 duration after the due instant")
+
+
+class DunningPolicyCreate(DunningPolicyBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    steps: list[ReminderStep] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _ordered_and_before_escalation(self) -> DunningPolicyCreate:
+        keys = [s.key for s in self.steps]
+        if len(set(keys)) != len(keys):
+            raise ValueError("step keys must be unique")
+        # Compare instants against a reference due date: offsets with months and days only
+        # have an order once placed on a calendar.
+        ref = datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC)
+        instants = [shift(ref, s.offset, "UTC", self.send_at) for s in self.steps]
+        if any(b < a for a, b in zip(instants, instants[1:], strict=False)):
+            raise ValueError("steps must be ordered by offset, earliest first")
+        esc = shift(ref, self.escalate_after, "UTC", self.send_at)
+        if instants and instants[-1] >= esc:
+            raise ValueError("every step must come before escalate_after")
+        return self
+
+
+class DunningPolicy(DunningPolicyBase, table=True):
+    __tablename__ = "dunning_policies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    send_at: str | None = Field(default="09:00", max_length=5)
+    escalate_after: str = Field(max_length=40)
+    steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    def spec(self) -> PolicySpec:
+        assert self.id is not None
+        return PolicySpec(
+            policy_id=self.id,
+            name=self.name,
+            steps=[StepSpec(**s) for s in self.steps],
+            escalate_after=self.escalate_after,
+            send_at=self.send_at,
+        )
+
+
+class DunningPolicyPublic(DunningPolicyBase):
+    id: int
+    steps: list[ReminderStep]
+    created_at: datetime
+
+
+DEFAULT_POLICY_NAME = "default"
+DEFAULT_POLICY = DunningPolicyCreate(
+    name=DEFAULT_POLICY_NAME,
+    send_at="09:00",
+    escalate_after="P45D",
+    steps=[
+        ReminderStep(key="before_due", offset="-P3D", template="reminder_before_due"),
+        ReminderStep(key="first_late_day", offset="P1D", template="reminder_overdue"),
+        ReminderStep(key="late_7", offset="P7D", template="reminder_overdue"),
+        ReminderStep(key="late_14", offset="P14D", template="reminder_overdue"),
+        ReminderStep(key="final_notice", offset="P30D", template="final_notice"),
+    ],
+)

@@ -1,0 +1,79 @@
+"""The Temporal worker: builds dependencies once, registers the workflow and its activities.
+
+Run: ``python worker.py`` (settings from ``ARFLOW_*``; ``ARFLOW_TEMPORAL_ADDRESS`` must point at a
+running Temporal frontend, which ``arflow run`` starts for you on a laptop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agency import FileAgencyAdapter
+from activities.channels import OutboxOnlyChannel
+from activities.invoice import InvoiceActivities
+from arflow.config import Settings, get_settings
+from arflow.db import make_engine, session_factory
+from workflows.invoice import InvoiceWorkflow
+
+log = logging.getLogger("arflow.worker")
+ACTIVITY_THREADS = 16
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    engine: Engine,
+    task_queue: str | None = None,
+    executor: ThreadPoolExecutor | None = None,
+) -> Worker:
+    """The worker for ``task_queue`` (default: the settings'), with real dependencies."""
+    acts = InvoiceActivities(
+        sessions=session_factory(engine),
+        channel=OutboxOnlyChannel(),
+        agency=FileAgencyAdapter(settings.agency_folder),
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[InvoiceWorkflow],
+        activities=acts.all(),
+        activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
+        max_concurrent_activities=ACTIVITY_THREADS,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    client = await Client.connect(
+        settings.temporal_address or "127.0.0.1:7233", namespace=settings.temporal_namespace
+    )
+    engine = make_engine(settings.database_url)
+    worker = build_worker(client, settings, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+    async with worker:
+        await stop.wait()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(get_settings()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # temporalio can abort the interpreter at exit (sdk-python #300)
+
+
+if __name__ == "__main__":
+    main()

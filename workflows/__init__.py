@@ -1,0 +1,1 @@
+"""Temporal workflows: they decide what happens to an invoice and when."""
