@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.invoice import add_event, set_next_action
+from arflow.config import Settings
 from api.errors import ApiError, conflict, not_found, unprocessable
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent, Payment
 from models.invoice import InvoiceCreate
@@ -120,14 +121,14 @@ def workflow_input(invoice: Invoice, customer: Customer, policy: DunningPolicy) 
     )
 
 
-async def start_workflow(client: Client, task_queue: str, inp: InvoiceWorkflowInput) -> None:
+async def start_workflow(client: Client, settings: Settings, inp: InvoiceWorkflowInput) -> None:
     """Start the invoice's workflow; a second start for the same invoice is a no-op."""
     try:
         await client.start_workflow(
             InvoiceWorkflow.run,
             inp,
-            id=f"invoice-{inp.invoice_id}",
-            task_queue=task_queue,
+            id=settings.workflow_id(inp.invoice_id),
+            task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         )
@@ -144,7 +145,7 @@ async def start_workflow(client: Client, task_queue: str, inp: InvoiceWorkflowIn
 
 
 async def create_invoice(
-    session: Session, client: Client, task_queue: str, body: InvoiceCreate, actor: str
+    session: Session, client: Client, settings: Settings, body: InvoiceCreate, actor: str
 ) -> tuple[Invoice, bool]:
     """Store the invoice and start its workflow. Idempotent on external_id."""
     digest = request_hash(body)
@@ -200,7 +201,7 @@ async def create_invoice(
             if existing is None:
                 raise
         else:
-            await start_workflow(client, task_queue, workflow_input(invoice, customer, policy))
+            await start_workflow(client, settings, workflow_input(invoice, customer, policy))
             return invoice, True
 
     if existing.request_hash != digest:
@@ -213,7 +214,7 @@ async def create_invoice(
         customer = session.get(Customer, existing.customer_id)
         policy = session.get(DunningPolicy, existing.policy_id)
         assert customer is not None and policy is not None
-        await start_workflow(client, task_queue, workflow_input(existing, customer, policy))
+        await start_workflow(client, settings, workflow_input(existing, customer, policy))
     return existing, False
 
 
@@ -256,12 +257,17 @@ def timeline(session: Session, invoice_id: int) -> list[InvoiceEvent]:
 
 
 async def cancel_invoice(
-    session: Session, client: Client, invoice_id: int, reason: str, actor: str
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    reason: str,
+    actor: str,
 ) -> Invoice:
     invoice = get_invoice(session, invoice_id)
     if invoice.status in CLOSED:
         raise conflict(f"invoice {invoice_id} is already {invoice.status}")
-    handle = client.get_workflow_handle(invoice.workflow_id)
+    handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
     try:
         state = await handle.execute_update(
             InvoiceWorkflow.cancel, CancelRequest(reason=reason, actor=actor)
@@ -330,7 +336,9 @@ def _record_after_close(session: Session, invoice: Invoice, payment: Payment) ->
     session.commit()
 
 
-async def receive_payment(session: Session, client: Client, body: PaymentWebhook) -> PaymentAck:
+async def receive_payment(
+    session: Session, client: Client, settings: Settings, body: PaymentWebhook
+) -> PaymentAck:
     if body.invoice_id is not None:
         invoice = session.get(Invoice, body.invoice_id)
         ref: object = body.invoice_id
@@ -380,7 +388,7 @@ async def receive_payment(session: Session, client: Client, body: PaymentWebhook
     try:
         # Signalled again on a duplicate delivery too: the workflow applies a payment id once,
         # and this heals a delivery whose signal was lost.
-        await client.get_workflow_handle(invoice.workflow_id).signal(
+        await client.get_workflow_handle(settings.workflow_id(invoice.id)).signal(
             InvoiceWorkflow.payment_received,
             PaymentSignal(
                 payment_id=payment.id, amount_minor=payment.amount_minor, currency=payment.currency

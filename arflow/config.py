@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = "default"
     task_queue: str = "arflow-invoices"
+    workflow_id_prefix: str = Field(
+        default="", description="prepended to invoice-{id}, for several deployments in one namespace"
+    )
     api_keys: str = DEFAULT_API_KEYS
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     webhook_tolerance_seconds: int = 300
@@ -69,6 +72,10 @@ class Settings(BaseSettings):
                     f"ARFLOW_API_KEYS entry for role {role!r}: roles are admin, specialist, viewer"
                 ) from None
         return keys
+
+    def workflow_id(self, invoice_id: int | None) -> str:
+        """The id of an invoice's workflow: ``invoice-{id}`` (no personal data)."""
+        return f"{self.workflow_id_prefix}invoice-{invoice_id}"
 
     @property
     def agency_folder(self) -> str:

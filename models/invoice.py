@@ -71,10 +71,6 @@ class Invoice(InvoiceBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
-    @property
-    def workflow_id(self) -> str:
-        return f"invoice-{self.id}"
-
 
 class NextActionPublic(SQLModel):
     kind: str
@@ -98,14 +94,14 @@ class InvoicePublic(InvoiceBase):
     closed_at: datetime | None
 
     @classmethod
-    def of(cls, invoice: Invoice) -> InvoicePublic:
+    def of(cls, invoice: Invoice, workflow_id: str) -> InvoicePublic:
         data = invoice.model_dump(exclude={"next_action", "request_hash"})
         nxt = None
         if invoice.next_action and invoice.next_action_at:
             nxt = NextActionPublic(
                 kind=invoice.next_action, at=invoice.next_action_at, step_key=invoice.next_action_step
             )
-        return cls(**data, next_action=nxt, workflow_id=invoice.workflow_id)
+        return cls(**data, next_action=nxt, workflow_id=workflow_id)
 
 
 class InvoiceEvent(SQLModel, table=True):

@@ -30,16 +30,27 @@ def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
     return naive.replace(tzinfo=zone).astimezone(UTC)
 
 
-def _split(offset: str) -> tuple[int, int, int, timedelta]:
-    """(sign, years, months, days...) split of an ISO 8601 duration into calendar and clock parts."""
+def _split(offset: str) -> tuple[int, int, int, int, timedelta]:
+    """(sign, years, months, days, clock) of an ISO 8601 duration.
+
+    The date part (before ``T``) and the time part are parsed apart, so ``PT24H`` stays 24 hours
+    of clock time and only ``P1D`` means one calendar day.
+    """
     text = offset.strip()
     sign = -1 if text.startswith("-") else 1
-    parsed = isodate.parse_duration(text.lstrip("+-"))
-    if isinstance(parsed, isodate.Duration):
-        years, months, delta = int(parsed.years), int(parsed.months), parsed.tdelta
-    else:
-        years, months, delta = 0, 0, parsed
-    return sign, years, months, delta
+    body = text.lstrip("+-")
+    date_part, _, time_part = body.partition("T")
+    years = months = days = 0
+    if date_part not in ("P", ""):
+        parsed = isodate.parse_duration(date_part)
+        if isinstance(parsed, isodate.Duration):
+            years, months = int(parsed.years), int(parsed.months)
+            days = parsed.tdelta.days
+        else:
+            days = parsed.days
+    clock = isodate.parse_duration("PT" + time_part) if time_part else timedelta(0)
+    assert isinstance(clock, timedelta)
+    return sign, years, months, days, clock
 
 
 def _add_months(d: datetime, months: int) -> datetime:
@@ -58,16 +69,17 @@ def _add_months(d: datetime, months: int) -> datetime:
 def shift(due_at: datetime, offset: str, timezone: str, send_at: str | None) -> datetime:
     """The instant ``offset`` away from ``due_at`` for a customer in ``timezone``."""
     zone = ZoneInfo(timezone)
-    sign, years, months, delta = _split(offset)
+    sign, years, months, days, clock = _split(offset)
+    if send_at is None and not (years or months or days):
+        return due_at.astimezone(UTC) + sign * clock  # pure clock time: exact, whatever the zone
     wall = due_at.astimezone(zone).replace(tzinfo=None)
     wall = _add_months(wall, sign * (years * 12 + months))
-    wall = wall + sign * timedelta(days=delta.days)
-    clock = sign * timedelta(seconds=delta.seconds, microseconds=delta.microseconds)
+    wall = wall + sign * timedelta(days=days)
     if send_at is not None:
         hour, minute = (int(part) for part in send_at.split(":"))
-        local_day = (wall + clock).date()
+        local_day = (wall + sign * clock).date()
         return _localize(datetime.combine(local_day, time(hour, minute)), zone)
-    return _localize(wall, zone) + clock
+    return _localize(wall, zone) + sign * clock
 
 
 def build_schedule(policy: PolicySpec, due_at: datetime, timezone: str) -> list[ScheduledStep]:
@@ -99,7 +111,8 @@ def due_steps(
     passed = [s for s in schedule if s.key not in done and s.at <= now]
     if not passed:
         return None, []
-    return passed[-1], passed[:-1]
+    latest = max(reversed(passed), key=lambda s: s.at)  # ties: the later step in the policy
+    return latest, [s for s in passed if s is not latest]
 
 
 def next_action(

@@ -48,16 +48,17 @@ async def create_invoice(
     who: Specialist,
 ) -> InvoicePublic:
     invoice, created = await services.create_invoice(
-        session, client, settings.task_queue, body, who.actor
+        session, client, settings, body, who.actor
     )
     if not created:
         response.status_code = 200
-    return InvoicePublic.of(invoice)
+    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
 
 
 @router.get("", response_model=InvoicePage)
 def list_invoices(
     session: SessionDep,
+    settings: SettingsDep,
     _: Viewer,
     status: Status | None = None,
     customer_id: int | None = Query(None, gt=0),
@@ -67,13 +68,16 @@ def list_invoices(
 ) -> InvoicePage:
     rows, total = services.list_invoices(session, status, customer_id, overdue, limit, offset)
     return InvoicePage(
-        items=[InvoicePublic.of(r) for r in rows], total=total, limit=limit, offset=offset
+        items=[InvoicePublic.of(r, settings.workflow_id(r.id)) for r in rows], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{invoice_id}", response_model=InvoicePublic)
-def get_invoice(invoice_id: int, session: SessionDep, _: Viewer) -> InvoicePublic:
-    return InvoicePublic.of(services.get_invoice(session, invoice_id))
+def get_invoice(
+    invoice_id: int, session: SessionDep, settings: SettingsDep, _: Viewer
+) -> InvoicePublic:
+    invoice = services.get_invoice(session, invoice_id)
+    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
 
 
 @router.get("/{invoice_id}/timeline", response_model=list[InvoiceEventPublic])
@@ -97,8 +101,11 @@ async def cancel_invoice(
     invoice_id: int,
     body: CancelBody,
     session: SessionDep,
+    settings: SettingsDep,
     client: TemporalDep,
     who: Specialist,
 ) -> InvoicePublic:
-    invoice = await services.cancel_invoice(session, client, invoice_id, body.reason, who.actor)
-    return InvoicePublic.of(invoice)
+    invoice = await services.cancel_invoice(
+        session, client, settings, invoice_id, body.reason, who.actor
+    )
+    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))

@@ -41,4 +41,4 @@ async def payment_webhook(
         details = _describe(json.loads(exc.json()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         raise ApiError(422, "invalid", summary, details) from None
-    return await services.receive_payment(session, client, body)
+    return await services.receive_payment(session, client, settings, body)

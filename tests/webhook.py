@@ -1,0 +1,30 @@
+"""Signing and sending payment webhooks in tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+from api.services import sign
+from tests.conftest import WEBHOOK_SECRET
+
+
+async def signed_payment(h: Any, stamp: int | None = None, **fields: Any) -> httpx.Response:
+    body = {
+        "event_id": f"evt_{uuid.uuid4().hex}",
+        "currency": "EUR",
+        "paid_at": "2026-11-23T10:00:00Z",
+        "method": "card",
+    } | fields
+    raw = json.dumps(body).encode()
+    return await h.http.post(
+        "/v1/webhooks/payments",
+        content=raw,
+        headers={
+            "Arflow-Signature": sign(WEBHOOK_SECRET, raw, stamp),
+            "Content-Type": "application/json",
+        },
+    )
