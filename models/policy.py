@@ -20,7 +20,7 @@ TEMPLATES = ("reminder_before_due", "reminder_overdue", "final_notice", "reminde
 class ReminderStep(SQLModel):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    key: str = Field(min_length=1, max_length=50, regex=r"^[a-z0-9_\-]+$")
+    key: str = Field(min_length=1, max_length=50, schema_extra={"pattern": r"^[a-z0-9_\-]+$"})
     offset: IsoDuration
     channel: Channel = "email"
     template: str = Field(default="reminder", max_length=50)
