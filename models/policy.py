@@ -69,7 +69,7 @@ class DunningPolicy(DunningPolicyBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, unique=True)
-    send_at: str | None = Field(default="09:00", max_length=5)
+    send_at: str | None = Field(default=None, max_length=5)  # the create schema defaults 09:00
     escalate_after: str = Field(max_length=40)
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,88 @@
+"""Demo data for a laptop run: a seconds-scale policy, customers around the world, invoices."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from api.services import sign
+
+DEMO_POLICY = {
+    "name": "demo-seconds",
+    "send_at": None,
+    "escalate_after": "PT50S",
+    "steps": [
+        {"key": "before_due", "offset": "-PT10S", "template": "reminder_before_due"},
+        {"key": "first_late", "offset": "PT5S", "template": "reminder_overdue"},
+        {"key": "late_again", "offset": "PT20S", "template": "reminder_overdue"},
+        {"key": "final_notice", "offset": "PT35S", "template": "final_notice"},
+    ],
+}
+
+DEMO_CUSTOMERS = [
+    {"external_id": "DEMO-ACME", "name": "Acme GmbH", "email": "ap@acme.example.com",
+     "phone": "+4930123456", "timezone": "Europe/Berlin", "locale": "de"},
+    {"external_id": "DEMO-GLOBEX", "name": "Globex Inc.", "email": "billing@globex.example.com",
+     "phone": "+12125550123", "timezone": "America/New_York", "locale": "en"},
+    {"external_id": "DEMO-TONGA", "name": "Nuku'alofa Traders", "email": "pay@tonga.example.com",
+     "timezone": "Pacific/Tongatapu", "locale": "en"},
+]
+
+
+def load(base_url: str, admin_key: str, webhook_secret: str) -> list[dict[str, Any]]:
+    """Create the demo policy and customers (once) and a fresh batch of invoices (every run)."""
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        policies = http.get("/v1/policies").json()
+        policy = next((p for p in policies if p["name"] == DEMO_POLICY["name"]), None)
+        if policy is None:
+            policy = _ok(http.post("/v1/policies", json=DEMO_POLICY))
+        customers = []
+        existing = {c["external_id"]: c for c in http.get("/v1/customers").json()}
+        for body in DEMO_CUSTOMERS:
+            found = existing.get(str(body["external_id"]))
+            customers.append(found or _ok(http.post("/v1/customers", json=body)))
+        batch = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        now = datetime.now(UTC)
+        invoices = []
+        for i, (customer, amount, currency) in enumerate(
+            [(customers[0], 125_000, "EUR"), (customers[1], 48_050, "USD"),
+             (customers[2], 9_900, "USD"), (customers[0], 30_000, "EUR")]
+        ):
+            due_at = now + timedelta(seconds=15 + 5 * i)
+            invoices.append(_ok(http.post("/v1/invoices", json={
+                "external_id": f"DEMO-{batch}-{i + 1}",
+                "number": f"D{batch[-6:]}-{i + 1}",
+                "customer_id": customer["id"],
+                "amount_minor": amount,
+                "currency": currency,
+                "issued_on": now.date().isoformat(),
+                "due_date": due_at.date().isoformat(),
+                "due_at": due_at.isoformat(),
+                "policy_id": policy["id"],
+            })))
+        # The last one is paid at once by a signed webhook, the first partly.
+        for inv, amount in ((invoices[-1], invoices[-1]["amount_minor"]), (invoices[0], 25_000)):
+            raw = json.dumps({
+                "event_id": f"demo-{uuid.uuid4().hex}",
+                "invoice_id": inv["id"],
+                "amount_minor": amount,
+                "currency": inv["currency"],
+                "paid_at": now.isoformat(),
+                "method": "bank_transfer",
+            }).encode()
+            _ok(http.post("/v1/webhooks/payments", content=raw, headers={
+                "Arflow-Signature": sign(webhook_secret, raw), "Content-Type": "application/json"
+            }))
+        return invoices
+
+
+def _ok(resp: httpx.Response) -> dict[str, Any]:
+    if resp.status_code >= 400:
+        raise RuntimeError(f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}")
+    data: dict[str, Any] = resp.json()
+    return data
