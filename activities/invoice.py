@@ -79,7 +79,7 @@ class InvoiceActivities:
 
     @activity.defn(name="send_reminder")
     def send_reminder(self, inp: SendReminderInput) -> None:
-        """Render and send one step; record skipped steps. At most once per (invoice, step, channel)."""
+        """Render and send one step, record skipped ones; once per invoice, step, channel."""
         step = inp.step
         with self.sessions() as session:
             invoice = self._invoice(session, inp.invoice_id)
@@ -262,7 +262,11 @@ class InvoiceActivities:
                 session,
                 inp.invoice_id,
                 "escalated",
-                {"agency": self.agency.name, "amount_minor": inp.balance_minor, "reference": reference},
+                {
+                    "agency": self.agency.name,
+                    "amount_minor": inp.balance_minor,
+                    "reference": reference,
+                },
                 dedupe_key="status:escalated",
             )
             invoice.status = "escalated"
@@ -306,5 +310,3 @@ class InvoiceActivities:
 
     def all(self) -> list[Any]:
         return [self.send_reminder, self.record_payment, self.escalate, self.record_closed]
-
-

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from alembic import context
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers every table on the metadata)
+from alembic import context
 from arflow.config import get_settings
 from arflow.db import make_engine
 

@@ -9,6 +9,7 @@ import logging
 import time
 from datetime import UTC
 
+from sqlalchemy import and_, not_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -17,8 +18,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.invoice import add_event, set_next_action
-from arflow.config import Settings
 from api.errors import ApiError, conflict, not_found, unprocessable
+from arflow.config import Settings
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent, Payment
 from models.invoice import InvoiceCreate
 from models.payment import PaymentAck, PaymentWebhook
@@ -26,7 +27,7 @@ from models.policy import DEFAULT_POLICY, DEFAULT_POLICY_NAME, DunningPolicyCrea
 from models.types import utcnow
 from workflows.invoice import InvoiceWorkflow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
-from workflows.types import CancelRequest, InvoiceWorkflowInput, PaymentSignal
+from workflows.types import CancelRequest, InvoiceState, InvoiceWorkflowInput, PaymentSignal
 
 log = logging.getLogger("arflow.api")
 CLOSED = ("paid", "cancelled")
@@ -108,7 +109,9 @@ def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
     return ensure_default_policy(session)
 
 
-def workflow_input(invoice: Invoice, customer: Customer, policy: DunningPolicy) -> InvoiceWorkflowInput:
+def workflow_input(
+    invoice: Invoice, customer: Customer, policy: DunningPolicy
+) -> InvoiceWorkflowInput:
     assert invoice.id is not None
     return InvoiceWorkflowInput(
         invoice_id=invoice.id,
@@ -153,8 +156,10 @@ async def create_invoice(
     if existing is None:
         customer = _resolve_customer(session, body)
         policy = _resolve_policy(session, body)
-        due_at = body.due_at.astimezone(UTC) if body.due_at else default_due_at(
-            body.due_date, customer.timezone
+        due_at = (
+            body.due_at.astimezone(UTC)
+            if body.due_at
+            else default_due_at(body.due_date, customer.timezone)
         )
         invoice = Invoice(
             external_id=body.external_id,
@@ -211,10 +216,10 @@ async def create_invoice(
         )
     # Same request again: make sure its workflow runs (heals a start that failed before).
     if existing.status not in CLOSED:
-        customer = session.get(Customer, existing.customer_id)
-        policy = session.get(DunningPolicy, existing.policy_id)
-        assert customer is not None and policy is not None
-        await start_workflow(client, settings, workflow_input(existing, customer, policy))
+        owner = session.get(Customer, existing.customer_id)
+        rules = session.get(DunningPolicy, existing.policy_id)
+        assert owner is not None and rules is not None
+        await start_workflow(client, settings, workflow_input(existing, owner, rules))
     return existing, False
 
 
@@ -239,8 +244,8 @@ def list_invoices(
     if customer_id is not None:
         stmt = stmt.where(Invoice.customer_id == customer_id)
     if overdue is not None:
-        late = (Invoice.due_at < utcnow()) & col(Invoice.status).in_(("open", "escalated"))
-        stmt = stmt.where(late if overdue else ~late)
+        late = and_(col(Invoice.due_at) < utcnow(), col(Invoice.status).in_(("open", "escalated")))
+        stmt = stmt.where(late if overdue else not_(late))
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
     rows = session.exec(stmt.order_by(col(Invoice.id)).offset(offset).limit(limit)).all()
     return list(rows), int(total)
@@ -269,8 +274,8 @@ async def cancel_invoice(
         raise conflict(f"invoice {invoice_id} is already {invoice.status}")
     handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
     try:
-        state = await handle.execute_update(
-            InvoiceWorkflow.cancel, CancelRequest(reason=reason, actor=actor)
+        state: InvoiceState = await handle.execute_update(
+            "cancel", CancelRequest(reason=reason, actor=actor), result_type=InvoiceState
         )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
@@ -401,5 +406,3 @@ async def receive_payment(
         _record_after_close(session, invoice, payment)
         return PaymentAck(status="recorded", payment_id=payment.id, invoice_id=invoice.id)
     return PaymentAck(status=status, payment_id=payment.id, invoice_id=invoice.id)
-
-

@@ -101,21 +101,50 @@ def run(
             address = f"127.0.0.1:{temporal_port}"
             ui_url = f"http://127.0.0.1:{ui_port}"
             # State on disk: a killed run resumes its timers instead of losing them.
-            procs.append(subprocess.Popen([
-                str(BIN / "temporal"), "server", "start-dev",
-                "--ip", "127.0.0.1", "--port", str(temporal_port), "--ui-port", str(ui_port),
-                "--db-filename", str(data / "temporal.db"), "--log-level", "warn",
-            ]))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "temporal"),
+                        "server",
+                        "start-dev",
+                        "--ip",
+                        "127.0.0.1",
+                        "--port",
+                        str(temporal_port),
+                        "--ui-port",
+                        str(ui_port),
+                        "--db-filename",
+                        str(data / "temporal.db"),
+                        "--log-level",
+                        "warn",
+                    ]
+                )
+            )
             env["ARFLOW_TEMPORAL_ADDRESS"] = address
         console.print(f"waiting for Temporal at {address} ...")
         _wait_for_temporal(address)
         upgrade(make_engine(settings.database_url))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        procs.append(subprocess.Popen([
-            sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-            "--host", settings.api_host, "--port", str(settings.api_port), "--log-level", "warning",
-        ], env=env, cwd=ROOT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.app:create_app",
+                    "--factory",
+                    "--host",
+                    settings.api_host,
+                    "--port",
+                    str(settings.api_port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
         _wait_for_http(f"{api_url}/healthz", procs[-1])
         keys = settings.parsed_api_keys()
         admin_key = next(k for k, r in keys.items() if r.value == "admin")
@@ -124,7 +153,9 @@ def run(
         table.add_row("API docs", f"{api_url}/docs")
         table.add_row("Temporal UI", ui_url)
         for key, role in keys.items():
-            table.add_row(f"{role.value} key", key if settings.environment == "development" else "***")
+            table.add_row(
+                f"{role.value} key", key if settings.environment == "development" else "***"
+            )
         table.add_row("database", settings.database_url)
         if demo:
             from arflow.demo import load
@@ -134,7 +165,8 @@ def run(
             table.add_row("demo invoices", ", ".join(str(i["id"]) for i in invoices))
             table.add_row(
                 "try",
-                f"curl -H 'Authorization: Bearer {admin_key}' {api_url}/v1/invoices/{first}/timeline",
+                f"curl -H 'Authorization: Bearer {admin_key}' "
+                f"{api_url}/v1/invoices/{first}/timeline",
             )
         console.print(table)
         console.print("reminders appear on the demo timelines within a minute; Ctrl-C stops")

@@ -1,4 +1,4 @@
-"""Settings: one pydantic-settings class, read from the environment (prefix ``ARFLOW_``) and ``.env``."""
+"""Settings: one pydantic-settings class, from the environment (``ARFLOW_*``) and ``.env``."""
 
 from __future__ import annotations
 
@@ -32,12 +32,14 @@ class Settings(BaseSettings):
     environment: str = Field(default="development", description="development, test or production")
     database_url: str = "sqlite:///./arflow.db"
     temporal_address: str = Field(
-        default="", description="host:port of a Temporal frontend; empty starts the embedded dev server"
+        default="",
+        description="host:port of a Temporal frontend; empty starts the embedded dev server",
     )
     temporal_namespace: str = "default"
     task_queue: str = "arflow-invoices"
     workflow_id_prefix: str = Field(
-        default="", description="prepended to invoice-{id}, for several deployments in one namespace"
+        default="",
+        description="prepended to invoice-{id}, for several deployments in one namespace",
     )
     api_keys: str = DEFAULT_API_KEYS
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     data_dir: str = "./data"
-    agency_dir: str = Field(default="", description="folder for agency placement files; default data_dir/agency")
+    agency_dir: str = Field(
+        default="", description="folder for agency placement files; default data_dir/agency"
+    )
     temporal_ui_url: str = "http://127.0.0.1:8233"
 
     @model_validator(mode="after")

@@ -24,12 +24,29 @@ DEMO_POLICY = {
 }
 
 DEMO_CUSTOMERS = [
-    {"external_id": "DEMO-ACME", "name": "Acme GmbH", "email": "ap@acme.example.com",
-     "phone": "+4930123456", "timezone": "Europe/Berlin", "locale": "de"},
-    {"external_id": "DEMO-GLOBEX", "name": "Globex Inc.", "email": "billing@globex.example.com",
-     "phone": "+12125550123", "timezone": "America/New_York", "locale": "en"},
-    {"external_id": "DEMO-TONGA", "name": "Nuku'alofa Traders", "email": "pay@tonga.example.com",
-     "timezone": "Pacific/Tongatapu", "locale": "en"},
+    {
+        "external_id": "DEMO-ACME",
+        "name": "Acme GmbH",
+        "email": "ap@acme.example.com",
+        "phone": "+4930123456",
+        "timezone": "Europe/Berlin",
+        "locale": "de",
+    },
+    {
+        "external_id": "DEMO-GLOBEX",
+        "name": "Globex Inc.",
+        "email": "billing@globex.example.com",
+        "phone": "+12125550123",
+        "timezone": "America/New_York",
+        "locale": "en",
+    },
+    {
+        "external_id": "DEMO-TONGA",
+        "name": "Nuku'alofa Traders",
+        "email": "pay@tonga.example.com",
+        "timezone": "Pacific/Tongatapu",
+        "locale": "en",
+    },
 ]
 
 
@@ -50,39 +67,61 @@ def load(base_url: str, admin_key: str, webhook_secret: str) -> list[dict[str, A
         now = datetime.now(UTC)
         invoices = []
         for i, (customer, amount, currency) in enumerate(
-            [(customers[0], 125_000, "EUR"), (customers[1], 48_050, "USD"),
-             (customers[2], 9_900, "USD"), (customers[0], 30_000, "EUR")]
+            [
+                (customers[0], 125_000, "EUR"),
+                (customers[1], 48_050, "USD"),
+                (customers[2], 9_900, "USD"),
+                (customers[0], 30_000, "EUR"),
+            ]
         ):
             due_at = now + timedelta(seconds=15 + 5 * i)
-            invoices.append(_ok(http.post("/v1/invoices", json={
-                "external_id": f"DEMO-{batch}-{i + 1}",
-                "number": f"D{batch[-6:]}-{i + 1}",
-                "customer_id": customer["id"],
-                "amount_minor": amount,
-                "currency": currency,
-                "issued_on": now.date().isoformat(),
-                "due_date": due_at.date().isoformat(),
-                "due_at": due_at.isoformat(),
-                "policy_id": policy["id"],
-            })))
+            invoices.append(
+                _ok(
+                    http.post(
+                        "/v1/invoices",
+                        json={
+                            "external_id": f"DEMO-{batch}-{i + 1}",
+                            "number": f"D{batch[-6:]}-{i + 1}",
+                            "customer_id": customer["id"],
+                            "amount_minor": amount,
+                            "currency": currency,
+                            "issued_on": now.date().isoformat(),
+                            "due_date": due_at.date().isoformat(),
+                            "due_at": due_at.isoformat(),
+                            "policy_id": policy["id"],
+                        },
+                    )
+                )
+            )
         # The last one is paid at once by a signed webhook, the first partly.
         for inv, amount in ((invoices[-1], invoices[-1]["amount_minor"]), (invoices[0], 25_000)):
-            raw = json.dumps({
-                "event_id": f"demo-{uuid.uuid4().hex}",
-                "invoice_id": inv["id"],
-                "amount_minor": amount,
-                "currency": inv["currency"],
-                "paid_at": now.isoformat(),
-                "method": "bank_transfer",
-            }).encode()
-            _ok(http.post("/v1/webhooks/payments", content=raw, headers={
-                "Arflow-Signature": sign(webhook_secret, raw), "Content-Type": "application/json"
-            }))
+            raw = json.dumps(
+                {
+                    "event_id": f"demo-{uuid.uuid4().hex}",
+                    "invoice_id": inv["id"],
+                    "amount_minor": amount,
+                    "currency": inv["currency"],
+                    "paid_at": now.isoformat(),
+                    "method": "bank_transfer",
+                }
+            ).encode()
+            _ok(
+                http.post(
+                    "/v1/webhooks/payments",
+                    content=raw,
+                    headers={
+                        "Arflow-Signature": sign(webhook_secret, raw),
+                        "Content-Type": "application/json",
+                    },
+                )
+            )
         return invoices
 
 
 def _ok(resp: httpx.Response) -> dict[str, Any]:
     if resp.status_code >= 400:
-        raise RuntimeError(f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}")
+        raise RuntimeError(
+            f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text}"
+        )
     data: dict[str, Any] = resp.json()
     return data

@@ -16,7 +16,12 @@ class CustomerBase(SQLModel):
     email: EmailStr | None = Field(default=None, max_length=320)
     phone: PhoneE164 | None = Field(default=None, max_length=20)
     timezone: TimeZoneName = Field(default="UTC", max_length=64)
-    locale: str = Field(default="en", min_length=2, max_length=16, schema_extra={"pattern": r"^[a-z]{2}([_-][A-Za-z]{2})?$"})
+    locale: str = Field(
+        default="en",
+        min_length=2,
+        max_length=16,
+        schema_extra={"pattern": r"^[a-z]{2}([_-][A-Za-z]{2})?$"},
+    )
     segment: str = Field(default="standard", min_length=1, max_length=50)
 
 

@@ -99,7 +99,9 @@ class InvoicePublic(InvoiceBase):
         nxt = None
         if invoice.next_action and invoice.next_action_at:
             nxt = NextActionPublic(
-                kind=invoice.next_action, at=invoice.next_action_at, step_key=invoice.next_action_step
+                kind=invoice.next_action,
+                at=invoice.next_action_at,
+                step_key=invoice.next_action_step,
             )
         return cls(**data, next_action=nxt, workflow_id=workflow_id)
 
@@ -131,9 +133,7 @@ class OutboxMessage(SQLModel, table=True):
     """An outbound message; (invoice, step, channel) is unique so a step is sent at most once."""
 
     __tablename__ = "outbox"
-    __table_args__ = (
-        UniqueConstraint("invoice_id", "step_key", "channel", name="uq_outbox_step"),
-    )
+    __table_args__ = (UniqueConstraint("invoice_id", "step_key", "channel", name="uq_outbox_step"),)
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(foreign_key="invoices.id", index=True)
@@ -173,7 +173,9 @@ class Payment(SQLModel, table=True):
     currency: str = Field(max_length=3)
     paid_at: datetime = Field(sa_type=UTCDateTime)
     method: str = Field(max_length=50)
-    status: str = Field(default="received", max_length=20, description="received, applied, unapplied")
+    status: str = Field(
+        default="received", max_length=20, description="received, applied, unapplied"
+    )
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     applied_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 

@@ -39,7 +39,9 @@ class DunningPolicyBase(SQLModel):
     send_at: TimeOfDay | None = Field(
         default="09:00", description="local time of day to send; null sends at the exact instant"
     )
-    escalate_after: NonNegativeIsoDuration = Field(description="ISO 8601 duration after the due instant")
+    escalate_after: NonNegativeIsoDuration = Field(
+        description="ISO 8601 duration after the due instant"
+    )
 
 
 class DunningPolicyCreate(DunningPolicyBase):

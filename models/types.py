@@ -19,7 +19,7 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Stores instants as UTC and always returns timezone-aware UTC datetimes (SQLite drops zones)."""
+    """Stores instants as UTC; always returns aware UTC datetimes (SQLite drops zones)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True

@@ -10,9 +10,9 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,15 @@ from models.invoice import InvoiceEvent
 from worker import build_worker
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = BIN / "temporal"
 TEST_SERVER = BIN / "temporal-test-server"
 PG_URL = os.environ.get(
     "ARFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-DATABASES = [d for d in os.environ.get("ARFLOW_TEST_DATABASES", "sqlite,postgresql").split(",") if d]
+DATABASES = [
+    d for d in os.environ.get("ARFLOW_TEST_DATABASES", "sqlite,postgresql").split(",") if d
+]
 API_KEYS = {"admin": "test-admin", "specialist": "test-specialist", "viewer": "test-viewer"}
 WEBHOOK_SECRET = "test-webhook-secret"
 
@@ -144,7 +147,10 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real dev server (as ``arflow run`` starts it), in memory."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(TEMPORAL_CLI),
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
     )
     yield env
     await env.shutdown()
@@ -216,7 +222,10 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> AsyncIterator[Harness]:
+async def harness(
+    env: WorkflowEnvironment, engine: Engine, tmp_path: Path, with_worker: bool = True
+) -> AsyncIterator[Harness]:
+    """The API (in-process, over ASGI) and, unless told otherwise, a worker on its own queue."""
     settings = Settings(
         environment="test",
         database_url=str(engine.url),
@@ -229,9 +238,13 @@ async def harness(env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> A
     app = create_app(settings, engine=engine, temporal=env.client)
     with Session(engine) as session:
         services.ensure_default_policy(session)
-    worker = build_worker(env.client, settings, engine)
     transport = httpx.ASGITransport(app=app)
-    async with worker, httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as http:
+    async with AsyncExitStack() as stack:
+        if with_worker:
+            await stack.enter_async_context(build_worker(env.client, settings, engine))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://arflow.test")
+        )
         try:
             yield Harness(env=env, client=env.client, engine=engine, settings=settings, http=http)
         finally:
@@ -245,16 +258,8 @@ async def _terminate_all(client: Client, engine: Engine, settings: Settings) -> 
         ids = s.exec(select(Invoice.id)).all()
     for invoice_id in ids:
         try:
-            await client.get_workflow_handle(settings.workflow_id(invoice_id)).terminate("test over")
+            await client.get_workflow_handle(settings.workflow_id(invoice_id)).terminate(
+                "test over"
+            )
         except RPCError:
             pass  # already completed
-
-
-def days_from(d: date, n: int) -> str:
-    return (d + timedelta(days=n)).isoformat()
-
-
-def utc(*args: int) -> datetime:
-    from datetime import UTC
-
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]

@@ -243,7 +243,9 @@ async def test_list_filters(h: Harness) -> None:
 async def test_webhook_rejects_bad_signatures(h: Harness) -> None:
     cust = await h.customer()
     inv = await h.invoice(cust["id"])
-    old = await signed_payment(h, stamp=int(time.time()) - 301, invoice_id=inv["id"], amount_minor=1)
+    old = await signed_payment(
+        h, stamp=int(time.time()) - 301, invoice_id=inv["id"], amount_minor=1
+    )
     assert old.status_code == 401
     assert "outside 300 s" in error_of(old)
     forged = await h.http.post(

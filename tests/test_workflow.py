@@ -13,8 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from models import AgencyPlacement
 from tests.conftest import harness
-from workflows.invoice import InvoiceWorkflow
 from tests.webhook import signed_payment
+from workflows.invoice import InvoiceWorkflow
 
 DEFAULT_STEPS = ["before_due", "first_late_day", "late_7", "late_14", "final_notice"]
 
@@ -134,7 +134,9 @@ async def test_escalation_waits_for_the_configured_timeout(
         # a payment after escalation still closes the invoice
         resp = await signed_payment(h, invoice_id=inv["id"], amount_minor=120_000)
         assert resp.json()["status"] == "accepted"
-        result = await h.client.get_workflow_handle_for(InvoiceWorkflow.run, inv["workflow_id"]).result()
+        result = await h.client.get_workflow_handle_for(
+            InvoiceWorkflow.run, inv["workflow_id"]
+        ).result()
         assert result.status == "paid"
 
 
@@ -152,7 +154,9 @@ async def test_overdue_import_sends_only_the_latest_step(
         )
         await ts_env.sleep(timedelta(hours=1))
         assert [m.step_key for m in h.outbox(inv["id"])] == ["late_7"]
-        skipped = sorted(e.data["step"] for e in h.events(inv["id"]) if e.kind == "reminder_skipped")
+        skipped = sorted(
+            e.data["step"] for e in h.events(inv["id"]) if e.kind == "reminder_skipped"
+        )
         assert skipped == ["before_due", "first_late_day"]
         got = (await h.get(f"/v1/invoices/{inv['id']}")).json()
         assert got["next_action"]["step_key"] == "late_14"
@@ -169,7 +173,9 @@ async def test_cancel_stops_the_workflow(
         resp = await h.post(f"/v1/invoices/{inv['id']}/cancel", {"reason": "issued in error"})
         assert resp.status_code == 200, resp.text
         assert resp.json()["status"] == "cancelled"
-        result = await h.client.get_workflow_handle_for(InvoiceWorkflow.run, inv["workflow_id"]).result()
+        result = await h.client.get_workflow_handle_for(
+            InvoiceWorkflow.run, inv["workflow_id"]
+        ).result()
         assert result.status == "cancelled"
         again = await h.post(f"/v1/invoices/{inv['id']}/cancel", {"reason": "twice"})
         assert again.status_code == 409

@@ -32,7 +32,8 @@ with workflow.unsafe.imports_passed_through():
         SendReminderInput,
     )
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# Short enough that an activity lost with a killed worker is retried within seconds.
+ACTIVITY_TIMEOUT = timedelta(seconds=10)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -18,7 +18,7 @@ CLOSED_STATUSES = frozenset({PAID, CANCELLED})
 
 @dataclass
 class StepSpec:
-    """One dunning step: ``offset`` is an ISO 8601 duration from the due instant (negative = before)."""
+    """One dunning step; ``offset``: ISO 8601 duration from the due instant (negative = before)."""
 
     key: str
     offset: str

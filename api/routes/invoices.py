@@ -47,9 +47,7 @@ async def create_invoice(
     client: TemporalDep,
     who: Specialist,
 ) -> InvoicePublic:
-    invoice, created = await services.create_invoice(
-        session, client, settings, body, who.actor
-    )
+    invoice, created = await services.create_invoice(session, client, settings, body, who.actor)
     if not created:
         response.status_code = 200
     return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
@@ -68,7 +66,10 @@ def list_invoices(
 ) -> InvoicePage:
     rows, total = services.list_invoices(session, status, customer_id, overdue, limit, offset)
     return InvoicePage(
-        items=[InvoicePublic.of(r, settings.workflow_id(r.id)) for r in rows], total=total, limit=limit, offset=offset
+        items=[InvoicePublic.of(r, settings.workflow_id(r.id)) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 

@@ -1,0 +1,103 @@
+"""Kill -9 the worker process in the middle of 200 invoices' reminders and start it again:
+every due reminder is sent exactly once (counted in the outbox and on the timelines)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+from temporalio.testing import WorkflowEnvironment
+
+from models import OutboxMessage
+from models.invoice import InvoiceEvent
+from tests.conftest import ROOT, Harness, harness
+
+pytestmark = [pytest.mark.devserver, pytest.mark.slow]
+N = 200
+STEPS = ["s0", "s20", "s40"]
+
+
+def start_worker(h: Harness, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        ARFLOW_ENVIRONMENT="test",
+        ARFLOW_DATABASE_URL=h.settings.database_url,
+        ARFLOW_TEMPORAL_ADDRESS=h.client.service_client.config.target_host,
+        ARFLOW_TASK_QUEUE=h.settings.task_queue,
+        ARFLOW_WORKFLOW_ID_PREFIX=h.settings.workflow_id_prefix,
+        ARFLOW_DATA_DIR=h.settings.data_dir,
+    )
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out
+    )
+
+
+def outbox_count(engine: Engine) -> int:
+    with Session(engine) as s:
+        return int(s.exec(select(func.count()).select_from(OutboxMessage)).one())
+
+
+async def test_worker_killed_mid_run_sends_every_reminder_once(
+    dev_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    async with harness(dev_env, sqlite_engine, tmp_path, with_worker=False) as h:
+        pol = await h.policy(
+            escalate_after="PT10M",
+            steps=[{"key": k, "offset": f"PT{k[1:]}S"} for k in STEPS],
+        )
+        cust = await h.customer()
+        due_at = datetime.now(UTC) + timedelta(seconds=10)
+        for i in range(N):
+            await h.invoice(
+                cust["id"],
+                external_id=f"K-{i}",
+                policy_id=pol["id"],
+                due_at=due_at.isoformat(),
+                due_date=due_at.date().isoformat(),
+            )
+        assert datetime.now(UTC) < due_at, "creating the invoices took longer than planned"
+        log = tmp_path / "worker.log"
+        worker = start_worker(h, log)
+        try:
+            deadline = time.monotonic() + 60
+            while outbox_count(h.engine) < N // 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            before_kill = outbox_count(h.engine)
+            assert N // 3 <= before_kill < N, f"kill point missed: {before_kill} sent"
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            await asyncio.sleep(1)
+            worker = start_worker(h, log)
+            deadline = time.monotonic() + 120
+            while outbox_count(h.engine) < N * len(STEPS) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2)  # a duplicate, if any, would show up now
+        finally:
+            worker.terminate()
+            worker.wait(timeout=20)
+
+        with Session(h.engine) as s:
+            rows = s.exec(select(OutboxMessage.invoice_id, OutboxMessage.step_key)).all()
+            events = s.exec(
+                select(InvoiceEvent.invoice_id, InvoiceEvent.kind, InvoiceEvent.data)
+            ).all()
+        per_step = Counter(step for _, step in rows)
+        assert per_step == dict.fromkeys(STEPS, N), per_step
+        assert len(set(rows)) == len(rows) == N * len(STEPS)
+        sent_events = Counter(
+            (inv, data["step"]) for inv, kind, data in events if kind == "reminder_sent"
+        )
+        assert len(sent_events) == N * len(STEPS) and set(sent_events.values()) == {1}
+        assert not [e for e in events if e[1] == "reminder_skipped"]
+        print(f"killed the worker after {before_kill} of {N * len(STEPS)} reminders")

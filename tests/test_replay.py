@@ -1,0 +1,120 @@
+"""Determinism: histories of finished workflows replay against the current code.
+
+``tests/histories/*.json`` are saved histories of earlier versions; a change to the workflow
+that breaks them needs ``workflow.patched()``. Regenerate a history with
+``python -m tests.test_replay <path>`` only when its shape is meant to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from api import services
+from models import Customer, Invoice
+from tests.conftest import harness
+from tests.webhook import signed_payment
+from workflows.invoice import InvoiceWorkflow
+from workflows.schedule import default_due_at
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def run_lifecycle(
+    env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> WorkflowHistory:
+    """Partial payment, the whole default policy, escalation, then payment in full."""
+    async with harness(env, engine, tmp_path) as h:
+        cust = await h.customer(timezone="Europe/Berlin")
+        inv = await h.invoice(cust["id"])
+        await signed_payment(h, invoice_id=inv["id"], amount_minor=20_000)
+        await env.sleep(timedelta(days=80))
+        await signed_payment(h, invoice_id=inv["id"], amount_minor=100_000)
+        handle = h.client.get_workflow_handle_for(InvoiceWorkflow.run, inv["workflow_id"])
+        assert (await handle.result()).status == "paid"
+        return await handle.fetch_history()
+
+
+async def test_a_fresh_history_replays(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    history = await run_lifecycle(ts_env, sqlite_engine, tmp_path)
+    result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
+    assert result.replay_failure is None
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.name)
+async def test_saved_histories_replay(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
+    assert result.replay_failure is None
+
+
+async def test_carried_state_is_not_sent_again(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """What continue-as-new carries: steps already sent or skipped are not sent again."""
+    async with harness(ts_env, sqlite_engine, tmp_path) as h:
+        cust = await h.customer()
+        now = await ts_env.get_current_time()
+        with Session(h.engine) as s:
+            policy = services.ensure_default_policy(s)
+            customer = s.get(Customer, cust["id"])
+            assert customer is not None
+            row = Invoice(
+                external_id="CARRIED-1",
+                number="2026-100",
+                currency="EUR",
+                issued_on=now.date() - timedelta(days=40),
+                due_date=now.date() - timedelta(days=10),
+                due_at=default_due_at(now.date() - timedelta(days=10), "UTC"),
+                customer_id=cust["id"],
+                policy_id=policy.id or 0,
+                amount_minor=100_000,
+                balance_minor=70_000,
+                request_hash="-",
+            )
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            carried = services.workflow_input(row, customer, policy)
+        carried.sent_steps = ["before_due", "first_late_day"]
+        carried.skipped_steps = ["late_7"]
+        run = await h.client.start_workflow(
+            InvoiceWorkflow.run,
+            carried,
+            id=h.settings.workflow_id(row.id),
+            task_queue=h.settings.task_queue,
+        )
+        await ts_env.sleep(timedelta(days=50))
+        assert [m.step_key for m in h.outbox(row.id or 0)] == ["late_14", "final_notice"]
+        state = await run.query(InvoiceWorkflow.state)
+        assert (state.status, state.balance_minor) == ("escalated", 70_000)
+        assert state.sent_steps == ["before_due", "first_late_day", "late_14", "final_notice"]
+
+
+async def _save(path: Path) -> None:
+    from tests.conftest import TEST_SERVER, _sqlite_engine
+
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER))
+    tmp = path.parent / ".tmp-history"
+    tmp.mkdir(exist_ok=True)
+    history = await run_lifecycle(env, _sqlite_engine(tmp), tmp)
+    path.write_text(history.to_json())
+    await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(_save(Path(sys.argv[1])))
+    sys.stdout.flush()
+    os._exit(0)  # sdk-python #300
