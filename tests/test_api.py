@@ -12,11 +12,15 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.testing import WorkflowEnvironment
 
-from models import Customer, Invoice, Payment
+from api import services
+from models import Customer, DunningPolicy, Invoice, Payment
 from tests.conftest import Harness, harness
 from tests.webhook import signed_payment
+from workflows.invoice import InvoiceWorkflow
 
 
 @pytest.fixture
@@ -210,6 +214,24 @@ async def test_invoice_create_is_idempotent_on_external_id(h: Harness) -> None:
     assert stored["amount_minor"] == 5000  # the conflicting request changed nothing
     desc = await h.client.get_workflow_handle(inv["workflow_id"]).describe()
     assert desc.id.endswith(f"invoice-{inv['id']}")
+    # a second start for the same invoice is rejected by Temporal, never a second workflow
+    with Session(h.engine) as s:
+        row = s.get(Invoice, inv["id"])
+        assert row is not None
+        inp = services.workflow_input(
+            row, s.get(Customer, row.customer_id), s.get(DunningPolicy, row.policy_id)
+        )  # type: ignore[arg-type]
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await h.client.start_workflow(
+            InvoiceWorkflow.run,
+            inp,
+            id=inv["workflow_id"],
+            task_queue=h.settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    again_desc = await h.client.get_workflow_handle(inv["workflow_id"]).describe()
+    assert again_desc.run_id == desc.run_id  # still the one and only run
     timeline = (await h.get(f"/v1/invoices/{inv['id']}/timeline")).json()
     assert [e["kind"] for e in timeline] == ["created"]
     assert timeline[0]["actor"].startswith("specialist:")

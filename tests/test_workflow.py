@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import perf_counter
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
@@ -25,9 +26,9 @@ async def test_full_default_policy_runs_to_agency(
     async with harness(ts_env, sqlite_engine, tmp_path) as h:
         cust = await h.customer(timezone="Europe/Berlin")
         inv = await h.invoice(cust["id"])
-        started = time.perf_counter()
+        started = perf_counter()
         await ts_env.sleep(timedelta(days=80))
-        elapsed = time.perf_counter() - started
+        elapsed = perf_counter() - started
 
         sent = h.outbox(inv["id"])
         assert [m.step_key for m in sent] == DEFAULT_STEPS
@@ -46,20 +47,33 @@ async def test_full_default_policy_runs_to_agency(
         print(f"45-day default policy ran in {elapsed:.3f}s of wall time")
 
 
+def _next_dst_change(zone: ZoneInfo, after: date) -> date:
+    """The first day after ``after`` whose 12:00 local offset differs from the day before."""
+    day = after
+    while True:
+        nxt = day + timedelta(days=1)
+        noon = datetime.combine(day, time(12), zone).utcoffset()
+        if datetime.combine(nxt, time(12), zone).utcoffset() != noon:
+            return nxt
+        day = nxt
+
+
+@pytest.mark.parametrize("tz", ["Pacific/Tongatapu", "Pacific/Honolulu", "Europe/Berlin"])
 async def test_reminders_go_out_at_nine_local_on_the_right_day(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path, tz: str
 ) -> None:
-    """A UTC+13 customer's first-late-day reminder waits for 09:00 in Tonga, not UTC."""
+    """UTC+13, UTC-10, and Berlin across a DST change: each reminder waits for 09:00 local on
+    the right local day (so the UTC hour of Berlin's two reminders differs)."""
     async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        zone = ZoneInfo("Pacific/Tongatapu")
+        zone = ZoneInfo(tz)
         now = await ts_env.get_current_time()
         local_today = now.astimezone(zone).date()
         due = local_today + timedelta(days=10)
-        cust = await h.customer(timezone="Pacific/Tongatapu")
+        if tz == "Europe/Berlin":  # the pre-due reminder before the change, the next after it
+            due = _next_dst_change(zone, local_today + timedelta(days=5))
+        cust = await h.customer(timezone=tz)
         inv = await h.invoice(cust["id"], due_date=due.isoformat())
-        first_late = datetime.combine(due + timedelta(days=1), datetime.min.time(), zone).replace(
-            hour=9
-        )
+        first_late = datetime.combine(due + timedelta(days=1), time(9), zone)
         # one minute before 09:00 local on the first late day: only the pre-due reminder
         await ts_env.sleep(first_late.astimezone(UTC) - now - timedelta(minutes=1))
         assert [m.step_key for m in h.outbox(inv["id"])] == ["before_due"]
@@ -67,9 +81,11 @@ async def test_reminders_go_out_at_nine_local_on_the_right_day(
         assert [m.step_key for m in h.outbox(inv["id"])] == ["before_due", "first_late_day"]
         sent = [e for e in h.events(inv["id"]) if e.kind == "reminder_sent"]
         scheduled = [datetime.fromisoformat(e.data["scheduled_for"]) for e in sent]
-        assert [s.astimezone(zone).hour for s in scheduled] == [9, 9]
-        assert scheduled[1].astimezone(zone).date() == due + timedelta(days=1)
+        assert [s.astimezone(zone).time() for s in scheduled] == [time(9), time(9)]
         assert scheduled[0].astimezone(zone).date() == due - timedelta(days=3)
+        assert scheduled[1].astimezone(zone).date() == due + timedelta(days=1)
+        if tz == "Europe/Berlin":
+            assert scheduled[0].astimezone(UTC).hour != scheduled[1].astimezone(UTC).hour
 
 
 async def test_payment_before_due_sends_no_overdue_reminders(
