@@ -80,70 +80,92 @@ class InvoiceActivities:
     @activity.defn(name="send_reminder")
     def send_reminder(self, inp: SendReminderInput) -> None:
         """Render and send one step, record skipped ones; once per invoice, step, channel."""
-        step = inp.step
         with self.sessions() as session:
-            invoice = self._invoice(session, inp.invoice_id)
-            existing = session.exec(
-                select(OutboxMessage).where(
-                    OutboxMessage.invoice_id == inp.invoice_id,
-                    OutboxMessage.step_key == step.key,
-                    OutboxMessage.channel == step.channel,
-                )
-            ).first()
-            if existing is not None and existing.status == "sent":
-                return  # an earlier attempt finished: nothing to do twice
-            if existing is None:
-                customer = session.get(Customer, invoice.customer_id)
-                assert customer is not None
-                existing = self._queue(session, invoice, customer, inp)
-            message = OutboundMessage(
-                outbox_id=existing.id or 0,
+            if self.channel.external:
+                self._send_external(session, inp)
+                return
+            # The outbox row is the delivery: insert it as sent with its events, in one
+            # transaction. A retry of a finished attempt hits the unique key and stops there.
+            try:
+                row = self._queue(session, inp, status="sent")
+                self._record_sent(session, inp, row)
+            except IntegrityError:
+                session.rollback()
+                if self._outbox_row(session, inp) is None:
+                    raise
+                return
+
+    def _send_external(self, session: Session, inp: SendReminderInput) -> None:
+        row = self._outbox_row(session, inp)
+        if row is not None and row.status == "sent":
+            return  # an earlier attempt finished: nothing to do twice
+        if row is None:
+            row = self._queue(session, inp, status="queued")
+        # Commit the queued row before calling out, so a crash after the provider accepted
+        # leaves a trace; the provider gets outbox_id as its idempotency key.
+        session.commit()
+        self._record_sent(session, inp, row)
+
+    def _outbox_row(self, session: Session, inp: SendReminderInput) -> OutboxMessage | None:
+        return session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.invoice_id == inp.invoice_id,
+                OutboxMessage.step_key == inp.step.key,
+                OutboxMessage.channel == inp.step.channel,
+            )
+        ).first()
+
+    def _record_sent(self, session: Session, inp: SendReminderInput, row: OutboxMessage) -> None:
+        """Deliver through the channel; record the message as sent, the step and skipped steps."""
+        step = inp.step
+        result = self.channel.deliver(
+            OutboundMessage(
+                outbox_id=row.id or 0,
                 invoice_id=inp.invoice_id,
                 step_key=step.key,
                 channel=step.channel,
-                recipient=existing.recipient,
-                subject=existing.subject,
-                body=existing.body,
+                recipient=row.recipient,
+                subject=row.subject,
+                body=row.body,
             )
-            if self.channel.external:
-                # Commit the queued row before calling out, so a crash after the provider
-                # accepted leaves a trace; the provider gets outbox_id as idempotency key.
-                session.commit()
-            result = self.channel.deliver(message)
-            existing.status = "sent"
-            existing.sent_at = utcnow()
-            existing.provider_id = result.provider_id
-            session.add(existing)
-            for skipped in inp.skipped:
-                add_event(
-                    session,
-                    inp.invoice_id,
-                    "reminder_skipped",
-                    {"step": skipped, "reason": "a later step was already due"},
-                    dedupe_key=f"skip:{skipped}",
-                )
+        )
+        row.status = "sent"
+        row.sent_at = utcnow()
+        row.provider_id = result.provider_id
+        session.add(row)
+        for skipped in inp.skipped:
             add_event(
                 session,
                 inp.invoice_id,
-                "reminder_sent",
-                {
-                    "step": step.key,
-                    "channel": step.channel,
-                    "outbox_id": existing.id,
-                    "balance_minor": inp.balance_minor,
-                    "scheduled_for": step.at.isoformat(),
-                },
-                dedupe_key=f"step:{step.key}:{step.channel}",
+                "reminder_skipped",
+                {"step": skipped, "reason": "a later step was already due"},
+                dedupe_key=f"skip:{skipped}",
             )
-            invoice.stage = step.key
-            invoice.updated_at = utcnow()
-            set_next_action(invoice, inp.next_action)
-            session.add(invoice)
-            self._commit(session)
+        add_event(
+            session,
+            inp.invoice_id,
+            "reminder_sent",
+            {
+                "step": step.key,
+                "channel": step.channel,
+                "outbox_id": row.id,
+                "balance_minor": inp.balance_minor,
+                "scheduled_for": step.at.isoformat(),
+            },
+            dedupe_key=f"step:{step.key}:{step.channel}",
+        )
+        invoice = self._invoice(session, inp.invoice_id)
+        invoice.stage = step.key
+        invoice.updated_at = utcnow()
+        set_next_action(invoice, inp.next_action)
+        session.add(invoice)
+        session.commit()
 
-    def _queue(
-        self, session: Session, invoice: Invoice, customer: Customer, inp: SendReminderInput
-    ) -> OutboxMessage:
+    def _queue(self, session: Session, inp: SendReminderInput, status: str) -> OutboxMessage:
+        """Render the step's message and insert its outbox row (flushes: the unique key fires)."""
+        invoice = self._invoice(session, inp.invoice_id)
+        customer = session.get(Customer, invoice.customer_id)
+        assert customer is not None
         step = inp.step
         loc = customer.locale
         context = {
@@ -158,14 +180,14 @@ class InvoiceActivities:
             "step": step.key,
         }
         subject, body = render(step.template, context)
-        recipient = customer.phone if step.channel == "sms" else customer.email
         row = OutboxMessage(
             invoice_id=inp.invoice_id,
             step_key=step.key,
             channel=step.channel,
-            recipient=recipient,
+            recipient=customer.phone if step.channel == "sms" else customer.email,
             subject=subject,
             body=body,
+            status=status,
         )
         session.add(row)
         session.flush()
@@ -176,8 +198,6 @@ class InvoiceActivities:
         """Record a payment the workflow applied: the new balance and status, one timeline event."""
         with self.sessions() as session:
             key = f"payment:{inp.payment_id}"
-            if already_recorded(session, inp.invoice_id, key):
-                return
             invoice = self._invoice(session, inp.invoice_id)
             payment = session.get(Payment, inp.payment_id)
             now = utcnow()
@@ -214,7 +234,7 @@ class InvoiceActivities:
                     invoice.closed_at = now
             set_next_action(invoice, inp.next_action)
             session.add(invoice)
-            self._commit(session)
+            self._commit_once(session, inp.invoice_id, key)
 
     @activity.defn(name="escalate")
     def escalate(self, inp: EscalateInput) -> None:
@@ -273,15 +293,13 @@ class InvoiceActivities:
             invoice.updated_at = now
             set_next_action(invoice, None)
             session.add(invoice)
-            self._commit(session)
+            self._commit_once(session, inp.invoice_id, "status:escalated")
 
     @activity.defn(name="record_closed")
     def record_closed(self, inp: RecordClosedInput) -> None:
         """Record that the workflow closed the invoice (e.g. cancelled) and why."""
         with self.sessions() as session:
             key = f"status:{inp.status}"
-            if already_recorded(session, inp.invoice_id, key):
-                return
             invoice = self._invoice(session, inp.invoice_id)
             now = utcnow()
             add_event(
@@ -297,16 +315,17 @@ class InvoiceActivities:
             invoice.updated_at = now
             set_next_action(invoice, None)
             session.add(invoice)
-            self._commit(session)
+            self._commit_once(session, inp.invoice_id, key)
 
     @staticmethod
-    def _commit(session: Session) -> None:
+    def _commit_once(session: Session, invoice_id: int, dedupe_key: str) -> None:
+        """Commit; if an earlier attempt already recorded ``dedupe_key``, this one was a retry."""
         try:
             session.commit()
-        except IntegrityError as exc:
-            # A concurrent attempt recorded the same fact first; the retry will see it and stop.
+        except IntegrityError:
             session.rollback()
-            raise ApplicationError(f"concurrent duplicate write: {exc.orig}") from exc
+            if not already_recorded(session, invoice_id, dedupe_key):
+                raise
 
     def all(self) -> list[Any]:
         return [self.send_reminder, self.record_payment, self.escalate, self.record_closed]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -187,21 +188,23 @@ async def test_bad_invoice_is_a_422_and_stores_nothing(
 
 async def test_invoice_create_is_idempotent_on_external_id(h: Harness) -> None:
     cust = await h.customer()
+    today = (await h.env.get_current_time()).date()  # the shared test server's clock moves
+    due = today + timedelta(days=30)
     body = {
         "external_id": "INV-7",
         "number": "2026-007",
         "customer_external_id": cust["external_id"],
         "amount_minor": 5000,
         "currency": "usd",
-        "issued_on": "2026-11-01",
-        "due_date": "2026-12-01",
+        "issued_on": today.isoformat(),
+        "due_date": due.isoformat(),
     }
     first = await h.post("/v1/invoices", body)
     assert first.status_code == 201, first.text
     inv = first.json()
     assert inv["currency"] == "USD"
     assert (inv["status"], inv["balance_minor"]) == ("open", 5000)
-    assert inv["due_at"] == "2026-12-01T23:59:59Z"
+    assert inv["due_at"] == f"{due.isoformat()}T23:59:59Z"
     assert inv["next_action"]["step_key"] == "before_due"
     again = await h.post("/v1/invoices", body)
     assert again.status_code == 200
@@ -218,9 +221,10 @@ async def test_invoice_create_is_idempotent_on_external_id(h: Harness) -> None:
     with Session(h.engine) as s:
         row = s.get(Invoice, inv["id"])
         assert row is not None
-        inp = services.workflow_input(
-            row, s.get(Customer, row.customer_id), s.get(DunningPolicy, row.policy_id)
-        )  # type: ignore[arg-type]
+        owner = s.get(Customer, row.customer_id)
+        rules = s.get(DunningPolicy, row.policy_id)
+        assert owner is not None and rules is not None
+        inp = services.workflow_input(row, owner, rules)
     with pytest.raises(WorkflowAlreadyStartedError):
         await h.client.start_workflow(
             InvoiceWorkflow.run,
@@ -240,9 +244,12 @@ async def test_invoice_create_is_idempotent_on_external_id(h: Harness) -> None:
 async def test_list_filters(h: Harness) -> None:
     a = await h.customer()
     b = await h.customer()
-    today = (await h.env.get_current_time()).date()
+    # "overdue" is judged by the wall clock, not the (skipped-ahead) test server's clock
+    real_today = datetime.now(UTC).date()
     late = await h.invoice(
-        a["id"], issued_on="2026-01-01", due_date=today.replace(day=1).isoformat()
+        a["id"],
+        issued_on=(real_today - timedelta(days=40)).isoformat(),
+        due_date=(real_today - timedelta(days=10)).isoformat(),
     )
     await h.invoice(a["id"])
     other = await h.invoice(b["id"])

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Short enough that an activity lost with a killed worker is retried within seconds.
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
+LOCAL_ACTIVITIES = frozenset({"send_reminder", "record_payment", "record_closed"})
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -199,6 +200,14 @@ class InvoiceWorkflow:
         self.inp.status = status
 
     async def _activity(self, name: str, arg: object) -> None:
+        """Run an activity. The ones that only write our own database (recording a payment,
+        a closure, an outbox-channel reminder) run as local activities: no task queue round
+        trip, about a third fewer history events. Hand-offs to other systems stay regular."""
+        if name in LOCAL_ACTIVITIES:
+            await workflow.execute_local_activity(
+                name, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY
+            )
+            return
         await workflow.execute_activity(
             name,
             arg,
