@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from models import OutboxMessage
 from models.invoice import InvoiceEvent
-from tests.conftest import ROOT, Harness, harness
+from tests.conftest import ROOT, TEMPORAL_CLI, Harness, harness
 
 pytestmark = [pytest.mark.devserver, pytest.mark.slow]
 N = 200
@@ -101,3 +103,96 @@ async def test_worker_killed_mid_run_sends_every_reminder_once(
         assert len(sent_events) == N * len(STEPS) and set(sent_events.values()) == {1}
         assert not [e for e in events if e[1] == "reminder_skipped"]
         print(f"killed the worker after {before_kill} of {N * len(STEPS)} reminders")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_dev_server(db_file: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen(
+        [
+            str(TEMPORAL_CLI),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            "--db-filename",
+            str(db_file),
+            "--log-level",
+            "error",
+        ],
+        stdout=out,
+        stderr=out,
+    )
+
+
+async def _connect(address: str, timeout: float = 30) -> Client:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await Client.connect(address)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_temporal_server_killed_mid_run_loses_no_reminder(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """The embedded dev server keeps its state in a file (as ``arflow run`` starts it): killed
+    with SIGKILL and started again, its timers resume and each reminder goes out once."""
+    n = 60
+    port = _free_port()
+    db_file, log = tmp_path / "temporal.db", tmp_path / "temporal.log"
+    server = _start_dev_server(db_file, port, log)
+    try:
+        client = await _connect(f"127.0.0.1:{port}")
+        env = WorkflowEnvironment.from_client(client)
+        async with harness(env, sqlite_engine, tmp_path) as h:
+            pol = await h.policy(
+                escalate_after="PT10M",
+                steps=[{"key": k, "offset": f"PT{k[1:]}S"} for k in STEPS],
+            )
+            cust = await h.customer()
+            due_at = datetime.now(UTC) + timedelta(seconds=5)
+            for i in range(n):
+                await h.invoice(
+                    cust["id"],
+                    external_id=f"S-{i}",
+                    policy_id=pol["id"],
+                    due_at=due_at.isoformat(),
+                    due_date=due_at.date().isoformat(),
+                )
+            deadline = time.monotonic() + 60
+            while outbox_count(h.engine) < n // 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            before_kill = outbox_count(h.engine)
+            assert n // 2 <= before_kill < n * len(STEPS), f"kill point missed: {before_kill}"
+            server.send_signal(signal.SIGKILL)
+            server.wait(timeout=10)
+            await asyncio.sleep(1)
+            server = _start_dev_server(db_file, port, log)
+            deadline = time.monotonic() + 120
+            while outbox_count(h.engine) < n * len(STEPS) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2)
+            with Session(h.engine) as s:
+                rows = s.exec(select(OutboxMessage.invoice_id, OutboxMessage.step_key)).all()
+                skipped = s.exec(
+                    select(InvoiceEvent.id).where(InvoiceEvent.kind == "reminder_skipped")
+                ).all()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert Counter(step for _, step in rows) == dict.fromkeys(STEPS, n)
+    assert len(set(rows)) == len(rows)
+    assert skipped == []
+    print(f"killed the Temporal server after {before_kill} of {n * len(STEPS)} reminders")
