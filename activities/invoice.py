@@ -56,6 +56,18 @@ def add_event(
     )
 
 
+def record_skipped(session: Session, invoice_id: int, steps: list[str], reason: str) -> None:
+    """One ``reminder_skipped`` event per step that will never be sent."""
+    for step in steps:
+        add_event(
+            session,
+            invoice_id,
+            "reminder_skipped",
+            {"step": step, "reason": reason},
+            dedupe_key=f"skip:{step}",
+        )
+
+
 def already_recorded(session: Session, invoice_id: int, dedupe_key: str) -> bool:
     stmt = select(InvoiceEvent.id).where(
         InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.dedupe_key == dedupe_key
@@ -133,14 +145,7 @@ class InvoiceActivities:
         row.sent_at = utcnow()
         row.provider_id = result.provider_id
         session.add(row)
-        for skipped in inp.skipped:
-            add_event(
-                session,
-                inp.invoice_id,
-                "reminder_skipped",
-                {"step": skipped, "reason": "a later step was already due"},
-                dedupe_key=f"skip:{skipped}",
-            )
+        record_skipped(session, inp.invoice_id, inp.skipped, "a later step was already due")
         add_event(
             session,
             inp.invoice_id,
@@ -270,14 +275,7 @@ class InvoiceActivities:
                     placed_at=now,
                 )
             )
-            for skipped in inp.skipped:
-                add_event(
-                    session,
-                    inp.invoice_id,
-                    "reminder_skipped",
-                    {"step": skipped, "reason": "escalation was already due"},
-                    dedupe_key=f"skip:{skipped}",
-                )
+            record_skipped(session, inp.invoice_id, inp.skipped, "escalation was already due")
             add_event(
                 session,
                 inp.invoice_id,

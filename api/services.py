@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from datetime import UTC
+from typing import TypeVar
 
 from sqlalchemy import and_, not_
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,7 @@ from workflows.types import CancelRequest, InvoiceState, InvoiceWorkflowInput, P
 
 log = logging.getLogger("arflow.api")
 CLOSED = ("paid", "cancelled")
+T = TypeVar("T", Customer, Invoice)
 
 
 # -- policies -------------------------------------------------------------------
@@ -79,18 +81,18 @@ def request_hash(body: InvoiceCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _resolve_customer(session: Session, body: InvoiceCreate) -> Customer:
-    if body.customer_id is not None:
-        customer = session.get(Customer, body.customer_id)
-        ref: object = body.customer_id
+def find_referenced(
+    session: Session, model: type[T], row_id: int | None, external_id: str | None, what: str
+) -> T:
+    """The row a request names by our id or by its external id; 422 when there is none."""
+    if row_id is not None:
+        found = session.get(model, row_id)
     else:
-        customer = session.exec(
-            select(Customer).where(Customer.external_id == body.customer_external_id)
-        ).first()
-        ref = body.customer_external_id
-    if customer is None:
-        raise unprocessable(f"unknown customer {ref}")
-    return customer
+        stmt = select(model).where(model.external_id == external_id)
+        found = session.exec(stmt).first()
+    if found is None:
+        raise unprocessable(f"unknown {what} {row_id if row_id is not None else external_id}")
+    return found
 
 
 def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
@@ -154,7 +156,9 @@ async def create_invoice(
     digest = request_hash(body)
     existing = session.exec(select(Invoice).where(Invoice.external_id == body.external_id)).first()
     if existing is None:
-        customer = _resolve_customer(session, body)
+        customer = find_referenced(
+            session, Customer, body.customer_id, body.customer_external_id, "customer"
+        )
         policy = _resolve_policy(session, body)
         due_at = (
             body.due_at.astimezone(UTC)
@@ -344,16 +348,10 @@ def _record_after_close(session: Session, invoice: Invoice, payment: Payment) ->
 async def receive_payment(
     session: Session, client: Client, settings: Settings, body: PaymentWebhook
 ) -> PaymentAck:
-    if body.invoice_id is not None:
-        invoice = session.get(Invoice, body.invoice_id)
-        ref: object = body.invoice_id
-    else:
-        invoice = session.exec(
-            select(Invoice).where(Invoice.external_id == body.invoice_external_id)
-        ).first()
-        ref = body.invoice_external_id
-    if invoice is None or invoice.id is None:
-        raise unprocessable(f"unknown invoice {ref}")
+    invoice = find_referenced(
+        session, Invoice, body.invoice_id, body.invoice_external_id, "invoice"
+    )
+    assert invoice.id is not None
     if body.currency != invoice.currency:
         raise unprocessable(
             f"payment currency {body.currency} does not match invoice currency {invoice.currency}"

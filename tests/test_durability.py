@@ -45,6 +45,24 @@ def start_worker(h: Harness, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+async def create_invoices(h: Harness, n: int, lead: timedelta) -> datetime:
+    """``n`` invoices due ``lead`` from now under a policy with steps 0, 20 and 40 s after due."""
+    pol = await h.policy(
+        escalate_after="PT10M", steps=[{"key": k, "offset": f"PT{k[1:]}S"} for k in STEPS]
+    )
+    cust = await h.customer()
+    due_at = datetime.now(UTC) + lead
+    for i in range(n):
+        await h.invoice(
+            cust["id"],
+            external_id=f"K-{i}",
+            policy_id=pol["id"],
+            due_at=due_at.isoformat(),
+            due_date=due_at.date().isoformat(),
+        )
+    return due_at
+
+
 def outbox_count(engine: Engine) -> int:
     with Session(engine) as s:
         return int(s.exec(select(func.count()).select_from(OutboxMessage)).one())
@@ -54,20 +72,7 @@ async def test_worker_killed_mid_run_sends_every_reminder_once(
     dev_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     async with harness(dev_env, sqlite_engine, tmp_path, with_worker=False) as h:
-        pol = await h.policy(
-            escalate_after="PT10M",
-            steps=[{"key": k, "offset": f"PT{k[1:]}S"} for k in STEPS],
-        )
-        cust = await h.customer()
-        due_at = datetime.now(UTC) + timedelta(seconds=10)
-        for i in range(N):
-            await h.invoice(
-                cust["id"],
-                external_id=f"K-{i}",
-                policy_id=pol["id"],
-                due_at=due_at.isoformat(),
-                due_date=due_at.date().isoformat(),
-            )
+        due_at = await create_invoices(h, N, lead=timedelta(seconds=10))
         assert datetime.now(UTC) < due_at, "creating the invoices took longer than planned"
         log = tmp_path / "worker.log"
         worker = start_worker(h, log)
@@ -157,20 +162,7 @@ async def test_temporal_server_killed_mid_run_loses_no_reminder(
         client = await _connect(f"127.0.0.1:{port}")
         env = WorkflowEnvironment.from_client(client)
         async with harness(env, sqlite_engine, tmp_path) as h:
-            pol = await h.policy(
-                escalate_after="PT10M",
-                steps=[{"key": k, "offset": f"PT{k[1:]}S"} for k in STEPS],
-            )
-            cust = await h.customer()
-            due_at = datetime.now(UTC) + timedelta(seconds=5)
-            for i in range(n):
-                await h.invoice(
-                    cust["id"],
-                    external_id=f"S-{i}",
-                    policy_id=pol["id"],
-                    due_at=due_at.isoformat(),
-                    due_date=due_at.date().isoformat(),
-                )
+            await create_invoices(h, n, lead=timedelta(seconds=5))
             deadline = time.monotonic() + 60
             while outbox_count(h.engine) < n // 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
