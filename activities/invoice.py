@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from dataclasses import asdict
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -15,10 +16,25 @@ from activities.agency import AgencyAdapter, PlacementRequest
 from activities.channels import Channel, OutboundMessage
 from activities.render import local_date, money, render
 from arflow.db import SessionFactory
-from models import AgencyPlacement, Customer, Invoice, InvoiceEvent, OutboxMessage, Payment
+from models import (
+    AgencyPlacement,
+    Customer,
+    Dispute,
+    Invoice,
+    InvoiceEvent,
+    OutboxMessage,
+    Payment,
+    PaymentPlan,
+    Promise,
+    Task,
+)
 from models.types import utcnow
 from workflows.types import (
+    CLOSED_STATUSES,
+    ChangeResult,
+    ChangeSet,
     EscalateInput,
+    EventSpec,
     NextAction,
     RecordClosedInput,
     RecordPaymentInput,
@@ -27,6 +43,7 @@ from workflows.types import (
 
 log = logging.getLogger("arflow.activities")
 WORKFLOW_ACTOR = "workflow"
+CHANGE_IDS = ("dispute_id", "plan_id", "promise_id")
 
 
 def set_next_action(invoice: Invoice, nxt: NextAction | None) -> None:
@@ -156,11 +173,14 @@ class InvoiceActivities:
                 "outbox_id": row.id,
                 "balance_minor": inp.balance_minor,
                 "scheduled_for": step.at.isoformat(),
+                **({"note": inp.note} if inp.note else {}),
+                **({"installment": inp.installment.n} if inp.installment else {}),
             },
             dedupe_key=f"step:{step.key}:{step.channel}",
         )
         invoice = self._invoice(session, inp.invoice_id)
-        invoice.stage = step.key
+        if inp.kind == "dunning":
+            invoice.stage = step.key
         invoice.updated_at = utcnow()
         set_next_action(invoice, inp.next_action)
         session.add(invoice)
@@ -183,7 +203,20 @@ class InvoiceActivities:
                 local_date(inp.escalate_at, customer.timezone, loc) if inp.escalate_at else ""
             ),
             "step": step.key,
+            "note": inp.note,
         }
+        if inp.installment is not None:
+            inst = inp.installment
+            context |= {
+                "installment": inst,
+                "installment_due": local_date(
+                    date.fromisoformat(inst.due_date), customer.timezone, loc
+                ),
+                "installment_amount": money(inst.amount_minor, invoice.currency, loc),
+                "installment_open": money(
+                    inst.amount_minor - inst.paid_minor, invoice.currency, loc
+                ),
+            }
         subject, body = render(step.template, context)
         row = OutboxMessage(
             invoice_id=inp.invoice_id,
@@ -235,8 +268,9 @@ class InvoiceActivities:
                     dedupe_key=f"status:{inp.status_after}",
                 )
                 invoice.status = inp.status_after
-                if inp.status_after in ("paid", "cancelled"):
+                if inp.status_after in CLOSED_STATUSES:
                     invoice.closed_at = now
+                    invoice.hold = None
             set_next_action(invoice, inp.next_action)
             session.add(invoice)
             self._commit_once(session, inp.invoice_id, key)
@@ -309,11 +343,157 @@ class InvoiceActivities:
                 dedupe_key=key,
             )
             invoice.status = inp.status
+            invoice.hold = None
             invoice.closed_at = now
             invoice.updated_at = now
             set_next_action(invoice, None)
             session.add(invoice)
             self._commit_once(session, inp.invoice_id, key)
+
+    @activity.defn(name="record_change")
+    def record_change(self, change: ChangeSet) -> ChangeResult:
+        """Record one change of collection state the workflow made: its events, the invoice's
+        status, hold, balance and next action, and the dispute/plan/promise/task row."""
+        with self.sessions() as session:
+            try:
+                result = self._apply_change(session, change)
+                session.commit()
+                return result
+            except IntegrityError:
+                session.rollback()
+                done = session.exec(
+                    select(InvoiceEvent).where(
+                        InvoiceEvent.invoice_id == change.invoice_id,
+                        InvoiceEvent.dedupe_key == change.dedupe_key,
+                    )
+                ).first()
+                if done is None:
+                    raise
+                # A retry of a recorded change: answer with the ids recorded the first time.
+                return ChangeResult(**{k: done.data[k] for k in CHANGE_IDS if k in done.data})
+
+    def _apply_change(self, session: Session, change: ChangeSet) -> ChangeResult:
+        now = utcnow()
+        invoice = self._invoice(session, change.invoice_id)
+        result = ChangeResult()
+        if change.dispute is not None:
+            result.dispute_id = self._save_dispute(session, change, now)
+        if change.plan is not None:
+            result.plan_id = self._save_plan(session, change, now)
+        if change.promise is not None:
+            result.promise_id = self._save_promise(session, change, now)
+        if change.task is not None:
+            task = change.task
+            session.add(
+                Task(
+                    invoice_id=change.invoice_id, kind=task.kind, due_at=task.due_at, data=task.data
+                )
+            )
+        if change.customer_counter in ("broken_promises", "broken_plans"):
+            customer = session.get(Customer, invoice.customer_id)
+            assert customer is not None
+            counter = change.customer_counter
+            setattr(customer, counter, getattr(customer, counter) + 1)
+            session.add(customer)
+        ids = {k: v for k, v in asdict(result).items() if v is not None}
+        events = change.events or [EventSpec("state_recorded", {})]
+        for i, spec in enumerate(events):
+            add_event(
+                session,
+                change.invoice_id,
+                spec.kind,
+                ids | dict(spec.data),
+                actor=change.actor,
+                dedupe_key=change.dedupe_key if i == 0 else None,
+                at=now,
+            )
+        if change.status != invoice.status and change.status in CLOSED_STATUSES:
+            invoice.closed_at = now
+        invoice.status = change.status
+        invoice.hold = change.hold
+        invoice.balance_minor = change.balance_minor
+        invoice.updated_at = now
+        set_next_action(invoice, change.next_action)
+        session.add(invoice)
+        session.flush()
+        return result
+
+    def _save_dispute(self, session: Session, change: ChangeSet, now: datetime) -> int:
+        rec = change.dispute
+        assert rec is not None
+        if rec.dispute_id is None:
+            row = Dispute(
+                invoice_id=change.invoice_id,
+                status=rec.status,
+                reason=rec.reason,
+                amount_minor=rec.amount_minor,
+                opened_by=change.actor,
+                opened_at=now,
+                sla_at=rec.sla_at,
+            )
+        else:
+            found = session.get(Dispute, rec.dispute_id)
+            assert found is not None
+            row = found
+            row.status = rec.status
+            row.resolved_by = change.actor
+            row.resolved_at = now
+            row.outcome_note = rec.outcome_note
+            row.credit_minor = rec.credit_minor
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+    def _save_plan(self, session: Session, change: ChangeSet, now: datetime) -> int:
+        rec = change.plan
+        assert rec is not None
+        installments = [asdict(i) | {"due_at": i.due_at.isoformat()} for i in rec.installments]
+        if rec.plan_id is None:
+            row = PaymentPlan(
+                invoice_id=change.invoice_id,
+                status=rec.status,
+                installments=installments,
+                note=rec.note,
+                created_by=change.actor,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            found = session.get(PaymentPlan, rec.plan_id)
+            assert found is not None
+            row = found
+            row.status = rec.status
+            row.installments = installments
+            row.updated_at = now
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+    def _save_promise(self, session: Session, change: ChangeSet, now: datetime) -> int:
+        rec = change.promise
+        assert rec is not None
+        if rec.promise_id is None:
+            row = Promise(
+                invoice_id=change.invoice_id,
+                status=rec.status,
+                promised_date=date.fromisoformat(rec.promised_date),
+                amount_minor=rec.amount_minor,
+                created_by=change.actor,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            found = session.get(Promise, rec.promise_id)
+            assert found is not None
+            row = found
+            row.status = rec.status
+            row.updated_at = now
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        return row.id
 
     @staticmethod
     def _commit_once(session: Session, invoice_id: int, dedupe_key: str) -> None:
@@ -326,4 +506,10 @@ class InvoiceActivities:
                 raise
 
     def all(self) -> list[Any]:
-        return [self.send_reminder, self.record_payment, self.escalate, self.record_closed]
+        return [
+            self.send_reminder,
+            self.record_payment,
+            self.escalate,
+            self.record_closed,
+            self.record_change,
+        ]

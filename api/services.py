@@ -28,10 +28,15 @@ from models.policy import DEFAULT_POLICY, DEFAULT_POLICY_NAME, DunningPolicyCrea
 from models.types import utcnow
 from workflows.invoice import InvoiceWorkflow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
-from workflows.types import CancelRequest, InvoiceState, InvoiceWorkflowInput, PaymentSignal
+from workflows.types import (
+    CLOSED_STATUSES,
+    CancelRequest,
+    InvoiceState,
+    InvoiceWorkflowInput,
+    PaymentSignal,
+)
 
 log = logging.getLogger("arflow.api")
-CLOSED = ("paid", "cancelled")
 T = TypeVar("T", Customer, Invoice)
 
 
@@ -41,11 +46,8 @@ T = TypeVar("T", Customer, Invoice)
 def create_policy(session: Session, body: DunningPolicyCreate) -> DunningPolicy:
     if session.exec(select(DunningPolicy).where(DunningPolicy.name == body.name)).first():
         raise conflict(f"a policy named {body.name!r} already exists")
-    policy = DunningPolicy(
-        name=body.name,
-        send_at=body.send_at,
-        escalate_after=body.escalate_after,
-        steps=[s.model_dump() for s in body.steps],
+    policy = DunningPolicy.model_validate(
+        body.model_dump() | {"steps": [s.model_dump() for s in body.steps]}
     )
     session.add(policy)
     try:
@@ -219,7 +221,7 @@ async def create_invoice(
             {"invoice_id": existing.id},
         )
     # Same request again: make sure its workflow runs (heals a start that failed before).
-    if existing.status not in CLOSED:
+    if existing.status not in CLOSED_STATUSES:
         owner = session.get(Customer, existing.customer_id)
         rules = session.get(DunningPolicy, existing.policy_id)
         assert owner is not None and rules is not None
@@ -265,21 +267,29 @@ def timeline(session: Session, invoice_id: int) -> list[InvoiceEvent]:
     return list(session.exec(stmt).all())
 
 
-async def cancel_invoice(
+async def run_update(
     session: Session,
     client: Client,
     settings: Settings,
     invoice_id: int,
-    reason: str,
-    actor: str,
-) -> Invoice:
+    update: str,
+    request: object,
+    idempotency_key: str | None = None,
+) -> tuple[Invoice, InvoiceState]:
+    """Send a specialist action to the invoice's workflow as an update and wait for its answer.
+
+    The workflow's validator or handler refuses with a reason: 409 for the invoice's state,
+    422 for the request. With an ``Idempotency-Key``, the key is the update's id, so a double
+    click (or a retry) is applied once and answered with the first outcome.
+    """
     invoice = get_invoice(session, invoice_id)
-    if invoice.status in CLOSED:
+    if invoice.status in CLOSED_STATUSES:
         raise conflict(f"invoice {invoice_id} is already {invoice.status}")
     handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
+    update_id = f"{update}:{idempotency_key}" if idempotency_key else None
     try:
         state: InvoiceState = await handle.execute_update(
-            "cancel", CancelRequest(reason=reason, actor=actor), result_type=InvoiceState
+            update, request, id=update_id, result_type=InvoiceState
         )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
@@ -291,7 +301,20 @@ async def cancel_invoice(
             raise conflict(f"invoice {invoice_id} has no running workflow") from exc
         raise ApiError(503, "workflow_unavailable", "Temporal did not answer; retry") from exc
     session.expire_all()
-    invoice = get_invoice(session, invoice_id)
+    return get_invoice(session, invoice_id), state
+
+
+async def cancel_invoice(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    reason: str,
+    actor: str,
+) -> Invoice:
+    invoice, state = await run_update(
+        session, client, settings, invoice_id, "cancel", CancelRequest(reason=reason, actor=actor)
+    )
     if state.status != "cancelled":
         raise conflict(f"invoice {invoice_id} became {state.status} before it could be cancelled")
     return invoice
@@ -385,7 +408,7 @@ async def receive_payment(
     if payment.status != "received":
         return PaymentAck(status="duplicate", payment_id=payment.id, invoice_id=invoice.id)
 
-    if invoice.status in CLOSED:
+    if invoice.status in CLOSED_STATUSES:
         _record_after_close(session, invoice, payment)
         return PaymentAck(status="recorded", payment_id=payment.id, invoice_id=invoice.id)
     try:

@@ -1,5 +1,6 @@
 """SQLModel tables and the Pydantic schemas around them."""
 
+from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.policy import DunningPolicy
@@ -7,9 +8,13 @@ from models.policy import DunningPolicy
 __all__ = [
     "AgencyPlacement",
     "Customer",
+    "Dispute",
     "DunningPolicy",
     "Invoice",
     "InvoiceEvent",
     "OutboxMessage",
+    "PaymentPlan",
     "Payment",
+    "Promise",
+    "Task",
 ]

@@ -37,10 +37,14 @@ class Customer(CustomerBase, table=True):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=20)
     timezone: str = Field(max_length=64)
+    broken_promises: int = Field(default=0)
+    broken_plans: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class CustomerPublic(CustomerBase):
     id: int
     email: str | None = None
+    broken_promises: int = 0
+    broken_plans: int = 0
     created_at: datetime

@@ -11,7 +11,15 @@ from sqlmodel import Field, SQLModel
 
 from models.types import CurrencyCode, UTCDateTime, utcnow
 
-INVOICE_STATUSES = ("open", "escalated", "paid", "cancelled")
+INVOICE_STATUSES = (
+    "open",
+    "disputed",
+    "escalated",
+    "paid",
+    "credited",
+    "cancelled",
+    "written_off",
+)
 
 
 class InvoiceBase(SQLModel):
@@ -62,6 +70,8 @@ class Invoice(InvoiceBase, table=True):
     balance_minor: int = Field(sa_type=BigInteger)
     due_at: datetime = Field(sa_type=UTCDateTime, index=True)
     status: str = Field(default="open", max_length=20, index=True)
+    hold: str | None = Field(default=None, max_length=20, description="paused, promise or plan")
+    collector: str | None = Field(default=None, max_length=100, index=True)
     stage: str | None = Field(default=None, max_length=50, description="last reminder step sent")
     next_action: str | None = Field(default=None, max_length=20)
     next_action_step: str | None = Field(default=None, max_length=50)
@@ -86,6 +96,8 @@ class InvoicePublic(InvoiceBase):
     balance_minor: int
     due_at: datetime
     status: str
+    hold: str | None
+    collector: str | None
     stage: str | None
     next_action: NextActionPublic | None
     workflow_id: str

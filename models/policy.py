@@ -15,6 +15,8 @@ from workflows.types import PolicySpec, StepSpec
 
 Channel = Literal["email", "sms", "call", "letter"]
 TEMPLATES = ("reminder_before_due", "reminder_overdue", "final_notice", "reminder")
+# Templates the workflow itself uses for payment-plan reminders.
+PLAN_TEMPLATES = ("plan_before", "plan_late")
 
 
 class ReminderStep(SQLModel):
@@ -41,6 +43,24 @@ class DunningPolicyBase(SQLModel):
     )
     escalate_after: NonNegativeIsoDuration = Field(
         description="ISO 8601 duration after the due instant"
+    )
+    dispute_sla: NonNegativeIsoDuration = Field(
+        default="P14D", description="time to resolve a dispute before it is flagged overdue"
+    )
+    plan_grace: NonNegativeIsoDuration = Field(
+        default="P5D", description="after an instalment's due date, when the plan is broken"
+    )
+    plan_reminder_offset: IsoDuration = Field(
+        default="-P3D", description="reminder before each instalment, relative to its due date"
+    )
+    max_installments: int = Field(default=12, ge=1, le=120)
+    promise_grace: NonNegativeIsoDuration = Field(
+        default="P3D", description="after a promised date, when an unkept promise is broken"
+    )
+    resume_grace: NonNegativeIsoDuration = Field(
+        default="P7D",
+        description="after dunning resumes (pause, dispute, broken promise or plan), the "
+        "earliest escalation",
     )
 
 
@@ -73,6 +93,12 @@ class DunningPolicy(DunningPolicyBase, table=True):
     name: str = Field(max_length=100, unique=True)
     send_at: str | None = Field(default=None, max_length=5)  # the create schema defaults 09:00
     escalate_after: str = Field(max_length=40)
+    dispute_sla: str = Field(default="P14D", max_length=40)
+    plan_grace: str = Field(default="P5D", max_length=40)
+    plan_reminder_offset: str = Field(default="-P3D", max_length=40)
+    max_installments: int = Field(default=12)
+    promise_grace: str = Field(default="P3D", max_length=40)
+    resume_grace: str = Field(default="P7D", max_length=40)
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -84,6 +110,12 @@ class DunningPolicy(DunningPolicyBase, table=True):
             steps=[StepSpec(**s) for s in self.steps],
             escalate_after=self.escalate_after,
             send_at=self.send_at,
+            dispute_sla=self.dispute_sla,
+            plan_grace=self.plan_grace,
+            plan_reminder_offset=self.plan_reminder_offset,
+            max_installments=self.max_installments,
+            promise_grace=self.promise_grace,
+            resume_grace=self.resume_grace,
         )
 
 

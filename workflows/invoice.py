@@ -1,45 +1,103 @@
 """InvoiceWorkflow: one long-lived workflow per invoice. It decides; activities do.
 
-The main loop is the only place that changes collection state: signals and updates queue a
-request and the loop applies it, so a reminder can never race a payment or a cancellation.
+The main loop is the only place that changes collection state. Signals (payments) and updates
+(specialist actions) queue a request; the loop applies them one at a time, between reminders,
+so a reminder can never race a payment, a dispute or a pause. Each update's validator refuses
+what is plainly wrong at once; the loop checks again when it applies the action (the state may
+have moved in between) and the update answers with the new state or the reason it refused.
+
+While a dispute is open, or a hold (pause, promise to pay, payment plan) is on, no dunning
+reminder and no escalation goes out. When dunning resumes, steps whose instant passed in the
+meantime are not sent in a burst: the latest one is sent (saying why, after a rejected dispute)
+and the others are recorded as skipped; the escalation comes no earlier than the policy's
+``resume_grace`` after resuming.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.schedule import build_schedule, due_steps, escalation_at, next_action
+    from zoneinfo import ZoneInfo
+
+    from workflows.schedule import (
+        build_schedule,
+        default_due_at,
+        due_steps,
+        escalation_at,
+        next_action,
+        shift,
+    )
     from workflows.types import (
         CANCELLED,
         CLOSED_STATUSES,
+        CREDITED,
+        DISPUTED,
         ESCALATED,
         OPEN,
         PAID,
+        PAUSED,
+        PLAN,
+        PROMISE,
+        WRITTEN_OFF,
+        ActorRequest,
         CancelRequest,
+        ChangeResult,
+        ChangeSet,
+        DisputeRecord,
+        DisputeState,
         EscalateInput,
+        EventSpec,
+        InstallmentState,
         InvoiceState,
         InvoiceWorkflowInput,
         NextAction,
+        OpenDisputeRequest,
+        PauseRequest,
+        PauseState,
         PaymentSignal,
+        PlanRecord,
+        PlanRequest,
+        PlanState,
+        PromiseRecord,
+        PromiseRequest,
+        PromiseState,
         RecordClosedInput,
         RecordPaymentInput,
+        ResolveDisputeRequest,
         ScheduledStep,
         SendReminderInput,
+        TaskRecord,
     )
 
 # Short enough that an activity lost with a killed worker is retried within seconds.
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
-LOCAL_ACTIVITIES = frozenset({"send_reminder", "record_payment", "record_closed"})
+LOCAL_ACTIVITIES = frozenset({"send_reminder", "record_payment", "record_closed", "record_change"})
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
 )
+ACTIVE = frozenset({OPEN, DISPUTED, ESCALATED})
+
+
+def refuse(message: str, kind: str = "InvalidState") -> ApplicationError:
+    """An update's business refusal: InvalidState answers 409, InvalidInput 422."""
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+@dataclass
+class _Command:
+    name: str
+    request: object
+    done: bool = False
+    error: ApplicationError | None = None
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 @workflow.defn(name="InvoiceWorkflow")
@@ -49,6 +107,7 @@ class InvoiceWorkflow:
         self._cancel: CancelRequest | None = None
         self._seen_payments: set[int] = set()
         self._pending: list[PaymentSignal] = []
+        self._commands: list[_Command] = []
         self._schedule: list[ScheduledStep] = []
         self._escalate_at: datetime | None = None
 
@@ -62,11 +121,28 @@ class InvoiceWorkflow:
     def _done(self) -> set[str]:
         return set(self.inp.sent_steps) | set(self.inp.skipped_steps)
 
-    def _next_action(self) -> NextAction | None:
-        if self.inp.status != OPEN:
-            return None
+    def _escalation_due_at(self) -> datetime:
         assert self._escalate_at is not None
-        return next_action(self._schedule, self._done(), self._escalate_at, escalated=False)
+        floor = self.inp.escalate_not_before
+        return max(self._escalate_at, floor) if floor else self._escalate_at
+
+    def _next_action(self) -> NextAction | None:
+        inp = self.inp
+        if inp.status == DISPUTED and inp.dispute and not inp.dispute.overdue_raised:
+            return NextAction(kind="dispute_deadline", at=inp.dispute.sla_at)
+        if inp.status != OPEN:
+            return None
+        if inp.hold == PAUSED and inp.pause:
+            return NextAction(kind="resume", at=inp.pause.until) if inp.pause.until else None
+        if inp.hold == PROMISE and inp.promise:
+            return NextAction(kind="promise_check", at=inp.promise.check_at)
+        if inp.hold == PLAN and inp.plan:
+            points = self._plan_points(inp.plan)
+            if points:
+                at, key, kind, _ = min(points, key=lambda p: p[0])
+                return NextAction(kind=kind, at=at, step_key=key)
+            return None
+        return next_action(self._schedule, self._done(), self._escalation_due_at(), False)
 
     def _state(self) -> InvoiceState:
         inp = self.inp
@@ -79,6 +155,10 @@ class InvoiceWorkflow:
             sent_steps=list(inp.sent_steps),
             skipped_steps=list(inp.skipped_steps),
             next_action=self._next_action(),
+            hold=inp.hold,
+            dispute_id=inp.dispute.dispute_id if inp.dispute else None,
+            plan_id=inp.plan.plan_id if inp.plan else None,
+            promise_id=inp.promise.promise_id if inp.promise else None,
         )
 
     # -- run ---------------------------------------------------------------
@@ -96,16 +176,17 @@ class InvoiceWorkflow:
 
         while True:
             await self._apply_payments()
+            await self._run_commands()
             if self._cancel is not None and inp.status not in CLOSED_STATUSES:
                 await self._close(CANCELLED, self._cancel.reason, self._cancel.actor)
             if inp.status in CLOSED_STATUSES:
                 break
-            wake_at = await self._act_on_due()
+            wake_at = await self._tick()
             if wake_at is False:
                 continue  # something was done: look again before sleeping
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._pending and self._cancel is None:
+                if not self._pending and not self._commands and self._cancel is None:
                     inp.pending_payments = []
                     workflow.continue_as_new(inp)
                 continue
@@ -114,28 +195,64 @@ class InvoiceWorkflow:
                 timeout = max(wake_at - workflow.now(), timedelta(0))
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._pending) or self._cancel is not None,
+                    lambda: bool(self._pending or self._commands) or self._cancel is not None,
                     timeout=timeout,
                 )
             except TimeoutError:
                 pass
 
+        # Refuse what is still queued, then let every handler answer before completing.
+        await self._run_commands()
         await workflow.wait_condition(workflow.all_handlers_finished)
         # Payments that arrived while closing are still recorded (as overpayments), not lost.
         while self._pending:
             await self._apply_payments()
         return self._state()
 
-    async def _act_on_due(self) -> datetime | None | bool:
-        """Send what is due now. Returns False if it acted, else when to wake (None = never)."""
+    async def _tick(self) -> datetime | None | bool:
+        """Do what is due now. Returns False if it acted, else when to wake (None = never)."""
         inp = self.inp
+        now = workflow.now()
+        if inp.status == DISPUTED and inp.dispute:
+            dispute = inp.dispute
+            if dispute.overdue_raised:
+                return None
+            if now < dispute.sla_at:
+                return dispute.sla_at
+            dispute.overdue_raised = True
+            await self._record(
+                f"dispute:{dispute.dispute_id}:overdue",
+                [EventSpec("dispute_overdue", {"dispute_id": dispute.dispute_id})],
+                task=TaskRecord(
+                    kind="dispute_overdue",
+                    due_at=dispute.sla_at,
+                    data={"dispute_id": dispute.dispute_id},
+                ),
+            )
+            return False
         if inp.status != OPEN:
             return None
+        if inp.hold == PAUSED and inp.pause:
+            if inp.pause.until is None or now < inp.pause.until:
+                return inp.pause.until
+            await self._resume(now, "pause_ended", "system", [EventSpec("resumed", {})])
+            return False
+        if inp.hold == PROMISE and inp.promise:
+            if now < inp.promise.check_at:
+                return inp.promise.check_at
+            await self._promise_broken(now)
+            return False
+        if inp.hold == PLAN and inp.plan:
+            return await self._plan_tick(now, inp.plan)
+        return await self._dunning_tick(now)
+
+    async def _dunning_tick(self, now: datetime) -> datetime | None | bool:
+        inp = self.inp
+        escalate_at = self._escalation_due_at()
         assert self._escalate_at is not None
-        now = workflow.now()
         reminders = [s for s in self._schedule if s.at < self._escalate_at]
         send, skip = due_steps(reminders, self._done(), now)
-        if now >= self._escalate_at:
+        if now >= escalate_at:
             # Escalation is due: earlier unsent steps are recorded as skipped, not sent late.
             skipped = [s.key for s in skip] + ([send.key] if send else [])
             inp.skipped_steps.extend(skipped)
@@ -153,6 +270,7 @@ class InvoiceWorkflow:
         if send is not None:
             inp.skipped_steps.extend(s.key for s in skip)
             inp.sent_steps.append(send.key)
+            note, inp.catch_up_note = inp.catch_up_note, None
             await self._activity(
                 "send_reminder",
                 SendReminderInput(
@@ -161,12 +279,150 @@ class InvoiceWorkflow:
                     balance_minor=inp.balance_minor,
                     skipped=[s.key for s in skip],
                     next_action=self._next_action(),
-                    escalate_at=self._escalate_at,
+                    escalate_at=escalate_at,
+                    note=note,
                 ),
             )
             return False
+        inp.catch_up_note = None  # nothing was missed: the next reminder is an ordinary one
         nxt = self._next_action()
         return nxt.at if nxt else None
+
+    # -- payment plans -------------------------------------------------------
+
+    def _plan_points(self, plan: PlanState) -> list[tuple[datetime, str, str, InstallmentState]]:
+        """(instant, step key, kind, instalment) of every plan step not yet done."""
+        pol, tz = self.inp.policy, self.inp.timezone
+        points = []
+        for inst in plan.installments:
+            if inst.state in ("paid", "missed"):
+                continue
+            prefix = f"plan{plan.plan_id}-{inst.n}"
+            for kind, at in (
+                ("plan_before", shift(inst.due_at, pol.plan_reminder_offset, tz, pol.send_at)),
+                ("plan_late", shift(inst.due_at, "P1D", tz, pol.send_at)),
+                ("plan_broken", shift(inst.due_at, pol.plan_grace, tz, pol.send_at)),
+            ):
+                key = f"{prefix}-{kind.removeprefix('plan_')}"
+                if key not in plan.done_steps:
+                    points.append((at, key, kind, inst))
+        return points
+
+    async def _plan_tick(self, now: datetime, plan: PlanState) -> datetime | None | bool:
+        for inst in plan.installments:
+            if inst.state == "pending" and now > inst.due_at:
+                inst.state = "late"
+        points = sorted((p for p in self._plan_points(plan) if p[0] <= now), key=lambda p: p[0])
+        broken = [p for p in points if p[2] == "plan_broken"]
+        if broken:
+            _, key, _, inst = broken[0]
+            inst.state = "missed"
+            plan.done_steps.append(key)
+            await self._plan_broken(now, plan, inst)
+            return False
+        if points:
+            # No burst: of the plan reminders due, only the latest goes out.
+            *older, (at, key, kind, inst) = points
+            plan.done_steps.extend(p[1] for p in older)
+            plan.done_steps.append(key)
+            inp = self.inp
+            await self._activity(
+                "send_reminder",
+                SendReminderInput(
+                    invoice_id=inp.invoice_id,
+                    step=ScheduledStep(key=key, channel="email", template=kind, at=at),
+                    balance_minor=inp.balance_minor,
+                    skipped=[p[1] for p in older],
+                    next_action=self._next_action(),
+                    kind=kind,
+                    installment=inst,
+                ),
+            )
+            return False
+        upcoming = self._plan_points(plan)
+        return min(p[0] for p in upcoming) if upcoming else None
+
+    async def _plan_broken(self, now: datetime, plan: PlanState, inst: InstallmentState) -> None:
+        inp = self.inp
+        inp.plan = None
+        await self._resume(
+            now,
+            "plan_broken",
+            "workflow",
+            [EventSpec("plan_broken", {"plan_id": plan.plan_id, "installment": inst.n})],
+            plan=PlanRecord(plan_id=plan.plan_id, status="broken", installments=plan.installments),
+            customer_counter="broken_plans",
+        )
+
+    def _allocate(self, plan: PlanState, amount: int) -> None:
+        """Payments fill instalments in order; overpaying one rolls into the next."""
+        for inst in plan.installments:
+            if amount <= 0:
+                break
+            if inst.state in ("paid", "missed"):
+                continue
+            take = min(amount, inst.amount_minor - inst.paid_minor)
+            inst.paid_minor += take
+            amount -= take
+            if inst.paid_minor >= inst.amount_minor:
+                inst.state = "paid"
+
+    # -- promises, pauses, resuming -----------------------------------------
+
+    async def _promise_broken(self, now: datetime) -> None:
+        inp = self.inp
+        promise = inp.promise
+        assert promise is not None
+        inp.promise = None
+        await self._resume(
+            now,
+            "promise_broken",
+            "workflow",
+            [
+                EventSpec(
+                    "promise_broken",
+                    {
+                        "promise_id": promise.promise_id,
+                        "promised_minor": promise.amount_minor,
+                        "paid_minor": promise.paid_since_minor,
+                    },
+                )
+            ],
+            promise=PromiseRecord(promise_id=promise.promise_id, status="broken"),
+            customer_counter="broken_promises",
+        )
+
+    async def _resume(
+        self,
+        now: datetime,
+        why: str,
+        actor: str,
+        events: list[EventSpec],
+        dispute: DisputeRecord | None = None,
+        plan: PlanRecord | None = None,
+        promise: PromiseRecord | None = None,
+        customer_counter: str | None = None,
+    ) -> None:
+        """Lift the hold; dunning goes on without a burst and escalates no earlier than
+        ``resume_grace`` from now."""
+        inp = self.inp
+        inp.hold = None
+        inp.pause = None
+        grace_end = shift(now, inp.policy.resume_grace, inp.timezone, None)
+        if inp.escalate_not_before is None or grace_end > inp.escalate_not_before:
+            inp.escalate_not_before = grace_end
+        inp.catch_up_note = why
+        await self._record(
+            f"resume:{why}:{workflow.uuid4()}",
+            events,
+            actor=actor,
+            dispute=dispute,
+            plan=plan,
+            promise=promise,
+            customer_counter=customer_counter,
+        )
+
+    # -- payments --------------------------------------------------------------
 
     async def _apply_payments(self) -> None:
         inp = self.inp
@@ -187,6 +443,398 @@ class InvoiceWorkflow:
                     next_action=self._next_action(),
                 ),
             )
+            await self._after_payment(payment)
+
+    async def _after_payment(self, payment: PaymentSignal) -> None:
+        """What a payment changes besides the balance: a plan's instalments, a promise, a
+        dispute settled by paying."""
+        inp = self.inp
+        key = f"payment:{payment.payment_id}:effects"
+        if inp.plan is not None:
+            plan = inp.plan
+            self._allocate(plan, payment.amount_minor)
+            done = inp.status == PAID or all(i.state == "paid" for i in plan.installments)
+            if done:
+                inp.plan = None
+                inp.hold = None if inp.hold == PLAN else inp.hold
+            events = [EventSpec("plan_completed", {"plan_id": plan.plan_id})] if done else []
+            status = "completed" if done else "active"
+            plan_record = PlanRecord(plan.plan_id, status, installments=plan.installments)
+            await self._record(key, events, plan=plan_record)
+        elif inp.promise is not None:
+            promise = inp.promise
+            promise.paid_since_minor += payment.amount_minor
+            if promise.paid_since_minor >= promise.amount_minor or inp.status == PAID:
+                inp.promise = None
+                events = [EventSpec("promise_kept", {"promise_id": promise.promise_id})]
+                record = PromiseRecord(promise_id=promise.promise_id, status="kept")
+                if inp.status == OPEN and inp.hold == PROMISE:
+                    await self._resume(
+                        workflow.now(), "promise_kept", "workflow", events, promise=record
+                    )
+                else:
+                    await self._record(key, events, promise=record)
+        if inp.status == PAID and inp.dispute is not None:
+            dispute = inp.dispute
+            inp.dispute = None
+            await self._record(
+                key + ":dispute",
+                [EventSpec("dispute_closed", {"dispute_id": dispute.dispute_id, "by": "payment"})],
+                dispute=DisputeRecord(dispute_id=dispute.dispute_id, status="closed"),
+            )
+
+    # -- specialist actions (queued by the update handlers) --------------------
+
+    async def _run_commands(self) -> None:
+        while self._commands:
+            cmd = self._commands.pop(0)
+            try:
+                if self.inp.status in CLOSED_STATUSES:
+                    raise refuse(f"invoice is already {self.inp.status}")
+                await getattr(self, f"_do_{cmd.name}")(cmd)
+            except ApplicationError as err:
+                cmd.error = err
+            cmd.done = True
+
+    async def _submit(self, name: str, request: object) -> InvoiceState:
+        cmd = _Command(name, request)
+        self._commands.append(cmd)
+        await workflow.wait_condition(lambda: cmd.done)
+        if cmd.error is not None:
+            raise cmd.error
+        return self._state()
+
+    def _today(self) -> date:
+        return workflow.now().astimezone(ZoneInfo(self.inp.timezone)).date()
+
+    async def _do_open_dispute(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, OpenDisputeRequest)
+        inp = self.inp
+        self._check_dispute_opening(req)
+        now = workflow.now()
+        sla_at = shift(now, inp.policy.dispute_sla, inp.timezone, None)
+        inp.status = DISPUTED
+        inp.dispute = DisputeState(
+            dispute_id=0, opened_at=now, sla_at=sla_at, amount_minor=req.amount_minor
+        )
+        result = await self._record(
+            f"dispute:open:{workflow.uuid4()}",
+            [EventSpec("dispute_opened", {"reason": req.reason, "amount_minor": req.amount_minor})],
+            actor=req.actor,
+            dispute=DisputeRecord(
+                dispute_id=None,
+                status="open",
+                reason=req.reason,
+                amount_minor=req.amount_minor,
+                sla_at=sla_at,
+            ),
+        )
+        assert result.dispute_id is not None
+        inp.dispute.dispute_id = result.dispute_id
+
+    def _check_dispute_opening(self, req: OpenDisputeRequest) -> None:
+        inp = self.inp
+        if inp.status == DISPUTED:
+            raise refuse("the invoice already has an open dispute")
+        if inp.status != OPEN:
+            raise refuse(f"a dispute cannot be opened on an invoice that is {inp.status}")
+        if req.amount_minor is not None and not 0 < req.amount_minor <= inp.balance_minor:
+            raise refuse(
+                f"disputed amount must be between 1 and the open balance {inp.balance_minor}",
+                "InvalidInput",
+            )
+
+    async def _do_resolve_dispute(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, ResolveDisputeRequest)
+        inp = self.inp
+        self._check_resolution(req)
+        dispute = inp.dispute
+        assert dispute is not None
+        credit = req.credit_minor if req.outcome == "upheld" else 0
+        balance = inp.balance_minor - credit
+        status = CREDITED if balance == 0 else OPEN
+        events = [
+            EventSpec(
+                f"dispute_{req.outcome}",
+                {"dispute_id": dispute.dispute_id, "credit_minor": credit, "note": req.note},
+            )
+        ]
+        record = DisputeRecord(
+            dispute_id=dispute.dispute_id,
+            status=req.outcome,
+            outcome_note=req.note,
+            credit_minor=credit,
+        )
+        plan_record = None
+        if credit and inp.plan is not None:
+            # The plan's instalments summed to the old balance: it no longer holds.
+            events.append(
+                EventSpec("plan_cancelled", {"plan_id": inp.plan.plan_id, "why": "credit"})
+            )
+            plan_record = PlanRecord(
+                plan_id=inp.plan.plan_id, status="cancelled", installments=inp.plan.installments
+            )
+            inp.plan = None
+            inp.hold = None if inp.hold == PLAN else inp.hold
+        inp.dispute = None
+        inp.balance_minor = balance
+        inp.status = status
+        if status == CREDITED:
+            events.append(EventSpec(CREDITED, {"credit_minor": credit}))
+        if status == OPEN and inp.hold is None:
+            why = "dispute_rejected" if req.outcome == "rejected" else "dispute_upheld"
+            await self._resume(
+                workflow.now(), why, req.actor, events, dispute=record, plan=plan_record
+            )
+            return
+        await self._record(
+            f"dispute:{dispute.dispute_id}:resolved",
+            events,
+            actor=req.actor,
+            dispute=record,
+            plan=plan_record,
+        )
+
+    def _check_resolution(self, req: ResolveDisputeRequest) -> None:
+        inp = self.inp
+        if inp.dispute is None or inp.dispute.dispute_id != req.dispute_id:
+            raise refuse(f"dispute {req.dispute_id} is not open on this invoice")
+        if req.outcome not in ("upheld", "rejected"):
+            raise refuse("outcome must be upheld or rejected", "InvalidInput")
+        if req.outcome == "rejected" and req.credit_minor:
+            raise refuse("a rejected dispute gives no credit", "InvalidInput")
+        if not 0 <= req.credit_minor <= inp.balance_minor:
+            raise refuse(
+                f"credit must be between 0 and the open balance {inp.balance_minor}",
+                "InvalidInput",
+            )
+
+    async def _do_set_plan(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, PlanRequest)
+        inp = self.inp
+        self._check_plan(req)
+        installments = [
+            InstallmentState(
+                n=i + 1,
+                due_date=item.due_date,
+                due_at=default_due_at(date.fromisoformat(item.due_date), inp.timezone),
+                amount_minor=item.amount_minor,
+            )
+            for i, item in enumerate(req.installments)
+        ]
+        superseded = inp.promise
+        inp.promise = None  # a plan supersedes a promise
+        inp.hold = PLAN
+        inp.pause = None
+        inp.plan = PlanState(plan_id=0, installments=installments)
+        result = await self._record(
+            f"plan:set:{workflow.uuid4()}",
+            [EventSpec("plan_agreed", {"installments": len(installments), "note": req.note})],
+            actor=req.actor,
+            plan=PlanRecord(
+                plan_id=None, status="active", installments=installments, note=req.note
+            ),
+            promise=(
+                PromiseRecord(promise_id=superseded.promise_id, status="superseded")
+                if superseded
+                else None
+            ),
+        )
+        assert result.plan_id is not None
+        inp.plan.plan_id = result.plan_id
+
+    def _check_plan(self, req: PlanRequest) -> None:
+        inp = self.inp
+        if inp.status != OPEN:
+            raise refuse(f"a payment plan cannot be agreed on an invoice that is {inp.status}")
+        if inp.plan is not None:
+            raise refuse("the invoice already has a payment plan; cancel it first")
+        items = req.installments
+        if not items:
+            raise refuse("a plan needs at least one instalment", "InvalidInput")
+        if len(items) > inp.policy.max_installments:
+            raise refuse(
+                f"at most {inp.policy.max_installments} instalments are allowed", "InvalidInput"
+            )
+        if any(i.amount_minor <= 0 for i in items):
+            raise refuse("every instalment amount must be greater than 0", "InvalidInput")
+        total = sum(i.amount_minor for i in items)
+        if total != inp.balance_minor:
+            raise refuse(
+                f"instalments sum to {total}, the open balance is {inp.balance_minor}",
+                "InvalidInput",
+            )
+        try:
+            dates = [date.fromisoformat(i.due_date) for i in items]
+        except ValueError:
+            raise refuse("instalment due dates must be ISO dates", "InvalidInput") from None
+        if dates[0] < self._today():
+            raise refuse("the first instalment is due in the past", "InvalidInput")
+        if any(b <= a for a, b in zip(dates, dates[1:], strict=False)):
+            raise refuse("instalment due dates must be strictly increasing", "InvalidInput")
+
+    async def _do_cancel_plan(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, ActorRequest)
+        inp = self.inp
+        plan = inp.plan
+        if plan is None:
+            raise refuse("the invoice has no payment plan")
+        inp.plan = None
+        events = [EventSpec("plan_cancelled", {"plan_id": plan.plan_id, "reason": req.reason})]
+        record = PlanRecord(
+            plan_id=plan.plan_id, status="cancelled", installments=plan.installments
+        )
+        if inp.hold == PLAN and inp.status == OPEN:
+            await self._resume(workflow.now(), "plan_cancelled", req.actor, events, plan=record)
+            return
+        await self._record(f"plan:{plan.plan_id}:cancel", events, actor=req.actor, plan=record)
+
+    async def _do_promise(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, PromiseRequest)
+        inp = self.inp
+        self._check_promise(req)
+        promised = date.fromisoformat(req.promised_date)
+        check_at = shift(
+            default_due_at(promised, inp.timezone), inp.policy.promise_grace, inp.timezone, None
+        )
+        inp.hold = PROMISE
+        inp.pause = None
+        inp.promise = PromiseState(
+            promise_id=0,
+            promised_date=req.promised_date,
+            amount_minor=req.amount_minor,
+            check_at=check_at,
+        )
+        result = await self._record(
+            f"promise:{workflow.uuid4()}",
+            [
+                EventSpec(
+                    "promise_to_pay",
+                    {
+                        "promised_date": req.promised_date,
+                        "amount_minor": req.amount_minor,
+                        "note": req.note,
+                    },
+                )
+            ],
+            actor=req.actor,
+            promise=PromiseRecord(
+                promise_id=None,
+                status="open",
+                promised_date=req.promised_date,
+                amount_minor=req.amount_minor,
+            ),
+        )
+        assert result.promise_id is not None
+        inp.promise.promise_id = result.promise_id
+
+    def _check_promise(self, req: PromiseRequest) -> None:
+        inp = self.inp
+        if inp.status != OPEN:
+            raise refuse(f"a promise cannot be recorded on an invoice that is {inp.status}")
+        if inp.plan is not None:
+            raise refuse("the invoice follows a payment plan; change the plan instead")
+        if not 0 < req.amount_minor <= inp.balance_minor:
+            raise refuse(
+                f"promised amount must be between 1 and the open balance {inp.balance_minor}",
+                "InvalidInput",
+            )
+        try:
+            promised = date.fromisoformat(req.promised_date)
+        except ValueError:
+            raise refuse("promised_date must be an ISO date", "InvalidInput") from None
+        if promised < self._today():
+            raise refuse("promised_date is in the past", "InvalidInput")
+
+    async def _do_pause(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, PauseRequest)
+        inp = self.inp
+        self._check_pause(req)
+        until = None
+        if req.until is not None:
+            until = default_due_at(date.fromisoformat(req.until) - timedelta(days=1), inp.timezone)
+            until += timedelta(seconds=1)  # 00:00 local on the given day
+        inp.hold = PAUSED
+        inp.pause = PauseState(reason=req.reason, until=until)
+        await self._record(
+            f"pause:{workflow.uuid4()}",
+            [EventSpec("paused", {"reason": req.reason, "until": req.until})],
+            actor=req.actor,
+        )
+
+    def _check_pause(self, req: PauseRequest) -> None:
+        inp = self.inp
+        if inp.status != OPEN:
+            raise refuse(f"an invoice that is {inp.status} cannot be paused")
+        if inp.hold is not None:
+            raise refuse(f"the invoice is already on hold ({inp.hold})")
+        if req.until is not None:
+            try:
+                until = date.fromisoformat(req.until)
+            except ValueError:
+                raise refuse("until must be an ISO date", "InvalidInput") from None
+            if until <= self._today():
+                raise refuse("until must be a future date", "InvalidInput")
+
+    async def _do_resume(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, ActorRequest)
+        if self.inp.hold != PAUSED:
+            raise refuse("the invoice is not paused")
+        await self._resume(
+            workflow.now(), "resumed", req.actor, [EventSpec("resumed", {"reason": req.reason})]
+        )
+
+    async def _do_write_off(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, ActorRequest)
+        await self._close(WRITTEN_OFF, req.reason, req.actor)
+
+    # -- recording -------------------------------------------------------------
+
+    async def _record(
+        self,
+        dedupe_key: str,
+        events: list[EventSpec],
+        actor: str = "workflow",
+        dispute: DisputeRecord | None = None,
+        plan: PlanRecord | None = None,
+        promise: PromiseRecord | None = None,
+        task: TaskRecord | None = None,
+        customer_counter: str | None = None,
+    ) -> ChangeResult:
+        """Record the state as it is now (the caller has changed it) with the change's events
+        and rows, through the ``record_change`` activity, which retries until it succeeds."""
+        inp = self.inp
+        change = ChangeSet(
+            invoice_id=inp.invoice_id,
+            actor=actor,
+            dedupe_key=dedupe_key,
+            events=events,
+            status=inp.status,
+            hold=inp.hold,
+            balance_minor=inp.balance_minor,
+            next_action=self._next_action(),
+            dispute=dispute,
+            plan=plan,
+            promise=promise,
+            task=task,
+            customer_counter=customer_counter,
+        )
+        result: ChangeResult = await workflow.execute_local_activity(
+            "record_change",
+            change,
+            result_type=ChangeResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return result
 
     async def _close(self, status: str, reason: str, actor: str) -> None:
         await self._activity(
@@ -195,8 +843,8 @@ class InvoiceWorkflow:
                 invoice_id=self.inp.invoice_id, status=status, reason=reason, actor=actor
             ),
         )
-        # Set only once recorded: the cancel update answers after this, and the API then
-        # reads the stored invoice.
+        # Set only once recorded: the update answers after this, and the API then reads the
+        # stored invoice.
         self.inp.status = status
 
     async def _activity(self, name: str, arg: object) -> None:
@@ -225,6 +873,15 @@ class InvoiceWorkflow:
         self._seen_payments.add(payment.payment_id)
         self._pending.append(payment)
 
+    def _require_started(self) -> None:
+        if self._inp is None:
+            raise ApplicationError("the workflow has not started yet", type="NotReady")
+
+    def _require_active(self) -> None:
+        self._require_started()
+        if self.inp.status in CLOSED_STATUSES:
+            raise refuse(f"invoice is already {self.inp.status}")
+
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> InvoiceState:
         self._cancel = request
@@ -233,17 +890,90 @@ class InvoiceWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:
-        if self._inp is None:
-            raise ApplicationError("the workflow has not started yet", type="NotReady")
-        if self.inp.status in CLOSED_STATUSES:
-            raise ApplicationError(
-                f"invoice is already {self.inp.status}", type="InvalidState", non_retryable=True
-            )
+        self._require_active()
         if self._cancel is not None:
             raise ApplicationError("a cancellation is already in progress", type="InvalidState")
         if not request.reason.strip():
             raise ApplicationError("a reason is required", type="InvalidInput")
 
+    @workflow.update(name="open_dispute")
+    async def open_dispute(self, request: OpenDisputeRequest) -> InvoiceState:
+        return await self._submit("open_dispute", request)
+
+    @open_dispute.validator
+    def _validate_open_dispute(self, request: OpenDisputeRequest) -> None:
+        self._require_active()
+        self._check_dispute_opening(request)
+
+    @workflow.update(name="resolve_dispute")
+    async def resolve_dispute(self, request: ResolveDisputeRequest) -> InvoiceState:
+        return await self._submit("resolve_dispute", request)
+
+    @resolve_dispute.validator
+    def _validate_resolve_dispute(self, request: ResolveDisputeRequest) -> None:
+        self._require_active()
+        self._check_resolution(request)
+
+    @workflow.update(name="set_plan")
+    async def set_plan(self, request: PlanRequest) -> InvoiceState:
+        return await self._submit("set_plan", request)
+
+    @set_plan.validator
+    def _validate_set_plan(self, request: PlanRequest) -> None:
+        self._require_active()
+        self._check_plan(request)
+
+    @workflow.update(name="cancel_plan")
+    async def cancel_plan(self, request: ActorRequest) -> InvoiceState:
+        return await self._submit("cancel_plan", request)
+
+    @cancel_plan.validator
+    def _validate_cancel_plan(self, request: ActorRequest) -> None:
+        self._require_active()
+        if self.inp.plan is None:
+            raise refuse("the invoice has no payment plan")
+
+    @workflow.update(name="promise")
+    async def promise(self, request: PromiseRequest) -> InvoiceState:
+        return await self._submit("promise", request)
+
+    @promise.validator
+    def _validate_promise(self, request: PromiseRequest) -> None:
+        self._require_active()
+        self._check_promise(request)
+
+    @workflow.update(name="pause")
+    async def pause(self, request: PauseRequest) -> InvoiceState:
+        return await self._submit("pause", request)
+
+    @pause.validator
+    def _validate_pause(self, request: PauseRequest) -> None:
+        self._require_active()
+        self._check_pause(request)
+
+    @workflow.update(name="resume")
+    async def resume(self, request: ActorRequest) -> InvoiceState:
+        return await self._submit("resume", request)
+
+    @resume.validator
+    def _validate_resume(self, request: ActorRequest) -> None:
+        self._require_active()
+        if self.inp.hold != PAUSED:
+            raise refuse("the invoice is not paused")
+
+    @workflow.update(name="write_off")
+    async def write_off(self, request: ActorRequest) -> InvoiceState:
+        return await self._submit("write_off", request)
+
+    @write_off.validator
+    def _validate_write_off(self, request: ActorRequest) -> None:
+        self._require_active()
+        if not request.reason.strip():
+            raise refuse("a reason is required", "InvalidInput")
+
     @workflow.query(name="state")
     def state(self) -> InvoiceState:
         return self._state()
+
+
+__all__ = ["ACTIVE", "InvoiceWorkflow", "refuse"]

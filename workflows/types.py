@@ -10,10 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 OPEN = "open"
+DISPUTED = "disputed"
 ESCALATED = "escalated"
 PAID = "paid"
 CANCELLED = "cancelled"
-CLOSED_STATUSES = frozenset({PAID, CANCELLED})
+CREDITED = "credited"
+WRITTEN_OFF = "written_off"
+CLOSED_STATUSES = frozenset({PAID, CANCELLED, CREDITED, WRITTEN_OFF})
+
+# Holds: dunning waits while one is on (a dispute waits too, as a status of its own).
+PAUSED = "paused"
+PROMISE = "promise"
+PLAN = "plan"
 
 
 @dataclass
@@ -33,6 +41,12 @@ class PolicySpec:
     steps: list[StepSpec]
     escalate_after: str
     send_at: str | None = "09:00"
+    dispute_sla: str = "P14D"
+    plan_grace: str = "P5D"
+    plan_reminder_offset: str = "-P3D"
+    max_installments: int = 12
+    promise_grace: str = "P3D"
+    resume_grace: str = "P7D"
 
 
 @dataclass
@@ -69,6 +83,54 @@ class InvoiceWorkflowInput:
     skipped_steps: list[str] = field(default_factory=list)
     applied_payment_ids: list[int] = field(default_factory=list)
     pending_payments: list[PaymentSignal] = field(default_factory=list)
+    hold: str | None = None
+    dispute: DisputeState | None = None
+    plan: PlanState | None = None
+    promise: PromiseState | None = None
+    pause: PauseState | None = None
+    escalate_not_before: datetime | None = None
+    catch_up_note: str | None = None
+
+
+@dataclass
+class DisputeState:
+    dispute_id: int
+    opened_at: datetime
+    sla_at: datetime
+    amount_minor: int | None = None
+    overdue_raised: bool = False
+
+
+@dataclass
+class InstallmentState:
+    n: int
+    due_date: str  # ISO date
+    due_at: datetime
+    amount_minor: int
+    paid_minor: int = 0
+    state: str = "pending"  # pending, paid, late, missed
+
+
+@dataclass
+class PlanState:
+    plan_id: int
+    installments: list[InstallmentState]
+    done_steps: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PromiseState:
+    promise_id: int
+    promised_date: str
+    amount_minor: int
+    check_at: datetime
+    paid_since_minor: int = 0
+
+
+@dataclass
+class PauseState:
+    reason: str
+    until: datetime | None = None
 
 
 @dataclass
@@ -87,6 +149,58 @@ class CancelRequest:
 
 
 @dataclass
+class OpenDisputeRequest:
+    reason: str
+    actor: str
+    amount_minor: int | None = None
+
+
+@dataclass
+class ResolveDisputeRequest:
+    dispute_id: int
+    outcome: str  # upheld or rejected
+    note: str
+    actor: str
+    credit_minor: int = 0
+
+
+@dataclass
+class InstallmentRequest:
+    due_date: str  # ISO date
+    amount_minor: int
+
+
+@dataclass
+class PlanRequest:
+    installments: list[InstallmentRequest]
+    note: str
+    actor: str
+
+
+@dataclass
+class PromiseRequest:
+    promised_date: str
+    amount_minor: int
+    actor: str
+    note: str = ""
+
+
+@dataclass
+class PauseRequest:
+    reason: str
+    actor: str
+    until: str | None = None  # ISO date; dunning resumes at 00:00 local that day
+
+
+@dataclass
+class ActorRequest:
+    """An action that needs only who did it and why (resume, write-off, cancel a plan)."""
+
+    reason: str
+    actor: str
+
+
+@dataclass
 class InvoiceState:
     """What the ``state`` query and every update return."""
 
@@ -98,6 +212,10 @@ class InvoiceState:
     sent_steps: list[str]
     skipped_steps: list[str]
     next_action: NextAction | None
+    hold: str | None = None
+    dispute_id: int | None = None
+    plan_id: int | None = None
+    promise_id: int | None = None
 
 
 # Activity inputs -----------------------------------------------------------
@@ -111,6 +229,9 @@ class SendReminderInput:
     skipped: list[str]
     next_action: NextAction | None
     escalate_at: datetime | None = None
+    note: str | None = None  # e.g. "dispute_rejected": the catch-up reminder says why
+    kind: str = "dunning"  # dunning, plan_before, plan_late
+    installment: InstallmentState | None = None
 
 
 @dataclass
@@ -137,3 +258,71 @@ class RecordClosedInput:
     status: str
     reason: str
     actor: str
+
+
+@dataclass
+class EventSpec:
+    kind: str
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class ChangeSet:
+    """One recorded change of collection state: events plus the workflow's view of the invoice,
+    and the row of the dispute, plan, promise or task it concerns. Written in one transaction;
+    ``dedupe_key`` (of the first event) makes a retry a no-op."""
+
+    invoice_id: int
+    actor: str
+    dedupe_key: str
+    events: list[EventSpec]
+    status: str
+    hold: str | None
+    balance_minor: int
+    next_action: NextAction | None
+    dispute: DisputeRecord | None = None
+    plan: PlanRecord | None = None
+    promise: PromiseRecord | None = None
+    task: TaskRecord | None = None
+    customer_counter: str | None = None  # broken_promises or broken_plans, incremented
+
+
+@dataclass
+class DisputeRecord:
+    dispute_id: int | None  # None: a new dispute
+    status: str  # open, upheld, rejected, closed
+    reason: str = ""
+    amount_minor: int | None = None
+    sla_at: datetime | None = None
+    outcome_note: str | None = None
+    credit_minor: int = 0
+
+
+@dataclass
+class PlanRecord:
+    plan_id: int | None
+    status: str  # active, completed, broken, cancelled
+    installments: list[InstallmentState] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class PromiseRecord:
+    promise_id: int | None
+    status: str  # open, kept, broken
+    promised_date: str = ""
+    amount_minor: int = 0
+
+
+@dataclass
+class TaskRecord:
+    kind: str
+    due_at: datetime | None = None
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class ChangeResult:
+    dispute_id: int | None = None
+    plan_id: int | None = None
+    promise_id: int | None = None
