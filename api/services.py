@@ -243,8 +243,14 @@ def list_invoices(
     overdue: bool | None,
     limit: int,
     offset: int,
+    collector: str | None = None,
+    hold: str | None = None,
 ) -> tuple[list[Invoice], int]:
     stmt = select(Invoice)
+    if collector is not None:
+        stmt = stmt.where(Invoice.collector == collector)
+    if hold is not None:
+        stmt = stmt.where(Invoice.hold == hold)
     if status is not None:
         stmt = stmt.where(Invoice.status == status)
     if customer_id is not None:

@@ -23,13 +23,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from zoneinfo import ZoneInfo
-
     from workflows.schedule import (
         build_schedule,
         default_due_at,
         due_steps,
         escalation_at,
+        local_today,
         next_action,
         shift,
     )
@@ -309,9 +308,16 @@ class InvoiceWorkflow:
         return points
 
     async def _plan_tick(self, now: datetime, plan: PlanState) -> datetime | None | bool:
-        for inst in plan.installments:
-            if inst.state == "pending" and now > inst.due_at:
+        late = [i for i in plan.installments if i.state == "pending" and now > i.due_at]
+        if late:
+            for inst in late:
                 inst.state = "late"
+            await self._record(
+                f"plan{plan.plan_id}:late:{','.join(str(i.n) for i in late)}",
+                [EventSpec("installment_late", {"plan_id": plan.plan_id, "n": late[0].n})],
+                plan=PlanRecord(plan.plan_id, "active", installments=plan.installments),
+            )
+            return False
         points = sorted((p for p in self._plan_points(plan) if p[0] <= now), key=lambda p: p[0])
         broken = [p for p in points if p[2] == "plan_broken"]
         if broken:
@@ -505,7 +511,7 @@ class InvoiceWorkflow:
         return self._state()
 
     def _today(self) -> date:
-        return workflow.now().astimezone(ZoneInfo(self.inp.timezone)).date()
+        return local_today(workflow.now(), self.inp.timezone)
 
     async def _do_open_dispute(self, cmd: _Command) -> None:
         req = cmd.request

@@ -129,3 +129,8 @@ def next_action(
     if not escalated:
         return NextAction(kind="escalation", at=escalate_at)
     return None
+
+
+def local_today(now: datetime, timezone: str) -> date:
+    """The customer's calendar date at the instant ``now``."""
+    return now.astimezone(ZoneInfo(timezone)).date()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 OPEN = "open"
 DISPUTED = "disputed"
@@ -263,7 +264,7 @@ class RecordClosedInput:
 @dataclass
 class EventSpec:
     kind: str
-    data: dict[str, object] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -318,7 +319,7 @@ class PromiseRecord:
 class TaskRecord:
     kind: str
     due_at: datetime | None = None
-    data: dict[str, object] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

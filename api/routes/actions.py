@@ -4,8 +4,7 @@ API's own facts and are written directly."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header
 from sqlalchemy.exc import IntegrityError
@@ -142,7 +141,7 @@ async def agree_plan(
 
 
 @router.get("/invoices/{invoice_id}/payment-plan", response_model=PlanPublic)
-def get_plan(invoice_id: int, session: SessionDep, _: Viewer) -> dict[str, Any]:
+def get_plan(invoice_id: int, session: SessionDep, _: Viewer) -> PaymentPlan:
     """The invoice's latest plan, each instalment ``pending``, ``paid``, ``late`` or ``missed``."""
     services.get_invoice(session, invoice_id)
     plan = session.exec(
@@ -152,16 +151,7 @@ def get_plan(invoice_id: int, session: SessionDep, _: Viewer) -> dict[str, Any]:
     ).first()
     if plan is None:
         raise not_found("payment plan of invoice", invoice_id)
-    now = utcnow()
-    items = []
-    for inst in plan.installments:
-        state = inst.get("state", "pending")
-        if inst["paid_minor"] >= inst["amount_minor"]:
-            state = "paid"
-        elif state != "missed" and datetime.fromisoformat(inst["due_at"]).astimezone(UTC) < now:
-            state = "late"
-        items.append(inst | {"state": state})
-    return plan.model_dump() | {"installments": items}
+    return plan
 
 
 @router.delete("/invoices/{invoice_id}/payment-plan", response_model=InvoicePublic)

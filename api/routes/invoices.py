@@ -61,10 +61,14 @@ def list_invoices(
     status: Status | None = None,
     customer_id: int | None = Query(None, gt=0),
     overdue: bool | None = None,
+    collector: str | None = Query(None, max_length=100),
+    hold: str | None = Query(None, max_length=20),
     limit: int = Query(100, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> InvoicePage:
-    rows, total = services.list_invoices(session, status, customer_id, overdue, limit, offset)
+    rows, total = services.list_invoices(
+        session, status, customer_id, overdue, limit, offset, collector=collector, hold=hold
+    )
     return InvoicePage(
         items=[InvoicePublic.of(r, settings.workflow_id(r.id)) for r in rows],
         total=total,
