@@ -62,3 +62,40 @@ async def test_seconds_policy_from_create_to_paid(
         assert sent_steps() == ["early", "late"]  # "later" never went out
         kinds = [e["kind"] for e in (await h.get(f"/v1/invoices/{inv['id']}/timeline")).json()]
         assert kinds[-2:] == ["payment_applied", "paid"]
+
+
+async def test_specialist_actions_on_the_dev_server(
+    dev_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Updates with validators on the real server: a double-clicked dispute (same
+    Idempotency-Key) is applied once, a refused action answers 409, rejection resumes."""
+    async with harness(dev_env, sqlite_engine, tmp_path) as h:
+        cust = await h.customer()
+        inv = await h.invoice(cust["id"])
+        path = f"/v1/invoices/{inv['id']}"
+        headers = h.as_role("specialist") | {"Idempotency-Key": "click-1"}
+        first, second = await asyncio.gather(
+            h.http.post(f"{path}/disputes", json={"reason": "damaged"}, headers=headers),
+            h.http.post(f"{path}/disputes", json={"reason": "damaged"}, headers=headers),
+        )
+        assert (first.status_code, second.status_code) == (200, 200)
+        disputes = (await h.get(f"{path}/disputes")).json()
+        assert len(disputes) == 1
+        refused = await h.post(f"{path}/pause", {"reason": "x"})
+        assert refused.status_code == 409
+        assert "disputed" in refused.json()["error"]["message"]
+        resolved = await h.post(
+            f"{path}/disputes/{disputes[0]['id']}/resolve",
+            {"outcome": "rejected", "note": "delivery note signed"},
+        )
+        assert resolved.status_code == 200
+        assert resolved.json()["status"] == "open"
+        paused = await h.post(f"{path}/pause", {"reason": "holiday"})
+        assert paused.json()["hold"] == "paused"
+        written = await h.post(f"{path}/write-off", {"reason": "bankrupt"}, role="admin")
+        assert written.json()["status"] == "written_off"
+        handle = h.client.get_workflow_handle(inv["workflow_id"])
+        desc = await handle.describe()
+        assert desc.status == WorkflowExecutionStatus.COMPLETED
+        kinds = [e["kind"] for e in (await h.get(f"{path}/timeline")).json()]
+        assert kinds == ["created", "dispute_opened", "dispute_rejected", "paused", "written_off"]
