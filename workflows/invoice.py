@@ -296,7 +296,7 @@ class InvoiceWorkflow:
         for inst in plan.installments:
             if inst.state in ("paid", "missed"):
                 continue
-            prefix = f"plan{plan.plan_id}-{inst.n}"
+            prefix = f"plan{plan.seq}-{inst.n}"
             for kind, at in (
                 ("plan_before", shift(inst.due_at, pol.plan_reminder_offset, tz, pol.send_at)),
                 ("plan_late", shift(inst.due_at, "P1D", tz, pol.send_at)),
@@ -313,7 +313,7 @@ class InvoiceWorkflow:
             for inst in late:
                 inst.state = "late"
             await self._record(
-                f"plan{plan.plan_id}:late:{','.join(str(i.n) for i in late)}",
+                f"plan{plan.seq}:late:{','.join(str(i.n) for i in late)}",
                 [EventSpec("installment_late", {"plan_id": plan.plan_id, "n": late[0].n})],
                 plan=PlanRecord(plan.plan_id, "active", installments=plan.installments),
             )
@@ -635,7 +635,8 @@ class InvoiceWorkflow:
         inp.promise = None  # a plan supersedes a promise
         inp.hold = PLAN
         inp.pause = None
-        inp.plan = PlanState(plan_id=0, installments=installments)
+        inp.plans_agreed += 1
+        inp.plan = PlanState(plan_id=0, installments=installments, seq=inp.plans_agreed)
         result = await self._record(
             f"plan:set:{workflow.uuid4()}",
             [EventSpec("plan_agreed", {"installments": len(installments), "note": req.note})],

@@ -91,6 +91,7 @@ class InvoiceWorkflowInput:
     pause: PauseState | None = None
     escalate_not_before: datetime | None = None
     catch_up_note: str | None = None
+    plans_agreed: int = 0
 
 
 @dataclass
@@ -117,6 +118,7 @@ class PlanState:
     plan_id: int
     installments: list[InstallmentState]
     done_steps: list[str] = field(default_factory=list)
+    seq: int = 1  # the how-manieth plan of this invoice: names its reminder steps
 
 
 @dataclass
