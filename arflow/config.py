@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = "default"
     task_queue: str = "arflow-invoices"
+    workflow_sandbox_passthrough: bool = Field(
+        default=True,
+        description="import the workflows package once instead of per run (see worker.py)",
+    )
     workflow_id_prefix: str = Field(
         default="",
         description="prepended to invoice-{id}, for several deployments in one namespace",

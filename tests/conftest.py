@@ -231,6 +231,7 @@ async def harness(
         database_url=str(engine.url),
         task_queue=f"tq-{uuid.uuid4()}",
         workflow_id_prefix=f"t{uuid.uuid4().hex[:8]}-",
+        workflow_sandbox_passthrough=False,  # the full sandbox checks our workflow code
         api_keys=",".join(f"{k}:{r}" for r, k in API_KEYS.items()),
         webhook_secret=WEBHOOK_SECRET,
         data_dir=str(tmp_path / "data"),

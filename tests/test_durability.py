@@ -30,6 +30,7 @@ STEPS = ["s0", "s20", "s40"]
 
 
 def start_worker(h: Harness, log: Path) -> subprocess.Popen[bytes]:
+    """``python worker.py`` as production runs it (its default sandbox settings)."""
     env = dict(os.environ)
     env.update(
         ARFLOW_ENVIRONMENT="test",
