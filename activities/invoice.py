@@ -85,6 +85,14 @@ def record_skipped(session: Session, invoice_id: int, steps: list[str], reason: 
         )
 
 
+def _stored_id(session: Session, row: Dispute | PaymentPlan | Promise) -> int:
+    """Insert or update ``row`` now and return its id."""
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    return row.id
+
+
 def already_recorded(session: Session, invoice_id: int, dedupe_key: str) -> bool:
     stmt = select(InvoiceEvent.id).where(
         InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.dedupe_key == dedupe_key
@@ -440,10 +448,7 @@ class InvoiceActivities:
             row.resolved_at = now
             row.outcome_note = rec.outcome_note
             row.credit_minor = rec.credit_minor
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        return row.id
+        return _stored_id(session, row)
 
     def _save_plan(self, session: Session, change: ChangeSet, now: datetime) -> int:
         rec = change.plan
@@ -466,10 +471,7 @@ class InvoiceActivities:
             row.status = rec.status
             row.installments = installments
             row.updated_at = now
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        return row.id
+        return _stored_id(session, row)
 
     def _save_promise(self, session: Session, change: ChangeSet, now: datetime) -> int:
         rec = change.promise
@@ -490,10 +492,7 @@ class InvoiceActivities:
             row = found
             row.status = rec.status
             row.updated_at = now
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        return row.id
+        return _stored_id(session, row)
 
     @staticmethod
     def _commit_once(session: Session, invoice_id: int, dedupe_key: str) -> None:
