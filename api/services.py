@@ -38,25 +38,29 @@ from workflows.types import (
 
 log = logging.getLogger("arflow.api")
 T = TypeVar("T", Customer, Invoice)
+R = TypeVar("R", Customer, DunningPolicy)
 
 
 # -- policies -------------------------------------------------------------------
 
 
-def create_policy(session: Session, body: DunningPolicyCreate) -> DunningPolicy:
-    if session.exec(select(DunningPolicy).where(DunningPolicy.name == body.name)).first():
-        raise conflict(f"a policy named {body.name!r} already exists")
-    policy = DunningPolicy.model_validate(
-        body.model_dump() | {"steps": [s.model_dump() for s in body.steps]}
-    )
-    session.add(policy)
+def insert_unique(session: Session, row: R, taken: str) -> R:
+    """Insert ``row``; a unique key already taken is a 409 saying ``taken``."""
+    session.add(row)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise conflict(f"a policy named {body.name!r} already exists") from None
-    session.refresh(policy)
-    return policy
+        raise conflict(taken) from None
+    session.refresh(row)
+    return row
+
+
+def create_policy(session: Session, body: DunningPolicyCreate) -> DunningPolicy:
+    policy = DunningPolicy.model_validate(
+        body.model_dump() | {"steps": [s.model_dump() for s in body.steps]}
+    )
+    return insert_unique(session, policy, f"a policy named {body.name!r} already exists")
 
 
 def ensure_default_policy(session: Session) -> DunningPolicy:

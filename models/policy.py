@@ -15,8 +15,6 @@ from workflows.types import PolicySpec, StepSpec
 
 Channel = Literal["email", "sms", "call", "letter"]
 TEMPLATES = ("reminder_before_due", "reminder_overdue", "final_notice", "reminder")
-# Templates the workflow itself uses for payment-plan reminders.
-PLAN_TEMPLATES = ("plan_before", "plan_late")
 
 
 class ReminderStep(SQLModel):

@@ -15,7 +15,7 @@ and the others are recorded as skipped; the escalation comes no earlier than the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from temporalio import workflow
@@ -82,7 +82,6 @@ ACTIVITY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
 )
-ACTIVE = frozenset({OPEN, DISPUTED, ESCALATED})
 
 
 def refuse(message: str, kind: str = "InvalidState") -> ApplicationError:
@@ -96,7 +95,6 @@ class _Command:
     request: object
     done: bool = False
     error: ApplicationError | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @workflow.defn(name="InvoiceWorkflow")
@@ -983,4 +981,4 @@ class InvoiceWorkflow:
         return self._state()
 
 
-__all__ = ["ACTIVE", "InvoiceWorkflow", "refuse"]
+__all__ = ["InvoiceWorkflow", "refuse"]

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from api import services
 from api.deps import SessionDep, Specialist, Viewer
-from api.errors import conflict, not_found
+from api.errors import not_found
 from models import Customer
 from models.customer import CustomerCreate, CustomerPublic
 
@@ -14,17 +14,10 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 @router.post("", status_code=201, response_model=CustomerPublic)
 def create_customer(body: CustomerCreate, session: SessionDep, _: Specialist) -> Customer:
-    if session.exec(select(Customer).where(Customer.external_id == body.external_id)).first():
-        raise conflict(f"customer {body.external_id!r} already exists")
     customer = Customer.model_validate(body)
-    session.add(customer)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise conflict(f"customer {body.external_id!r} already exists") from None
-    session.refresh(customer)
-    return customer
+    return services.insert_unique(
+        session, customer, f"customer {body.external_id!r} already exists"
+    )
 
 
 @router.get("/{customer_id}", response_model=CustomerPublic)
