@@ -7,7 +7,7 @@ import hmac
 import json
 import logging
 import time
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import TypeVar
 
 from sqlalchemy import and_, not_
@@ -22,7 +22,7 @@ from activities.invoice import add_event, set_next_action
 from api.errors import ApiError, conflict, not_found, unprocessable
 from arflow.config import Settings
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent, Payment
-from models.invoice import InvoiceCreate
+from models.invoice import InvoiceCreate, InvoicePublic
 from models.payment import PaymentAck, PaymentWebhook
 from models.policy import DEFAULT_POLICY, DEFAULT_POLICY_NAME, DunningPolicyCreate
 from models.types import utcnow
@@ -82,8 +82,17 @@ def ensure_default_policy(session: Session) -> DunningPolicy:
 # -- invoices -------------------------------------------------------------------
 
 
+# Fields added after invoices were first stored: left out of the hash when unset, so a
+# request stored before they existed still hashes the same.
+_LATER_FIELDS = ("discount_percent", "discount_days")
+
+
 def request_hash(body: InvoiceCreate) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = body.model_dump(mode="json")
+    for name in _LATER_FIELDS:
+        if data.get(name) is None:
+            data.pop(name, None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -184,6 +193,13 @@ async def create_invoice(
             balance_minor=body.amount_minor,
             request_hash=digest,
         )
+        if body.discount_percent is not None and body.discount_days is not None:
+            invoice.discount_bp = int(body.discount_percent * 100)
+            invoice.discount_days = body.discount_days
+            invoice.discount_minor = discount_minor(body.amount_minor, invoice.discount_bp)
+            invoice.discount_until = default_due_at(
+                body.issued_on + timedelta(days=body.discount_days), customer.timezone
+            )
         spec = policy.spec()
         schedule = build_schedule(spec, due_at, customer.timezone)
         set_next_action(
@@ -231,6 +247,21 @@ async def create_invoice(
         assert owner is not None and rules is not None
         await start_workflow(client, settings, workflow_input(existing, owner, rules))
     return existing, False
+
+
+def discount_minor(amount_minor: int, basis_points: int) -> int:
+    """The early-payment discount, rounded half up to the minor unit (exact integers)."""
+    return (amount_minor * basis_points + 5000) // 10000
+
+
+def public(invoice: Invoice, settings: Settings) -> InvoicePublic:
+    """An invoice as the API shows it, with its workflow id and pay link."""
+    assert invoice.id is not None
+    return InvoicePublic.of(
+        invoice,
+        settings.workflow_id(invoice.id),
+        settings.pay_url(invoice.id, invoice.number, invoice.external_id),
+    )
 
 
 def get_invoice(session: Session, invoice_id: int) -> Invoice:

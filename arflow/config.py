@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from urllib.parse import quote
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.reference import payment_reference
 
 DEFAULT_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEFAULT_API_KEYS = "dev-admin-key:admin,dev-specialist-key:specialist,dev-viewer-key:viewer"
@@ -55,6 +58,20 @@ class Settings(BaseSettings):
         default="", description="folder for agency placement files; default data_dir/agency"
     )
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="where customers reach us (links, callbacks)"
+    )
+    pay_link_template: str = Field(
+        default="{public_url}/pay/{reference}",
+        description="payment page of an invoice; fields: public_url, reference, number, "
+        "external_id, id",
+    )
+    statement_inbox: str = Field(
+        default="", description="folder of bank statement files; default data_dir/inbox"
+    )
+    statement_import_cron: str = Field(
+        default="0 6 * * *", description="when the daily statement import runs (cron, UTC)"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_outside_development(self) -> Settings:
@@ -64,6 +81,10 @@ class Settings(BaseSettings):
             if self.api_keys == DEFAULT_API_KEYS:
                 raise ValueError("ARFLOW_API_KEYS must be set outside development")
         self.parsed_api_keys()  # fail at start-up on a malformed key list
+        try:
+            self.pay_url(1, "INV-1", "ext-1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ARFLOW_PAY_LINK_TEMPLATE is malformed: {exc!r}") from None
         return self
 
     def parsed_api_keys(self) -> dict[str, Role]:
@@ -84,6 +105,20 @@ class Settings(BaseSettings):
     def workflow_id(self, invoice_id: int | None) -> str:
         """The id of an invoice's workflow: ``invoice-{id}`` (no personal data)."""
         return f"{self.workflow_id_prefix}invoice-{invoice_id}"
+
+    def pay_url(self, invoice_id: int, number: str, external_id: str) -> str:
+        """The invoice's payment link, from ``pay_link_template``."""
+        return self.pay_link_template.format(
+            public_url=self.public_url.rstrip("/"),
+            reference=payment_reference(invoice_id),
+            number=quote(number, safe=""),
+            external_id=quote(external_id, safe=""),
+            id=invoice_id,
+        )
+
+    @property
+    def inbox_folder(self) -> str:
+        return self.statement_inbox or f"{self.data_dir.rstrip('/')}/inbox"
 
     @property
     def agency_folder(self) -> str:

@@ -1,5 +1,6 @@
 """SQLModel tables and the Pydantic schemas around them."""
 
+from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
@@ -7,6 +8,7 @@ from models.policy import DunningPolicy
 
 __all__ = [
     "AgencyPlacement",
+    "CreditEntry",
     "Customer",
     "Dispute",
     "DunningPolicy",
@@ -16,5 +18,8 @@ __all__ = [
     "PaymentPlan",
     "Payment",
     "Promise",
+    "ReceivedLine",
+    "SavedCsvMapping",
+    "StatementImport",
     "Task",
 ]

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import ConfigDict, EmailStr
 from sqlmodel import Field, SQLModel
 
-from models.types import PhoneE164, TimeZoneName, UTCDateTime, utcnow
+from models.types import IbanStr, PhoneE164, TimeZoneName, UTCDateTime, utcnow
 
 
 class CustomerBase(SQLModel):
@@ -23,6 +23,9 @@ class CustomerBase(SQLModel):
         schema_extra={"pattern": r"^[a-z]{2}([_-][A-Za-z]{2})?$"},
     )
     segment: str = Field(default="standard", min_length=1, max_length=50)
+    iban: IbanStr | None = Field(
+        default=None, max_length=34, description="the account the customer pays from (matching)"
+    )
 
 
 class CustomerCreate(CustomerBase):
@@ -37,6 +40,7 @@ class Customer(CustomerBase, table=True):
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=20)
     timezone: str = Field(max_length=64)
+    iban: str | None = Field(default=None, max_length=34, index=True)
     broken_promises: int = Field(default=0)
     broken_plans: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ConfigDict, StrictInt, model_validator
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from models.reference import payment_reference
 from models.types import CurrencyCode, UTCDateTime, utcnow
 
 INVOICE_STATUSES = (
@@ -44,9 +46,25 @@ class InvoiceCreate(InvoiceBase):
     )
     policy_id: int | None = Field(default=None, gt=0)
     policy_name: str | None = Field(default=None, min_length=1, max_length=100)
+    discount_percent: Decimal | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        max_digits=4,
+        decimal_places=2,
+        description="early-payment discount, e.g. 2 for 2% (send as a string: \"2.00\")",
+    )
+    discount_days: int | None = Field(
+        default=None,
+        ge=0,
+        le=365,
+        description="the discount holds for payments until the end of issued_on + this many days",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> InvoiceCreate:
+        if (self.discount_percent is None) != (self.discount_days is None):
+            raise ValueError("give both discount_percent and discount_days, or neither")
         if (self.customer_id is None) == (self.customer_external_id is None):
             raise ValueError("give exactly one of customer_id or customer_external_id")
         if self.policy_id is not None and self.policy_name is not None:
@@ -76,6 +94,11 @@ class Invoice(InvoiceBase, table=True):
     next_action: str | None = Field(default=None, max_length=20)
     next_action_step: str | None = Field(default=None, max_length=50)
     next_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    discount_bp: int | None = Field(default=None, description="discount in basis points")
+    discount_days: int | None = Field(default=None)
+    discount_minor: int = Field(default=0, sa_type=BigInteger)
+    discount_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    discount_taken_minor: int = Field(default=0, sa_type=BigInteger)
     request_hash: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -86,6 +109,14 @@ class NextActionPublic(SQLModel):
     kind: str
     at: datetime
     step_key: str | None = None
+
+
+class DiscountPublic(SQLModel):
+    percent: Decimal
+    days: int
+    amount_minor: int = Field(description="taken off when paid in time")
+    pay_minor: int = Field(description="what settles the invoice when paid in time")
+    until: datetime = Field(description="last instant a payment earns the discount")
 
 
 class InvoicePublic(InvoiceBase):
@@ -100,14 +131,27 @@ class InvoicePublic(InvoiceBase):
     collector: str | None
     stage: str | None
     next_action: NextActionPublic | None
+    discount: DiscountPublic | None
+    payment_reference: str = Field(description="ISO 11649 creditor reference for transfers")
+    pay_url: str
     workflow_id: str
     created_at: datetime
     updated_at: datetime
     closed_at: datetime | None
 
     @classmethod
-    def of(cls, invoice: Invoice, workflow_id: str) -> InvoicePublic:
-        data = invoice.model_dump(exclude={"next_action", "request_hash"})
+    def of(cls, invoice: Invoice, workflow_id: str, pay_url: str) -> InvoicePublic:
+        data = invoice.model_dump(
+            exclude={
+                "next_action",
+                "request_hash",
+                "discount_bp",
+                "discount_days",
+                "discount_minor",
+                "discount_until",
+                "discount_taken_minor",
+            }
+        )
         nxt = None
         if invoice.next_action and invoice.next_action_at:
             nxt = NextActionPublic(
@@ -115,7 +159,24 @@ class InvoicePublic(InvoiceBase):
                 at=invoice.next_action_at,
                 step_key=invoice.next_action_step,
             )
-        return cls(**data, next_action=nxt, workflow_id=workflow_id)
+        discount = None
+        if invoice.discount_bp and invoice.discount_until and invoice.discount_days is not None:
+            discount = DiscountPublic(
+                percent=Decimal(invoice.discount_bp).scaleb(-2),
+                days=invoice.discount_days,
+                amount_minor=invoice.discount_minor,
+                pay_minor=invoice.amount_minor - invoice.discount_minor,
+                until=invoice.discount_until,
+            )
+        assert invoice.id is not None
+        return cls(
+            **data,
+            next_action=nxt,
+            discount=discount,
+            payment_reference=payment_reference(invoice.id),
+            pay_url=pay_url,
+            workflow_id=workflow_id,
+        )
 
 
 class InvoiceEvent(SQLModel, table=True):
@@ -185,6 +246,9 @@ class Payment(SQLModel, table=True):
     currency: str = Field(max_length=3)
     paid_at: datetime = Field(sa_type=UTCDateTime)
     method: str = Field(max_length=50)
+    kind: str = Field(default="payment", max_length=20, description="payment, refund, chargeback")
+    source: str = Field(default="webhook", max_length=20, description="webhook, bank, credit")
+    line_id: int | None = Field(default=None, foreign_key="received_lines.id", index=True)
     status: str = Field(
         default="received", max_length=20, description="received, applied, unapplied"
     )

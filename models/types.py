@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -10,6 +11,8 @@ import isodate
 import phonenumbers
 import pycountry
 from pydantic import AfterValidator
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
@@ -114,9 +117,23 @@ def check_time_of_day(text: str) -> str:
     return text
 
 
+def check_iban(text: str) -> str:
+    """An IBAN with valid check digits, compact (upper case, no spaces)."""
+    try:
+        return str(IBAN(text).compact)
+    except SchwiftyException as exc:
+        raise ValueError(f"invalid IBAN {text!r}: {exc}") from None
+
+
+def compact_iban(text: str | None) -> str | None:
+    """Upper case without spaces, unchecked (for matching what a bank sent)."""
+    return re.sub(r"\s+", "", text).upper() or None if text else None
+
+
 CurrencyCode = Annotated[str, AfterValidator(check_currency)]
 TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
 PhoneE164 = Annotated[str, AfterValidator(check_phone)]
 IsoDuration = Annotated[str, AfterValidator(check_duration)]
 NonNegativeIsoDuration = Annotated[str, AfterValidator(check_nonnegative_duration)]
 TimeOfDay = Annotated[str, AfterValidator(check_time_of_day)]
+IbanStr = Annotated[str, AfterValidator(check_iban)]

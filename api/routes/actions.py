@@ -64,7 +64,7 @@ async def _act(
     invoice, _ = await services.run_update(
         session, client, settings, invoice_id, update, request, key
     )
-    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/disputes", response_model=InvoicePublic)
@@ -260,7 +260,7 @@ def assign(
         )
         session.commit()
         session.refresh(invoice)
-    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/notes", response_model=InvoiceEventPublic, status_code=201)

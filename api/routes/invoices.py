@@ -50,7 +50,7 @@ async def create_invoice(
     invoice, created = await services.create_invoice(session, client, settings, body, who.actor)
     if not created:
         response.status_code = 200
-    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
+    return services.public(invoice, settings)
 
 
 @router.get("", response_model=InvoicePage)
@@ -70,7 +70,7 @@ def list_invoices(
         session, status, customer_id, overdue, limit, offset, collector=collector, hold=hold
     )
     return InvoicePage(
-        items=[InvoicePublic.of(r, settings.workflow_id(r.id)) for r in rows],
+        items=[services.public(r, settings) for r in rows],
         total=total,
         limit=limit,
         offset=offset,
@@ -82,7 +82,7 @@ def get_invoice(
     invoice_id: int, session: SessionDep, settings: SettingsDep, _: Viewer
 ) -> InvoicePublic:
     invoice = services.get_invoice(session, invoice_id)
-    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
+    return services.public(invoice, settings)
 
 
 @router.get("/{invoice_id}/timeline", response_model=list[InvoiceEventPublic])
@@ -113,4 +113,4 @@ async def cancel_invoice(
     invoice = await services.cancel_invoice(
         session, client, settings, invoice_id, body.reason, who.actor
     )
-    return InvoicePublic.of(invoice, settings.workflow_id(invoice.id))
+    return services.public(invoice, settings)
