@@ -21,9 +21,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.agency import FileAgencyAdapter
 from activities.channels import OutboxOnlyChannel
 from activities.invoice import InvoiceActivities
+from activities.statements import StatementActivities
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine, session_factory
+from arflow.schedules import ensure_statement_schedule
 from workflows.invoice import InvoiceWorkflow
+from workflows.statements import StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")
 ACTIVITY_THREADS = 16
@@ -49,17 +52,19 @@ def build_worker(
     executor: ThreadPoolExecutor | None = None,
 ) -> Worker:
     """The worker for ``task_queue`` (default: the settings'), with real dependencies."""
+    sessions = session_factory(engine)
     acts = InvoiceActivities(
-        sessions=session_factory(engine),
+        sessions=sessions,
         channel=OutboxOnlyChannel(),
         agency=FileAgencyAdapter(settings.agency_folder),
+        pay_url=settings.pay_url,
     )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvoiceWorkflow],
+        workflows=[InvoiceWorkflow, StatementInboxWorkflow],
         workflow_runner=workflow_runner(settings),
-        activities=acts.all(),
+        activities=acts.all() + StatementActivities(sessions, settings).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
     )
@@ -71,6 +76,7 @@ async def serve(settings: Settings) -> None:
     )
     engine = make_engine(settings.database_url)
     worker = build_worker(client, settings, engine)
+    await ensure_statement_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
@@ -14,10 +15,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities.agency import AgencyAdapter, PlacementRequest
 from activities.channels import Channel, OutboundMessage
-from activities.render import local_date, money, render
+from activities.render import format_percent, local_date, money, render
 from arflow.db import SessionFactory
 from models import (
     AgencyPlacement,
+    CreditEntry,
     Customer,
     Dispute,
     Invoice,
@@ -28,6 +30,7 @@ from models import (
     Promise,
     Task,
 )
+from models.reference import payment_reference
 from models.types import utcnow
 from workflows.types import (
     CLOSED_STATUSES,
@@ -103,10 +106,17 @@ def already_recorded(session: Session, invoice_id: int, dedupe_key: str) -> bool
 class InvoiceActivities:
     """Bound methods are registered on the worker; dependencies come in through the constructor."""
 
-    def __init__(self, sessions: SessionFactory, channel: Channel, agency: AgencyAdapter) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        channel: Channel,
+        agency: AgencyAdapter,
+        pay_url: Callable[[int, str, str], str],
+    ) -> None:
         self.sessions = sessions
         self.channel = channel
         self.agency = agency
+        self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
 
     def _invoice(self, session: Session, invoice_id: int) -> Invoice:
         invoice = session.get(Invoice, invoice_id)
@@ -212,7 +222,22 @@ class InvoiceActivities:
             ),
             "step": step.key,
             "note": inp.note,
+            "pay_url": self.pay_url(inp.invoice_id, invoice.number, invoice.external_id),
+            "payment_reference": payment_reference(inp.invoice_id),
+            "discount": None,
         }
+        # The discount is offered while it still holds when the step was due.
+        if invoice.discount_minor and invoice.discount_until and invoice.discount_until > step.at:
+            context["discount"] = {
+                "percent": format_percent(invoice.discount_bp or 0, loc),
+                "amount": money(invoice.discount_minor, invoice.currency, loc),
+                "pay": money(
+                    inp.balance_minor - (invoice.discount_minor - invoice.discount_taken_minor),
+                    invoice.currency,
+                    loc,
+                ),
+                "last_day": local_date(invoice.discount_until, customer.timezone, loc),
+            }
         if inp.installment is not None:
             inst = inp.installment
             context |= {
@@ -241,7 +266,8 @@ class InvoiceActivities:
 
     @activity.defn(name="record_payment")
     def record_payment(self, inp: RecordPaymentInput) -> None:
-        """Record a payment the workflow applied: the new balance and status, one timeline event."""
+        """Record a payment (or its reversal) the workflow applied: the new balance and status,
+        a timeline event, the discount granted, and any overpayment as customer credit."""
         with self.sessions() as session:
             key = f"payment:{inp.payment_id}"
             invoice = self._invoice(session, inp.invoice_id)
@@ -251,34 +277,55 @@ class InvoiceActivities:
                 payment.status = "applied"
                 payment.applied_at = now
                 session.add(payment)
-            overpaid = max(0, inp.amount_minor - invoice.balance_minor)
+            reversal = inp.kind != "payment"
             add_event(
                 session,
                 inp.invoice_id,
-                "payment_applied",
+                "payment_reversed" if reversal else "payment_applied",
                 {
                     "payment_id": inp.payment_id,
                     "amount_minor": inp.amount_minor,
                     "balance_before": invoice.balance_minor,
                     "balance_after": inp.balance_after,
-                    **({"overpaid_minor": overpaid} if overpaid else {}),
+                    **({"kind": inp.kind} if reversal else {}),
+                    **({"overpaid_minor": inp.overpaid_minor} if inp.overpaid_minor else {}),
+                    **({"discount_minor": inp.discount_minor} if inp.discount_minor else {}),
                 },
                 dedupe_key=key,
             )
+            if inp.overpaid_minor:
+                session.add(
+                    CreditEntry(
+                        dedupe_key=f"overpaid:{inp.payment_id}",
+                        customer_id=invoice.customer_id,
+                        currency=invoice.currency,
+                        amount_minor=inp.overpaid_minor,
+                        kind="overpayment",
+                        invoice_id=invoice.id,
+                        payment_id=inp.payment_id,
+                        actor=WORKFLOW_ACTOR,
+                    )
+                )
+            if inp.discount_minor:
+                invoice.discount_taken_minor += inp.discount_minor
+            elif reversal and inp.reopened:
+                invoice.discount_taken_minor = 0
             invoice.balance_minor = inp.balance_after
             invoice.updated_at = now
             if inp.status_after != invoice.status:
                 add_event(
                     session,
                     inp.invoice_id,
-                    inp.status_after,
+                    "reopened" if inp.reopened else inp.status_after,
                     {"from": invoice.status},
-                    dedupe_key=f"status:{inp.status_after}",
+                    dedupe_key=f"{key}:status",
                 )
                 invoice.status = inp.status_after
                 if inp.status_after in CLOSED_STATUSES:
                     invoice.closed_at = now
                     invoice.hold = None
+                else:
+                    invoice.closed_at = None
             set_next_action(invoice, inp.next_action)
             session.add(invoice)
             self._commit_once(session, inp.invoice_id, key)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency, get_currency_precision
+from babel.numbers import format_currency, format_decimal, get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -29,6 +29,12 @@ def money(amount_minor: int, currency: str, locale: str = DEFAULT_LOCALE) -> str
     exponent = get_currency_precision(currency)
     value = Decimal(amount_minor).scaleb(-exponent)
     return format_currency(value, currency, locale=_locale(locale))
+
+
+def format_percent(basis_points: int, locale: str = DEFAULT_LOCALE) -> str:
+    """Basis points as a localized percentage: 200 -> "2 %" style per locale, exact."""
+    value = Decimal(basis_points).scaleb(-2)
+    return f"{format_decimal(value, format='#,##0.##', locale=_locale(locale))}%"
 
 
 def local_date(value: date | datetime, timezone: str, locale: str = DEFAULT_LOCALE) -> str:

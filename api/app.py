@@ -12,7 +12,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api import errors, services
-from api.routes import actions, customers, invoices, policies, webhooks
+from api.routes import actions, customers, invoices, payments, policies, webhooks
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine
 
@@ -49,7 +49,7 @@ def create_app(
     app.state.temporal = temporal
     app.state.api_keys = settings.parsed_api_keys()
     errors.install(app)
-    for module in (customers, policies, invoices, actions, webhooks):
+    for module in (customers, policies, invoices, actions, payments, webhooks):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])

@@ -21,9 +21,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.invoice import add_event, set_next_action
 from api.errors import ApiError, conflict, not_found, unprocessable
 from arflow.config import Settings
-from models import Customer, DunningPolicy, Invoice, InvoiceEvent, Payment
+from models import Customer, DunningPolicy, Invoice, InvoiceEvent
+from models.bank import SavedCsvMapping
 from models.invoice import InvoiceCreate, InvoicePublic
-from models.payment import PaymentAck, PaymentWebhook
 from models.policy import DEFAULT_POLICY, DEFAULT_POLICY_NAME, DunningPolicyCreate
 from models.types import utcnow
 from workflows.invoice import InvoiceWorkflow
@@ -33,12 +33,11 @@ from workflows.types import (
     CancelRequest,
     InvoiceState,
     InvoiceWorkflowInput,
-    PaymentSignal,
 )
 
 log = logging.getLogger("arflow.api")
 T = TypeVar("T", Customer, Invoice)
-R = TypeVar("R", Customer, DunningPolicy)
+R = TypeVar("R", Customer, DunningPolicy, SavedCsvMapping)
 
 
 # -- policies -------------------------------------------------------------------
@@ -138,6 +137,8 @@ def workflow_input(
         due_at=invoice.due_at,
         timezone=customer.timezone,
         policy=policy.spec(),
+        discount_minor=invoice.discount_minor,
+        discount_until=invoice.discount_until,
     )
 
 
@@ -388,83 +389,3 @@ def sign(secret: str, body: bytes, stamp: int | None = None) -> str:
     stamp = int(time.time()) if stamp is None else stamp
     digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={stamp},v1={digest}"
-
-
-def _record_after_close(session: Session, invoice: Invoice, payment: Payment) -> None:
-    assert invoice.id is not None and payment.id is not None
-    payment.status = "unapplied"
-    session.add(payment)
-    add_event(
-        session,
-        invoice.id,
-        "payment_after_close",
-        {
-            "payment_id": payment.id,
-            "amount_minor": payment.amount_minor,
-            "invoice_status": invoice.status,
-        },
-        actor="webhook",
-        dedupe_key=f"payment:{payment.id}",
-    )
-    session.commit()
-
-
-async def receive_payment(
-    session: Session, client: Client, settings: Settings, body: PaymentWebhook
-) -> PaymentAck:
-    invoice = find_referenced(
-        session, Invoice, body.invoice_id, body.invoice_external_id, "invoice"
-    )
-    assert invoice.id is not None
-    if body.currency != invoice.currency:
-        raise unprocessable(
-            f"payment currency {body.currency} does not match invoice currency {invoice.currency}"
-        )
-
-    payment = session.exec(select(Payment).where(Payment.event_id == body.event_id)).first()
-    status = "duplicate"
-    if payment is None:
-        payment = Payment(
-            event_id=body.event_id,
-            invoice_id=invoice.id,
-            amount_minor=body.amount_minor,
-            currency=body.currency,
-            paid_at=body.paid_at.astimezone(UTC),
-            method=body.method,
-        )
-        session.add(payment)
-        try:
-            session.commit()
-            status = "accepted"
-        except IntegrityError:  # the same event delivered twice at once
-            session.rollback()
-            payment = session.exec(select(Payment).where(Payment.event_id == body.event_id)).one()
-    if (payment.invoice_id, payment.amount_minor, payment.currency) != (
-        invoice.id,
-        body.amount_minor,
-        body.currency,
-    ):
-        raise conflict(f"event {body.event_id!r} was already received with different data")
-    assert payment.id is not None
-    if payment.status != "received":
-        return PaymentAck(status="duplicate", payment_id=payment.id, invoice_id=invoice.id)
-
-    if invoice.status in CLOSED_STATUSES:
-        _record_after_close(session, invoice, payment)
-        return PaymentAck(status="recorded", payment_id=payment.id, invoice_id=invoice.id)
-    try:
-        # Signalled again on a duplicate delivery too: the workflow applies a payment id once,
-        # and this heals a delivery whose signal was lost.
-        await client.get_workflow_handle(settings.workflow_id(invoice.id)).signal(
-            InvoiceWorkflow.payment_received,
-            PaymentSignal(
-                payment_id=payment.id, amount_minor=payment.amount_minor, currency=payment.currency
-            ),
-        )
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise ApiError(503, "workflow_unavailable", "Temporal did not answer; retry") from exc
-        session.refresh(invoice)
-        _record_after_close(session, invoice, payment)
-        return PaymentAck(status="recorded", payment_id=payment.id, invoice_id=invoice.id)
-    return PaymentAck(status=status, payment_id=payment.id, invoice_id=invoice.id)

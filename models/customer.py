@@ -51,4 +51,7 @@ class CustomerPublic(CustomerBase):
     email: str | None = None
     broken_promises: int = 0
     broken_plans: int = 0
+    credit: dict[str, int] = Field(
+        default_factory=dict, description="credit balance per currency (minor units)"
+    )
     created_at: datetime

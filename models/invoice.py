@@ -50,9 +50,8 @@ class InvoiceCreate(InvoiceBase):
         default=None,
         gt=0,
         lt=100,
-        max_digits=4,
         decimal_places=2,
-        description="early-payment discount, e.g. 2 for 2% (send as a string: \"2.00\")",
+        description='early-payment discount, e.g. 2 for 2% (send as a string: "2.00")',
     )
     discount_days: int | None = Field(
         default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -21,6 +22,11 @@ class PaymentWebhook(BaseModel):
     currency: CurrencyCode
     paid_at: datetime
     method: str = Field(default="unknown", min_length=1, max_length=50)
+    type: Literal["payment", "refund", "chargeback"] = Field(
+        default="payment",
+        description="refund and chargeback take money back (amount_minor stays positive); "
+        "on a paid invoice they reopen it and dunning goes on",
+    )
 
     @model_validator(mode="after")
     def _one_reference(self) -> PaymentWebhook:
@@ -32,6 +38,11 @@ class PaymentWebhook(BaseModel):
 
 
 class PaymentAck(BaseModel):
-    status: str = Field(description="accepted, duplicate or recorded (invoice already closed)")
-    payment_id: int
+    status: str = Field(
+        description="accepted, duplicate, reopened (a reversal of a paid invoice), recorded "
+        "(invoice already closed: kept as customer credit) or unmatched (other currency: in "
+        "the unmatched queue)"
+    )
+    payment_id: int | None = None
     invoice_id: int
+    line_id: int | None = Field(default=None, description="the unmatched queue entry")

@@ -316,8 +316,13 @@ async def test_webhook_validation(h: Harness) -> None:
     cust = await h.customer()
     inv = await h.invoice(cust["id"])
     wrong_currency = await signed_payment(h, invoice_id=inv["id"], amount_minor=100, currency="USD")
-    assert wrong_currency.status_code == 422
-    assert "does not match invoice currency EUR" in error_of(wrong_currency)
+    assert wrong_currency.status_code == 200  # taken, but not applied: it waits in the queue
+    assert wrong_currency.json()["status"] == "unmatched"
+    queue = (await h.get("/v1/unmatched-payments")).json()["items"]
+    assert [(q["id"], q["amount_minor"], q["currency"]) for q in queue] == [
+        (wrong_currency.json()["line_id"], 100, "USD")
+    ]
+    assert queue[0]["reason"] == "paid in USD, the invoice is in EUR"
     unknown = await signed_payment(h, invoice_external_id="nope", amount_minor=100)
     assert unknown.status_code == 422
     assert "unknown invoice" in error_of(unknown)
@@ -345,6 +350,8 @@ async def test_payment_for_a_closed_invoice_is_recorded(h: Harness) -> None:
     assert kinds[-1] == "payment_after_close"
     stored = (await h.get(f"/v1/invoices/{inv['id']}")).json()
     assert (stored["status"], stored["balance_minor"]) == ("cancelled", 120_000)
+    owner = (await h.get(f"/v1/customers/{cust['id']}")).json()
+    assert owner["credit"] == {"EUR": 120_000}  # the customer's money, usable on another invoice
 
 
 async def test_cancel_needs_a_reason_and_an_open_invoice(h: Harness) -> None:

@@ -76,6 +76,8 @@ with workflow.unsafe.imports_passed_through():
 
 # Short enough that an activity lost with a killed worker is retried within seconds.
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
+# Notes the next reminder carries even when no step was missed: news the customer must hear.
+NEWS_NOTES = frozenset({"payment_reversed"})
 LOCAL_ACTIVITIES = frozenset({"send_reminder", "record_payment", "record_closed", "record_change"})
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -204,6 +206,10 @@ class InvoiceWorkflow:
         # Payments that arrived while closing are still recorded (as overpayments), not lost.
         while self._pending:
             await self._apply_payments()
+        if inp.status not in CLOSED_STATUSES:
+            # A refund or chargeback reopened the invoice while it was closing: carry on.
+            inp.pending_payments = []
+            workflow.continue_as_new(inp)
         return self._state()
 
     async def _tick(self) -> datetime | None | bool:
@@ -281,7 +287,8 @@ class InvoiceWorkflow:
                 ),
             )
             return False
-        inp.catch_up_note = None  # nothing was missed: the next reminder is an ordinary one
+        if inp.catch_up_note not in NEWS_NOTES:
+            inp.catch_up_note = None  # nothing was missed: the next reminder is an ordinary one
         nxt = self._next_action()
         return nxt.at if nxt else None
 
@@ -432,22 +439,73 @@ class InvoiceWorkflow:
         inp = self.inp
         while self._pending:
             payment = self._pending.pop(0)
-            inp.balance_minor = max(0, inp.balance_minor - payment.amount_minor)
             inp.applied_payment_ids.append(payment.payment_id)
-            if inp.balance_minor == 0 and inp.status not in CLOSED_STATUSES:
-                inp.status = PAID
-            await self._activity(
-                "record_payment",
-                RecordPaymentInput(
-                    invoice_id=inp.invoice_id,
-                    payment_id=payment.payment_id,
-                    amount_minor=payment.amount_minor,
-                    balance_after=inp.balance_minor,
-                    status_after=inp.status,
-                    next_action=self._next_action(),
-                ),
-            )
-            await self._after_payment(payment)
+            if payment.kind == "payment":
+                record = self._take_payment(payment)
+            else:
+                record = self._reverse_payment(payment)
+            record.next_action = self._next_action()
+            await self._activity("record_payment", record)
+            if payment.kind == "payment":
+                await self._after_payment(payment)
+
+    def _take_payment(self, payment: PaymentSignal) -> RecordPaymentInput:
+        """Lower the balance; what is left over becomes credit; a payment inside the
+        early-payment window that covers the discounted amount settles the invoice."""
+        inp = self.inp
+        taken = min(payment.amount_minor, inp.balance_minor)
+        inp.balance_minor -= taken
+        discount = 0
+        if (
+            0 < inp.balance_minor <= inp.discount_minor - inp.discount_taken_minor
+            and inp.discount_until is not None
+            and payment.paid_at is not None
+            and payment.paid_at <= inp.discount_until
+            and inp.status not in CLOSED_STATUSES
+        ):
+            discount = inp.balance_minor
+            inp.discount_taken_minor += discount
+            inp.balance_minor = 0
+        if inp.balance_minor == 0 and inp.status not in CLOSED_STATUSES:
+            inp.status = PAID
+        return RecordPaymentInput(
+            invoice_id=inp.invoice_id,
+            payment_id=payment.payment_id,
+            amount_minor=payment.amount_minor,
+            balance_after=inp.balance_minor,
+            status_after=inp.status,
+            next_action=None,
+            overpaid_minor=payment.amount_minor - taken,
+            discount_minor=discount,
+        )
+
+    def _reverse_payment(self, payment: PaymentSignal) -> RecordPaymentInput:
+        """A refund or chargeback: the balance goes back up (never above the invoice amount;
+        a discount earned by the reversed payment is lost with it). A paid invoice opens
+        again and dunning goes on from where it stood, as after a pause."""
+        inp = self.inp
+        back = payment.amount_minor
+        if inp.status == PAID and inp.discount_taken_minor:
+            back += inp.discount_taken_minor
+            inp.discount_taken_minor = 0
+        inp.balance_minor = min(inp.amount_minor, inp.balance_minor + back)
+        reopened = inp.status == PAID and inp.balance_minor > 0
+        if reopened:
+            inp.status = OPEN
+            grace_end = shift(workflow.now(), inp.policy.resume_grace, inp.timezone, None)
+            if inp.escalate_not_before is None or grace_end > inp.escalate_not_before:
+                inp.escalate_not_before = grace_end
+            inp.catch_up_note = "payment_reversed"
+        return RecordPaymentInput(
+            invoice_id=inp.invoice_id,
+            payment_id=payment.payment_id,
+            amount_minor=payment.amount_minor,
+            balance_after=inp.balance_minor,
+            status_after=inp.status,
+            next_action=None,
+            kind=payment.kind,
+            reopened=reopened,
+        )
 
     async def _after_payment(self, payment: PaymentSignal) -> None:
         """What a payment changes besides the balance: a plan's instalments, a promise, a

@@ -92,6 +92,9 @@ class InvoiceWorkflowInput:
     escalate_not_before: datetime | None = None
     catch_up_note: str | None = None
     plans_agreed: int = 0
+    discount_minor: int = 0  # early-payment discount, if paid by discount_until
+    discount_until: datetime | None = None
+    discount_taken_minor: int = 0
 
 
 @dataclass
@@ -141,8 +144,10 @@ class PaymentSignal:
     """A payment already stored by the API (its row id), to be applied to the balance."""
 
     payment_id: int
-    amount_minor: int
+    amount_minor: int  # always positive; ``kind`` says which way the money went
     currency: str
+    kind: str = "payment"  # payment, refund or chargeback
+    paid_at: datetime | None = None  # when the customer paid (early-payment discount window)
 
 
 @dataclass
@@ -245,6 +250,10 @@ class RecordPaymentInput:
     balance_after: int
     status_after: str
     next_action: NextAction | None
+    kind: str = "payment"
+    overpaid_minor: int = 0  # what the invoice could not take: becomes customer credit
+    discount_minor: int = 0  # early-payment discount granted with this payment
+    reopened: bool = False  # a reversal made a paid invoice open again
 
 
 @dataclass
@@ -329,3 +338,18 @@ class ChangeResult:
     dispute_id: int | None = None
     plan_id: int | None = None
     promise_id: int | None = None
+
+
+@dataclass
+class InboxFile:
+    name: str
+    outcome: str  # imported or failed
+    import_id: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class InboxResult:
+    files: list[InboxFile] = field(default_factory=list)
+    redelivered: int = 0

@@ -6,6 +6,7 @@ from sqlmodel import col, select
 from api import services
 from api.deps import SessionDep, Specialist, Viewer
 from api.errors import not_found
+from api.payments import credit_balances
 from models import Customer
 from models.customer import CustomerCreate, CustomerPublic
 
@@ -21,11 +22,13 @@ def create_customer(body: CustomerCreate, session: SessionDep, _: Specialist) ->
 
 
 @router.get("/{customer_id}", response_model=CustomerPublic)
-def get_customer(customer_id: int, session: SessionDep, _: Viewer) -> Customer:
+def get_customer(customer_id: int, session: SessionDep, _: Viewer) -> CustomerPublic:
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise not_found("customer", customer_id)
-    return customer
+    return CustomerPublic.model_validate(
+        {**customer.model_dump(), "credit": credit_balances(session, customer_id)}
+    )
 
 
 @router.get("", response_model=list[CustomerPublic])

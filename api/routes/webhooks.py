@@ -5,7 +5,7 @@ import json
 from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 
-from api import services
+from api import payments, services
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, _describe
 from models.payment import PaymentAck, PaymentWebhook
@@ -41,4 +41,4 @@ async def payment_webhook(
         details = _describe(json.loads(exc.json()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         raise ApiError(422, "invalid", summary, details) from None
-    return await services.receive_payment(session, client, settings, body)
+    return await payments.receive_webhook(session, client, settings, body)

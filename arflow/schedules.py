@@ -1,0 +1,51 @@
+"""Temporal Schedules the product needs, created (or brought up to date) at worker start."""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from arflow.config import Settings
+from workflows.statements import StatementInboxWorkflow
+
+log = logging.getLogger("arflow.schedules")
+
+
+def statement_schedule_id(settings: Settings) -> str:
+    return f"{settings.workflow_id_prefix}statement-inbox"
+
+
+async def ensure_statement_schedule(client: Client, settings: Settings) -> str:
+    """The daily inbox import (``statement_import_cron``, UTC): created, or updated in place
+    when it exists (so a changed cron takes effect at the next worker start)."""
+    schedule_id = statement_schedule_id(settings)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            StatementInboxWorkflow.run,
+            id=f"{schedule_id}-run",
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(cron_expressions=[settings.statement_import_cron]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule)
+        log.info("created schedule %s (%s)", schedule_id, settings.statement_import_cron)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(schedule_id).update(replace)
+    return schedule_id
