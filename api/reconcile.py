@@ -208,7 +208,8 @@ def _receipt(line: StatementLine) -> Receipt:
     return Receipt(
         amount_minor=line.amount_minor,
         currency=line.currency,
-        remittance=line.remittance,
+        # Invoice numbers the payer listed as referred documents count as remittance text.
+        remittance=" ".join([line.remittance, *line.document_numbers]).strip(),
         structured_reference=line.structured_reference,
         counterparty_name=line.counterparty_name,
         counterparty_iban=compact_iban(line.counterparty_iban),

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from api.services import sign
+from arflow.statements.sample import Entry, camt053
 
 DEMO_POLICY = {
     "name": "demo-seconds",
@@ -37,6 +38,7 @@ DEMO_CUSTOMERS = [
         "name": "Globex Inc.",
         "email": "billing@globex.example.com",
         "phone": "+12125550123",
+        "iban": "GB33BUKB20201555555555",
         "timezone": "America/New_York",
         "locale": "en",
     },
@@ -89,6 +91,8 @@ def load(base_url: str, admin_key: str, webhook_secret: str) -> list[dict[str, A
                             "due_date": due_at.date().isoformat(),
                             "due_at": due_at.isoformat(),
                             "policy_id": policy["id"],
+                            # Tonga's invoice offers 2% off when paid within 10 days.
+                            **({"discount_percent": "2.00", "discount_days": 10} if i == 2 else {}),
                         },
                     )
                 )
@@ -115,6 +119,34 @@ def load(base_url: str, admin_key: str, webhook_secret: str) -> list[dict[str, A
                     },
                 )
             )
+        # A bank statement: Globex pays its invoice by transfer (matched by the invoice number in
+        # the remittance text), and a stranger's transfer waits in the unmatched queue.
+        statement = camt053(
+            [
+                Entry(
+                    48_050,
+                    f"Globex payment for invoice {invoices[1]['number']}",
+                    iban="GB33BUKB20201555555555",
+                    currency="USD",
+                    tx_id=f"DEMO-{batch}-T1",
+                    booked=now.date(),
+                ),
+                Entry(
+                    7_700,
+                    "thank you",
+                    name="Unknown Payer Ltd",
+                    tx_id=f"DEMO-{batch}-T2",
+                    booked=now.date(),
+                ),
+            ],
+            statement_id=f"DEMO-{batch}",
+        )
+        _ok(
+            http.post(
+                "/v1/bank-statements",
+                files={"file": (f"demo-{batch}.xml", statement, "application/xml")},
+            )
+        )
         return invoices
 
 

@@ -15,10 +15,10 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from arflow.schedules import ensure_statement_schedule
+from arflow.statements.sample import ACCOUNT, Entry, camt053
 from models import Payment, ReceivedLine, StatementImport
 from models.reference import payment_reference
 from tests.conftest import Harness, harness
-from tests.statements import ACCOUNT, Entry, camt053
 from tests.test_api import error_of, eventually
 
 ACME_IBAN = "DE89370400440532013000"

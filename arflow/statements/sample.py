@@ -1,4 +1,5 @@
-"""Building camt.053 statements in tests, for invoices whose ids and numbers a test made."""
+"""Writing small camt.053 statements: for the demo data and for tests, which pay invoices
+whose ids and numbers exist only at run time."""
 
 from __future__ import annotations
 
