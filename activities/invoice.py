@@ -193,7 +193,9 @@ class InvoiceActivities:
                 "scheduled_for": step.at.isoformat(),
                 **({"note": inp.note} if inp.note else {}),
                 **({"installment": inp.installment.n} if inp.installment else {}),
+                **({"sent_early": True} if inp.requested_by else {}),
             },
+            actor=inp.requested_by or WORKFLOW_ACTOR,
             dedupe_key=f"step:{step.key}:{step.channel}",
         )
         invoice = self._invoice(session, inp.invoice_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import Field, model_validator
@@ -69,8 +70,18 @@ class Settings(BaseSettings):
     statement_inbox: str = Field(
         default="", description="folder of bank statement files; default data_dir/inbox"
     )
+    bulk_concurrency: int = Field(
+        default=8, ge=1, le=64, description="invoices a bulk job works on at once"
+    )
     statement_import_cron: str = Field(
         default="0 6 * * *", description="when the daily statement import runs (cron, UTC)"
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json (one object per line) or text; default text in development, else json",
+    )
+    worker_metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="the worker's Prometheus port; 0 turns it off"
     )
 
     @model_validator(mode="after")
@@ -115,6 +126,10 @@ class Settings(BaseSettings):
             external_id=quote(external_id, safe=""),
             id=invoice_id,
         )
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("text" if self.environment == "development" else "json")
 
     @property
     def inbox_folder(self) -> str:

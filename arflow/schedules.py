@@ -32,7 +32,9 @@ async def ensure_statement_schedule(client: Client, settings: Settings) -> str:
     schedule_id = statement_schedule_id(settings)
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            StatementInboxWorkflow.run,
+            # By name: passing StatementInboxWorkflow.run here trips mypy 2.4's overload
+            # inference for other workflows' handles (get_workflow_handle_for) elsewhere.
+            StatementInboxWorkflow.__name__,
             id=f"{schedule_id}-run",
             task_queue=settings.task_queue,
         ),

@@ -4,6 +4,7 @@ from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImp
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
+from models.job import Job, JobItem
 from models.policy import DunningPolicy
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "DunningPolicy",
     "Invoice",
     "InvoiceEvent",
+    "Job",
+    "JobItem",
     "OutboxMessage",
     "PaymentPlan",
     "Payment",

@@ -38,10 +38,8 @@ def book(*items: Item) -> Book:
     return Book(items, PAYERS)
 
 
-def receipt(amount: int, text: str = "", **kw: object) -> Receipt:
-    return Receipt(
-        amount_minor=amount, currency=str(kw.pop("currency", "EUR")), remittance=text, **kw
-    )  # type: ignore[arg-type]
+def receipt(amount: int, text: str = "", **kw: str) -> Receipt:
+    return Receipt(amount_minor=amount, remittance=text, currency=kw.pop("currency", "EUR"), **kw)
 
 
 def test_normalize_ignores_spaces_case_and_punctuation() -> None:

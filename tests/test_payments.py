@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -31,14 +32,14 @@ async def h(
         yield h
 
 
-async def paid(c: Case, amount: int, **fields: object) -> dict[str, object]:
+async def paid(c: Case, amount: int, **fields: Any) -> dict[str, Any]:
     resp = await signed_payment(c.h, invoice_id=c.id, amount_minor=amount, **fields)
     assert resp.status_code == 200, resp.text
     return dict(resp.json())
 
 
-async def status_becomes(c: Case, status: str) -> dict[str, object]:
-    async def check() -> dict[str, object] | None:
+async def status_becomes(c: Case, status: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
         inv = await c.get()
         return inv if inv["status"] == status else None
 
@@ -251,7 +252,7 @@ async def test_pre_due_reminder_mentions_the_discount_and_pay_link(h: Harness) -
 async def test_discount_terms_are_validated(h: Harness) -> None:
     cust = await h.customer()
     today = (await h.env.get_current_time()).date().isoformat()
-    base = {
+    base: dict[str, Any] = {
         "external_id": "D-1",
         "number": "D-1",
         "customer_id": cust["id"],
@@ -260,12 +261,13 @@ async def test_discount_terms_are_validated(h: Harness) -> None:
         "issued_on": today,
         "due_date": today,
     }
-    for extra, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"discount_percent": "2"}, "give both discount_percent and discount_days"),
         ({"discount_percent": "100", "discount_days": 5}, "less than 100"),
         ({"discount_percent": "2.555", "discount_days": 5}, "decimal places"),
         ({"discount_percent": "2", "discount_days": -1}, "greater than or equal to 0"),
-    ]:
+    ]
+    for extra, message in cases:
         resp = await h.post("/v1/invoices", base | extra)
         assert resp.status_code == 422, (extra, resp.text)
         assert message in resp.text

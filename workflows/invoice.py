@@ -101,14 +101,19 @@ class _Command:
 
 @workflow.defn(name="InvoiceWorkflow")
 class InvoiceWorkflow:
-    def __init__(self) -> None:
-        self._inp: InvoiceWorkflowInput | None = None
+    @workflow.init
+    def __init__(self, inp: InvoiceWorkflowInput) -> None:
+        # Set here, not only in run(): an update can arrive in the very first workflow task,
+        # and its validator runs before run() has started.
+        self._inp: InvoiceWorkflowInput | None = inp
         self._cancel: CancelRequest | None = None
         self._seen_payments: set[int] = set()
         self._pending: list[PaymentSignal] = []
         self._commands: list[_Command] = []
-        self._schedule: list[ScheduledStep] = []
-        self._escalate_at: datetime | None = None
+        self._schedule: list[ScheduledStep] = build_schedule(
+            inp.policy, inp.due_at, inp.timezone
+        )
+        self._escalate_at: datetime | None = escalation_at(inp.policy, inp.due_at, inp.timezone)
 
     # -- state -------------------------------------------------------------
 
@@ -170,8 +175,6 @@ class InvoiceWorkflow:
             p.payment_id for p in inp.pending_payments
         }
         self._pending = list(inp.pending_payments) + self._pending
-        self._schedule = build_schedule(inp.policy, inp.due_at, inp.timezone)
-        self._escalate_at = escalation_at(inp.policy, inp.due_at, inp.timezone)
 
         while True:
             await self._apply_payments()
@@ -271,26 +274,46 @@ class InvoiceWorkflow:
             )
             return False
         if send is not None:
-            inp.skipped_steps.extend(s.key for s in skip)
-            inp.sent_steps.append(send.key)
-            note, inp.catch_up_note = inp.catch_up_note, None
-            await self._activity(
-                "send_reminder",
-                SendReminderInput(
-                    invoice_id=inp.invoice_id,
-                    step=send,
-                    balance_minor=inp.balance_minor,
-                    skipped=[s.key for s in skip],
-                    next_action=self._next_action(),
-                    escalate_at=escalate_at,
-                    note=note,
-                ),
-            )
+            await self._send_step(send, skip, escalate_at)
             return False
         if inp.catch_up_note not in NEWS_NOTES:
             inp.catch_up_note = None  # nothing was missed: the next reminder is an ordinary one
         nxt = self._next_action()
         return nxt.at if nxt else None
+
+    async def _send_step(
+        self,
+        send: ScheduledStep,
+        skip: list[ScheduledStep],
+        escalate_at: datetime,
+        requested_by: str | None = None,
+    ) -> None:
+        """Send one dunning step (recording ``skip`` as skipped); the only way a step goes out."""
+        inp = self.inp
+        inp.skipped_steps.extend(s.key for s in skip)
+        inp.sent_steps.append(send.key)
+        note, inp.catch_up_note = inp.catch_up_note, None
+        await self._activity(
+            "send_reminder",
+            SendReminderInput(
+                invoice_id=inp.invoice_id,
+                step=send,
+                balance_minor=inp.balance_minor,
+                skipped=[s.key for s in skip],
+                next_action=self._next_action(),
+                escalate_at=escalate_at,
+                note=note,
+                requested_by=requested_by,
+            ),
+        )
+
+    def _next_step(self) -> ScheduledStep | None:
+        """The next dunning step not sent or skipped yet (before the escalation)."""
+        assert self._escalate_at is not None
+        done = self._done()
+        return next(
+            (s for s in self._schedule if s.at < self._escalate_at and s.key not in done), None
+        )
 
     # -- payment plans -------------------------------------------------------
 
@@ -854,6 +877,29 @@ class InvoiceWorkflow:
             workflow.now(), "resumed", req.actor, [EventSpec("resumed", {"reason": req.reason})]
         )
 
+    def _check_send_now(self) -> ScheduledStep:
+        inp = self.inp
+        if inp.status != OPEN:
+            raise refuse(f"the invoice is {inp.status}: no reminder goes out")
+        if inp.hold is not None:
+            raise refuse(f"reminders are on hold ({inp.hold})")
+        step = self._next_step()
+        if step is None:
+            raise refuse("every reminder step has been sent; escalation is next")
+        if step.at >= inp.due_at > workflow.now():
+            raise refuse(
+                "the invoice is not due yet and the next reminder is for after the due date"
+            )
+        return step
+
+    async def _do_send_now(self, cmd: _Command) -> None:
+        req = cmd.request
+        assert isinstance(req, ActorRequest)
+        step = self._check_send_now()
+        # Earlier steps still unsent are due already and were sent or skipped by the loop, so
+        # this is the step that would have gone out next: sent now, once, never again.
+        await self._send_step(step, [], self._escalation_due_at(), requested_by=req.actor)
+
     async def _do_write_off(self, cmd: _Command) -> None:
         req = cmd.request
         assert isinstance(req, ActorRequest)
@@ -1033,6 +1079,16 @@ class InvoiceWorkflow:
         self._require_active()
         if not request.reason.strip():
             raise refuse("a reason is required", "InvalidInput")
+
+    @workflow.update(name="send_now")
+    async def send_now(self, request: ActorRequest) -> InvoiceState:
+        """Send the next reminder step now instead of at its time (one click, or a bulk job)."""
+        return await self._submit("send_now", request)
+
+    @send_now.validator
+    def _validate_send_now(self, request: ActorRequest) -> None:
+        self._require_active()
+        self._check_send_now()
 
     @workflow.query(name="state")
     def state(self) -> InvoiceState:

@@ -240,6 +240,7 @@ class SendReminderInput:
     note: str | None = None  # e.g. "dispute_rejected": the catch-up reminder says why
     kind: str = "dunning"  # dunning, plan_before, plan_late
     installment: InstallmentState | None = None
+    requested_by: str | None = None  # who asked for it now (send-now), instead of its time
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""Running a send-now job: each selected invoice's workflow gets a ``send_now`` update.
+
+The update id is ``job-{job}-{invoice}``, so when the activity is retried (a worker died
+mid-job) an invoice already done answers with its first result instead of a second send; and
+the workflow sends a step at most once anyway. Whatever the workflow refuses (paused,
+disputed, nothing left to send) is recorded per invoice with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlmodel import select
+from temporalio import activity
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from arflow.config import Settings
+from arflow.db import SessionFactory
+from models import Job, JobItem
+from models.types import utcnow
+from workflows.types import ActorRequest, InvoiceState
+
+log = logging.getLogger("arflow.jobs")
+
+
+class JobActivities:
+    def __init__(self, sessions: SessionFactory, settings: Settings) -> None:
+        self.sessions = sessions
+        self.settings = settings
+
+    def _start(self, job_id: int) -> tuple[str, list[int]]:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise ApplicationError(f"job {job_id} not found", non_retryable=True)
+            job.status = "running"
+            session.add(job)
+            session.commit()
+            pending = session.exec(
+                select(JobItem.invoice_id).where(
+                    JobItem.job_id == job_id, JobItem.status == "pending"
+                )
+            ).all()
+            return job.requested_by, list(pending)
+
+    def _record(self, job_id: int, invoice_id: int, status: str, detail: str | None) -> None:
+        with self.sessions() as session:
+            item = session.exec(
+                select(JobItem).where(JobItem.job_id == job_id, JobItem.invoice_id == invoice_id)
+            ).one()
+            item.status, item.detail, item.updated_at = status, detail, utcnow()
+            session.add(item)
+            session.commit()
+
+    def _finish(self, job_id: int) -> None:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.status, job.finished_at = "done", utcnow()
+            session.add(job)
+            session.commit()
+
+    @activity.defn(name="run_send_now_job")
+    async def run_send_now_job(self, job_id: int) -> None:
+        actor, pending = await asyncio.to_thread(self._start, job_id)
+        client = activity.client()
+        gate = asyncio.Semaphore(self.settings.bulk_concurrency)
+        done = 0
+
+        async def one(invoice_id: int) -> None:
+            nonlocal done
+            async with gate:
+                status, detail = await self._send_now(client, job_id, invoice_id, actor)
+                await asyncio.to_thread(self._record, job_id, invoice_id, status, detail)
+                done += 1
+                activity.heartbeat(done)
+
+        await asyncio.gather(*(one(i) for i in pending))
+        await asyncio.to_thread(self._finish, job_id)
+
+    async def _send_now(
+        self, client: Client, job_id: int, invoice_id: int, actor: str
+    ) -> tuple[str, str | None]:
+        handle = client.get_workflow_handle(self.settings.workflow_id(invoice_id))
+        try:
+            state: InvoiceState = await handle.execute_update(
+                "send_now",
+                ActorRequest(reason=f"send-now job {job_id}", actor=actor),
+                id=f"job-{job_id}-{invoice_id}",
+                result_type=InvoiceState,
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            return "refused", cause.message if isinstance(cause, ApplicationError) else str(exc)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return "refused", "the invoice has no running workflow (closed)"
+            log.warning("send-now for invoice %s failed: %s", invoice_id, exc)
+            return "failed", f"Temporal: {exc.message}"
+        return "sent", state.sent_steps[-1] if state.sent_steps else None
+
+    def all(self) -> list[object]:
+        return [self.run_send_now_job]

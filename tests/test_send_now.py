@@ -1,0 +1,108 @@
+"""One click: send the next reminder now, for one invoice or as a bulk job (time-skipping
+server, real worker: the job's workflow and activity run for real)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import Harness, harness
+from tests.test_actions import new_case
+from tests.test_api import error_of
+
+
+@pytest.fixture
+async def h(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async with harness(ts_env, sqlite_engine, tmp_path) as h:
+        yield h
+
+
+async def test_send_now_sends_the_next_step_once_and_says_who(h: Harness) -> None:
+    c = await new_case(h, due_in=10)
+    first = await c.act("/send-now")
+    assert first.status_code == 200, first.text
+    assert first.json()["stage"] == "before_due"
+    assert c.steps() == ["before_due"]
+    sent = [e for e in h.events(c.id) if e.kind == "reminder_sent"]
+    assert sent[0].actor.startswith("specialist:")
+    assert sent[0].data["sent_early"] is True
+    # Not due yet, and the next step is an overdue reminder: refused, nothing sent.
+    early = await c.act("/send-now")
+    assert early.status_code == 409
+    assert "not due yet" in error_of(early)
+    # At its own time the step already sent is not sent again; the loop goes on.
+    await c.sleep_until(c.at(1, hour=10))
+    assert c.steps() == ["before_due", "first_late_day"]
+    again = await c.act("/send-now", **{"Idempotency-Key": "click-1"})
+    twice = await c.act("/send-now", **{"Idempotency-Key": "click-1"})
+    assert (again.status_code, twice.status_code) == (200, 200)
+    assert c.steps() == ["before_due", "first_late_day", "late_7"]  # a double click sends once
+    await c.sleep_until(c.at(7, hour=10))
+    assert c.steps() == ["before_due", "first_late_day", "late_7"]
+
+
+async def test_send_now_is_refused_on_hold_or_dispute(h: Harness) -> None:
+    c = await new_case(h)
+    assert (await c.act("/pause", {"reason": "talking"})).status_code == 200
+    resp = await c.act("/send-now")
+    assert resp.status_code == 409
+    assert error_of(resp) == "reminders are on hold (paused)"
+    assert c.steps() == []
+
+
+async def job_done(h: Harness, job_id: int) -> dict[str, Any]:
+    for _ in range(200):
+        job = (await h.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] == "done":
+            return dict(job)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+async def test_bulk_send_now_job_reports_each_invoice(h: Harness) -> None:
+    a = await new_case(h, due_in=10)
+    b = await new_case(h, due_in=10)
+    paused = await new_case(h, due_in=10)
+    assert (await paused.act("/pause", {"reason": "x"})).status_code == 200
+    resp = await h.post("/v1/reminders/send-now", {"invoice_ids": [a.id, b.id, paused.id]})
+    assert resp.status_code == 202, resp.text
+    job = await job_done(h, resp.json()["id"])
+    assert job["total"] == 3
+    assert job["counts"] == {"pending": 0, "sent": 2, "refused": 1, "failed": 0}
+    details = {i["invoice_id"]: (i["status"], i["detail"]) for i in job["items"]}
+    assert details == {
+        a.id: ("sent", "before_due"),
+        b.id: ("sent", "before_due"),
+        paused.id: ("refused", "reminders are on hold (paused)"),
+    }
+    assert a.steps() == ["before_due"] and paused.steps() == []
+
+
+async def test_bulk_send_now_by_filter_and_validation(h: Harness) -> None:
+    c = await new_case(h, due_in=10)
+    customer_id = c.inv["customer_id"]
+    resp = await h.post("/v1/reminders/send-now", {"filter": {"customer_id": customer_id}})
+    assert resp.status_code == 202, resp.text
+    job = await job_done(h, resp.json()["id"])
+    assert [i["invoice_id"] for i in job["items"]] == [c.id]
+    assert job["params"] == {"filter": {"status": "open", "customer_id": customer_id}}
+    for body, message in [
+        ({}, "give exactly one of invoice_ids or filter"),
+        ({"invoice_ids": []}, "invoice_ids must not be empty"),
+        ({"invoice_ids": [999_999]}, "unknown invoices [999999]"),
+        ({"filter": {"segment": "nobody"}}, "the filter selects no invoice"),
+    ]:
+        bad = await h.post("/v1/reminders/send-now", body)
+        assert bad.status_code == 422, bad.text
+        assert message in bad.text
+    assert (await h.get("/v1/jobs/424242")).status_code == 404
+    viewer = await h.post("/v1/reminders/send-now", {"invoice_ids": [c.id]}, role="viewer")
+    assert viewer.status_code == 403
