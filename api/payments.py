@@ -21,7 +21,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.invoice import add_event
 from api.errors import ApiError, conflict, unprocessable
-from api.services import find_referenced, get_invoice, workflow_input
+from api.services import (
+    find_referenced,
+    get_invoice,
+    search_attributes_ready,
+    workflow_input,
+)
 from arflow.config import Settings
 from models import (
     CreditEntry,
@@ -172,6 +177,7 @@ async def _reopen(
     policy = session.get(DunningPolicy, invoice.policy_id)
     assert customer is not None and policy is not None and invoice.id is not None
     inp = reopen_input(session, invoice, customer, policy)
+    inp.search_attributes = await search_attributes_ready(client, settings)
     try:
         await client.start_workflow(
             InvoiceWorkflow.run,

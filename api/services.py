@@ -13,6 +13,7 @@ from typing import TypeVar
 from sqlalchemy import and_, not_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -21,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.invoice import add_event, set_next_action
 from api.errors import ApiError, conflict, not_found, unprocessable
 from arflow.config import Settings
+from arflow.observability import WORKFLOW_STARTS
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent
 from models.bank import SavedCsvMapping
 from models.invoice import InvoiceCreate, InvoicePublic
@@ -28,6 +30,10 @@ from models.policy import DEFAULT_POLICY, DEFAULT_POLICY_NAME, DunningPolicyCrea
 from models.types import utcnow
 from workflows.invoice import InvoiceWorkflow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
+from workflows.search import ALL as SEARCH_KEYS
+from workflows.search import SEGMENT as SEGMENT_KEY
+from workflows.search import STAGE as STAGE_KEY
+from workflows.search import STATUS as STATUS_KEY
 from workflows.types import (
     CLOSED_STATUSES,
     CancelRequest,
@@ -83,7 +89,7 @@ def ensure_default_policy(session: Session) -> DunningPolicy:
 
 # Fields added after invoices were first stored: left out of the hash when unset, so a
 # request stored before they existed still hashes the same.
-_LATER_FIELDS = ("discount_percent", "discount_days")
+_LATER_FIELDS = ("discount_percent", "discount_days", "lines")
 
 
 def request_hash(body: InvoiceCreate) -> str:
@@ -126,7 +132,7 @@ def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
 
 
 def workflow_input(
-    invoice: Invoice, customer: Customer, policy: DunningPolicy
+    invoice: Invoice, customer: Customer, policy: DunningPolicy, indexed: bool = False
 ) -> InvoiceWorkflowInput:
     assert invoice.id is not None
     return InvoiceWorkflowInput(
@@ -139,11 +145,31 @@ def workflow_input(
         policy=policy.spec(),
         discount_minor=invoice.discount_minor,
         discount_until=invoice.discount_until,
+        segment=customer.segment,
+        search_attributes=indexed,
     )
+
+
+async def search_attributes_ready(client: Client, settings: Settings) -> bool:
+    """Whether new workflows should set ArflowStatus/Stage/Segment: ``on``/``off`` as
+    configured; ``auto`` asks the namespace once whether they are registered."""
+    if settings.search_attributes == "auto":
+        try:
+            resp = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=client.namespace)
+            )
+            names = set(resp.custom_attributes)
+            ready = all(key.name in names for key in SEARCH_KEYS)
+        except RPCError as exc:
+            log.warning("cannot list search attributes (%s): workflows will not set them", exc)
+            ready = False
+        settings.search_attributes = "on" if ready else "off"
+    return settings.search_attributes == "on"
 
 
 async def start_workflow(client: Client, settings: Settings, inp: InvoiceWorkflowInput) -> None:
     """Start the invoice's workflow; a second start for the same invoice is a no-op."""
+    WORKFLOW_STARTS.inc()
     try:
         await client.start_workflow(
             InvoiceWorkflow.run,
@@ -194,6 +220,8 @@ async def create_invoice(
             balance_minor=body.amount_minor,
             request_hash=digest,
         )
+        if body.lines:
+            invoice.lines = [line.model_dump(mode="json") for line in body.lines]
         if body.discount_percent is not None and body.discount_days is not None:
             invoice.discount_bp = int(body.discount_percent * 100)
             invoice.discount_days = body.discount_days
@@ -233,7 +261,10 @@ async def create_invoice(
             if existing is None:
                 raise
         else:
-            await start_workflow(client, settings, workflow_input(invoice, customer, policy))
+            indexed = await search_attributes_ready(client, settings)
+            await start_workflow(
+                client, settings, workflow_input(invoice, customer, policy, indexed)
+            )
             return invoice, True
 
     if existing.request_hash != digest:
@@ -246,7 +277,8 @@ async def create_invoice(
         owner = session.get(Customer, existing.customer_id)
         rules = session.get(DunningPolicy, existing.policy_id)
         assert owner is not None and rules is not None
-        await start_workflow(client, settings, workflow_input(existing, owner, rules))
+        indexed = await search_attributes_ready(client, settings)
+        await start_workflow(client, settings, workflow_input(existing, owner, rules, indexed))
     return existing, False
 
 
@@ -281,8 +313,19 @@ def list_invoices(
     offset: int,
     collector: str | None = None,
     hold: str | None = None,
+    stage: str | None = None,
+    segment: str | None = None,
+    ids: list[int] | None = None,
 ) -> tuple[list[Invoice], int]:
     stmt = select(Invoice)
+    if ids is not None:
+        stmt = stmt.where(col(Invoice.id).in_(ids))
+    if stage is not None:
+        stmt = stmt.where(Invoice.stage == stage)
+    if segment is not None:
+        stmt = stmt.join(Customer, col(Customer.id) == col(Invoice.customer_id)).where(
+            Customer.segment == segment
+        )
     if collector is not None:
         stmt = stmt.where(Invoice.collector == collector)
     if hold is not None:
@@ -297,6 +340,33 @@ def list_invoices(
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
     rows = session.exec(stmt.order_by(col(Invoice.id)).offset(offset).limit(limit)).all()
     return list(rows), int(total)
+
+
+async def indexed_invoice_ids(
+    client: Client,
+    settings: Settings,
+    status: str | None,
+    stage: str | None,
+    segment: str | None,
+    limit: int,
+) -> list[int]:
+    """Invoice ids found through Temporal visibility by the workflows' search attributes."""
+    clauses = ["WorkflowType = 'InvoiceWorkflow'"]
+    for key, value in ((STATUS_KEY, status), (STAGE_KEY, stage), (SEGMENT_KEY, segment)):
+        if value is not None:
+            escaped = value.replace("'", "")
+            clauses.append(f"{key.name} = '{escaped}'")
+    prefix = f"{settings.workflow_id_prefix}invoice-"
+    clauses.append(f"WorkflowId STARTS_WITH '{prefix}'")
+    ids: list[int] = []
+    try:
+        async for wf in client.list_workflows(" AND ".join(clauses), limit=limit):
+            suffix = wf.id.removeprefix(prefix)
+            if suffix.isdigit() and int(suffix) not in ids:
+                ids.append(int(suffix))
+    except RPCError as exc:
+        raise ApiError(503, "visibility_unavailable", f"Temporal visibility: {exc}") from exc
+    return ids
 
 
 def timeline(session: Session, invoice_id: int) -> list[InvoiceEvent]:

@@ -2,6 +2,7 @@
 
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.collection import Dispute, PaymentPlan, Promise, Task
+from models.contact import ContactBlock
 from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
@@ -9,6 +10,7 @@ from models.policy import DunningPolicy
 
 __all__ = [
     "AgencyPlacement",
+    "ContactBlock",
     "CreditEntry",
     "Customer",
     "Dispute",

@@ -26,6 +26,12 @@ class CustomerBase(SQLModel):
     iban: IbanStr | None = Field(
         default=None, max_length=34, description="the account the customer pays from (matching)"
     )
+    address: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="postal address for letters, one line per line (name not included)",
+    )
 
 
 class CustomerCreate(CustomerBase):

@@ -32,6 +32,17 @@ class InvoiceBase(SQLModel):
     due_date: date
 
 
+class InvoiceLine(SQLModel):
+    """One line of the invoice, for the copy sent with reminders."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    description: str = Field(min_length=1, max_length=300)
+    quantity: Decimal = Field(default=Decimal(1), gt=0, max_digits=12, decimal_places=3)
+    unit_price_minor: StrictInt = Field(ge=0, le=10**15)
+    amount_minor: StrictInt = Field(ge=0, le=10**15)
+
+
 class InvoiceCreate(InvoiceBase):
     """What a client sends to create an invoice (and its workflow)."""
 
@@ -58,6 +69,9 @@ class InvoiceCreate(InvoiceBase):
         ge=0,
         le=365,
         description="the discount holds for payments until the end of issued_on + this many days",
+    )
+    lines: list[InvoiceLine] | None = Field(
+        default=None, max_length=500, description="invoice lines, shown on the invoice copy"
     )
 
     @model_validator(mode="after")
@@ -98,6 +112,9 @@ class Invoice(InvoiceBase, table=True):
     discount_minor: int = Field(default=0, sa_type=BigInteger)
     discount_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     discount_taken_minor: int = Field(default=0, sa_type=BigInteger)
+    lines: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
     request_hash: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -149,6 +166,7 @@ class InvoicePublic(InvoiceBase):
                 "discount_minor",
                 "discount_until",
                 "discount_taken_minor",
+                "lines",
             }
         )
         nxt = None
@@ -214,10 +232,17 @@ class OutboxMessage(SQLModel, table=True):
     recipient: str | None = Field(default=None, max_length=320)
     subject: str = Field(max_length=300)
     body: str
-    status: str = Field(default="queued", max_length=20)
+    status: str = Field(
+        default="queued",
+        max_length=20,
+        description="queued, sent, delivered, failed, uncertain (provider timed out after the "
+        "request went out: never retried), blocked (opted out / known bad address)",
+    )
     provider_id: str | None = Field(default=None, max_length=200)
+    detail: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class OutboxMessagePublic(SQLModel):
@@ -229,6 +254,8 @@ class OutboxMessagePublic(SQLModel):
     subject: str
     body: str
     status: str
+    provider_id: str | None = None
+    detail: str | None = None
     created_at: datetime
     sent_at: datetime | None
 

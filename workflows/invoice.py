@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         next_action,
         shift,
     )
+    from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
         CANCELLED,
         CLOSED_STATUSES,
@@ -110,10 +111,9 @@ class InvoiceWorkflow:
         self._seen_payments: set[int] = set()
         self._pending: list[PaymentSignal] = []
         self._commands: list[_Command] = []
-        self._schedule: list[ScheduledStep] = build_schedule(
-            inp.policy, inp.due_at, inp.timezone
-        )
+        self._schedule: list[ScheduledStep] = build_schedule(inp.policy, inp.due_at, inp.timezone)
         self._escalate_at: datetime | None = escalation_at(inp.policy, inp.due_at, inp.timezone)
+        self._indexed: tuple[str, str, str] | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -177,6 +177,7 @@ class InvoiceWorkflow:
         self._pending = list(inp.pending_payments) + self._pending
 
         while True:
+            self._index()
             await self._apply_payments()
             await self._run_commands()
             if self._cancel is not None and inp.status not in CLOSED_STATUSES:
@@ -206,6 +207,7 @@ class InvoiceWorkflow:
         # Refuse what is still queued, then let every handler answer before completing.
         await self._run_commands()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self._index()
         # Payments that arrived while closing are still recorded (as overpayments), not lost.
         while self._pending:
             await self._apply_payments()
@@ -214,6 +216,21 @@ class InvoiceWorkflow:
             inp.pending_payments = []
             workflow.continue_as_new(inp)
         return self._state()
+
+    def _index(self) -> None:
+        """Keep the workflow's search attributes in step with its state (one command per
+        change, none when nothing changed)."""
+        inp = self.inp
+        if not inp.search_attributes:
+            return
+        stage = inp.sent_steps[-1] if inp.sent_steps else ""
+        now = (inp.status, stage, inp.segment)
+        if now == self._indexed:
+            return
+        self._indexed = now
+        workflow.upsert_search_attributes(
+            [STATUS.value_set(inp.status), STAGE.value_set(stage), SEGMENT.value_set(inp.segment)]
+        )
 
     async def _tick(self) -> datetime | None | bool:
         """Do what is due now. Returns False if it acted, else when to wake (None = never)."""

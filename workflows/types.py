@@ -95,6 +95,8 @@ class InvoiceWorkflowInput:
     discount_minor: int = 0  # early-payment discount, if paid by discount_until
     discount_until: datetime | None = None
     discount_taken_minor: int = 0
+    segment: str = ""
+    search_attributes: bool = False  # set ArflowStatus/Stage/Segment (when registered)
 
 
 @dataclass

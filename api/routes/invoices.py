@@ -54,20 +54,44 @@ async def create_invoice(
 
 
 @router.get("", response_model=InvoicePage)
-def list_invoices(
+async def list_invoices(
     session: SessionDep,
     settings: SettingsDep,
+    client: TemporalDep,
     _: Viewer,
     status: Status | None = None,
     customer_id: int | None = Query(None, gt=0),
     overdue: bool | None = None,
     collector: str | None = Query(None, max_length=100),
     hold: str | None = Query(None, max_length=20),
+    stage: str | None = Query(None, max_length=50, description="last reminder step sent"),
+    segment: str | None = Query(None, max_length=50),
+    source: Literal["database", "temporal"] = Query(
+        "database",
+        description="temporal: status, stage and segment are matched by the workflows' search "
+        "attributes (Temporal visibility); the other filters still apply in the database",
+    ),
     limit: int = Query(100, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> InvoicePage:
+    ids = None
+    if source == "temporal":
+        found = await services.indexed_invoice_ids(
+            client, settings, status, stage, segment, limit=5000
+        )
+        ids, status, stage, segment = found, None, None, None
     rows, total = services.list_invoices(
-        session, status, customer_id, overdue, limit, offset, collector=collector, hold=hold
+        session,
+        status,
+        customer_id,
+        overdue,
+        limit,
+        offset,
+        collector=collector,
+        hold=hold,
+        stage=stage,
+        segment=segment,
+        ids=ids,
     )
     return InvoicePage(
         items=[services.public(r, settings) for r in rows],
