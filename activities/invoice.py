@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.agency import AgencyAdapter, PlacementRequest
 from activities.channels import Channel, OutboundMessage
-from activities.render import format_percent, local_date, money, render
+from activities.messages import message_context
+from activities.render import render
 from arflow.db import SessionFactory
 from models import (
     AgencyPlacement,
@@ -30,7 +31,6 @@ from models import (
     Promise,
     Task,
 )
-from models.reference import payment_reference
 from models.types import utcnow
 from workflows.types import (
     CLOSED_STATUSES,
@@ -212,46 +212,17 @@ class InvoiceActivities:
         customer = session.get(Customer, invoice.customer_id)
         assert customer is not None
         step = inp.step
-        loc = customer.locale
-        context = {
-            "invoice": invoice,
-            "customer": customer,
-            "amount": money(invoice.amount_minor, invoice.currency, loc),
-            "balance": money(inp.balance_minor, invoice.currency, loc),
-            "due_date": local_date(invoice.due_date, customer.timezone, loc),
-            "escalation_date": (
-                local_date(inp.escalate_at, customer.timezone, loc) if inp.escalate_at else ""
-            ),
-            "step": step.key,
-            "note": inp.note,
-            "pay_url": self.pay_url(inp.invoice_id, invoice.number, invoice.external_id),
-            "payment_reference": payment_reference(inp.invoice_id),
-            "discount": None,
-        }
-        # The discount is offered while it still holds when the step was due.
-        if invoice.discount_minor and invoice.discount_until and invoice.discount_until > step.at:
-            context["discount"] = {
-                "percent": format_percent(invoice.discount_bp or 0, loc),
-                "amount": money(invoice.discount_minor, invoice.currency, loc),
-                "pay": money(
-                    inp.balance_minor - (invoice.discount_minor - invoice.discount_taken_minor),
-                    invoice.currency,
-                    loc,
-                ),
-                "last_day": local_date(invoice.discount_until, customer.timezone, loc),
-            }
-        if inp.installment is not None:
-            inst = inp.installment
-            context |= {
-                "installment": inst,
-                "installment_due": local_date(
-                    date.fromisoformat(inst.due_date), customer.timezone, loc
-                ),
-                "installment_amount": money(inst.amount_minor, invoice.currency, loc),
-                "installment_open": money(
-                    inst.amount_minor - inst.paid_minor, invoice.currency, loc
-                ),
-            }
+        context = message_context(
+            invoice,
+            customer,
+            step_key=step.key,
+            step_at=step.at,
+            balance_minor=inp.balance_minor,
+            pay_url=self.pay_url,
+            escalate_at=inp.escalate_at,
+            note=inp.note,
+            installment=inp.installment,
+        )
         subject, body = render(step.template, context)
         row = OutboxMessage(
             invoice_id=inp.invoice_id,
