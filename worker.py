@@ -21,11 +21,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.agency import FileAgencyAdapter
 from activities.channels import OutboxOnlyChannel
 from activities.invoice import InvoiceActivities
+from activities.jobs import JobActivities
 from activities.statements import StatementActivities
+from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine, session_factory
 from arflow.schedules import ensure_statement_schedule
 from workflows.invoice import InvoiceWorkflow
+from workflows.jobs import SendNowJobWorkflow
 from workflows.statements import StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")
@@ -62,17 +65,22 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvoiceWorkflow, StatementInboxWorkflow],
+        workflows=[InvoiceWorkflow, StatementInboxWorkflow, SendNowJobWorkflow],
         workflow_runner=workflow_runner(settings),
-        activities=acts.all() + StatementActivities(sessions, settings).all(),
+        activities=acts.all()
+        + StatementActivities(sessions, settings).all()
+        + JobActivities(sessions, settings).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
+        interceptors=[observability.MetricsInterceptor()],
     )
 
 
 async def serve(settings: Settings) -> None:
     client = await Client.connect(
-        settings.temporal_address or "127.0.0.1:7233", namespace=settings.temporal_namespace
+        settings.temporal_address or "127.0.0.1:7233",
+        namespace=settings.temporal_namespace,
+        runtime=observability.temporal_runtime(),
     )
     engine = make_engine(settings.database_url)
     worker = build_worker(client, settings, engine)
@@ -88,8 +96,10 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(get_settings()))
+    settings = get_settings()
+    observability.configure_logging(settings.effective_log_format)
+    observability.start_metrics_server(settings.worker_metrics_port)
+    asyncio.run(serve(settings))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # temporalio can abort the interpreter at exit (sdk-python #300)

@@ -6,13 +6,24 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
 from api import errors, services
-from api.routes import actions, customers, invoices, payments, policies, webhooks
+from api.routes import (
+    actions,
+    customers,
+    history,
+    invoices,
+    jobs,
+    payments,
+    policies,
+    reports,
+    webhooks,
+)
+from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine
 
@@ -29,6 +40,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        observability.configure_logging(settings.effective_log_format)
         with Session(engine) as session:
             services.ensure_default_policy(session)
         if app.state.temporal is None:
@@ -49,11 +61,27 @@ def create_app(
     app.state.temporal = temporal
     app.state.api_keys = settings.parsed_api_keys()
     errors.install(app)
-    for module in (customers, policies, invoices, actions, payments, webhooks):
+    app.add_middleware(observability.RequestObservability, workflow_id=settings.workflow_id)
+    for module in (
+        customers,
+        policies,
+        invoices,
+        actions,
+        jobs,
+        payments,
+        webhooks,
+        reports,
+        history,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = observability.metrics_exposition()
+        return Response(body, media_type=content_type)
 
     return app

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from api import payments, services
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, _describe
+from arflow.observability import WEBHOOK_REJECTS
 from models.payment import PaymentAck, PaymentWebhook
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -32,13 +33,23 @@ async def payment_webhook(
 ) -> PaymentAck:
     """A payment provider's event. Signed: ``Arflow-Signature: t=<unix>,v1=<hmac>``."""
     raw = await request.body()
-    services.verify_signature(
-        settings.webhook_secret, arflow_signature, raw, settings.webhook_tolerance_seconds
-    )
+    try:
+        services.verify_signature(
+            settings.webhook_secret, arflow_signature, raw, settings.webhook_tolerance_seconds
+        )
+    except ApiError:
+        WEBHOOK_REJECTS.labels("bad_signature").inc()
+        raise
     try:
         body = PaymentWebhook.model_validate_json(raw)
     except ValidationError as exc:
+        WEBHOOK_REJECTS.labels("invalid_body").inc()
         details = _describe(json.loads(exc.json()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         raise ApiError(422, "invalid", summary, details) from None
-    return await payments.receive_webhook(session, client, settings, body)
+    try:
+        return await payments.receive_webhook(session, client, settings, body)
+    except ApiError as exc:
+        if exc.status < 500:  # an unknown invoice, an event id reused with other data
+            WEBHOOK_REJECTS.labels("refused").inc()
+        raise
