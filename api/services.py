@@ -146,6 +146,7 @@ def workflow_input(
         discount_minor=invoice.discount_minor,
         discount_until=invoice.discount_until,
         segment=customer.segment,
+        country=customer.country,
         search_attributes=indexed,
     )
 

@@ -15,6 +15,7 @@ from arflow.statements.sample import Entry, camt053
 DEMO_POLICY = {
     "name": "demo-seconds",
     "send_at": None,
+    "contact_window": None,  # the demo runs at any hour of the laptop's day
     "escalate_after": "PT50S",
     "steps": [
         {"key": "before_due", "offset": "-PT10S", "template": "reminder_before_due"},

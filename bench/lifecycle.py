@@ -912,6 +912,7 @@ class Bench:
             json={
                 "name": f"bench-{self.run_id}",
                 "send_at": None,
+                "contact_window": None,
                 "escalate_after": "P30D",
                 "steps": [{"key": "due", "offset": "PT0S", "template": "reminder"}],
             },

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import ConfigDict, EmailStr
 from sqlmodel import Field, SQLModel
 
-from models.types import IbanStr, PhoneE164, TimeZoneName, UTCDateTime, utcnow
+from models.types import CountryCode, IbanStr, PhoneE164, TimeZoneName, UTCDateTime, utcnow
 
 
 class CustomerBase(SQLModel):
@@ -25,6 +25,9 @@ class CustomerBase(SQLModel):
     segment: str = Field(default="standard", min_length=1, max_length=50)
     iban: IbanStr | None = Field(
         default=None, max_length=34, description="the account the customer pays from (matching)"
+    )
+    country: CountryCode | None = Field(
+        default=None, max_length=2, description="ISO 3166 alpha-2, for public holidays"
     )
     address: str | None = Field(
         default=None,

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
-from workflows.schedule import shift
+from workflows.schedule import parse_window, shift
 from workflows.types import PolicySpec, StepSpec
 
 Channel = Literal["email", "sms", "call", "letter"]
@@ -24,9 +24,16 @@ class ReminderStep(SQLModel):
     offset: IsoDuration
     channel: Channel = "email"
     template: str = Field(default="reminder", max_length=50)
+    fallback: list[Channel] = Field(
+        default_factory=list,
+        max_length=3,
+        description="channels to try, in order, when this one is opted out or fails",
+    )
 
     @model_validator(mode="after")
     def _known_template(self) -> ReminderStep:
+        if self.channel in self.fallback or len(set(self.fallback)) != len(self.fallback):
+            raise ValueError("fallback channels must differ from the step's channel and each other")
         if self.template not in TEMPLATES:
             raise ValueError(
                 f"unknown template {self.template!r}; available: {', '.join(TEMPLATES)}"
@@ -60,6 +67,30 @@ class DunningPolicyBase(SQLModel):
         description="after dunning resumes (pause, dispute, broken promise or plan), the "
         "earliest escalation",
     )
+    contact_window: str | None = Field(
+        default="08:00-21:00",
+        description="local hours in which customers may be contacted (HH:MM-HH:MM); a message "
+        "due outside waits for the next allowed minute; null: any time",
+    )
+    skip_weekends: bool = Field(default=False, description="no contact on Saturday and Sunday")
+    skip_holidays: bool = Field(
+        default=False, description="no contact on public holidays of the customer's country"
+    )
+    max_messages_per_day: int = Field(
+        default=3, ge=0, le=50, description="per customer, all invoices and channels; 0: no cap"
+    )
+    max_calls_per_week: int = Field(
+        default=7, ge=0, le=50, description="call attempts per invoice in any 7 days (Reg F)"
+    )
+    call_cooldown: NonNegativeIsoDuration = Field(
+        default="P7D", description="no call for this long after a conversation (Reg F)"
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> DunningPolicyBase:
+        if self.contact_window is not None:
+            parse_window(self.contact_window)
+        return self
 
 
 class DunningPolicyCreate(DunningPolicyBase):
@@ -97,6 +128,12 @@ class DunningPolicy(DunningPolicyBase, table=True):
     max_installments: int = Field(default=12)
     promise_grace: str = Field(default="P3D", max_length=40)
     resume_grace: str = Field(default="P7D", max_length=40)
+    contact_window: str | None = Field(default=None, max_length=11)
+    skip_weekends: bool = Field(default=False)
+    skip_holidays: bool = Field(default=False)
+    max_messages_per_day: int = Field(default=0)
+    max_calls_per_week: int = Field(default=0)
+    call_cooldown: str = Field(default="P0D", max_length=40)
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -114,6 +151,12 @@ class DunningPolicy(DunningPolicyBase, table=True):
             max_installments=self.max_installments,
             promise_grace=self.promise_grace,
             resume_grace=self.resume_grace,
+            contact_window=self.contact_window,
+            skip_weekends=self.skip_weekends,
+            skip_holidays=self.skip_holidays,
+            max_messages_per_day=self.max_messages_per_day,
+            max_calls_per_week=self.max_calls_per_week,
+            call_cooldown=self.call_cooldown,
         )
 
 

@@ -49,6 +49,14 @@ def check_currency(code: str) -> str:
     return code
 
 
+def check_country(code: str) -> str:
+    """An ISO 3166 alpha-2 country code, upper case."""
+    code = code.strip().upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError(f"unknown country {code!r}: expected ISO 3166 alpha-2 such as DE or US")
+    return code
+
+
 def check_timezone(name: str) -> str:
     """An IANA time zone name such as Europe/Berlin."""
     if name not in _zone_names():
@@ -131,6 +139,7 @@ def compact_iban(text: str | None) -> str | None:
 
 
 CurrencyCode = Annotated[str, AfterValidator(check_currency)]
+CountryCode = Annotated[str, AfterValidator(check_country)]
 TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
 PhoneE164 = Annotated[str, AfterValidator(check_phone)]
 IsoDuration = Annotated[str, AfterValidator(check_duration)]

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api import services
 from api.app import create_app
+from arflow.cli import SEARCH_ATTRIBUTE_ARGS
 from arflow.config import Settings
 from arflow.db import make_engine
 from arflow.migrate import upgrade
@@ -150,6 +151,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             "--dynamic-config-value",
             "frontend.enableUpdateWorkflowExecution=true",
+            *SEARCH_ATTRIBUTE_ARGS,
         ],
     )
     yield env
@@ -190,7 +192,12 @@ class Harness:
         return dict(resp.json())
 
     async def policy(self, **overrides: Any) -> dict[str, Any]:
-        body = {"name": f"p-{uuid.uuid4().hex[:8]}", "send_at": None} | overrides
+        # Seconds-scale test policies run at any hour: no contact window unless a test sets one.
+        body = {
+            "name": f"p-{uuid.uuid4().hex[:8]}",
+            "send_at": None,
+            "contact_window": None,
+        } | overrides
         resp = await self.post("/v1/policies", body, role="admin")
         assert resp.status_code == 201, resp.text
         return dict(resp.json())

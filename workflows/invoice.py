@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows.schedule import (
         build_schedule,
+        contact_allowed,
         default_due_at,
         due_steps,
         escalation_at,
@@ -111,7 +112,9 @@ class InvoiceWorkflow:
         self._seen_payments: set[int] = set()
         self._pending: list[PaymentSignal] = []
         self._commands: list[_Command] = []
-        self._schedule: list[ScheduledStep] = build_schedule(inp.policy, inp.due_at, inp.timezone)
+        self._schedule: list[ScheduledStep] = build_schedule(
+            inp.policy, inp.due_at, inp.timezone, inp.country
+        )
         self._escalate_at: datetime | None = escalation_at(inp.policy, inp.due_at, inp.timezone)
         self._indexed: tuple[str, str, str] | None = None
 
@@ -334,6 +337,10 @@ class InvoiceWorkflow:
 
     # -- payment plans -------------------------------------------------------
 
+    def _window(self, at: datetime) -> datetime:
+        """``at``, or the next instant the customer may be contacted."""
+        return contact_allowed(at, self.inp.policy, self.inp.timezone, self.inp.country)
+
     def _plan_points(self, plan: PlanState) -> list[tuple[datetime, str, str, InstallmentState]]:
         """(instant, step key, kind, instalment) of every plan step not yet done."""
         pol, tz = self.inp.policy, self.inp.timezone
@@ -343,8 +350,11 @@ class InvoiceWorkflow:
                 continue
             prefix = f"plan{plan.seq}-{inst.n}"
             for kind, at in (
-                ("plan_before", shift(inst.due_at, pol.plan_reminder_offset, tz, pol.send_at)),
-                ("plan_late", shift(inst.due_at, "P1D", tz, pol.send_at)),
+                (
+                    "plan_before",
+                    self._window(shift(inst.due_at, pol.plan_reminder_offset, tz, pol.send_at)),
+                ),
+                ("plan_late", self._window(shift(inst.due_at, "P1D", tz, pol.send_at))),
                 ("plan_broken", shift(inst.due_at, pol.plan_grace, tz, pol.send_at)),
             ):
                 key = f"{prefix}-{kind.removeprefix('plan_')}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+import holidays
 import isodate
 
 from workflows.types import NextAction, PolicySpec, ScheduledStep
@@ -82,17 +84,81 @@ def shift(due_at: datetime, offset: str, timezone: str, send_at: str | None) -> 
     return _localize(wall, zone) + sign * clock
 
 
-def build_schedule(policy: PolicySpec, due_at: datetime, timezone: str) -> list[ScheduledStep]:
-    """Every step of ``policy`` with its instant, in the policy's order."""
+def build_schedule(
+    policy: PolicySpec, due_at: datetime, timezone: str, country: str | None = None
+) -> list[ScheduledStep]:
+    """Every step of ``policy`` with its instant (moved into the contact window), in order."""
     return [
         ScheduledStep(
             key=step.key,
             channel=step.channel,
             template=step.template,
-            at=shift(due_at, step.offset, timezone, policy.send_at),
+            at=contact_allowed(
+                shift(due_at, step.offset, timezone, policy.send_at), policy, timezone, country
+            ),
+            fallback=list(step.fallback),
         )
         for step in policy.steps
     ]
+
+
+def parse_window(window: str) -> tuple[time, time]:
+    """``"08:00-21:00"`` as (start, end); raises ValueError naming the input."""
+    try:
+        start_text, end_text = window.split("-")
+        start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
+    except ValueError:
+        raise ValueError(
+            f"contact window {window!r} must be HH:MM-HH:MM, e.g. 08:00-21:00"
+        ) from None
+    if not start < end:
+        raise ValueError(f"contact window {window!r}: the start must be before the end")
+    return start, end
+
+
+def contact_allowed(
+    at: datetime, policy: PolicySpec, timezone: str, country: str | None = None
+) -> datetime:
+    """The first instant at or after ``at`` when the customer may be contacted: inside the
+    policy's daily window in their zone, and (if the policy says so) not on a weekend or a
+    public holiday of their country. Pure: the same inputs always give the same instant."""
+    if policy.contact_window is None and not policy.skip_weekends and not policy.skip_holidays:
+        return at
+    zone = ZoneInfo(timezone)
+    start, end = parse_window(policy.contact_window or "00:00-23:59")
+    if policy.contact_window is None:
+        end = time(23, 59, 59, 999999)
+    wall = at.astimezone(zone).replace(tzinfo=None)
+    for _ in range(400):  # a year of days is plenty; holidays never fill one
+        day = wall.date()
+        if _closed(day, policy, country):
+            wall = datetime.combine(day + timedelta(days=1), start)
+            continue
+        if wall.time() < start:
+            wall = datetime.combine(day, start)
+        elif wall.time() >= end:
+            wall = datetime.combine(day + timedelta(days=1), start)
+            continue
+        moved = _localize(wall, zone)
+        # Never earlier than asked (a DST gap can push a wall time forward, not back).
+        return max(moved, at)
+    raise ValueError("no allowed contact time within 400 days")
+
+
+def _closed(day: date, policy: PolicySpec, country: str | None) -> bool:
+    if policy.skip_weekends and day.weekday() >= 5:
+        return True
+    if policy.skip_holidays and country:
+        return day in _holidays(country, day.year)
+    return False
+
+
+@lru_cache(maxsize=256)
+def _holidays(country: str, year: int) -> frozenset[date]:
+    try:
+        return frozenset(holidays.country_holidays(country, years=[year]).keys())
+    except NotImplementedError:  # a country the holidays package does not know
+        return frozenset()
 
 
 def escalation_at(policy: PolicySpec, due_at: datetime, timezone: str) -> datetime:

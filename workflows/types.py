@@ -33,6 +33,7 @@ class StepSpec:
     offset: str
     channel: str = "email"
     template: str = "reminder"
+    fallback: list[str] = field(default_factory=list)  # channels to try when this one can't
 
 
 @dataclass
@@ -48,6 +49,14 @@ class PolicySpec:
     max_installments: int = 12
     promise_grace: str = "P3D"
     resume_grace: str = "P7D"
+    # Contact rules. Defaults here are "no rule", so inputs recorded before the rules existed
+    # replay unchanged; policies stored since then carry their own values.
+    contact_window: str | None = None  # "08:00-21:00" local; outside it messages wait
+    skip_weekends: bool = False
+    skip_holidays: bool = False  # public holidays of the customer's country
+    max_messages_per_day: int = 0  # per customer, all invoices and channels; 0 = no cap
+    max_calls_per_week: int = 0  # per invoice, any 7 days; 0 = no cap
+    call_cooldown: str = "P0D"  # no call for this long after a conversation
 
 
 @dataclass
@@ -56,6 +65,7 @@ class ScheduledStep:
     channel: str
     template: str
     at: datetime
+    fallback: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +106,7 @@ class InvoiceWorkflowInput:
     discount_until: datetime | None = None
     discount_taken_minor: int = 0
     segment: str = ""
+    country: str | None = None  # ISO 3166 alpha-2, for public holidays
     search_attributes: bool = False  # set ArflowStatus/Stage/Segment (when registered)
 
 
