@@ -19,7 +19,8 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.agency import FileAgencyAdapter
-from activities.channels import OutboxOnlyChannel
+from activities.channels import channel_for
+from activities.documents import Seller
 from activities.invoice import InvoiceActivities
 from activities.jobs import JobActivities
 from activities.statements import StatementActivities
@@ -58,9 +59,11 @@ def build_worker(
     sessions = session_factory(engine)
     acts = InvoiceActivities(
         sessions=sessions,
-        channel=OutboxOnlyChannel(),
+        channel=channel_for(settings),
         agency=FileAgencyAdapter(settings.agency_folder),
         pay_url=settings.pay_url,
+        print_folder=settings.print_folder,
+        seller=Seller.from_settings(settings),
     )
     return Worker(
         client,

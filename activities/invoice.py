@@ -14,12 +14,18 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agency import AgencyAdapter, PlacementRequest
-from activities.channels import Channel, OutboundMessage
-from activities.messages import message_context
-from activities.render import render
+from activities.channels import Attachment, Channel, OutboundMessage
+from activities.documents import Seller
+from activities.sending import (
+    AmbiguousDeliveryError,
+    PermanentDeliveryError,
+    ReminderSender,
+    outbound,
+)
 from arflow.db import SessionFactory
 from models import (
     AgencyPlacement,
+    ContactBlock,
     CreditEntry,
     Customer,
     Dispute,
@@ -41,6 +47,7 @@ from workflows.types import (
     NextAction,
     RecordClosedInput,
     RecordPaymentInput,
+    SendOutcome,
     SendReminderInput,
 )
 
@@ -112,11 +119,14 @@ class InvoiceActivities:
         channel: Channel,
         agency: AgencyAdapter,
         pay_url: Callable[[int, str, str], str],
+        print_folder: str = "data/print",
+        seller: Seller | None = None,
     ) -> None:
         self.sessions = sessions
         self.channel = channel
         self.agency = agency
         self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
+        self.sender = ReminderSender(channel, pay_url, print_folder, seller or Seller("arflow"))
 
     def _invoice(self, session: Session, invoice_id: int) -> Invoice:
         invoice = session.get(Invoice, invoice_id)
@@ -125,33 +135,113 @@ class InvoiceActivities:
         return invoice
 
     @activity.defn(name="send_reminder")
-    def send_reminder(self, inp: SendReminderInput) -> None:
-        """Render and send one step, record skipped ones; once per invoice, step, channel."""
+    def send_reminder(self, inp: SendReminderInput) -> SendOutcome:
+        """One step on one channel, at most once (see activities/sending.py for the rules)."""
+        sender = self.sender
         with self.sessions() as session:
-            if self.channel.external:
-                self._send_external(session, inp)
-                return
-            # The outbox row is the delivery: insert it as sent with its events, in one
-            # transaction. A retry of a finished attempt hits the unique key and stops there.
+            row = self._outbox_row(session, inp)
+            if row is not None:
+                done = sender.outcome_so_far(row)
+                if done is not None:
+                    return done  # an earlier attempt finished: the same answer, nothing twice
+            invoice = self._invoice(session, inp.invoice_id)
+            customer = session.get(Customer, invoice.customer_id)
+            assert customer is not None and customer.id is not None
+            channel = inp.step.channel
+            if row is None:
+                why = sender.unreachable(session, customer, channel)
+                if why is not None:
+                    return self._not_sent(session, inp, invoice, customer, "blocked", why)
+                capped = sender.capped(session, inp, customer, invoice)
+                if capped is not None:
+                    session.rollback()
+                    return capped
+                try:
+                    row = sender.queue(session, inp, invoice, customer, status="queued")
+                except IntegrityError:  # a concurrent attempt inserted it: its answer counts
+                    session.rollback()
+                    return SendOutcome("sent")
+            if channel == "call":
+                sender.call_task(session, inp, row)
+                return self._record_sent(session, inp, row, "task")
+            if channel == "letter":
+                row.provider_id = sender.print_letter(inp, row, customer)
+                return self._record_sent(session, inp, row, "printed")
+            if not self.channel_is_external(channel):
+                row.provider_id = sender.deliver(self._message(inp, row, invoice, customer))
+                return self._record_sent(session, inp, row, "sent")
+            # A provider: commit the queued row before calling out, so a crash after the
+            # provider accepted leaves a trace; outbox_id travels with the message.
+            session.commit()
             try:
-                row = self._queue(session, inp, status="sent")
-                self._record_sent(session, inp, row)
+                row.provider_id = sender.deliver(self._message(inp, row, invoice, customer))
+            except PermanentDeliveryError as exc:
+                if exc.block_reason:
+                    session.add(
+                        ContactBlock(
+                            customer_id=customer.id,
+                            channel=channel,
+                            address=row.recipient,
+                            reason=exc.block_reason,
+                            source="provider",
+                            detail=exc.reason[:500],
+                        )
+                    )
+                row.status, row.detail, row.updated_at = "failed", exc.reason[:500], utcnow()
+                return self._not_sent(session, inp, invoice, customer, "failed", exc.reason, row)
+            except AmbiguousDeliveryError as exc:
+                row.detail = exc.reason[:500]
+                session.add(
+                    Task(
+                        invoice_id=inp.invoice_id,
+                        kind="delivery_uncertain",
+                        due_at=inp.now or utcnow(),
+                        data={"step": inp.step.key, "channel": channel, "outbox_id": row.id},
+                    )
+                )
+                return self._record_sent(session, inp, row, "uncertain")
+            return self._record_sent(session, inp, row, "sent")
+
+    def channel_is_external(self, channel: str) -> bool:
+        is_external = getattr(self.channel, "is_external", None)
+        return bool(is_external(channel)) if is_external else bool(self.channel.external)
+
+    def _message(
+        self, inp: SendReminderInput, row: OutboxMessage, invoice: Invoice, customer: Customer
+    ) -> OutboundMessage:
+        assert customer.id is not None
+        attachments: tuple[Attachment, ...] = ()
+        if inp.step.channel == "email" and self.channel_is_external("email"):
+            attachments = (self.sender.invoice_copy(invoice, customer, inp.balance_minor),)
+        pay_url = self.pay_url(inp.invoice_id, invoice.number, invoice.external_id)
+        return outbound(row, inp, customer.id, pay_url, attachments)
+
+    def _not_sent(
+        self,
+        session: Session,
+        inp: SendReminderInput,
+        invoice: Invoice,
+        customer: Customer,
+        status: str,
+        why: str,
+        row: OutboxMessage | None = None,
+    ) -> SendOutcome:
+        """Record that this channel could not take the step (the workflow tries the next)."""
+        if row is None:
+            try:
+                row = self.sender.queue(session, inp, invoice, customer, status, detail=why[:500])
             except IntegrityError:
                 session.rollback()
-                if self._outbox_row(session, inp) is None:
-                    raise
-                return
-
-    def _send_external(self, session: Session, inp: SendReminderInput) -> None:
-        row = self._outbox_row(session, inp)
-        if row is not None and row.status == "sent":
-            return  # an earlier attempt finished: nothing to do twice
-        if row is None:
-            row = self._queue(session, inp, status="queued")
-        # Commit the queued row before calling out, so a crash after the provider accepted
-        # leaves a trace; the provider gets outbox_id as its idempotency key.
+                return SendOutcome(status, why)
+        add_event(
+            session,
+            inp.invoice_id,
+            "channel_unavailable",
+            {"step": inp.step.key, "channel": inp.step.channel, "outcome": status, "reason": why},
+            dedupe_key=f"unavailable:{inp.step.key}:{inp.step.channel}",
+        )
         session.commit()
-        self._record_sent(session, inp, row)
+        return SendOutcome(status, why)
 
     def _outbox_row(self, session: Session, inp: SendReminderInput) -> OutboxMessage | None:
         return session.exec(
@@ -162,23 +252,16 @@ class InvoiceActivities:
             )
         ).first()
 
-    def _record_sent(self, session: Session, inp: SendReminderInput, row: OutboxMessage) -> None:
-        """Deliver through the channel; record the message as sent, the step and skipped steps."""
+    def _record_sent(
+        self, session: Session, inp: SendReminderInput, row: OutboxMessage, status: str
+    ) -> SendOutcome:
+        """Record the message as sent (or put on the worklist, or printed), the step and the
+        skipped steps, in one transaction."""
         step = inp.step
-        result = self.channel.deliver(
-            OutboundMessage(
-                outbox_id=row.id or 0,
-                invoice_id=inp.invoice_id,
-                step_key=step.key,
-                channel=step.channel,
-                recipient=row.recipient,
-                subject=row.subject,
-                body=row.body,
-            )
-        )
-        row.status = "sent"
-        row.sent_at = utcnow()
-        row.provider_id = result.provider_id
+        now = utcnow()
+        row.status = status
+        row.sent_at = now
+        row.updated_at = now
         session.add(row)
         record_skipped(session, inp.invoice_id, inp.skipped, "a later step was already due")
         add_event(
@@ -191,6 +274,8 @@ class InvoiceActivities:
                 "outbox_id": row.id,
                 "balance_minor": inp.balance_minor,
                 "scheduled_for": step.at.isoformat(),
+                **({"delivery": status} if status != "sent" else {}),
+                **({"fallback": True} if not inp.first_try else {}),
                 **({"note": inp.note} if inp.note else {}),
                 **({"installment": inp.installment.n} if inp.installment else {}),
                 **({"sent_early": True} if inp.requested_by else {}),
@@ -201,41 +286,11 @@ class InvoiceActivities:
         invoice = self._invoice(session, inp.invoice_id)
         if inp.kind == "dunning":
             invoice.stage = step.key
-        invoice.updated_at = utcnow()
+        invoice.updated_at = now
         set_next_action(invoice, inp.next_action)
         session.add(invoice)
         session.commit()
-
-    def _queue(self, session: Session, inp: SendReminderInput, status: str) -> OutboxMessage:
-        """Render the step's message and insert its outbox row (flushes: the unique key fires)."""
-        invoice = self._invoice(session, inp.invoice_id)
-        customer = session.get(Customer, invoice.customer_id)
-        assert customer is not None
-        step = inp.step
-        context = message_context(
-            invoice,
-            customer,
-            step_key=step.key,
-            step_at=step.at,
-            balance_minor=inp.balance_minor,
-            pay_url=self.pay_url,
-            escalate_at=inp.escalate_at,
-            note=inp.note,
-            installment=inp.installment,
-        )
-        subject, body = render(step.template, context)
-        row = OutboxMessage(
-            invoice_id=inp.invoice_id,
-            step_key=step.key,
-            channel=step.channel,
-            recipient=customer.phone if step.channel == "sms" else customer.email,
-            subject=subject,
-            body=body,
-            status=status,
-        )
-        session.add(row)
-        session.flush()
-        return row
+        return SendOutcome(status if status in ("task", "printed", "uncertain") else "sent")
 
     @activity.defn(name="record_payment")
     def record_payment(self, inp: RecordPaymentInput) -> None:

@@ -178,6 +178,7 @@ async def _reopen(
     assert customer is not None and policy is not None and invoice.id is not None
     inp = reopen_input(session, invoice, customer, policy)
     inp.search_attributes = await search_attributes_ready(client, settings)
+    inp.external_delivery = settings.external_delivery
     try:
         await client.start_workflow(
             InvoiceWorkflow.run,

@@ -132,7 +132,11 @@ def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
 
 
 def workflow_input(
-    invoice: Invoice, customer: Customer, policy: DunningPolicy, indexed: bool = False
+    invoice: Invoice,
+    customer: Customer,
+    policy: DunningPolicy,
+    indexed: bool = False,
+    external_delivery: bool = False,
 ) -> InvoiceWorkflowInput:
     assert invoice.id is not None
     return InvoiceWorkflowInput(
@@ -148,6 +152,7 @@ def workflow_input(
         segment=customer.segment,
         country=customer.country,
         search_attributes=indexed,
+        external_delivery=external_delivery,
     )
 
 
@@ -264,7 +269,9 @@ async def create_invoice(
         else:
             indexed = await search_attributes_ready(client, settings)
             await start_workflow(
-                client, settings, workflow_input(invoice, customer, policy, indexed)
+                client,
+                settings,
+                workflow_input(invoice, customer, policy, indexed, settings.external_delivery),
             )
             return invoice, True
 
@@ -279,7 +286,11 @@ async def create_invoice(
         rules = session.get(DunningPolicy, existing.policy_id)
         assert owner is not None and rules is not None
         indexed = await search_attributes_ready(client, settings)
-        await start_workflow(client, settings, workflow_input(existing, owner, rules, indexed))
+        await start_workflow(
+            client,
+            settings,
+            workflow_input(existing, owner, rules, indexed, settings.external_delivery),
+        )
     return existing, False
 
 

@@ -14,6 +14,7 @@ from models.reference import payment_reference
 
 DEFAULT_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEFAULT_API_KEYS = "dev-admin-key:admin,dev-specialist-key:specialist,dev-viewer-key:viewer"
+DEFAULT_SESSION_SECRET = "dev-session-secret-change-me"
 
 
 class Role(StrEnum):
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     api_keys: str = DEFAULT_API_KEYS
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     webhook_tolerance_seconds: int = 300
+    session_secret: str = Field(
+        default=DEFAULT_SESSION_SECRET,
+        description="signs the web dashboard's session cookie (/app)",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     data_dir: str = "./data"
@@ -70,6 +75,10 @@ class Settings(BaseSettings):
     statement_inbox: str = Field(
         default="", description="folder of bank statement files; default data_dir/inbox"
     )
+    search_attributes: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="set ArflowStatus/Stage/Segment on workflows; auto: if registered",
+    )
     bulk_concurrency: int = Field(
         default=8, ge=1, le=64, description="invoices a bulk job works on at once"
     )
@@ -83,6 +92,26 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="the worker's Prometheus port; 0 turns it off"
     )
+    # -- outbound channels: email and SMS go to the outbox only while these are empty ------
+    sendgrid_api_key: str = Field(default="", description="SendGrid API key; empty: no email")
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str = Field(
+        default="",
+        description="the event webhook's ECDSA verification key (base64, as SendGrid shows it)",
+    )
+    email_from: str = Field(default="", description='sender, e.g. "Acme AR <ar@acme.example>"')
+    email_reply_to: str = Field(default="", description="Reply-To of reminders; empty: none")
+    twilio_account_sid: str = Field(default="", description="Twilio account SID; empty: no SMS")
+    twilio_auth_token: str = Field(default="", description="also verifies Twilio's webhooks")
+    twilio_from: str = Field(default="", description="sending number (E.164) or service SID")
+    twilio_base_url: str = "https://api.twilio.com"
+    provider_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="request timeout of the email and SMS providers"
+    )
+    # -- documents (invoice copy, letters, statements) ----------------------------------------
+    company_name: str = Field(default="", description="seller name on invoice copies, letters")
+    company_address: str = Field(default="", description="seller postal address, one per line")
+    company_iban: str = Field(default="", description="the account customers pay to")
 
     @model_validator(mode="after")
     def _refuse_default_secrets_outside_development(self) -> Settings:
@@ -91,6 +120,14 @@ class Settings(BaseSettings):
                 raise ValueError("ARFLOW_WEBHOOK_SECRET must be set outside development")
             if self.api_keys == DEFAULT_API_KEYS:
                 raise ValueError("ARFLOW_API_KEYS must be set outside development")
+            if self.session_secret == DEFAULT_SESSION_SECRET:
+                raise ValueError("ARFLOW_SESSION_SECRET must be set outside development")
+        if self.sendgrid_api_key and not self.email_from:
+            raise ValueError("ARFLOW_EMAIL_FROM must be set with ARFLOW_SENDGRID_API_KEY")
+        if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
+            raise ValueError("set both ARFLOW_TWILIO_ACCOUNT_SID and ARFLOW_TWILIO_AUTH_TOKEN")
+        if self.twilio_account_sid and not self.twilio_from:
+            raise ValueError("ARFLOW_TWILIO_FROM must be set with ARFLOW_TWILIO_ACCOUNT_SID")
         self.parsed_api_keys()  # fail at start-up on a malformed key list
         try:
             self.pay_url(1, "INV-1", "ext-1")
@@ -130,6 +167,16 @@ class Settings(BaseSettings):
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("text" if self.environment == "development" else "json")
+
+    @property
+    def print_folder(self) -> str:
+        """Where letters wait for the print-and-mail service, one folder per day."""
+        return f"{self.data_dir.rstrip('/')}/print"
+
+    @property
+    def external_delivery(self) -> bool:
+        """True when a provider sends email or SMS (sends then run as regular activities)."""
+        return bool(self.sendgrid_api_key or (self.twilio_account_sid and self.twilio_auth_token))
 
     @property
     def inbox_folder(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -72,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         RecordPaymentInput,
         ResolveDisputeRequest,
         ScheduledStep,
+        SendOutcome,
         SendReminderInput,
         TaskRecord,
     )
@@ -80,7 +82,8 @@ with workflow.unsafe.imports_passed_through():
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 # Notes the next reminder carries even when no step was missed: news the customer must hear.
 NEWS_NOTES = frozenset({"payment_reversed"})
-LOCAL_ACTIVITIES = frozenset({"send_reminder", "record_payment", "record_closed", "record_change"})
+LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change"})
+DELIVERED = frozenset({"sent", "uncertain", "task", "printed"})
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -117,6 +120,9 @@ class InvoiceWorkflow:
         )
         self._escalate_at: datetime | None = escalation_at(inp.policy, inp.due_at, inp.timezone)
         self._indexed: tuple[str, str, str] | None = None
+        for step in self._schedule:  # steps moved by a cap or a send-now (carried over runs)
+            if step.key in inp.deferred:
+                step.at = inp.deferred[step.key]
 
     # -- state -------------------------------------------------------------
 
@@ -307,25 +313,68 @@ class InvoiceWorkflow:
         skip: list[ScheduledStep],
         escalate_at: datetime,
         requested_by: str | None = None,
-    ) -> None:
-        """Send one dunning step (recording ``skip`` as skipped); the only way a step goes out."""
+    ) -> SendOutcome:
+        """Send one dunning step (recording ``skip`` as skipped); the only way a step goes out.
+
+        The step's channel first, then its fallbacks in order while a channel is blocked
+        (opted out, no address) or failed for good; a contact cap moves the step to the time
+        the cap frees instead. A step no channel could take is recorded as skipped."""
         inp = self.inp
         inp.skipped_steps.extend(s.key for s in skip)
-        inp.sent_steps.append(send.key)
-        note, inp.catch_up_note = inp.catch_up_note, None
-        await self._activity(
-            "send_reminder",
-            SendReminderInput(
-                invoice_id=inp.invoice_id,
-                step=send,
-                balance_minor=inp.balance_minor,
-                skipped=[s.key for s in skip],
-                next_action=self._next_action(),
-                escalate_at=escalate_at,
-                note=note,
-                requested_by=requested_by,
-            ),
+        for n, channel in enumerate([send.channel, *send.fallback]):
+            attempt = ScheduledStep(send.key, channel, send.template, send.at, send.fallback)
+            inp.sent_steps.append(send.key)  # as the activity sees it: the next action is after
+            outcome = await self._deliver(
+                SendReminderInput(
+                    invoice_id=inp.invoice_id,
+                    step=attempt,
+                    balance_minor=inp.balance_minor,
+                    skipped=[s.key for s in skip] if n == 0 else [],
+                    next_action=self._next_action(),
+                    escalate_at=escalate_at,
+                    note=inp.catch_up_note,
+                    requested_by=requested_by,
+                    first_try=n == 0,
+                )
+            )
+            inp.sent_steps.pop()
+            if outcome.status in DELIVERED:
+                inp.sent_steps.append(send.key)
+                inp.catch_up_note = None
+                return outcome
+            if outcome.status == "capped" and outcome.retry_at is not None:
+                self._move(send, max(send.at, outcome.retry_at))
+                return outcome
+        inp.skipped_steps.append(send.key)
+        await self._record(
+            f"step:{send.key}:undeliverable",
+            [EventSpec("reminder_undeliverable", {"step": send.key})],
+            task=TaskRecord(kind="contact_failed", due_at=workflow.now(), data={"step": send.key}),
         )
+        return outcome
+
+    def _move(self, step: ScheduledStep, at: datetime) -> None:
+        step.at = at
+        self.inp.deferred[step.key] = at
+
+    async def _deliver(self, inp: SendReminderInput) -> SendOutcome:
+        """The send activity with the policy's caps and the workflow's clock filled in."""
+        pol = self.inp.policy
+        inp.now = workflow.now()
+        inp.max_messages_per_day = pol.max_messages_per_day
+        inp.max_calls_per_week = pol.max_calls_per_week
+        inp.call_cooldown = pol.call_cooldown
+        options: dict[str, Any] = {
+            "start_to_close_timeout": ACTIVITY_TIMEOUT,
+            "retry_policy": ACTIVITY_RETRY,
+            "result_type": SendOutcome,
+        }
+        if self.inp.external_delivery:
+            result = await workflow.execute_activity("send_reminder", inp, **options)
+        else:
+            result = await workflow.execute_local_activity("send_reminder", inp, **options)
+        # Histories from before outcomes existed recorded no result: the step was sent.
+        return result if isinstance(result, SendOutcome) else SendOutcome("sent")
 
     def _next_step(self) -> ScheduledStep | None:
         """The next dunning step not sent or skipped yet (before the escalation)."""
@@ -387,8 +436,7 @@ class InvoiceWorkflow:
             plan.done_steps.extend(p[1] for p in older)
             plan.done_steps.append(key)
             inp = self.inp
-            await self._activity(
-                "send_reminder",
+            await self._deliver(
                 SendReminderInput(
                     invoice_id=inp.invoice_id,
                     step=ScheduledStep(key=key, channel="email", template=kind, at=at),
@@ -397,7 +445,7 @@ class InvoiceWorkflow:
                     next_action=self._next_action(),
                     kind=kind,
                     installment=inst,
-                ),
+                )
             )
             return False
         upcoming = self._plan_points(plan)
@@ -925,7 +973,19 @@ class InvoiceWorkflow:
         step = self._check_send_now()
         # Earlier steps still unsent are due already and were sent or skipped by the loop, so
         # this is the step that would have gone out next: sent now, once, never again.
-        await self._send_step(step, [], self._escalation_due_at(), requested_by=req.actor)
+        now = workflow.now()
+        allowed = self._window(now)
+        if allowed > now:
+            self._move(step, allowed)
+            raise refuse(
+                f"outside the customer's contact hours: step {step.key} goes out at "
+                f"{allowed.isoformat()}"
+            )
+        outcome = await self._send_step(step, [], self._escalation_due_at(), requested_by=req.actor)
+        if step.key not in self.inp.sent_steps:
+            raise refuse(
+                f"step {step.key} could not go out now: {outcome.detail or outcome.status}"
+            )
 
     async def _do_write_off(self, cmd: _Command) -> None:
         req = cmd.request

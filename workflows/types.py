@@ -107,6 +107,8 @@ class InvoiceWorkflowInput:
     discount_taken_minor: int = 0
     segment: str = ""
     country: str | None = None  # ISO 3166 alpha-2, for public holidays
+    deferred: dict[str, datetime] = field(default_factory=dict)  # capped steps: new times
+    external_delivery: bool = False  # providers configured: sends run as regular activities
     search_attributes: bool = False  # set ArflowStatus/Stage/Segment (when registered)
 
 
@@ -254,6 +256,27 @@ class SendReminderInput:
     kind: str = "dunning"  # dunning, plan_before, plan_late
     installment: InstallmentState | None = None
     requested_by: str | None = None  # who asked for it now (send-now), instead of its time
+    now: datetime | None = None  # the workflow's clock when it decided (caps count from it)
+    max_messages_per_day: int = 0  # the policy's caps, checked by the activity (see PolicySpec)
+    max_calls_per_week: int = 0
+    call_cooldown: str = "P0D"
+    first_try: bool = True  # False: a fallback channel for a step another channel could not take
+
+
+@dataclass
+class SendOutcome:
+    """What became of one step on one channel.
+
+    ``sent`` (or ``uncertain``: the provider took the request and never answered; never sent
+    again), ``task`` (a call on the worklist), ``printed`` (a letter in the print batch):
+    the step is done. ``blocked`` (opted out, no address) and ``failed`` (the provider refused
+    it for good): the next fallback channel is tried. ``capped``: a contact cap is reached;
+    the step waits until ``retry_at``.
+    """
+
+    status: str
+    detail: str | None = None
+    retry_at: datetime | None = None
 
 
 @dataclass
