@@ -11,15 +11,17 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from api import errors, services
+from api import errors, services, web
 from api.routes import (
     actions,
+    calls,
     customers,
     history,
     invoices,
     jobs,
     payments,
     policies,
+    providers,
     reports,
     webhooks,
 )
@@ -67,13 +69,16 @@ def create_app(
         policies,
         invoices,
         actions,
+        calls,
         jobs,
         payments,
         webhooks,
+        providers,
         reports,
         history,
     ):
         app.include_router(module.router)
+    web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -343,7 +343,17 @@ class InvoiceWorkflow:
                 inp.catch_up_note = None
                 return outcome
             if outcome.status == "capped" and outcome.retry_at is not None:
-                self._move(send, max(send.at, outcome.retry_at))
+                at = self._window(max(send.at, outcome.retry_at))
+                self._move(send, at)
+                await self._record(
+                    f"step:{send.key}:deferred:{at.isoformat()}",
+                    [
+                        EventSpec(
+                            "reminder_deferred",
+                            {"step": send.key, "until": at.isoformat(), "reason": outcome.detail},
+                        )
+                    ],
+                )
                 return outcome
         inp.skipped_steps.append(send.key)
         await self._record(
