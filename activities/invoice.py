@@ -140,6 +140,11 @@ class InvoiceActivities:
         sender = self.sender
         with self.sessions() as session:
             row = self._outbox_row(session, inp)
+            if row is not None and row.status == "consolidated":
+                # Another invoice's message already covered this step today.
+                if already_recorded(session, inp.invoice_id, f"step:{inp.step.key}:{row.channel}"):
+                    return SendOutcome("sent")
+                return self._record_sent(session, inp, row, "consolidated")
             if row is not None:
                 done = sender.outcome_so_far(row)
                 if done is not None:
@@ -156,8 +161,13 @@ class InvoiceActivities:
                 if capped is not None:
                     session.rollback()
                     return capped
+                others = sender.siblings(session, inp, invoice, customer)
                 try:
-                    row = sender.queue(session, inp, invoice, customer, status="queued")
+                    row = sender.queue(
+                        session, inp, invoice, customer, status="queued", others=others
+                    )
+                    sender.cover(session, inp, row, others)
+                    session.flush()
                 except IntegrityError:  # a concurrent attempt inserted it: its answer counts
                     session.rollback()
                     return SendOutcome("sent")
@@ -275,6 +285,7 @@ class InvoiceActivities:
                 "balance_minor": inp.balance_minor,
                 "scheduled_for": step.at.isoformat(),
                 **({"delivery": status} if status != "sent" else {}),
+                **({"covered_by": row.detail} if status == "consolidated" else {}),
                 **({"fallback": True} if not inp.first_try else {}),
                 **({"note": inp.note} if inp.note else {}),
                 **({"installment": inp.installment.n} if inp.installment else {}),

@@ -39,8 +39,8 @@ from activities.channels import (
 )
 from activities.documents import Seller, invoice_copy_pdf, letter_pdf
 from activities.messages import message_context
-from activities.render import render
-from models import ContactBlock, Customer, Invoice, OutboxMessage, Task
+from activities.render import local_date, money, render
+from models import ContactBlock, Customer, DunningPolicy, Invoice, OutboxMessage, Task
 from models.types import parse_duration, utcnow
 from workflows.types import SendOutcome, SendReminderInput
 
@@ -48,7 +48,13 @@ log = logging.getLogger("arflow.sending")
 
 MESSAGE_CHANNELS = ("email", "sms", "letter")
 COUNTED = ("queued", "sent", "delivered", "uncertain", "printed")
-DONE = {"sent": "sent", "delivered": "sent", "uncertain": "uncertain", "task": "task"}
+DONE = {
+    "sent": "sent",
+    "delivered": "sent",
+    "uncertain": "uncertain",
+    "task": "task",
+    "consolidated": "sent",
+}
 
 
 class ReminderSender:
@@ -157,6 +163,64 @@ class ReminderSender:
                 )
         return None
 
+    # -- consolidation --------------------------------------------------------------------
+
+    def siblings(
+        self, session: Session, inp: SendReminderInput, invoice: Invoice, customer: Customer
+    ) -> list[tuple[Invoice, str]]:
+        """Other open invoices of this customer whose next step goes out on the same channel
+        on the same local day: (invoice, step key). One message will cover them all."""
+        if inp.kind != "dunning" or inp.step.channel not in MESSAGE_CHANNELS:
+            return []
+        zone = ZoneInfo(customer.timezone)
+        day = (inp.now or utcnow()).astimezone(zone).date()
+        start = datetime.combine(day, time(0), zone).astimezone(UTC)
+        end = start + timedelta(days=1)
+        candidates = session.exec(
+            select(Invoice).where(
+                Invoice.customer_id == customer.id,
+                Invoice.id != invoice.id,
+                Invoice.status == "open",
+                col(Invoice.hold).is_(None),
+                Invoice.next_action == "reminder",
+                col(Invoice.next_action_at) >= start,
+                col(Invoice.next_action_at) < end,
+                Invoice.currency == invoice.currency,
+            )
+        ).all()
+        found = []
+        for other in candidates:
+            policy = session.get(DunningPolicy, other.policy_id)
+            steps = {s["key"]: s for s in (policy.steps if policy else [])}
+            step = steps.get(other.next_action_step or "")
+            if step is not None and step.get("channel", "email") == inp.step.channel:
+                found.append((other, str(step["key"])))
+        return sorted(found, key=lambda pair: pair[0].due_at)
+
+    def cover(
+        self,
+        session: Session,
+        inp: SendReminderInput,
+        main: OutboxMessage,
+        siblings: list[tuple[Invoice, str]],
+    ) -> None:
+        """Mark the siblings' steps as carried by ``main``: their own workflows, when the step
+        comes, find the row and record the step as sent without a second message."""
+        for other, step_key in siblings:
+            session.add(
+                OutboxMessage(
+                    invoice_id=other.id or 0,
+                    step_key=step_key,
+                    channel=inp.step.channel,
+                    recipient=main.recipient,
+                    subject=main.subject,
+                    body=main.body,
+                    status="consolidated",
+                    detail=f"sent in outbox message {main.id} (invoice {inp.invoice_id})",
+                    sent_at=utcnow(),
+                )
+            )
+
     # -- the message --------------------------------------------------------------------
 
     def queue(
@@ -167,8 +231,11 @@ class ReminderSender:
         customer: Customer,
         status: str,
         detail: str | None = None,
+        others: list[tuple[Invoice, str]] | None = None,
     ) -> OutboxMessage:
-        """Render the step's message and insert its outbox row (flushes: the unique key fires)."""
+        """Render the step's message and insert its outbox row (flushes: the unique key fires);
+        ``others``: invoices whose steps this message covers too (consolidation)."""
+        others = others or []
         step = inp.step
         context = message_context(
             invoice,
@@ -181,6 +248,15 @@ class ReminderSender:
             note=inp.note,
             installment=inp.installment,
         )
+        context["others"] = [
+            {
+                "number": o.number,
+                "balance": money(o.balance_minor, o.currency, customer.locale),
+                "due_date": local_date(o.due_date, customer.timezone, customer.locale),
+                "pay_url": self.pay_url(o.id or 0, o.number, o.external_id),
+            }
+            for o, _ in others
+        ]
         subject, body = render(step.template, context)
         recipient = {
             "email": customer.email,
