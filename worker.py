@@ -23,14 +23,15 @@ from activities.channels import channel_for
 from activities.documents import Seller
 from activities.invoice import InvoiceActivities
 from activities.jobs import JobActivities
+from activities.monthly import MonthlyStatementActivities
 from activities.statements import StatementActivities
 from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine, session_factory
-from arflow.schedules import ensure_statement_schedule
+from arflow.schedules import ensure_monthly_statement_schedule, ensure_statement_schedule
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
-from workflows.statements import StatementInboxWorkflow
+from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")
 ACTIVITY_THREADS = 16
@@ -57,22 +58,30 @@ def build_worker(
 ) -> Worker:
     """The worker for ``task_queue`` (default: the settings'), with real dependencies."""
     sessions = session_factory(engine)
+    channel = channel_for(settings)
+    seller = Seller.from_settings(settings)
     acts = InvoiceActivities(
         sessions=sessions,
-        channel=channel_for(settings),
+        channel=channel,
         agency=FileAgencyAdapter(settings.agency_folder),
         pay_url=settings.pay_url,
         print_folder=settings.print_folder,
-        seller=Seller.from_settings(settings),
+        seller=seller,
     )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvoiceWorkflow, StatementInboxWorkflow, SendNowJobWorkflow],
+        workflows=[
+            InvoiceWorkflow,
+            StatementInboxWorkflow,
+            SendNowJobWorkflow,
+            MonthlyStatementWorkflow,
+        ],
         workflow_runner=workflow_runner(settings),
         activities=acts.all()
         + StatementActivities(sessions, settings).all()
-        + JobActivities(sessions, settings).all(),
+        + JobActivities(sessions, settings).all()
+        + MonthlyStatementActivities(sessions, channel, seller).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         interceptors=[observability.MetricsInterceptor()],
@@ -88,6 +97,7 @@ async def serve(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     worker = build_worker(client, settings, engine)
     await ensure_statement_schedule(client, settings)
+    await ensure_monthly_statement_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         description="payment page of an invoice; fields: public_url, reference, number, "
         "external_id, id",
     )
+    default_locale: str = Field(
+        default="en",
+        pattern=r"^[a-z]{2}([_-][A-Za-z]{2})?$",
+        description="language of messages for customers whose locale has no templates "
+        "(templates: en, de, fr; de-AT falls back to de, then to this)",
+    )
     statement_inbox: str = Field(
         default="", description="folder of bank statement files; default data_dir/inbox"
     )
@@ -81,6 +87,10 @@ class Settings(BaseSettings):
     )
     bulk_concurrency: int = Field(
         default=8, ge=1, le=64, description="invoices a bulk job works on at once"
+    )
+    statement_run_cron: str = Field(
+        default="0 7 * * *",
+        description="when the daily run sends the monthly statements due that day (cron, UTC)",
     )
     statement_import_cron: str = Field(
         default="0 6 * * *", description="when the daily statement import runs (cron, UTC)"

@@ -7,6 +7,7 @@ from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
+from models.statement import StatementSent
 
 __all__ = [
     "AgencyPlacement",
@@ -26,5 +27,6 @@ __all__ = [
     "ReceivedLine",
     "SavedCsvMapping",
     "StatementImport",
+    "StatementSent",
     "Task",
 ]

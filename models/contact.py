@@ -26,3 +26,14 @@ class ContactBlock(SQLModel, table=True):
     source: str = Field(max_length=30, description="sendgrid, twilio, specialist, ...")
     detail: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ContactBlockPublic(SQLModel):
+    id: int
+    customer_id: int
+    channel: str
+    address: str | None
+    reason: str
+    source: str
+    detail: str | None
+    created_at: datetime

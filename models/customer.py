@@ -29,6 +29,9 @@ class CustomerBase(SQLModel):
     country: CountryCode | None = Field(
         default=None, max_length=2, description="ISO 3166 alpha-2, for public holidays"
     )
+    statement_day: int | None = Field(
+        default=None, ge=1, le=28, description="day of the month for the statement of account"
+    )
     address: str | None = Field(
         default=None,
         min_length=1,

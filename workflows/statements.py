@@ -10,7 +10,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.types import InboxResult
+    from workflows.types import InboxResult, StatementRun
 
 
 @workflow.defn(name="StatementInboxWorkflow")
@@ -24,3 +24,21 @@ class StatementInboxWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10)),
             result_type=InboxResult,
         )
+
+
+@workflow.defn(name="MonthlyStatementWorkflow")
+class MonthlyStatementWorkflow:
+    """Started daily by a Schedule; sends the statements of customers whose day it is."""
+
+    @workflow.run
+    async def run(self, run: StatementRun | None = None) -> dict[str, int]:
+        at = run.at if run and run.at else workflow.now()
+        result: dict[str, int] = await workflow.execute_activity(
+            "send_statements",
+            StatementRun(at=at),
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10)),
+            result_type=dict[str, int],
+        )
+        return result

@@ -390,3 +390,8 @@ class InboxFile:
 class InboxResult:
     files: list[InboxFile] = field(default_factory=list)
     redelivered: int = 0
+
+
+@dataclass
+class StatementRun:
+    at: datetime | None = None  # the run's instant; None: the workflow's now
