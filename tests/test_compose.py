@@ -16,7 +16,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from arflow.config import DEFAULT_API_KEYS, DEFAULT_WEBHOOK_SECRET, Settings
+from arflow.config import (
+    DEFAULT_API_KEYS,
+    DEFAULT_SESSION_SECRET,
+    DEFAULT_WEBHOOK_SECRET,
+    Settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -29,6 +34,7 @@ REQUIRED_ON_API_AND_WORKER = (
     "ARFLOW_TEMPORAL_ADDRESS",
     "ARFLOW_WEBHOOK_SECRET",
     "ARFLOW_API_KEYS",
+    "ARFLOW_SESSION_SECRET",
     "ARFLOW_ENVIRONMENT",
 )
 # ${NAME:?message}: compose refuses to start when NAME is unset or empty.
@@ -150,7 +156,7 @@ def test_required_settings_are_set_on_api_and_worker(service: str) -> None:
 def test_secrets_are_required_compose_variables(service: str) -> None:
     """No default for the secrets: compose must refuse to start until the operator sets them."""
     env = _env(_services()[service])
-    for name in ("ARFLOW_WEBHOOK_SECRET", "ARFLOW_API_KEYS"):
+    for name in ("ARFLOW_WEBHOOK_SECRET", "ARFLOW_API_KEYS", "ARFLOW_SESSION_SECRET"):
         match = REQUIRED_VARIABLE.fullmatch(env.get(name, ""))
         assert match, f"{service}: {name}={env.get(name)!r} is not a required ${{VAR:?msg}}"
         assert match["name"] == name
@@ -158,6 +164,7 @@ def test_secrets_are_required_compose_variables(service: str) -> None:
     for name, value in env.items():
         assert DEFAULT_WEBHOOK_SECRET not in value, f"{service}: {name} carries the dev secret"
         assert DEFAULT_API_KEYS not in value, f"{service}: {name} carries the dev API keys"
+        assert DEFAULT_SESSION_SECRET not in value, f"{service}: {name} carries the dev secret"
 
 
 def test_api_worker_and_migrate_share_one_environment() -> None:
@@ -265,9 +272,18 @@ def test_production_refuses_the_default_api_keys() -> None:
 
 
 @pytest.mark.usefixtures("clean_env")
+def test_production_refuses_the_default_session_secret() -> None:
+    with pytest.raises(ValidationError, match="ARFLOW_SESSION_SECRET"):
+        Settings(environment="production", webhook_secret="a-real-secret", api_keys="k1:admin")
+
+
+@pytest.mark.usefixtures("clean_env")
 def test_production_starts_with_real_secrets() -> None:
     settings = Settings(
-        environment="production", webhook_secret="a-real-secret", api_keys="k1:admin"
+        environment="production",
+        webhook_secret="a-real-secret",
+        api_keys="k1:admin",
+        session_secret="another-real-secret",
     )
     assert settings.environment == "production"
     assert settings.webhook_secret == "a-real-secret"
@@ -281,6 +297,7 @@ def test_compose_environment_builds_valid_settings(monkeypatch: pytest.MonkeyPat
         "POSTGRES_PASSWORD": "pw",
         "ARFLOW_API_KEYS": "k1:admin,k2:viewer",
         "ARFLOW_WEBHOOK_SECRET": "a-real-secret",
+        "ARFLOW_SESSION_SECRET": "another-real-secret",
     }
 
     def interpolate(value: str) -> str:

@@ -1,0 +1,681 @@
+"""The web dashboard at ``/app``: server-rendered Jinja2 pages and htmx fragments.
+
+Views only. Each one checks the session's role (the API's roles: viewer sees, specialist
+acts, admin also sees workflow history), calls the services, reports and route functions
+the JSON API uses, and renders a template. Rules live in those functions, not here.
+
+Sign-in: the API key typed into the login form is checked against ``ARFLOW_API_KEYS``; the
+session cookie (Starlette's signed ``SessionMiddleware`` cookie, ``ARFLOW_SESSION_SECRET``)
+keeps an HMAC of the key, never the key, so removing a key from the settings ends its
+sessions and changing its role changes theirs. Every POST must carry the session's CSRF
+token (``X-CSRF-Token`` header, which htmx sends from ``hx-headers`` on ``<body>``, or a
+``csrf_token`` form field).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+from starlette.middleware.sessions import SessionMiddleware
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.render import money
+from api import charts, dashboard, history, reports, services
+from api.deps import Principal, SessionDep, SettingsDep
+from api.errors import ApiError
+from api.reports import ReportFilter
+from api.routes import actions, jobs
+from api.routes import invoices as invoice_routes
+from api.routes.reports import TodayDep
+from arflow.config import Role, Settings
+from arflow.statements.values import parse_decimal, to_minor_units
+from models.collection import (
+    DisputeCreate,
+    NoteBody,
+    OptionalReason,
+    PauseBody,
+    PlanCreate,
+    PromiseCreate,
+)
+from models.invoice import INVOICE_STATUSES
+from models.types import utcnow
+from workflows.types import (
+    ActorRequest,
+    InstallmentRequest,
+    OpenDisputeRequest,
+    PauseRequest,
+    PlanRequest,
+    PromiseRequest,
+)
+
+log = logging.getLogger("arflow.web")
+HERE = Path(__file__).parent
+SESSION_COOKIE = "arflow_session"
+SESSION_MAX_AGE = 12 * 3600
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+PAGE_SIZE = 25
+HOLDS = ("paused", "promise", "plan")
+AGING_LABELS = ("current", "1-30", "31-60", "61-90", "> 90")
+ACTION_TITLES = {
+    "dispute": "Open a dispute",
+    "plan": "Agree a payment plan",
+    "promise": "Record a promise to pay",
+    "pause": "Pause reminders",
+    "resume": "Resume reminders",
+    "note": "Add a note",
+    "send-now": "Send the next reminder now",
+}
+DONE = {
+    "dispute": "Dispute opened.",
+    "plan": "Payment plan agreed.",
+    "promise": "Promise recorded.",
+    "pause": "Reminders paused.",
+    "resume": "Reminders resumed.",
+    "note": "Note added.",
+    "send-now": "Reminder sent.",
+}
+
+
+def when(value: datetime | None, seconds: bool = False) -> str:
+    """An instant in UTC, to the minute (or second)."""
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def details(data: Mapping[str, Any] | None, currency: str | None = None) -> str:
+    """An event's or task's data as ``key: value`` pairs (empty values left out); amounts in
+    minor units shown as money when the currency is known."""
+    if not data:
+        return ""
+    shown = []
+    for name, value in data.items():
+        if value in (None, ""):
+            continue
+        if currency and name.endswith("_minor") and isinstance(value, int):
+            name, value = name.removesuffix("_minor"), money(value, currency)
+        shown.append(f"{name.replace('_', ' ')}: {value}")
+    return " · ".join(shown)
+
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters |= {"money": money, "when": when, "details": details}
+router = APIRouter(prefix="/app", include_in_schema=False)
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Serve the dashboard from ``app``: session cookie, static files, pages, error pages."""
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE,
+        path="/app",
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+    )
+    app.mount("/app/static", StaticFiles(directory=HERE / "static"), name="app-static")
+    app.include_router(router)
+    app.add_exception_handler(LoginRequired, _to_login)  # type: ignore[arg-type]
+    app.add_exception_handler(PageError, _error_page)  # type: ignore[arg-type]
+
+
+class LoginRequired(Exception):
+    """No valid session: the browser goes to the login page (and back afterwards)."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+class PageError(Exception):
+    """A refusal shown as a page, or inline in the form that caused it (htmx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _is_fragment(request: Request) -> bool:
+    """An htmx request that wants a fragment (not a history restore, which needs a page)."""
+    return (
+        request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+async def _to_login(request: Request, exc: LoginRequired) -> Response:
+    target = "/app/login?" + urlencode({"next": exc.next_url})
+    if request.headers.get("HX-Request") == "true":
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+async def _error_page(request: Request, exc: PageError) -> Response:
+    name = "fragments/error.html" if _is_fragment(request) else "error.html"
+    return render(request, name, status=exc.status, message=exc.message, code=exc.status)
+
+
+# -- session, roles and CSRF ----------------------------------------------------------------------
+
+
+def _key_mac(settings: Settings, key: str) -> str:
+    return hmac.new(settings.session_secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+def signed_in(request: Request) -> Principal | None:
+    """The principal of the session's API key, as the API would see that key; None if none."""
+    mac = request.session.get("key")
+    if not isinstance(mac, str):
+        return None
+    settings: Settings = request.app.state.settings
+    keys: dict[str, Role] = request.app.state.api_keys
+    for key, role in keys.items():
+        if hmac.compare_digest(_key_mac(settings, key), mac):
+            return Principal(role=role, key_id=hashlib.sha256(key.encode()).hexdigest()[:8])
+    return None
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (made on first use)."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def web_user(role: Role) -> Callable[[Request], Principal]:
+    def dependency(request: Request) -> Principal:
+        who = signed_in(request)
+        if who is None:
+            query = f"?{request.url.query}" if request.url.query else ""
+            raise LoginRequired(request.url.path + query)
+        if who.role.rank < role.rank:
+            raise PageError(403, f"this action needs the {role.value} role")
+        return who
+
+    return dependency
+
+
+async def check_csrf(request: Request) -> None:
+    expected = request.session.get("csrf")
+    sent: Any = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        sent = (await request.form()).get(CSRF_FIELD)
+    if not (
+        isinstance(expected, str)
+        and isinstance(sent, str)
+        and hmac.compare_digest(expected.encode(), sent.encode())
+    ):
+        raise PageError(403, "the form's security token is missing or out of date; reload the page")
+
+
+WebViewer = Annotated[Principal, Depends(web_user(Role.viewer))]
+WebSpecialist = Annotated[Principal, Depends(web_user(Role.specialist))]
+WebAdmin = Annotated[Principal, Depends(web_user(Role.admin))]
+CsrfChecked = Annotated[None, Depends(check_csrf)]
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    who = signed_in(request)
+    base = {
+        "who": who,
+        "csrf": csrf_token(request),
+        "can_act": who is not None and who.role.rank >= Role.specialist.rank,
+        "is_admin": who is not None and who.role is Role.admin,
+        "path": request.url.path,
+    }
+    return templates.TemplateResponse(request, name, base | context, status_code=status)
+
+
+def _temporal(request: Request) -> Client:
+    client: Client | None = request.app.state.temporal
+    if client is None:
+        raise ApiError(503, "workflow_unavailable", "Temporal is not connected; retry")
+    return client
+
+
+# -- login -------------------------------------------------------------------------------------
+
+
+def _safe_next(value: object) -> str:
+    text = value if isinstance(value, str) else ""
+    if text.startswith("/app") and not text.startswith("//") and "\\" not in text:
+        return text
+    return "/app"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/app") -> Response:
+    if signed_in(request) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return render(request, "login.html", next=_safe_next(next))
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, settings: SettingsDep, _: CsrfChecked) -> Response:
+    form = await request.form()
+    key = _text(form, "api_key")
+    target = _safe_next(form.get("next"))
+    keys: dict[str, Role] = request.app.state.api_keys
+    if not key or key not in keys:
+        return render(request, "login.html", status=401, next=target, error="unknown API key")
+    request.session.clear()  # a fresh session (and CSRF token) for the signed-in user
+    request.session["key"] = _key_mac(settings, key)
+    csrf_token(request)
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, _: CsrfChecked) -> Response:
+    request.session.clear()
+    return RedirectResponse("/app/login", status_code=303)
+
+
+# -- overview -----------------------------------------------------------------------------------
+
+
+@router.get("", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewer) -> Response:
+    everything = ReportFilter()
+    kpis = reports.kpis(session, today - timedelta(days=29), today, today, everything)
+    aging = reports.aging(session, today, today, everything)
+    aging_charts = []
+    for row in aging.totals:
+        values = [getattr(row, f"{bucket}_minor") for bucket in reports.BUCKETS]
+        texts = [money(v, row.currency) for v in values]
+        aging_charts.append((row, charts.bar_chart(AGING_LABELS, values, texts)))
+    trend = dashboard.dso_trend(session, today, months=6)
+    currencies = sorted({c for month in trend for c in month.dso_days})
+    dso_chart = charts.line_chart(
+        [m.month.strftime("%b %Y") for m in trend],
+        {c: [m.dso_days.get(c) for m in trend] for c in currencies},
+        unit=" d",
+    )
+    return render(
+        request,
+        "overview.html",
+        kpis=kpis,
+        aging=aging,
+        aging_charts=aging_charts,
+        dso_chart=dso_chart,
+        trend=trend,
+        open_disputes=dashboard.open_disputes(session),
+        today=today,
+    )
+
+
+# -- invoices table and bulk send ----------------------------------------------------------------
+
+
+def _opt_int(value: str | None) -> int | None:
+    text = (value or "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _opt_text(value: str | None, allowed: tuple[str, ...] | None = None) -> str | None:
+    text = (value or "").strip()[:100]
+    if not text or (allowed is not None and text not in allowed):
+        return None
+    return text
+
+
+@router.get("/invoices", response_class=HTMLResponse)
+def invoice_list(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: WebViewer,
+    status: str | None = None,
+    customer_id: str | None = None,
+    overdue: str | None = None,
+    collector: str | None = None,
+    hold: str | None = None,
+    page: str | None = None,
+) -> Response:
+    chosen_status = _opt_text(status, INVOICE_STATUSES)
+    chosen_customer = _opt_int(customer_id)
+    chosen_overdue = _opt_text(overdue, ("yes", "no"))
+    chosen_collector = _opt_text(collector)
+    chosen_hold = _opt_text(hold, HOLDS)
+    number = _opt_int(page) or 1
+    rows, total = services.list_invoices(
+        session,
+        status=chosen_status,
+        customer_id=chosen_customer,
+        overdue=None if chosen_overdue is None else chosen_overdue == "yes",
+        limit=PAGE_SIZE,
+        offset=(number - 1) * PAGE_SIZE,
+        collector=chosen_collector,
+        hold=chosen_hold,
+    )
+    filters: dict[str, str | int | None] = {
+        "status": chosen_status,
+        "customer_id": chosen_customer,
+        "overdue": chosen_overdue,
+        "collector": chosen_collector,
+        "hold": chosen_hold,
+    }
+    query = {k: v for k, v in filters.items() if v is not None}
+    context: dict[str, Any] = {
+        "invoices": [services.public(r, settings) for r in rows],
+        "names": dashboard.customer_names(session, (r.customer_id for r in rows)),
+        "total": total,
+        "page": number,
+        "pages": max(1, -(-total // PAGE_SIZE)),
+        "filters": filters,
+        "query": query,
+        "page_url": lambda n: "/app/invoices?" + urlencode(query | {"page": n}),
+    }
+    if _is_fragment(request):
+        return render(request, "fragments/invoice_table.html", **context)
+    return render(
+        request,
+        "invoices.html",
+        customers=dashboard.customers(session),
+        statuses=INVOICE_STATUSES,
+        holds=HOLDS,
+        **context,
+    )
+
+
+@router.post("/jobs", response_class=HTMLResponse)
+async def send_now_job(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    who: WebSpecialist,
+    _: CsrfChecked,
+) -> Response:
+    form = await request.form()
+    ids = [int(v) for v in form.getlist("invoice_id") if isinstance(v, str) and v.isdigit()]
+    if not ids:
+        return render(request, "fragments/error.html", status=422, message="select invoices first")
+    try:
+        body = jobs.SendNowRequest(invoice_ids=ids)
+        job = await jobs.start_job(session, _temporal(request), settings, body, who.actor)
+        assert job.id is not None
+        shown = jobs.get_job(job.id, session, who)
+    except ApiError as exc:
+        return render(request, "fragments/error.html", status=exc.status, message=exc.message)
+    return render(request, "fragments/job.html", status=202, job=shown)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_progress(request: Request, job_id: int, session: SessionDep, who: WebViewer) -> Response:
+    try:
+        job = jobs.get_job(job_id, session, who)
+    except ApiError as exc:
+        raise PageError(exc.status, exc.message) from exc
+    name = "fragments/job.html" if _is_fragment(request) else "job.html"
+    return render(request, name, job=job)
+
+
+# -- one invoice ---------------------------------------------------------------------------------
+
+
+def _invoice_context(
+    session: SessionDep, settings: Settings, who: Principal, invoice_id: int
+) -> dict[str, Any]:
+    try:
+        invoice = services.get_invoice(session, invoice_id)
+    except ApiError as exc:
+        raise PageError(exc.status, exc.message) from exc
+    return {
+        "invoice": services.public(invoice, settings),
+        "customer": dashboard.customer_names(session, [invoice.customer_id]).get(
+            invoice.customer_id, f"customer {invoice.customer_id}"
+        ),
+        "events": list(reversed(services.timeline(session, invoice_id))),
+        "messages": invoice_routes.get_messages(invoice_id, session, who),
+        "disputes": actions.list_disputes(invoice_id, session, who),
+        "actions": ACTION_TITLES,
+    }
+
+
+@router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
+def invoice_page(
+    request: Request, invoice_id: int, session: SessionDep, settings: SettingsDep, who: WebViewer
+) -> Response:
+    context = _invoice_context(session, settings, who, invoice_id)
+    keys = {action: uuid.uuid4().hex for action in ACTION_TITLES}
+    return render(request, "invoice.html", keys=keys, **context)
+
+
+@router.get("/invoices/{invoice_id}/history", response_class=HTMLResponse)
+async def invoice_history(
+    request: Request, invoice_id: int, session: SessionDep, settings: SettingsDep, _: WebAdmin
+) -> Response:
+    try:
+        services.get_invoice(session, invoice_id)
+        found = await history.invoice_history(_temporal(request), settings, invoice_id)
+    except ApiError as exc:
+        return render(request, "fragments/error.html", status=exc.status, message=exc.message)
+    except RPCError as exc:
+        log.warning("history of invoice %s: %s", invoice_id, exc)
+        return render(
+            request, "fragments/error.html", status=503, message="Temporal did not answer; retry"
+        )
+    return render(request, "fragments/history.html", history=found)
+
+
+class FormError(ValueError):
+    """A form value the API's request model cannot take (answered as a 422)."""
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _minor(form: FormData, name: str, currency: str) -> int | None:
+    text = _text(form, name)
+    if not text:
+        return None
+    try:
+        return to_minor_units(parse_decimal(text), currency)
+    except ValueError as exc:
+        raise FormError(f"{name}: {exc}") from None
+
+
+def _body(model: type[Any], data: Mapping[str, Any]) -> Any:
+    """The API's request model for ``data``; its validation errors as one message."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FormError(
+            "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'form'}: "
+                f"{str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+        ) from None
+
+
+def _installments(form: FormData, currency: str) -> list[dict[str, Any]]:
+    """Lines of ``YYYY-MM-DD amount`` (the amount in the invoice's currency)."""
+    out = []
+    for n, line in enumerate(_text(form, "installments").splitlines(), start=1):
+        parts = line.replace(",", " ").replace(";", " ").split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise FormError(f"instalment line {n}: write a date and an amount")
+        try:
+            due = date.fromisoformat(parts[0])
+            amount = to_minor_units(parse_decimal(parts[1]), currency)
+        except ValueError as exc:
+            raise FormError(f"instalment line {n}: {exc}") from None
+        out.append({"due_date": due, "amount_minor": amount})
+    return out
+
+
+def _update_for(action: str, form: FormData, who: Principal, currency: str) -> tuple[str, object]:
+    """The workflow update and request the JSON API sends for ``action`` (its route's body
+    model validates the form first)."""
+    if action == "dispute":
+        dispute: DisputeCreate = _body(
+            DisputeCreate,
+            {"reason": _text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
+        )
+        request = OpenDisputeRequest(
+            reason=dispute.reason, actor=who.actor, amount_minor=dispute.amount_minor
+        )
+        return "open_dispute", request
+    if action == "plan":
+        plan: PlanCreate = _body(
+            PlanCreate,
+            {"installments": _installments(form, currency), "note": _text(form, "note")},
+        )
+        return "set_plan", PlanRequest(
+            installments=[
+                InstallmentRequest(due_date=i.due_date.isoformat(), amount_minor=i.amount_minor)
+                for i in plan.installments
+            ],
+            note=plan.note,
+            actor=who.actor,
+        )
+    if action == "promise":
+        promise: PromiseCreate = _body(
+            PromiseCreate,
+            {
+                "promised_date": _text(form, "promised_date") or None,
+                "amount_minor": _minor(form, "amount", currency),
+                "note": _text(form, "note"),
+            },
+        )
+        return "promise", PromiseRequest(
+            promised_date=promise.promised_date.isoformat(),
+            amount_minor=promise.amount_minor,
+            actor=who.actor,
+            note=promise.note,
+        )
+    if action == "pause":
+        pause: PauseBody = _body(
+            PauseBody, {"until": _text(form, "until") or None, "reason": _text(form, "reason")}
+        )
+        return "pause", PauseRequest(
+            reason=pause.reason,
+            actor=who.actor,
+            until=pause.until.isoformat() if pause.until else None,
+        )
+    if action == "resume":
+        resume: OptionalReason = _body(OptionalReason, {"reason": _text(form, "reason")})
+        return "resume", ActorRequest(reason=resume.reason, actor=who.actor)
+    if action == "send-now":
+        return "send_now", ActorRequest(reason="send now", actor=who.actor)
+    raise PageError(404, f"unknown action {action!r}")
+
+
+@router.post("/invoices/{invoice_id}/{action}", response_class=HTMLResponse)
+async def act(
+    request: Request,
+    invoice_id: int,
+    action: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    who: WebSpecialist,
+    _: CsrfChecked,
+) -> Response:
+    """One action form: the same update (or note) as the JSON API; the form comes back with
+    the outcome, and on success the header, timeline and messages are swapped in as well."""
+    if action not in ACTION_TITLES:
+        raise PageError(404, f"unknown action {action!r}")
+    form = await request.form()
+    key = _text(form, "idempotency_key")[:100] or None
+    try:
+        invoice = services.get_invoice(session, invoice_id)
+        if action == "note":
+            note: NoteBody = _body(NoteBody, {"text": _text(form, "text")})
+            actions.add_note(invoice_id, note, session, who, key)
+        else:
+            update, body = _update_for(action, form, who, invoice.currency)
+            await services.run_update(
+                session, _temporal(request), settings, invoice_id, update, body, key
+            )
+    except FormError as exc:
+        return _form_again(request, action, invoice_id, form, 422, str(exc))
+    except ApiError as exc:
+        return _form_again(request, action, invoice_id, form, exc.status, exc.message)
+    context = _invoice_context(session, settings, who, invoice_id)
+    done = render(
+        request,
+        "fragments/action_done.html",
+        action=action,
+        title=ACTION_TITLES[action],
+        invoice_id=invoice_id,
+        key=uuid.uuid4().hex,
+        values={},
+        ok=DONE[action],
+        **context,
+    )
+    done.headers["HX-Trigger"] = "invoiceChanged"  # the admin's history section reloads
+    return done
+
+
+def _form_again(
+    request: Request, action: str, invoice_id: int, form: FormData, status: int, message: str
+) -> Response:
+    values = {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
+    return render(
+        request,
+        "fragments/action_form.html",
+        status=status,
+        action=action,
+        title=ACTION_TITLES[action],
+        invoice_id=invoice_id,
+        key=uuid.uuid4().hex,
+        values=values,
+        error=message,
+    )
+
+
+# -- worklist ------------------------------------------------------------------------------------
+
+
+@router.get("/worklist", response_class=HTMLResponse)
+def worklist(request: Request, session: SessionDep, who: WebViewer) -> Response:
+    tasks = actions.worklist(session, who, kind=None, status="open")
+    overdue = dashboard.disputes_past_sla(session, utcnow())
+    broken = dashboard.broken_promises(session)
+    invoice_ids = (
+        [t.invoice_id for t in tasks]
+        + [d.invoice_id for d in overdue]
+        + [p.invoice_id for p in broken]
+    )
+    invoices = dashboard.invoices_by_id(session, invoice_ids)
+    return render(
+        request,
+        "worklist.html",
+        tasks=tasks,
+        overdue=overdue,
+        broken=broken,
+        invoices=invoices,
+        names=dashboard.customer_names(session, (i.customer_id for i in invoices.values())),
+        now=utcnow(),
+    )
+
+
+__all__ = ["install", "router", "signed_in"]
