@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("arflow.providers")
 
-DEFAULT_TIMEOUT = 15.0
+DEFAULT_TIMEOUT = 5.0  # seconds; below the send activity's start-to-close timeout (10 s)
 SMS_OPT_OUT = "Reply STOP to opt out"
 #: Twilio error codes that say the number itself cannot take our messages (block the channel).
 #: https://www.twilio.com/docs/api/errors
@@ -84,7 +84,7 @@ def _retry_after(headers: Any) -> timedelta | None:
 
 
 def _http_error(provider: str, status: int, detail: str, headers: Any = None) -> NoReturn:
-    reason = f"{provider} answered {status}: {detail}"[:480]
+    reason = (f"{provider} answered {status}" + (f": {detail}" if detail else ""))[:480]
     if status == 429 or status >= 500 or status == 408:
         raise TransientDeliveryError(reason, status=status, retry_after=_retry_after(headers))
     raise PermanentDeliveryError(reason, status=status)
@@ -107,6 +107,8 @@ class SendGridEmailChannel:
         reply_to: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        if not From(from_email).email or (reply_to and not ReplyTo(reply_to).email):
+            raise ValueError(f"not an email address: {from_email!r} / {reply_to!r}")
         self.from_email = from_email
         self.reply_to = reply_to or None
         self.timeout = timeout
@@ -127,7 +129,9 @@ class SendGridEmailChannel:
     def mail(self, message: OutboundMessage) -> dict[str, Any]:
         """The v3 mail send request body for ``message``."""
         if not message.recipient:
-            raise PermanentDeliveryError("no email address", block_reason=None)
+            raise PermanentDeliveryError("no email address")
+        if not To(message.recipient).email:
+            raise PermanentDeliveryError(f"not an email address: {message.recipient!r}")
         mail = Mail(
             from_email=From(self.from_email),
             to_emails=To(message.recipient),

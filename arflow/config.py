@@ -116,7 +116,11 @@ class Settings(BaseSettings):
     twilio_from: str = Field(default="", description="sending number (E.164) or service SID")
     twilio_base_url: str = "https://api.twilio.com"
     provider_timeout_seconds: float = Field(
-        default=15.0, gt=0, le=120, description="request timeout of the email and SMS providers"
+        default=5.0,
+        gt=0,
+        le=120,
+        description="request timeout of the email and SMS providers; keep it well below the "
+        "send activity's start-to-close timeout, or a retry may send while a call still waits",
     )
     # -- documents (invoice copy, letters, statements) ----------------------------------------
     company_name: str = Field(default="", description="seller name on invoice copies, letters")
