@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from activities.render import format_percent, local_date, money
+from activities.render import DEFAULT_LOCALE, format_percent, formatting_locale, local_date, money
 from models import Customer, Invoice
 from models.reference import payment_reference
 from workflows.types import InstallmentState
@@ -25,9 +25,13 @@ def message_context(
     escalate_at: datetime | None = None,
     note: str | None = None,
     installment: InstallmentState | None = None,
+    default_locale: str = DEFAULT_LOCALE,
 ) -> dict[str, Any]:
+    """The variables of a reminder template. ``locale`` is the resolved one: the customer's,
+    unless no templates speak its language (then ``default_locale``), so money and dates are
+    formatted for the language the message is written in."""
     assert invoice.id is not None
-    loc, tz = customer.locale, customer.timezone
+    loc, tz = formatting_locale(customer.locale, default_locale), customer.timezone
     context: dict[str, Any] = {
         "invoice": invoice,
         "customer": customer,
@@ -41,6 +45,7 @@ def message_context(
         "pay_url": pay_url(invoice.id, invoice.number, invoice.external_id),
         "payment_reference": payment_reference(invoice.id),
         "discount": None,
+        "others": [],  # other invoices the same message covers (consolidation)
     }
     # The discount is offered while it still holds when the step was due.
     if invoice.discount_minor and invoice.discount_until and invoice.discount_until > step_at:
