@@ -67,6 +67,7 @@ def build_worker(
         pay_url=settings.pay_url,
         print_folder=settings.print_folder,
         seller=seller,
+        default_locale=settings.default_locale,
     )
     return Worker(
         client,

@@ -20,12 +20,13 @@ from activities.sending import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ReminderSender,
+    TransientDeliveryError,
     outbound,
 )
+from api.contacts import block
 from arflow.db import SessionFactory
 from models import (
     AgencyPlacement,
-    ContactBlock,
     CreditEntry,
     Customer,
     Dispute,
@@ -121,12 +122,15 @@ class InvoiceActivities:
         pay_url: Callable[[int, str, str], str],
         print_folder: str = "data/print",
         seller: Seller | None = None,
+        default_locale: str = "en",
     ) -> None:
         self.sessions = sessions
         self.channel = channel
         self.agency = agency
         self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
-        self.sender = ReminderSender(channel, pay_url, print_folder, seller or Seller("arflow"))
+        self.sender = ReminderSender(
+            channel, pay_url, print_folder, seller or Seller("arflow"), default_locale
+        )
 
     def _invoice(self, session: Session, invoice_id: int) -> Invoice:
         invoice = session.get(Invoice, invoice_id)
@@ -145,6 +149,19 @@ class InvoiceActivities:
                 if already_recorded(session, inp.invoice_id, f"step:{inp.step.key}:{row.channel}"):
                     return SendOutcome("sent")
                 return self._record_sent(session, inp, row, "consolidated")
+            if row is not None and row.status == "sending":
+                # An earlier attempt died (or timed out) while the provider had the request:
+                # it may have been accepted, so it is not sent again.
+                row.detail = "the attempt ended while the provider had the request"
+                session.add(
+                    Task(
+                        invoice_id=inp.invoice_id,
+                        kind="delivery_uncertain",
+                        due_at=inp.now or utcnow(),
+                        data={"step": inp.step.key, "channel": row.channel, "outbox_id": row.id},
+                    )
+                )
+                return self._record_sent(session, inp, row, "uncertain")
             if row is not None:
                 done = sender.outcome_so_far(row)
                 if done is not None:
@@ -180,22 +197,30 @@ class InvoiceActivities:
             if not self.channel_is_external(channel):
                 row.provider_id = sender.deliver(self._message(inp, row, invoice, customer))
                 return self._record_sent(session, inp, row, "sent")
-            # A provider: commit the queued row before calling out, so a crash after the
-            # provider accepted leaves a trace; outbox_id travels with the message.
+            # A provider: mark the row ``sending`` and commit before calling out, so an attempt
+            # that dies while the provider has the request is never repeated (see above);
+            # outbox_id travels with the message.
+            message = self._message(inp, row, invoice, customer)
+            row.status = "sending"
+            session.add(row)
             session.commit()
             try:
-                row.provider_id = sender.deliver(self._message(inp, row, invoice, customer))
+                row.provider_id = sender.deliver(message)
+            except TransientDeliveryError:
+                row.status = "queued"  # known not accepted: the retry may send it
+                session.add(row)
+                session.commit()
+                raise
             except PermanentDeliveryError as exc:
                 if exc.block_reason:
-                    session.add(
-                        ContactBlock(
-                            customer_id=customer.id,
-                            channel=channel,
-                            address=row.recipient,
-                            reason=exc.block_reason,
-                            source="provider",
-                            detail=exc.reason[:500],
-                        )
+                    block(
+                        session,
+                        customer.id,
+                        channel,
+                        exc.block_reason,
+                        "provider",
+                        address=row.recipient,
+                        detail=exc.reason[:500],
                     )
                 row.status, row.detail, row.updated_at = "failed", exc.reason[:500], utcnow()
                 return self._not_sent(session, inp, invoice, customer, "failed", exc.reason, row)
@@ -224,7 +249,8 @@ class InvoiceActivities:
         if inp.step.channel == "email" and self.channel_is_external("email"):
             attachments = (self.sender.invoice_copy(invoice, customer, inp.balance_minor),)
         pay_url = self.pay_url(inp.invoice_id, invoice.number, invoice.external_id)
-        return outbound(row, inp, customer.id, pay_url, attachments)
+        html = self.sender.html_of.pop(row.id or 0, None)
+        return outbound(row, inp, customer.id, pay_url, attachments, html)
 
     def _not_sent(
         self,
@@ -269,7 +295,8 @@ class InvoiceActivities:
         skipped steps, in one transaction."""
         step = inp.step
         now = utcnow()
-        row.status = status
+        if row.status in ("queued", "sending"):  # never undo a webhook's "delivered"
+            row.status = status
         row.sent_at = now
         row.updated_at = now
         session.add(row)

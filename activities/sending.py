@@ -36,10 +36,11 @@ from activities.channels import (
     Channel,
     OutboundMessage,
     PermanentDeliveryError,
+    TransientDeliveryError,
 )
 from activities.documents import Seller, invoice_copy_pdf, letter_pdf
 from activities.messages import message_context
-from activities.render import local_date, money, render
+from activities.render import local_date, money, render_message
 from models import ContactBlock, Customer, DunningPolicy, Invoice, OutboxMessage, Task
 from models.types import parse_duration, utcnow
 from workflows.types import SendOutcome, SendReminderInput
@@ -47,7 +48,7 @@ from workflows.types import SendOutcome, SendReminderInput
 log = logging.getLogger("arflow.sending")
 
 MESSAGE_CHANNELS = ("email", "sms", "letter")
-COUNTED = ("queued", "sent", "delivered", "uncertain", "printed")
+COUNTED = ("queued", "sending", "sent", "delivered", "uncertain", "printed")
 DONE = {
     "sent": "sent",
     "delivered": "sent",
@@ -64,11 +65,15 @@ class ReminderSender:
         pay_url: Callable[[int, str, str], str],
         print_folder: str,
         seller: Seller,
+        default_locale: str = "en",
     ) -> None:
         self.channel = channel
         self.pay_url = pay_url
         self.print_folder = Path(print_folder)
         self.seller = seller
+        self.default_locale = default_locale
+        # The HTML body of a freshly queued email, by outbox id (not stored: the text is).
+        self.html_of: dict[int, str] = {}
 
     # -- the decision -------------------------------------------------------------------
 
@@ -247,17 +252,23 @@ class ReminderSender:
             escalate_at=inp.escalate_at,
             note=inp.note,
             installment=inp.installment,
+            default_locale=self.default_locale,
         )
+        loc = context["locale"]
         context["others"] = [
             {
                 "number": o.number,
-                "balance": money(o.balance_minor, o.currency, customer.locale),
-                "due_date": local_date(o.due_date, customer.timezone, customer.locale),
+                "balance": money(o.balance_minor, o.currency, loc),
+                "due_date": local_date(o.due_date, customer.timezone, loc),
                 "pay_url": self.pay_url(o.id or 0, o.number, o.external_id),
             }
             for o, _ in others
         ]
-        subject, body = render(step.template, context)
+        rendered = render_message(
+            step.template, customer.locale, context, default_locale=self.default_locale
+        )
+        subject = rendered.subject
+        body = rendered.sms if step.channel == "sms" else rendered.text
         recipient = {
             "email": customer.email,
             "sms": customer.phone,
@@ -273,9 +284,13 @@ class ReminderSender:
             body=body,
             status=status,
             detail=detail,
+            # The workflow's clock (the wall clock in production): caps count by this day.
+            created_at=inp.now or utcnow(),
         )
         session.add(row)
         session.flush()
+        if row.id is not None and step.channel == "email":
+            self.html_of[row.id] = rendered.html  # handed to the provider with this row
         return row
 
     def deliver(self, row: OutboundMessage) -> str | None:
@@ -332,8 +347,10 @@ def outbound(
     customer_id: int,
     pay_url: str,
     attachments: tuple[Attachment, ...] = (),
+    html: str | None = None,
 ) -> OutboundMessage:
     return OutboundMessage(
+        html=html,
         outbox_id=row.id or 0,
         invoice_id=inp.invoice_id,
         step_key=inp.step.key,
@@ -347,4 +364,10 @@ def outbound(
     )
 
 
-__all__ = ["AmbiguousDeliveryError", "PermanentDeliveryError", "ReminderSender", "outbound"]
+__all__ = [
+    "AmbiguousDeliveryError",
+    "PermanentDeliveryError",
+    "ReminderSender",
+    "TransientDeliveryError",
+    "outbound",
+]

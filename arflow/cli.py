@@ -9,18 +9,28 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from arflow.config import get_settings
+
+if TYPE_CHECKING:
+    from arflow.bulk import ImportResult
 
 app = typer.Typer(help="arflow: accounts-receivable collections orchestrator", no_args_is_help=True)
 console = Console()
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
+SEARCH_ATTRIBUTE_ARGS = [
+    arg
+    for name in ("ArflowStatus", "ArflowStage", "ArflowSegment")
+    for arg in ("--search-attribute", f"{name}=Keyword")
+]
 
 
 def _wait_for_temporal(address: str, timeout: float = 30.0) -> None:
@@ -117,6 +127,8 @@ def run(
                         str(data / "temporal.db"),
                         "--log-level",
                         "warn",
+                        # Typed search attributes of invoice workflows (workflows/search.py).
+                        *SEARCH_ATTRIBUTE_ARGS,
                     ]
                 )
             )
@@ -195,8 +207,193 @@ def api() -> None:
     uvicorn.run("api.app:create_app", factory=True, host=settings.api_host, port=settings.api_port)
 
 
+# -- arflow import ---------------------------------------------------------------------------
+
+import_app = typer.Typer(
+    help="Import customers or invoices from CSV files (idempotent: re-running a file is safe).",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+_EXIT_CODES = (
+    "Exit status: 0 all rows imported or unchanged; 1 some rows rejected (see the rejects "
+    "file); 2 nothing imported: the file cannot be read (encoding, not CSV, missing or unknown "
+    "columns) or the database cannot be used"
+)
+_FORMAT = (
+    "The header line names the API's fields; an empty cell is an absent field. Each row is "
+    "checked as the API checks a request; a row whose external_id is already stored with the "
+    "same data is counted unchanged and skipped, one with different data is rejected. "
+    "Rejected rows go to the rejects file (the row, its line, the reason); the others are "
+    "imported."
+)
+FileArg = typer.Argument(..., help="CSV file (UTF-8, comma-separated, header line first)")
+RejectsOpt = typer.Option(
+    None, "--rejects", help="where to write the rejected rows [default: FILE.rejects.csv]"
+)
+BatchOpt = typer.Option(500, "--batch-size", min=1, max=5000, help="rows per transaction")
+
+
+class _RichProgress:
+    """``arflow.bulk.Progress`` drawn as rich progress bars, one per stage."""
+
+    LABELS = {"validated": "rows validated", "stored": "rows stored", "workflows": "workflows"}
+
+    def __init__(self, progress: Progress, stages: tuple[str, ...]) -> None:
+        self.progress = progress
+        self.tasks = {s: progress.add_task(self.LABELS[s], total=0) for s in stages}
+
+    def add_total(self, stage: str, n: int) -> None:
+        task = self.tasks[stage]
+        total = self.progress.tasks[self.tasks[stage]].total or 0
+        self.progress.update(task, total=total + n)
+
+    def advance(self, stage: str, n: int) -> None:
+        self.progress.advance(self.tasks[stage], n)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:>15}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _summary(result: ImportResult) -> int:
+    """Print the result table and what to do next; the exit status."""
+    table = Table(title=f"import {result.kind} from {result.path}", show_header=False)
+    table.add_row("created", str(result.created))
+    table.add_row("unchanged", str(result.unchanged))
+    table.add_row("rejected", str(result.rejected))
+    if result.kind == "invoices":
+        table.add_row("workflows started", str(result.workflows_started))
+        table.add_row("workflows already running", str(result.workflows_running))
+        if result.workflows_not_started:
+            table.add_row("workflows NOT started", f"[red]{result.workflows_not_started}[/red]")
+    table.add_row("elapsed seconds", f"{result.seconds:.2f}")
+    if result.seconds > 0:
+        table.add_row("rows/s", f"{result.rows / result.seconds:.0f}")
+    console.print(table)
+    if result.rejects:
+        console.print(
+            f"[yellow]{result.rejected} row(s) rejected[/yellow], written to {result.rejects_path}:"
+        )
+        for rej in sorted(result.rejects, key=lambda r: r.row.line)[:5]:
+            console.print(f"  line {rej.row.line}: {rej.reason}", markup=False, highlight=False)
+        if result.rejected > 5:
+            console.print(f"  ... and {result.rejected - 5} more in the rejects file")
+    if result.workflows_not_started:
+        console.print(
+            f"[red]The workflows of {result.workflows_not_started} invoice(s) were NOT started"
+            "[/red] (the invoices are stored): "
+            f"{result.temporal_error}\nStart Temporal (`arflow run`, or a server at "
+            "ARFLOW_TEMPORAL_ADDRESS) and run the same command again: stored rows count as "
+            "unchanged and their workflows are started.",
+            highlight=False,
+        )
+    return result.exit_code
+
+
+@import_app.command(
+    "customers",
+    help="Import customers: columns external_id, name and optionally email, phone (E.164), "
+    f"timezone (IANA name), locale, segment, iban.\n\n{_FORMAT}\n\n{_EXIT_CODES}.",
+)
+def import_customers(
+    file: Path = FileArg,
+    rejects: Path | None = RejectsOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    from arflow import bulk
+    from arflow.db import make_engine
+    from models.customer import CustomerCreate
+
+    settings = get_settings()
+    try:
+        csv_file = bulk.read_csv(file, CustomerCreate)
+        with _progress() as bars:
+            result = bulk.import_customers(
+                csv_file,
+                make_engine(settings.database_url),
+                rejects_path=rejects,
+                batch_size=batch_size,
+                progress=_RichProgress(bars, ("validated", "stored")),
+            )
+    except bulk.ImportAborted as exc:
+        console.print(f"[red]nothing imported:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(_summary(result))
+
+
+@import_app.command(
+    "invoices",
+    help="Import invoices and start their workflows: columns external_id, number, "
+    "customer_external_id (or customer_id), currency, amount_minor (an integer of minor "
+    "units), issued_on, due_date (YYYY-MM-DD) and optionally due_at (RFC 3339), policy_name "
+    "(or policy_id; default: the default policy), discount_percent with discount_days."
+    "\n\nTemporal must be running, with a worker: `arflow run` (the embedded server), or "
+    "another server at ARFLOW_TEMPORAL_ADDRESS. When it is unreachable the invoices are still "
+    "stored and the command says that their workflows were not started: run the same command "
+    "again once Temporal is up, and it starts them."
+    f"\n\n{_FORMAT}\n\n{_EXIT_CODES}; 3 invoices stored but some workflows not started.",
+)
+def import_invoices(
+    file: Path = FileArg,
+    rejects: Path | None = RejectsOpt,
+    concurrency: int = typer.Option(
+        32, "--concurrency", min=1, max=512, help="workflow starts in flight"
+    ),
+    batch_size: int = BatchOpt,
+) -> None:
+    from arflow import bulk
+    from arflow.db import make_engine
+    from models.invoice import InvoiceCreate
+
+    settings = get_settings()
+
+    async def run_import(csv_file: bulk.CsvFile) -> ImportResult:
+        client, problem = await bulk.connect_temporal(settings)
+        with _progress() as bars:
+            return await bulk.import_invoices(
+                csv_file,
+                make_engine(settings.database_url),
+                settings,
+                client,
+                temporal_error=problem,
+                rejects_path=rejects,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                progress=_RichProgress(bars, ("validated", "stored", "workflows")),
+            )
+
+    try:
+        csv_file = bulk.read_csv(file, InvoiceCreate)
+        result = asyncio.run(run_import(csv_file))
+    except bulk.ImportAborted as exc:
+        console.print(f"[red]nothing imported:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(_summary(result))
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    else:
+        status = 0
+    if "temporalio.client" in sys.modules:
+        # temporalio can abort the interpreter at exit (sdk-python #300): leave without teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -94,10 +94,13 @@ async def test_daily_cap_per_customer_moves_the_second_message_to_the_next_day(
 ) -> None:
     cust = await h.customer(timezone="UTC")
     pol = await one_step_policy(h, "email", [], max_messages_per_day=1)
+    # By SMS: one message per channel is what consolidation would merge; the cap is across
+    # channels.
+    by_sms = await one_step_policy(h, "sms", [], max_messages_per_day=1)
     first, due_at = await invoice_due_in(h, cust, pol, 1)
     second = await h.invoice(
         cust["id"],
-        policy_id=pol["id"],
+        policy_id=by_sms["id"],
         due_at=due_at.isoformat(),
         due_date=due_at.date().isoformat(),
     )
@@ -254,3 +257,43 @@ async def test_quiet_hours_hold_a_step_until_the_window_opens(h: Harness) -> Non
     assert h.outbox(inv["id"]) == []  # 23:35 in Berlin: nothing goes out
     await sleep_until(h, morning + timedelta(minutes=1))
     assert [m.status for m in h.outbox(inv["id"])] == ["sent"]
+
+
+async def test_steps_of_one_customer_on_one_day_go_out_as_one_message(h: Harness) -> None:
+    cust = await h.customer(timezone="UTC")
+    pol = await one_step_policy(h, "email", [])
+    now = await h.env.get_current_time()
+    morning = datetime.combine(now.date() + 2 * DAY, datetime.min.time(), UTC) + timedelta(hours=9)
+    first = await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        due_at=morning.isoformat(),
+        due_date=morning.date().isoformat(),
+    )
+    later = morning + timedelta(hours=5)
+    second = await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        amount_minor=80_000,
+        due_at=later.isoformat(),
+        due_date=later.date().isoformat(),
+    )
+    other_day = morning + DAY
+    third = await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        due_at=other_day.isoformat(),
+        due_date=other_day.date().isoformat(),
+    )
+    await sleep_until(h, morning + timedelta(minutes=1))
+    [main] = h.outbox(first["id"])
+    [covered] = h.outbox(second["id"])
+    assert (main.status, covered.status) == ("sent", "consolidated")
+    assert second["number"] in main.body and "€800.00" in main.body
+    assert h.outbox(third["id"]) == []  # another day: its own message
+    await sleep_until(h, later + timedelta(minutes=1))
+    assert [m.status for m in h.outbox(second["id"])] == ["consolidated"]  # no second email
+    sent = [e for e in h.events(second["id"]) if e.kind == "reminder_sent"]
+    assert len(sent) == 1 and sent[0].data["delivery"] == "consolidated"
+    state = (await h.get(f"/v1/invoices/{second['id']}")).json()
+    assert state["stage"] == "due"

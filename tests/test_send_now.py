@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,16 @@ async def h(
         yield h
 
 
+async def daytime(h: Harness) -> None:
+    """On to the next 10:00 UTC: send-now respects the default contact window (08-21 local)."""
+    now = await h.env.get_current_time()
+    ten = datetime.combine(now.date(), time(10), UTC)
+    await h.env.sleep((ten if ten > now else ten + timedelta(days=1)) - now)
+
+
 async def test_send_now_sends_the_next_step_once_and_says_who(h: Harness) -> None:
     c = await new_case(h, due_in=10)
+    await daytime(h)
     first = await c.act("/send-now")
     assert first.status_code == 200, first.text
     assert first.json()["stage"] == "before_due"
@@ -72,6 +81,7 @@ async def test_bulk_send_now_job_reports_each_invoice(h: Harness) -> None:
     b = await new_case(h, due_in=10)
     paused = await new_case(h, due_in=10)
     assert (await paused.act("/pause", {"reason": "x"})).status_code == 200
+    await daytime(h)
     resp = await h.post("/v1/reminders/send-now", {"invoice_ids": [a.id, b.id, paused.id]})
     assert resp.status_code == 202, resp.text
     job = await job_done(h, resp.json()["id"])
@@ -106,3 +116,19 @@ async def test_bulk_send_now_by_filter_and_validation(h: Harness) -> None:
     assert (await h.get("/v1/jobs/424242")).status_code == 404
     viewer = await h.post("/v1/reminders/send-now", {"invoice_ids": [c.id]}, role="viewer")
     assert viewer.status_code == 403
+
+
+async def test_send_now_outside_the_contact_window_waits_for_it(h: Harness) -> None:
+    c = await new_case(h, due_in=10)
+    now = await h.env.get_current_time()
+    night = datetime.combine(now.date() + timedelta(days=1), time(23), UTC)
+    await h.env.sleep(night - now)
+    resp = await c.act("/send-now")
+    assert resp.status_code == 409
+    morning = datetime.combine(night.date() + timedelta(days=1), time(8), UTC)
+    assert error_of(resp) == (
+        f"outside the customer's contact hours: step before_due goes out at {morning.isoformat()}"
+    )
+    assert c.steps() == []
+    await h.env.sleep(morning - night + timedelta(minutes=1))
+    assert c.steps() == ["before_due"]

@@ -80,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Short enough that an activity lost with a killed worker is retried within seconds.
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
+PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 # Notes the next reminder carries even when no step was missed: news the customer must hear.
 NEWS_NOTES = frozenset({"payment_reversed"})
 LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change"})
@@ -380,6 +381,9 @@ class InvoiceWorkflow:
             "result_type": SendOutcome,
         }
         if self.inp.external_delivery:
+            # Well above the provider's own timeout (provider_timeout_seconds, 5 s): a retry
+            # never starts while the first call may still be waiting for the provider.
+            options["start_to_close_timeout"] = PROVIDER_ACTIVITY_TIMEOUT
             result = await workflow.execute_activity("send_reminder", inp, **options)
         else:
             result = await workflow.execute_local_activity("send_reminder", inp, **options)
