@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from arflow.config import get_settings
+from arflow.statements_cli import statements_app
 
 if TYPE_CHECKING:
     from arflow.bulk import ImportResult
@@ -214,6 +215,7 @@ import_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(import_app, name="import")
+app.add_typer(statements_app, name="statements")
 
 _EXIT_CODES = (
     "Exit status: 0 all rows imported or unchanged; 1 some rows rejected (see the rejects "

@@ -4,6 +4,7 @@ schedule (dev server, which has Schedules)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,48 @@ async def test_daily_schedule_imports_the_inbox(
         with Session(h.engine) as s:
             [imported] = s.exec(select(StatementImport)).all()
         assert (imported.source, imported.account_iban) == ("inbox", ACCOUNT)
+
+
+@pytest.mark.devserver
+async def test_cli_imports_a_statement_file(
+    dev_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from arflow.cli import app
+    from arflow.config import get_settings
+
+    async with harness(dev_env, sqlite_engine, tmp_path) as h:
+        cust = await h.customer()
+        inv = await h.invoice(cust["id"], amount_minor=4_200)
+        path = tmp_path / "day.xml"
+        path.write_bytes(camt053([Entry(4_200, ref=payment_reference(inv["id"]), tx_id="C1")]))
+        env = {
+            "ARFLOW_ENVIRONMENT": "test",
+            "ARFLOW_DATABASE_URL": h.settings.database_url,
+            "ARFLOW_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "ARFLOW_WORKFLOW_ID_PREFIX": h.settings.workflow_id_prefix,
+            "ARFLOW_TASK_QUEUE": h.settings.task_queue,
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        try:
+            runner = CliRunner()
+            first = await asyncio.to_thread(
+                runner.invoke, app, ["statements", "import", str(path), "--json"]
+            )
+            second = await asyncio.to_thread(
+                runner.invoke, app, ["statements", "import", str(path), "--json"]
+            )
+        finally:
+            get_settings.cache_clear()
+        assert first.exit_code == 0, first.output
+        [report] = json.loads(first.output)
+        assert (report["matched"], report["duplicate"]) == (1, 0)
+        [again] = json.loads(second.output)
+        assert (again["matched"], again["duplicate"]) == (0, 1)
+        assert await eventually(
+            lambda: [e.kind for e in h.events(inv["id"])].count("payment_applied") == 1,
+            timeout=20,
+        )
