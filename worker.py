@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -25,6 +26,7 @@ from activities.invoice import InvoiceActivities
 from activities.jobs import JobActivities
 from activities.monthly import MonthlyStatementActivities
 from activities.statements import StatementActivities
+from api.routes.unsubscribe import unsubscribe_url
 from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine, session_factory
@@ -68,6 +70,7 @@ def build_worker(
         print_folder=settings.print_folder,
         seller=seller,
         default_locale=settings.default_locale,
+        unsubscribe_url=partial(unsubscribe_url, settings),
     )
     return Worker(
         client,
@@ -85,6 +88,8 @@ def build_worker(
         + MonthlyStatementActivities(sessions, channel, seller).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
+        # Provider sends are activities on this queue: the providers' rate limits hold.
+        max_task_queue_activities_per_second=settings.provider_max_per_second or None,
         interceptors=[observability.MetricsInterceptor()],
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -123,11 +123,13 @@ class InvoiceActivities:
         print_folder: str = "data/print",
         seller: Seller | None = None,
         default_locale: str = "en",
+        unsubscribe_url: Callable[[int], str] | None = None,
     ) -> None:
         self.sessions = sessions
         self.channel = channel
         self.agency = agency
         self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
+        self.unsubscribe_url = unsubscribe_url  # customer id -> one-click unsubscribe link
         self.sender = ReminderSender(
             channel, pay_url, print_folder, seller or Seller("arflow"), default_locale
         )
@@ -250,7 +252,10 @@ class InvoiceActivities:
             attachments = (self.sender.invoice_copy(invoice, customer, inp.balance_minor),)
         pay_url = self.pay_url(inp.invoice_id, invoice.number, invoice.external_id)
         html = self.sender.html_of.pop(row.id or 0, None)
-        return outbound(row, inp, customer.id, pay_url, attachments, html)
+        message = outbound(row, inp, customer.id, pay_url, attachments, html)
+        if inp.step.channel == "email" and self.unsubscribe_url is not None:
+            message = replace(message, unsubscribe_url=self.unsubscribe_url(customer.id))
+        return message
 
     def _not_sent(
         self,

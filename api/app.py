@@ -24,6 +24,7 @@ from api.routes import (
     preview,
     providers,
     reports,
+    unsubscribe,
     webhooks,
 )
 from arflow import observability
@@ -78,6 +79,7 @@ def create_app(
         providers,
         reports,
         history,
+        unsubscribe,
     ):
         app.include_router(module.router)
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages

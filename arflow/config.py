@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     twilio_auth_token: str = Field(default="", description="also verifies Twilio's webhooks")
     twilio_from: str = Field(default="", description="sending number (E.164) or service SID")
     twilio_base_url: str = "https://api.twilio.com"
+    provider_max_per_second: float = Field(
+        default=0,
+        ge=0,
+        description="at most this many activities per second on the task queue (provider "
+        "sends are activities there); 0: no limit",
+    )
     provider_timeout_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -230,7 +230,11 @@ class Harness:
 
 @asynccontextmanager
 async def harness(
-    env: WorkflowEnvironment, engine: Engine, tmp_path: Path, with_worker: bool = True
+    env: WorkflowEnvironment,
+    engine: Engine,
+    tmp_path: Path,
+    with_worker: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """The API (in-process, over ASGI) and, unless told otherwise, a worker on its own queue."""
     settings = Settings(
@@ -242,6 +246,7 @@ async def harness(
         api_keys=",".join(f"{k}:{r}" for r, k in API_KEYS.items()),
         webhook_secret=WEBHOOK_SECRET,
         data_dir=str(tmp_path / "data"),
+        **overrides,
     )
     app = create_app(settings, engine=engine, temporal=env.client)
     with Session(engine) as session:
