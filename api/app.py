@@ -15,6 +15,7 @@ from api import errors, services, web
 from api.routes import (
     actions,
     calls,
+    charges,
     customers,
     history,
     invoices,
@@ -22,6 +23,7 @@ from api.routes import (
     payments,
     policies,
     preview,
+    profiles,
     providers,
     reports,
     unsubscribe,
@@ -80,6 +82,8 @@ def create_app(
         reports,
         history,
         unsubscribe,
+        profiles,
+        charges,
     ):
         app.include_router(module.router)
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages

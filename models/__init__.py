@@ -1,12 +1,15 @@
 """SQLModel tables and the Pydantic schemas around them."""
 
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
+from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
+from models.profile import CustomerEvent, UnbilledOrder
+from models.segment import Segment
 from models.statement import StatementSent
 
 __all__ = [
@@ -14,9 +17,11 @@ __all__ = [
     "ContactBlock",
     "CreditEntry",
     "Customer",
+    "CustomerEvent",
     "Dispute",
     "DunningPolicy",
     "Invoice",
+    "InvoiceCharge",
     "InvoiceEvent",
     "Job",
     "JobItem",
@@ -26,7 +31,9 @@ __all__ = [
     "Promise",
     "ReceivedLine",
     "SavedCsvMapping",
+    "Segment",
     "StatementImport",
     "StatementSent",
     "Task",
+    "UnbilledOrder",
 ]

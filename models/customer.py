@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import ConfigDict, EmailStr
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 from models.types import CountryCode, IbanStr, PhoneE164, TimeZoneName, UTCDateTime, utcnow
@@ -55,6 +56,17 @@ class Customer(CustomerBase, table=True):
     iban: str | None = Field(default=None, max_length=34, index=True)
     broken_promises: int = Field(default=0)
     broken_plans: int = Field(default=0)
+    # The profile (PUT /v1/customers/{id}/profile): attributes segments are chosen by, the
+    # credit limit, and the credit hold that api/credit.py puts on and lifts.
+    key_account: bool = Field(default=False)
+    annual_revenue_minor: int | None = Field(default=None, sa_type=BigInteger)
+    credit_limit_minor: int | None = Field(default=None, sa_type=BigInteger)
+    credit_currency: str | None = Field(default=None, max_length=3)
+    assigned_collector: str | None = Field(default=None, max_length=100)
+    pinned_segment: str | None = Field(default=None, max_length=50)
+    credit_hold: bool = Field(default=False)
+    credit_hold_reason: str | None = Field(default=None, max_length=500)
+    credit_hold_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -63,6 +75,14 @@ class CustomerPublic(CustomerBase):
     email: str | None = None
     broken_promises: int = 0
     broken_plans: int = 0
+    key_account: bool = False
+    annual_revenue_minor: int | None = None
+    credit_limit_minor: int | None = None
+    credit_currency: str | None = None
+    assigned_collector: str | None = None
+    pinned_segment: str | None = None
+    credit_hold: bool = False
+    credit_hold_reason: str | None = None
     credit: dict[str, int] = Field(
         default_factory=dict, description="credit balance per currency (minor units)"
     )

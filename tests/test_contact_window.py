@@ -22,8 +22,8 @@ def policy(**rules: object) -> PolicySpec:
     )
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 WINDOW = policy(contact_window="08:00-21:00")

@@ -19,7 +19,7 @@ from models import ContactBlock, Task
 from tests.conftest import Harness, harness
 from tests.test_providers import Answer, FakeProvider, twilio_created, twilio_error
 
-PROVIDERS = {
+PROVIDERS: dict[str, Any] = {
     "sendgrid_api_key": "SG.test-key",
     "email_from": "Billing <billing@arflow.example.com>",
     "twilio_account_sid": "AC" + "0" * 32,
