@@ -175,7 +175,7 @@ class ReminderSender:
     ) -> list[tuple[Invoice, str]]:
         """Other open invoices of this customer whose next step goes out on the same channel
         on the same local day: (invoice, step key). One message will cover them all."""
-        if inp.kind != "dunning" or inp.step.channel not in MESSAGE_CHANNELS:
+        if not inp.consolidate or inp.kind != "dunning" or inp.step.channel not in MESSAGE_CHANNELS:
             return []
         zone = ZoneInfo(customer.timezone)
         day = (inp.now or utcnow()).astimezone(zone).date()

@@ -16,6 +16,7 @@ DEMO_POLICY = {
     "name": "demo-seconds",
     "send_at": None,
     "contact_window": None,  # the demo runs at any hour of the laptop's day
+    "max_messages_per_day": 0,
     "escalate_after": "PT50S",
     "steps": [
         {"key": "before_due", "offset": "-PT10S", "template": "reminder_before_due"},

@@ -913,6 +913,8 @@ class Bench:
                 "name": f"bench-{self.run_id}",
                 "send_at": None,
                 "contact_window": None,
+                "max_messages_per_day": 0,
+                "consolidate": False,
                 "escalate_after": "P30D",
                 "steps": [{"key": "due", "offset": "PT0S", "template": "reminder"}],
             },

@@ -85,6 +85,10 @@ class DunningPolicyBase(SQLModel):
     call_cooldown: NonNegativeIsoDuration = Field(
         default="P7D", description="no call for this long after a conversation (Reg F)"
     )
+    consolidate: bool = Field(
+        default=True,
+        description="one message for a customer's steps due the same day on the same channel",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> DunningPolicyBase:
@@ -134,6 +138,7 @@ class DunningPolicy(DunningPolicyBase, table=True):
     max_messages_per_day: int = Field(default=0)
     max_calls_per_week: int = Field(default=0)
     call_cooldown: str = Field(default="P0D", max_length=40)
+    consolidate: bool = Field(default=False)
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -157,6 +162,7 @@ class DunningPolicy(DunningPolicyBase, table=True):
             max_messages_per_day=self.max_messages_per_day,
             max_calls_per_week=self.max_calls_per_week,
             call_cooldown=self.call_cooldown,
+            consolidate=self.consolidate,
         )
 
 

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -192,11 +192,14 @@ class Harness:
         return dict(resp.json())
 
     async def policy(self, **overrides: Any) -> dict[str, Any]:
-        # Seconds-scale test policies run at any hour: no contact window unless a test sets one.
+        # Seconds-scale test policies run at any hour and send many messages to one customer:
+        # no contact window, cap or consolidation unless a test sets one.
         body = {
             "name": f"p-{uuid.uuid4().hex[:8]}",
             "send_at": None,
             "contact_window": None,
+            "max_messages_per_day": 0,
+            "consolidate": False,
         } | overrides
         resp = await self.post("/v1/policies", body, role="admin")
         assert resp.status_code == 201, resp.text
@@ -270,9 +273,15 @@ async def _terminate_all(client: Client, engine: Engine, settings: Settings) -> 
     with Session(engine) as s:
         ids = s.exec(select(Invoice.id)).all()
     for invoice_id in ids:
+        handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
         try:
-            await client.get_workflow_handle(settings.workflow_id(invoice_id)).terminate(
-                "test over"
-            )
+            # Terminating a workflow whose first task has not run yet can leave the
+            # time-skipping server's clock stuck for the next test: let it start first (a
+            # query answers once the worker has run the first task).
+            await handle.query("state", rpc_timeout=timedelta(seconds=5))
+        except (RPCError, WorkflowQueryFailedError):
+            pass  # completed, or no worker: nothing to wait for
+        try:
+            await handle.terminate("test over")
         except RPCError:
             pass  # already completed

@@ -261,7 +261,7 @@ async def test_quiet_hours_hold_a_step_until_the_window_opens(h: Harness) -> Non
 
 async def test_steps_of_one_customer_on_one_day_go_out_as_one_message(h: Harness) -> None:
     cust = await h.customer(timezone="UTC")
-    pol = await one_step_policy(h, "email", [])
+    pol = await one_step_policy(h, "email", [], consolidate=True)
     now = await h.env.get_current_time()
     morning = datetime.combine(now.date() + 2 * DAY, datetime.min.time(), UTC) + timedelta(hours=9)
     first = await h.invoice(

@@ -375,6 +375,7 @@ class InvoiceWorkflow:
         inp.max_messages_per_day = pol.max_messages_per_day
         inp.max_calls_per_week = pol.max_calls_per_week
         inp.call_cooldown = pol.call_cooldown
+        inp.consolidate = pol.consolidate
         options: dict[str, Any] = {
             "start_to_close_timeout": ACTIVITY_TIMEOUT,
             "retry_policy": ACTIVITY_RETRY,

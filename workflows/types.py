@@ -57,6 +57,7 @@ class PolicySpec:
     max_messages_per_day: int = 0  # per customer, all invoices and channels; 0 = no cap
     max_calls_per_week: int = 0  # per invoice, any 7 days; 0 = no cap
     call_cooldown: str = "P0D"  # no call for this long after a conversation
+    consolidate: bool = False  # one message for a customer's same-day steps on one channel
 
 
 @dataclass
@@ -260,6 +261,7 @@ class SendReminderInput:
     max_messages_per_day: int = 0  # the policy's caps, checked by the activity (see PolicySpec)
     max_calls_per_week: int = 0
     call_cooldown: str = "P0D"
+    consolidate: bool = False
     first_try: bool = True  # False: a fallback channel for a step another channel could not take
 
 
