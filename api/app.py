@@ -20,6 +20,7 @@ from api.routes import (
     history,
     invoices,
     jobs,
+    pay,
     payments,
     policies,
     preview,
@@ -84,6 +85,7 @@ def create_app(
         unsubscribe,
         profiles,
         charges,
+        pay,
     ):
         app.include_router(module.router)
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages

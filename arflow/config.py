@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from enum import StrEnum
 from functools import lru_cache
 from typing import Literal
@@ -68,9 +70,9 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000", description="where customers reach us (links, callbacks)"
     )
     pay_link_template: str = Field(
-        default="{public_url}/pay/{reference}",
+        default="{public_url}/pay/{reference}?t={token}",
         description="payment page of an invoice; fields: public_url, reference, number, "
-        "external_id, id",
+        "external_id, id, token (a signature of the reference: our own /pay page checks it)",
     )
     default_locale: str = Field(
         default="en",
@@ -182,7 +184,13 @@ class Settings(BaseSettings):
             number=quote(number, safe=""),
             external_id=quote(external_id, safe=""),
             id=invoice_id,
+            token=self.pay_token(payment_reference(invoice_id)),
         )
+
+    def pay_token(self, reference: str) -> str:
+        """What makes a pay link unguessable (references are sequential)."""
+        key = hashlib.sha256(b"pay:" + self.webhook_secret.encode()).digest()
+        return hmac.new(key, reference.encode(), hashlib.sha256).hexdigest()[:20]
 
     @property
     def effective_log_format(self) -> str:

@@ -237,7 +237,8 @@ async def test_pre_due_reminder_mentions_the_discount_and_pay_link(h: Harness) -
         discount_days=4,
     )
     assert inv["payment_reference"] == payment_reference(inv["id"])
-    assert inv["pay_url"] == f"http://127.0.0.1:8000/pay/{inv['payment_reference']}"
+    token = h.settings.pay_token(inv["payment_reference"])
+    assert inv["pay_url"] == f"http://127.0.0.1:8000/pay/{inv['payment_reference']}?t={token}"
     c = Case(h, inv, now, now.date() + timedelta(days=5))
     await c.sleep_until(c.at(-3, hour=10))
     [message] = h.outbox(c.id)
@@ -300,3 +301,19 @@ async def test_payment_in_another_currency_waits_in_the_queue(h: Harness) -> Non
     assert (await c.get())["balance_minor"] == 120_000
     with Session(h.engine) as s:
         assert s.exec(select(CreditEntry)).all() == []
+
+
+async def test_the_pay_link_opens_our_payment_page_and_nothing_without_its_signature(
+    h: Harness,
+) -> None:
+    cust = await h.customer(locale="de")
+    inv = await h.invoice(cust["id"], amount_minor=123_456)
+    page = await h.http.get(inv["pay_url"].removeprefix("http://127.0.0.1:8000"))
+    assert page.status_code == 200
+    assert "1.234,56" in page.text and inv["number"] in page.text
+    assert " ".join(inv["payment_reference"][i : i + 4] for i in range(0, 8, 4)) in page.text
+    reference = inv["payment_reference"]
+    assert (await h.http.get(f"/pay/{reference}")).status_code == 404
+    assert (await h.http.get(f"/pay/{reference}?t=0000")).status_code == 404
+    guessed = payment_reference(inv["id"] + 1)
+    assert (await h.http.get(f"/pay/{guessed}?t=0000")).status_code == 404
