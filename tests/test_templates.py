@@ -379,8 +379,10 @@ def test_rendered_is_frozen() -> None:
 
 
 @pytest.fixture
-async def h(ts_env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with harness(ts_env, engine, tmp_path, with_worker=False) as h:
+async def h(dev_env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> AsyncIterator[Harness]:
+    # The dev server, not the shared time-skipping one: these invoices' workflows never get a
+    # worker, and terminating such workflows can leave the time-skipping clock stuck.
+    async with harness(dev_env, engine, tmp_path, with_worker=False) as h:
         yield h
 
 
