@@ -24,6 +24,7 @@ from activities.sending import (
     outbound,
 )
 from api.contacts import block
+from api.credit import reassess_credit_hold
 from arflow.db import SessionFactory
 from models import (
     AgencyPlacement,
@@ -341,6 +342,8 @@ class InvoiceActivities:
         a timeline event, the discount granted, and any overpayment as customer credit."""
         with self.sessions() as session:
             key = f"payment:{inp.payment_id}"
+            if already_recorded(session, inp.invoice_id, key):
+                return  # a retry of an attempt that committed
             invoice = self._invoice(session, inp.invoice_id)
             payment = session.get(Payment, inp.payment_id)
             now = utcnow()
@@ -399,6 +402,9 @@ class InvoiceActivities:
                     invoice.closed_at = None
             set_next_action(invoice, inp.next_action)
             session.add(invoice)
+            session.flush()
+            # A payment may lift (or a reversal cause) a credit hold on the account.
+            reassess_credit_hold(session, invoice.customer_id, actor=WORKFLOW_ACTOR)
             self._commit_once(session, inp.invoice_id, key)
 
     @activity.defn(name="escalate")

@@ -73,6 +73,10 @@ class ProfileResult(BaseModel):
         description="open invoices whose workflows should switch to the segment's policy"
     )
     credit_hold_changed: bool
+    policy_switch_failed: dict[int, str] = Field(
+        default_factory=dict,
+        description="invoices whose workflow did not switch policy, with the reason",
+    )
 
 
 class ProfileView(BaseModel):

@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         PlanRecord,
         PlanRequest,
         PlanState,
+        PolicyChangeRequest,
         PromiseRecord,
         PromiseRequest,
         PromiseState,
@@ -967,6 +968,38 @@ class InvoiceWorkflow:
             workflow.now(), "resumed", req.actor, [EventSpec("resumed", {"reason": req.reason})]
         )
 
+    async def _do_change_policy(self, cmd: _Command) -> None:
+        """The new policy's steps from now on; its steps whose time has passed are recorded
+        as skipped (never sent late in a burst), the steps already sent stay sent, and the
+        escalation follows the new policy (no earlier than any resume grace)."""
+        req = cmd.request
+        assert isinstance(req, PolicyChangeRequest)
+        inp = self.inp
+        old = inp.policy
+        now = workflow.now()
+        inp.policy = req.policy
+        inp.deferred = {}
+        self._schedule = build_schedule(req.policy, inp.due_at, inp.timezone, inp.country)
+        self._escalate_at = escalation_at(req.policy, inp.due_at, inp.timezone)
+        done = self._done()
+        passed = [s.key for s in self._schedule if s.key not in done and s.at <= now]
+        inp.skipped_steps.extend(passed)
+        await self._record(
+            f"policy:{req.policy.policy_id}:{now.isoformat()}",
+            [
+                EventSpec(
+                    "policy_changed",
+                    {
+                        "from": old.name,
+                        "to": req.policy.name,
+                        "reason": req.reason,
+                        "skipped": passed,
+                    },
+                )
+            ],
+            actor=req.actor,
+        )
+
     def _check_send_now(self) -> ScheduledStep:
         inp = self.inp
         if inp.status != OPEN:
@@ -1181,6 +1214,17 @@ class InvoiceWorkflow:
         self._require_active()
         if not request.reason.strip():
             raise refuse("a reason is required", "InvalidInput")
+
+    @workflow.update(name="change_policy")
+    async def change_policy(self, request: PolicyChangeRequest) -> InvoiceState:
+        """Follow another policy from the next step on (a customer changed segment)."""
+        return await self._submit("change_policy", request)
+
+    @change_policy.validator
+    def _validate_change_policy(self, request: PolicyChangeRequest) -> None:
+        self._require_active()
+        if not request.policy.steps:
+            raise refuse("the policy has no steps", "InvalidInput")
 
     @workflow.update(name="send_now")
     async def send_now(self, request: ActorRequest) -> InvoiceState:

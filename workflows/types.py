@@ -397,3 +397,12 @@ class InboxResult:
 @dataclass
 class StatementRun:
     at: datetime | None = None  # the run's instant; None: the workflow's now
+
+
+@dataclass
+class PolicyChangeRequest:
+    """Switch an invoice to another policy from its next step on (a segment change)."""
+
+    policy: PolicySpec
+    actor: str
+    reason: str = ""

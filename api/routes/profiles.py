@@ -7,12 +7,16 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from sqlmodel import Session, select
+from temporalio.client import Client
 
-from api import credit, profiles, segments
+from api import credit, profiles, segments, services
 from api.customer_events import customer_events
-from api.deps import Admin, SessionDep, Specialist, Viewer
+from api.deps import Admin, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.errors import ApiError
 from api.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
-from models import CustomerEvent, Segment, UnbilledOrder
+from arflow.config import Settings
+from models import CustomerEvent, DunningPolicy, Segment, UnbilledOrder
 from models.profile import (
     CreditCheckRequest,
     CreditCheckResult,
@@ -23,6 +27,7 @@ from models.profile import (
 )
 from models.segment import SegmentCreate, SegmentPublic, SegmentUpdate
 from models.types import utcnow
+from workflows.types import PolicyChangeRequest
 
 router = APIRouter(tags=["customer profiles"])
 
@@ -47,12 +52,61 @@ def get_profile(customer_id: int, session: SessionDep, _: Viewer, now: Now) -> P
 
 
 @router.put("/v1/customers/{customer_id}/profile", response_model=ProfileResult)
-def put_profile(
-    customer_id: int, body: ProfileUpdate, session: SessionDep, who: Specialist, now: Now
+async def put_profile(
+    customer_id: int,
+    body: ProfileUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+    now: Now,
 ) -> ProfileResult:
     """Set profile attributes or pin a segment (``segment: null`` unpins); the segment and the
-    credit hold are re-evaluated and every change is recorded on the customer's timeline."""
-    return profiles.update_profile(session, customer_id, body, who.actor, now)
+    credit hold are re-evaluated and every change is recorded on the customer's timeline.
+    When the segment changes, the customer's open invoices switch to its policy from their
+    next step on (``policy_changed`` on each timeline)."""
+    result = profiles.update_profile(session, customer_id, body, who.actor, now)
+    if result.segment_changed and result.policy_change_invoice_ids:
+        result.policy_switch_failed = await switch_policies(
+            session,
+            client,
+            settings,
+            result.policy_change_invoice_ids,
+            result.policy_name,
+            who.actor,
+            f"segment {result.previous_segment} -> {result.segment}",
+        )
+    return result
+
+
+async def switch_policies(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_ids: list[int],
+    policy_name: str,
+    actor: str,
+    reason: str,
+) -> dict[int, str]:
+    """Have each invoice's workflow follow ``policy_name`` from its next step on; the invoices
+    whose workflow refused (closed meanwhile) or did not answer, with the reason."""
+    policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
+    if policy is None:
+        return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
+    failed: dict[int, str] = {}
+    for invoice_id in invoice_ids:
+        request = PolicyChangeRequest(policy=policy.spec(), actor=actor, reason=reason)
+        try:
+            invoice, _ = await services.run_update(
+                session, client, settings, invoice_id, "change_policy", request
+            )
+        except ApiError as exc:
+            failed[invoice_id] = exc.message
+            continue
+        invoice.policy_id = policy.id or invoice.policy_id
+        session.add(invoice)
+        session.commit()
+    return failed
 
 
 @router.get("/v1/customers/{customer_id}/events", response_model=list[CustomerEventPublic])

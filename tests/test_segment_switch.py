@@ -1,0 +1,93 @@
+"""A customer changing segment moves their open invoices' workflows to the segment's policy
+from the next step on: nothing re-sent, nothing skipped without a record (time-skipping
+server, real worker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import Harness, harness
+from tests.test_actions import new_case
+from tests.webhook import signed_payment
+
+
+@pytest.fixture
+async def h(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async with harness(ts_env, sqlite_engine, tmp_path) as h:
+        yield h
+
+
+async def test_switch_to_high_risk_follows_its_steps_from_now_on(h: Harness) -> None:
+    c = await new_case(h, due_in=10)
+    await c.sleep_until(c.at(2, hour=10))  # before_due and first_late_day sent
+    assert c.steps() == ["before_due", "first_late_day"]
+    resp = await h.http.put(
+        f"/v1/customers/{c.inv['customer_id']}/profile",
+        json={"segment": "high_risk"},
+        headers=h.as_role("specialist"),
+    )
+    assert resp.status_code == 200, resp.text
+    result = resp.json()
+    assert (result["segment"], result["segment_changed"]) == ("high_risk", True)
+    assert result["policy_change_invoice_ids"] == [c.id]
+    assert result["policy_switch_failed"] == {}
+    changed = next(e for e in h.events(c.id) if e.kind == "policy_changed")
+    # The high-risk policy's call on the due date has passed: recorded, not made late.
+    assert changed.data == {
+        "from": "default",
+        "to": "high_risk",
+        "reason": "segment standard -> high_risk",
+        "skipped": ["due_date_call"],
+    }
+    invoice = await c.get()
+    policies = {p["name"]: p["id"] for p in (await h.get("/v1/policies")).json()}
+    assert invoice["policy_id"] == policies["high_risk"]
+    assert invoice["next_action"]["step_key"] == "late_3"
+    await c.sleep_until(c.at(3, hour=10))
+    # late_3 is the high-risk policy's SMS on day 3; nothing earlier was sent again.
+    assert c.steps() == ["before_due", "first_late_day", "late_3"]
+    assert [m.channel for m in h.outbox(c.id)] == ["email", "email", "sms"]
+
+
+async def test_no_switch_when_the_segment_stays(h: Harness) -> None:
+    c = await new_case(h, due_in=10)
+    resp = await h.http.put(
+        f"/v1/customers/{c.inv['customer_id']}/profile",
+        json={"annual_revenue_minor": 1_000_000},
+        headers=h.as_role("specialist"),
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["segment_changed"] is False
+    assert "policy_changed" not in c.kinds()
+
+
+async def test_a_payment_lifts_the_credit_hold(h: Harness) -> None:
+    cust = await h.customer()
+    inv = await h.invoice(cust["id"], amount_minor=50_000)
+    resp = await h.http.put(
+        f"/v1/customers/{cust['id']}/profile",
+        json={"credit_limit_minor": 10_000, "credit_currency": "EUR"},
+        headers=h.as_role("specialist"),
+    )
+    assert resp.json()["profile"]["credit_hold"] is True  # 500.00 open, limit 100.00
+    assert (await signed_payment(h, invoice_id=inv["id"], amount_minor=45_000)).status_code == 200
+
+    async def lifted() -> bool:
+        profile = (await h.get(f"/v1/customers/{cust['id']}/profile")).json()
+        return profile["profile"]["credit_hold"] is False
+
+    for _ in range(100):
+        if await lifted():
+            break
+        await asyncio.sleep(0.05)
+    assert await lifted()
+    kinds = [e["kind"] for e in (await h.get(f"/v1/customers/{cust['id']}/events")).json()]
+    assert "credit_hold_on" in kinds and "credit_hold_off" in kinds
