@@ -28,7 +28,6 @@ from api.credit import reassess_credit_hold
 from arflow.db import SessionFactory
 from models import (
     AgencyPlacement,
-    CreditEntry,
     Customer,
     Dispute,
     Invoice,
@@ -39,6 +38,7 @@ from models import (
     Promise,
     Task,
 )
+from models.bank import overpayment
 from models.types import utcnow
 from workflows.types import (
     CLOSED_STATUSES,
@@ -156,15 +156,7 @@ class InvoiceActivities:
                 # An earlier attempt died (or timed out) while the provider had the request:
                 # it may have been accepted, so it is not sent again.
                 row.detail = "the attempt ended while the provider had the request"
-                session.add(
-                    Task(
-                        invoice_id=inp.invoice_id,
-                        kind="delivery_uncertain",
-                        due_at=inp.now or utcnow(),
-                        data={"step": inp.step.key, "channel": row.channel, "outbox_id": row.id},
-                    )
-                )
-                return self._record_sent(session, inp, row, "uncertain")
+                return self._uncertain(session, inp, row)
             if row is not None:
                 done = sender.outcome_so_far(row)
                 if done is not None:
@@ -229,16 +221,23 @@ class InvoiceActivities:
                 return self._not_sent(session, inp, invoice, customer, "failed", exc.reason, row)
             except AmbiguousDeliveryError as exc:
                 row.detail = exc.reason[:500]
-                session.add(
-                    Task(
-                        invoice_id=inp.invoice_id,
-                        kind="delivery_uncertain",
-                        due_at=inp.now or utcnow(),
-                        data={"step": inp.step.key, "channel": channel, "outbox_id": row.id},
-                    )
-                )
-                return self._record_sent(session, inp, row, "uncertain")
+                return self._uncertain(session, inp, row)
             return self._record_sent(session, inp, row, "sent")
+
+    def _uncertain(
+        self, session: Session, inp: SendReminderInput, row: OutboxMessage
+    ) -> SendOutcome:
+        """The provider may have the message: counted as sent, never sent again, and a
+        specialist asked to check (a provider event may settle it first)."""
+        session.add(
+            Task(
+                invoice_id=inp.invoice_id,
+                kind="delivery_uncertain",
+                due_at=inp.now or utcnow(),
+                data={"step": inp.step.key, "channel": row.channel, "outbox_id": row.id},
+            )
+        )
+        return self._record_sent(session, inp, row, "uncertain")
 
     def channel_is_external(self, channel: str) -> bool:
         is_external = getattr(self.channel, "is_external", None)
@@ -368,16 +367,15 @@ class InvoiceActivities:
                 dedupe_key=key,
             )
             if inp.overpaid_minor:
+                assert invoice.id is not None
                 session.add(
-                    CreditEntry(
-                        dedupe_key=f"overpaid:{inp.payment_id}",
-                        customer_id=invoice.customer_id,
-                        currency=invoice.currency,
-                        amount_minor=inp.overpaid_minor,
-                        kind="overpayment",
-                        invoice_id=invoice.id,
-                        payment_id=inp.payment_id,
-                        actor=WORKFLOW_ACTOR,
+                    overpayment(
+                        invoice.customer_id,
+                        invoice.currency,
+                        inp.overpaid_minor,
+                        invoice.id,
+                        inp.payment_id,
+                        WORKFLOW_ACTOR,
                     )
                 )
             if inp.discount_minor:

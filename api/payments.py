@@ -39,7 +39,7 @@ from models import (
     PaymentPlan,
     ReceivedLine,
 )
-from models.bank import UNMATCHED
+from models.bank import UNMATCHED, overpayment
 from models.payment import PaymentAck, PaymentWebhook
 from models.types import utcnow
 from workflows.invoice import InvoiceWorkflow
@@ -103,15 +103,13 @@ def _credit_after_close(session: Session, invoice: Invoice, payment: Payment) ->
     reversal = payment.kind in REVERSALS
     if not reversal:
         session.add(
-            CreditEntry(
-                dedupe_key=f"overpaid:{payment.id}",
-                customer_id=invoice.customer_id,
-                currency=payment.currency,
-                amount_minor=payment.amount_minor,
-                kind="overpayment",
-                invoice_id=invoice.id,
-                payment_id=payment.id,
-                actor=payment.source,
+            overpayment(
+                invoice.customer_id,
+                payment.currency,
+                payment.amount_minor,
+                invoice.id,
+                payment.id,
+                payment.source,
             )
         )
     add_event(

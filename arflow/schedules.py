@@ -27,30 +27,14 @@ def statement_schedule_id(settings: Settings) -> str:
 
 
 async def ensure_statement_schedule(client: Client, settings: Settings) -> str:
-    """The daily inbox import (``statement_import_cron``, UTC): created, or updated in place
-    when it exists (so a changed cron takes effect at the next worker start)."""
-    schedule_id = statement_schedule_id(settings)
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            # By name: passing StatementInboxWorkflow.run here trips mypy 2.4's overload
-            # inference for other workflows' handles (get_workflow_handle_for) elsewhere.
-            StatementInboxWorkflow.__name__,
-            id=f"{schedule_id}-run",
-            task_queue=settings.task_queue,
-        ),
-        spec=ScheduleSpec(cron_expressions=[settings.statement_import_cron]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    """The daily inbox import (``statement_import_cron``, UTC)."""
+    return await _ensure(
+        client,
+        settings,
+        statement_schedule_id(settings),
+        StatementInboxWorkflow.__name__,
+        settings.statement_import_cron,
     )
-    try:
-        await client.create_schedule(schedule_id, schedule)
-        log.info("created schedule %s (%s)", schedule_id, settings.statement_import_cron)
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(schedule_id).update(replace)
-    return schedule_id
 
 
 def monthly_statement_schedule_id(settings: Settings) -> str:
@@ -59,18 +43,32 @@ def monthly_statement_schedule_id(settings: Settings) -> str:
 
 async def ensure_monthly_statement_schedule(client: Client, settings: Settings) -> str:
     """Daily at ``statement_run_cron`` (UTC): statements for the customers whose day it is."""
-    schedule_id = monthly_statement_schedule_id(settings)
+    return await _ensure(
+        client,
+        settings,
+        monthly_statement_schedule_id(settings),
+        MonthlyStatementWorkflow.__name__,
+        settings.statement_run_cron,
+    )
+
+
+async def _ensure(
+    client: Client, settings: Settings, schedule_id: str, workflow: str, cron: str
+) -> str:
+    """Create the schedule, or update it in place when it exists (a changed cron takes effect
+    at the next worker start). The workflow is named, not passed as ``Workflow.run``:
+    passing the method here trips mypy 2.4's overload inference for other workflows' handles
+    (``get_workflow_handle_for``) elsewhere."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            MonthlyStatementWorkflow.__name__,
-            id=f"{schedule_id}-run",
-            task_queue=settings.task_queue,
+            workflow, id=f"{schedule_id}-run", task_queue=settings.task_queue
         ),
-        spec=ScheduleSpec(cron_expressions=[settings.statement_run_cron]),
+        spec=ScheduleSpec(cron_expressions=[cron]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
     try:
         await client.create_schedule(schedule_id, schedule)
+        log.info("created schedule %s (%s)", schedule_id, cron)
     except ScheduleAlreadyRunningError:
 
         def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:

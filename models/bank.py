@@ -98,3 +98,19 @@ class CreditEntry(SQLModel, table=True):
     actor: str = Field(max_length=100)
     note: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+def overpayment(
+    customer_id: int, currency: str, amount_minor: int, invoice_id: int, payment_id: int, actor: str
+) -> CreditEntry:
+    """The credit a payment leaves when its invoice cannot take it (one per payment)."""
+    return CreditEntry(
+        dedupe_key=f"overpaid:{payment_id}",
+        customer_id=customer_id,
+        currency=currency,
+        amount_minor=amount_minor,
+        kind="overpayment",
+        invoice_id=invoice_id,
+        payment_id=payment_id,
+        actor=actor,
+    )

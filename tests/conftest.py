@@ -285,3 +285,12 @@ async def _terminate_all(client: Client, engine: Engine, settings: Settings) -> 
             await handle.terminate("test over")
         except RPCError:
             pass  # already completed
+
+
+@pytest.fixture
+async def h(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """The usual test setup: the time-skipping server, SQLite, the API and a worker."""
+    async with harness(ts_env, sqlite_engine, tmp_path) as h:
+        yield h

@@ -4,18 +4,14 @@ disputes, payment plans, promises, pause/resume, write-off, assign, notes, idemp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.testing import WorkflowEnvironment
 
 from models import Customer, Dispute, Task
-from tests.conftest import Harness, harness
+from tests.conftest import Harness
 from tests.test_api import error_of, eventually
 from tests.webhook import signed_payment
 from workflows.invoice import InvoiceWorkflow
@@ -54,14 +50,6 @@ class Case:
     async def state(self) -> Any:
         handle = self.h.client.get_workflow_handle_for(InvoiceWorkflow.run, self.inv["workflow_id"])
         return await handle.query(InvoiceWorkflow.state)
-
-
-@pytest.fixture
-async def h(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        yield h
 
 
 async def new_case(h: Harness, due_in: int = 10, amount: int = 120_000) -> Case:

@@ -4,29 +4,17 @@ the Reg F cooldown, letters into the print batch, quiet hours."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.testing import WorkflowEnvironment
 
 from models import ContactBlock, Task
-from tests.conftest import Harness, harness
+from tests.conftest import Harness
 from tests.test_api import error_of
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def h(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        yield h
 
 
 async def sleep_until(h: Harness, instant: datetime) -> None:

@@ -3,7 +3,6 @@ most once a month; the Schedule that starts it exists on the dev server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,14 +16,6 @@ from models import ContactBlock, StatementSent
 from tests.conftest import Harness, harness
 from workflows.statements import MonthlyStatementWorkflow
 from workflows.types import StatementRun
-
-
-@pytest.fixture
-async def h(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        yield h
 
 
 async def run(h: Harness, at: datetime, run_id: str) -> dict[str, int]:

@@ -4,32 +4,19 @@ discounts, the pay link, and a payment in another currency going to the unmatche
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.testing import WorkflowEnvironment
 
 from models import CreditEntry, Payment
 from models.reference import payment_reference
-from tests.conftest import Harness, harness
+from tests.conftest import Harness
 from tests.test_actions import Case, new_case
 from tests.test_api import error_of, eventually
 from tests.webhook import signed_payment
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def h(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        yield h
 
 
 async def paid(c: Case, amount: int, **fields: Any) -> dict[str, Any]:

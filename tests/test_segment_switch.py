@@ -5,24 +5,10 @@ server, real worker)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-from sqlalchemy.engine import Engine
-from temporalio.testing import WorkflowEnvironment
-
-from tests.conftest import Harness, harness
+from tests.conftest import Harness
 from tests.test_actions import new_case
 from tests.webhook import signed_payment
-
-
-@pytest.fixture
-async def h(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        yield h
 
 
 async def test_switch_to_high_risk_follows_its_steps_from_now_on(h: Harness) -> None:

@@ -4,26 +4,12 @@ server, real worker: the job's workflow and activity run for real)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy.engine import Engine
-from temporalio.testing import WorkflowEnvironment
-
-from tests.conftest import Harness, harness
+from tests.conftest import Harness
 from tests.test_actions import new_case
 from tests.test_api import error_of
-
-
-@pytest.fixture
-async def h(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[Harness]:
-    async with harness(ts_env, sqlite_engine, tmp_path) as h:
-        yield h
 
 
 async def daytime(h: Harness) -> None:
