@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from arflow.config import get_settings
 from arflow.statements_cli import statements_app
@@ -219,8 +220,8 @@ app.add_typer(statements_app, name="statements")
 
 _EXIT_CODES = (
     "Exit status: 0 all rows imported or unchanged; 1 some rows rejected (see the rejects "
-    "file); 2 nothing imported: the file cannot be read (encoding, not CSV, missing or unknown "
-    "columns) or the database cannot be used"
+    "file); 2 stopped: the file cannot be read (encoding, not CSV, missing or unknown "
+    "columns: nothing is imported) or the database cannot be used"
 )
 _FORMAT = (
     "The header line names the API's fields; an empty cell is an absent field. Each row is "
@@ -231,7 +232,7 @@ _FORMAT = (
 )
 FileArg = typer.Argument(..., help="CSV file (UTF-8, comma-separated, header line first)")
 RejectsOpt = typer.Option(
-    None, "--rejects", help="where to write the rejected rows [default: FILE.rejects.csv]"
+    None, "--rejects", help="where to write the rejected rows (default: FILE.rejects.csv)"
 )
 BatchOpt = typer.Option(500, "--batch-size", min=1, max=5000, help="rows per transaction")
 
@@ -300,10 +301,22 @@ def _summary(result: ImportResult) -> int:
     return result.exit_code
 
 
+def _database_failed(exc: Exception) -> NoReturn:
+    """A database error in the middle of an import: short, without the statement's data."""
+    first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    console.print(
+        f"[red]stopped by a database error:[/red] {first}\nThe batches committed before it are "
+        "stored; running the same command again is safe (they count as unchanged).",
+        highlight=False,
+    )
+    raise typer.Exit(2)
+
+
 @import_app.command(
     "customers",
-    help="Import customers: columns external_id, name and optionally email, phone (E.164), "
-    f"timezone (IANA name), locale, segment, iban.\n\n{_FORMAT}\n\n{_EXIT_CODES}.",
+    help="Import customers: columns external_id and name, and optionally the API's other "
+    "customer fields (email, phone in E.164, timezone as an IANA name, locale, segment, iban, "
+    f"...).\n\n{_FORMAT}\n\n{_EXIT_CODES}.",
 )
 def import_customers(
     file: Path = FileArg,
@@ -328,6 +341,8 @@ def import_customers(
     except bulk.ImportAborted as exc:
         console.print(f"[red]nothing imported:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        _database_failed(exc)
     raise typer.Exit(_summary(result))
 
 
@@ -336,7 +351,8 @@ def import_customers(
     help="Import invoices and start their workflows: columns external_id, number, "
     "customer_external_id (or customer_id), currency, amount_minor (an integer of minor "
     "units), issued_on, due_date (YYYY-MM-DD) and optionally due_at (RFC 3339), policy_name "
-    "(or policy_id; default: the default policy), discount_percent with discount_days."
+    "(or policy_id; default: the default policy), discount_percent with discount_days, lines "
+    "(JSON, as in the API)."
     "\n\nTemporal must be running, with a worker: `arflow run` (the embedded server), or "
     "another server at ARFLOW_TEMPORAL_ADDRESS. When it is unreachable the invoices are still "
     "stored and the command says that their workflows were not started: run the same command "
@@ -378,6 +394,8 @@ def import_invoices(
     except bulk.ImportAborted as exc:
         console.print(f"[red]nothing imported:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        _database_failed(exc)
     raise typer.Exit(_summary(result))
 
 
