@@ -24,7 +24,11 @@ from arflow.statements_cli import statements_app
 if TYPE_CHECKING:
     from arflow.bulk import ImportResult
 
-app = typer.Typer(help="arflow: accounts-receivable collections orchestrator", no_args_is_help=True)
+app = typer.Typer(
+    help="arflow: accounts-receivable collections orchestrator",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # an error must not print row data or secrets
+)
 console = Console()
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
