@@ -32,9 +32,16 @@ def get_temporal(request: Request) -> Client:
     return client
 
 
+def get_optional_temporal(request: Request) -> Client | None:
+    """The Temporal client, or None: for routes whose Temporal part is only sometimes needed."""
+    client: Client | None = request.app.state.temporal
+    return client
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _bearer = HTTPBearer(auto_error=False)
 

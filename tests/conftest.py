@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -264,27 +264,33 @@ async def harness(
         try:
             yield Harness(env=env, client=env.client, engine=engine, settings=settings, http=http)
         finally:
-            await _terminate_all(env.client, engine, settings)
+            await _terminate_all(env.client, engine, settings, wait_for_start=with_worker)
 
 
-async def _terminate_all(client: Client, engine: Engine, settings: Settings) -> None:
+async def _terminate_all(
+    client: Client, engine: Engine, settings: Settings, wait_for_start: bool
+) -> None:
     """Stop this test's workflows: on the shared time-skipping server a timer left running for
     a task queue nobody polls any more would hold the clock for the next test."""
     with Session(engine) as s:
         ids = s.exec(select(Invoice.id)).all()
     for invoice_id in ids:
         handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
-        try:
-            # Terminating a workflow whose first task has not run yet can leave the
-            # time-skipping server's clock stuck for the next test: let it start first (a
-            # query answers once the worker has run the first task).
-            await handle.query("state", rpc_timeout=timedelta(seconds=5))
-        except (RPCError, WorkflowQueryFailedError):
-            pass  # completed, or no worker: nothing to wait for
+        if wait_for_start:  # without a worker a query would only time out
+            await _first_task_done(handle)
         try:
             await handle.terminate("test over")
         except RPCError:
             pass  # already completed
+
+
+async def _first_task_done(handle: WorkflowHandle[Any, Any]) -> None:
+    """Terminating a workflow whose first task has not run yet can leave the time-skipping
+    server's clock stuck for the next test; a query answers once that task has run."""
+    try:
+        await handle.query("state", rpc_timeout=timedelta(seconds=5))
+    except (RPCError, WorkflowQueryFailedError):
+        pass  # completed already: nothing to wait for
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from api import credit, profiles, segments, services
 from api.customer_events import customer_events
-from api.deps import Admin, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.deps import Admin, OptionalTemporalDep, SessionDep, SettingsDep, Specialist, Viewer
 from api.errors import ApiError
 from api.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
 from arflow.config import Settings
@@ -57,7 +57,7 @@ async def put_profile(
     body: ProfileUpdate,
     session: SessionDep,
     settings: SettingsDep,
-    client: TemporalDep,
+    client: OptionalTemporalDep,
     who: Specialist,
     now: Now,
 ) -> ProfileResult:
@@ -66,7 +66,13 @@ async def put_profile(
     When the segment changes, the customer's open invoices switch to its policy from their
     next step on (``policy_changed`` on each timeline)."""
     result = profiles.update_profile(session, customer_id, body, who.actor, now)
-    if result.segment_changed and result.policy_change_invoice_ids:
+    if not (result.segment_changed and result.policy_change_invoice_ids):
+        return result
+    if client is None:
+        result.policy_switch_failed = dict.fromkeys(
+            result.policy_change_invoice_ids, "Temporal is not connected"
+        )
+    else:
         result.policy_switch_failed = await switch_policies(
             session,
             client,
