@@ -383,7 +383,7 @@ class LiveServer(threading.Thread):
                 await asyncio.sleep(0.02)
             self.ready.set()
             await serving
-            await _terminate_all(client, self.engine, self.settings)
+            await _terminate_all(client, self.engine, self.settings, wait_for_start=True)
 
     def stop(self) -> None:
         if self.server is not None:
