@@ -197,6 +197,68 @@ async def start_workflow(client: Client, settings: Settings, inp: InvoiceWorkflo
         ) from exc
 
 
+def new_invoice(
+    body: InvoiceCreate, customer: Customer, policy: DunningPolicy, digest: str
+) -> Invoice:
+    """The invoice row stored for ``body`` (next action and discount set), by the API and the
+    bulk import alike. The fields with a default factory are given: Pydantic inspects a
+    factory's signature on every use (``list``: 0.4 ms a row, measured in the bulk import)."""
+    due_at = (
+        body.due_at.astimezone(UTC)
+        if body.due_at
+        else default_due_at(body.due_date, customer.timezone)
+    )
+    now = utcnow()
+    invoice = Invoice(
+        external_id=body.external_id,
+        number=body.number,
+        currency=body.currency,
+        issued_on=body.issued_on,
+        due_date=body.due_date,
+        due_at=due_at,
+        customer_id=customer.id or 0,
+        policy_id=policy.id or 0,
+        amount_minor=body.amount_minor,
+        balance_minor=body.amount_minor,
+        request_hash=digest,
+        lines=[line.model_dump(mode="json") for line in body.lines or []],
+        created_at=now,
+        updated_at=now,
+    )
+    if body.discount_percent is not None and body.discount_days is not None:
+        invoice.discount_bp = int(body.discount_percent * 100)
+        invoice.discount_days = body.discount_days
+        invoice.discount_minor = discount_minor(body.amount_minor, invoice.discount_bp)
+        invoice.discount_until = default_due_at(
+            body.issued_on + timedelta(days=body.discount_days), customer.timezone
+        )
+    spec = policy.spec()
+    schedule = build_schedule(spec, due_at, customer.timezone, customer.country)
+    set_next_action(
+        invoice,
+        next_action(schedule, set(), escalation_at(spec, due_at, customer.timezone), False),
+    )
+    return invoice
+
+
+def record_created(session: Session, invoice: Invoice, policy: DunningPolicy, actor: str) -> None:
+    """The ``created`` timeline event of a new invoice."""
+    assert invoice.id is not None
+    add_event(
+        session,
+        invoice.id,
+        "created",
+        {
+            "amount_minor": invoice.amount_minor,
+            "currency": invoice.currency,
+            "due_at": invoice.due_at.isoformat(),
+            "policy": policy.name,
+        },
+        actor=actor,
+        dedupe_key="created",
+    )
+
+
 async def create_invoice(
     session: Session, client: Client, settings: Settings, body: InvoiceCreate, actor: str
 ) -> tuple[Invoice, bool]:
@@ -208,56 +270,11 @@ async def create_invoice(
             session, Customer, body.customer_id, body.customer_external_id, "customer"
         )
         policy = _resolve_policy(session, body)
-        due_at = (
-            body.due_at.astimezone(UTC)
-            if body.due_at
-            else default_due_at(body.due_date, customer.timezone)
-        )
-        invoice = Invoice(
-            external_id=body.external_id,
-            number=body.number,
-            currency=body.currency,
-            issued_on=body.issued_on,
-            due_date=body.due_date,
-            due_at=due_at,
-            customer_id=customer.id or 0,
-            policy_id=policy.id or 0,
-            amount_minor=body.amount_minor,
-            balance_minor=body.amount_minor,
-            request_hash=digest,
-        )
-        if body.lines:
-            invoice.lines = [line.model_dump(mode="json") for line in body.lines]
-        if body.discount_percent is not None and body.discount_days is not None:
-            invoice.discount_bp = int(body.discount_percent * 100)
-            invoice.discount_days = body.discount_days
-            invoice.discount_minor = discount_minor(body.amount_minor, invoice.discount_bp)
-            invoice.discount_until = default_due_at(
-                body.issued_on + timedelta(days=body.discount_days), customer.timezone
-            )
-        spec = policy.spec()
-        schedule = build_schedule(spec, due_at, customer.timezone)
-        set_next_action(
-            invoice,
-            next_action(schedule, set(), escalation_at(spec, due_at, customer.timezone), False),
-        )
+        invoice = new_invoice(body, customer, policy, digest)
         session.add(invoice)
         try:
             session.flush()
-            assert invoice.id is not None
-            add_event(
-                session,
-                invoice.id,
-                "created",
-                {
-                    "amount_minor": invoice.amount_minor,
-                    "currency": invoice.currency,
-                    "due_at": due_at.isoformat(),
-                    "policy": policy.name,
-                },
-                actor=actor,
-                dedupe_key="created",
-            )
+            record_created(session, invoice, policy, actor)
             session.commit()
         except IntegrityError:
             session.rollback()

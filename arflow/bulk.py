@@ -24,7 +24,6 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -35,11 +34,11 @@ from sqlmodel import Session, SQLModel, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.invoice import add_event, set_next_action
 from api.errors import ApiError
 from api.services import (
     _resolve_policy,
-    discount_minor,
+    new_invoice,
+    record_created,
     request_hash,
     search_attributes_ready,
     start_workflow,
@@ -49,8 +48,6 @@ from arflow.config import Settings
 from models import Customer, DunningPolicy, Invoice
 from models.customer import CustomerCreate
 from models.invoice import InvoiceCreate
-from models.types import utcnow
-from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
 from workflows.types import CLOSED_STATUSES, InvoiceWorkflowInput
 
 BATCH_SIZE = 500
@@ -434,72 +431,6 @@ def import_customers(
 
 
 # -- invoices -----------------------------------------------------------------------------
-
-
-def new_invoice(
-    body: InvoiceCreate, customer: Customer, policy: DunningPolicy, digest: str
-) -> Invoice:
-    """The invoice row ``create_invoice`` stores for ``body``, next action and discount set.
-
-    A copy of the storing half of ``api.services.create_invoice``, line for line: that function
-    should be split so that it and this import call one such helper (one write path). One
-    difference in form, not in the row: the fields with a default factory are given, because
-    Pydantic inspects a factory's signature on every use (``list``: 0.4 ms a row, measured).
-    """
-    due_at = (
-        body.due_at.astimezone(UTC)
-        if body.due_at
-        else default_due_at(body.due_date, customer.timezone)
-    )
-    now = utcnow()
-    invoice = Invoice(
-        external_id=body.external_id,
-        number=body.number,
-        currency=body.currency,
-        issued_on=body.issued_on,
-        due_date=body.due_date,
-        due_at=due_at,
-        customer_id=customer.id or 0,
-        policy_id=policy.id or 0,
-        amount_minor=body.amount_minor,
-        balance_minor=body.amount_minor,
-        request_hash=digest,
-        lines=[line.model_dump(mode="json") for line in body.lines or []],
-        created_at=now,
-        updated_at=now,
-    )
-    if body.discount_percent is not None and body.discount_days is not None:
-        invoice.discount_bp = int(body.discount_percent * 100)
-        invoice.discount_days = body.discount_days
-        invoice.discount_minor = discount_minor(body.amount_minor, invoice.discount_bp)
-        invoice.discount_until = default_due_at(
-            body.issued_on + timedelta(days=body.discount_days), customer.timezone
-        )
-    spec = policy.spec()
-    schedule = build_schedule(spec, due_at, customer.timezone)
-    set_next_action(
-        invoice,
-        next_action(schedule, set(), escalation_at(spec, due_at, customer.timezone), False),
-    )
-    return invoice
-
-
-def record_created(session: Session, invoice: Invoice, policy: DunningPolicy, actor: str) -> None:
-    """The ``created`` timeline event, as ``create_invoice`` writes it."""
-    assert invoice.id is not None
-    add_event(
-        session,
-        invoice.id,
-        "created",
-        {
-            "amount_minor": invoice.amount_minor,
-            "currency": invoice.currency,
-            "due_at": invoice.due_at.isoformat(),
-            "policy": policy.name,
-        },
-        actor=actor,
-        dedupe_key="created",
-    )
 
 
 async def ensure_workflow(
