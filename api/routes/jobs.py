@@ -11,10 +11,9 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from api import services
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.errors import ApiError, not_found, unprocessable
-from api.routes.actions import IdempotencyKey
+from api.routes.actions import IdempotencyKey, _act
 from arflow.config import Settings
 from models import Customer, Invoice, Job, JobItem
 from models.invoice import InvoicePublic
@@ -195,13 +194,5 @@ async def send_now_one(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Send this invoice's next reminder step now (409 with the reason when it cannot)."""
-    invoice, _ = await services.run_update(
-        session,
-        client,
-        settings,
-        invoice_id,
-        "send_now",
-        ActorRequest(reason="send now", actor=who.actor),
-        key,
-    )
-    return services.public(invoice, settings)
+    request = ActorRequest(reason="send now", actor=who.actor)
+    return await _act(session, settings, client, invoice_id, "send_now", request, key)
