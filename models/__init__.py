@@ -1,5 +1,6 @@
 """SQLModel tables and the Pydantic schemas around them."""
 
+from models.agency import Agency, AgencyUpdate, LegalCase
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
@@ -13,6 +14,9 @@ from models.segment import Segment
 from models.statement import StatementSent
 
 __all__ = [
+    "Agency",
+    "AgencyUpdate",
+    "LegalCase",
     "AgencyPlacement",
     "ContactBlock",
     "CreditEntry",

@@ -104,6 +104,9 @@ class Invoice(InvoiceBase, table=True):
     hold: str | None = Field(default=None, max_length=20, description="paused, promise or plan")
     collector: str | None = Field(default=None, max_length=100, index=True)
     stage: str | None = Field(default=None, max_length=50, description="last reminder step sent")
+    escalation_stage: str | None = Field(
+        default=None, max_length=50, description="last escalation-ladder stage reached"
+    )
     next_action: str | None = Field(default=None, max_length=20)
     next_action_step: str | None = Field(default=None, max_length=50)
     next_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -283,7 +286,7 @@ class Payment(SQLModel, table=True):
 
 
 class AgencyPlacement(SQLModel, table=True):
-    """An invoice handed to a collection agency."""
+    """An invoice handed to a collection agency (one placement per invoice)."""
 
     __tablename__ = "agency_placements"
 
@@ -294,3 +297,11 @@ class AgencyPlacement(SQLModel, table=True):
     currency: str = Field(max_length=3)
     reference: str = Field(max_length=300)
     placed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    stage: str = Field(default="agency", max_length=50, description="the ladder stage")
+    status: str = Field(
+        default="placed", max_length=20, description="placed, recalled, returned, closed"
+    )
+    collected_minor: int = Field(default=0, sa_type=BigInteger, description="paid to the agency")
+    commission_minor: int = Field(default=0, sa_type=BigInteger, description="the agency's fee")
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str | None = Field(default=None, max_length=500)

@@ -11,10 +11,21 @@ from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
 from workflows.schedule import parse_window, shift
-from workflows.types import PolicySpec, StepSpec
+from workflows.charges import _rate
+from workflows.types import (
+    AGENCY,
+    LEGAL,
+    NOTICE,
+    ChargeSpec,
+    LadderStage,
+    PolicySpec,
+    StepSpec,
+)
 
 Channel = Literal["email", "sms", "call", "letter"]
-TEMPLATES = ("reminder_before_due", "reminder_overdue", "final_notice", "reminder")
+TEMPLATES = ("reminder_before_due", "reminder_overdue", "final_notice", "pre_legal", "reminder")
+StageKind = Literal["notice", "agency", "legal"]
+KEY_PATTERN = r"^[a-z0-9_\-]+$"
 
 
 class ReminderStep(SQLModel):
@@ -39,6 +50,108 @@ class ReminderStep(SQLModel):
                 f"unknown template {self.template!r}; available: {', '.join(TEMPLATES)}"
             )
         return self
+
+
+class LadderStageIn(SQLModel):
+    """A rung of the escalation ladder (see ``workflows.types.LadderStage``)."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    key: str = Field(min_length=1, max_length=50, schema_extra={"pattern": KEY_PATTERN})
+    kind: StageKind
+    wait: NonNegativeIsoDuration = Field(
+        default="P0D",
+        description="after the previous stage (the first stage: at escalate_after)",
+    )
+    channels: list[Channel] = Field(
+        default_factory=list,
+        max_length=4,
+        description="notice: every channel it goes out on, e.g. letter and email",
+    )
+    template: str = Field(default="final_notice", max_length=50)
+    agency: str | None = Field(
+        default=None, max_length=100, description="agency stage: the agency's name (null: default)"
+    )
+    skip_segments: list[str] = Field(
+        default_factory=list, max_length=20, description="customers in these segments skip it"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LadderStageIn:
+        if self.kind == NOTICE:
+            if not self.channels:
+                raise ValueError(f"notice stage {self.key!r} needs at least one channel")
+            if len(set(self.channels)) != len(self.channels):
+                raise ValueError(f"notice stage {self.key!r}: channels must not repeat")
+            if self.template not in TEMPLATES:
+                raise ValueError(
+                    f"unknown template {self.template!r}; available: {', '.join(TEMPLATES)}"
+                )
+        elif self.channels:
+            raise ValueError(f"{self.kind} stage {self.key!r} sends nothing: no channels")
+        if self.agency is not None and self.kind != AGENCY:
+            raise ValueError(f"stage {self.key!r}: only an agency stage names an agency")
+        return self
+
+
+class ChargesIn(SQLModel):
+    """Late fees and interest (see ``workflows.charges``); amounts in minor units, rates and
+    percentages as decimal strings."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    preset: Literal["eu_b2b"] | None = Field(
+        default=None,
+        description="eu_b2b: interest = ECB reference rate + 8 points, EUR 40 compensation",
+    )
+    currency: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=3,
+        description="fixed amounts are charged on invoices in this currency (null: any)",
+    )
+    stage_fees_minor: dict[str, int] = Field(
+        default_factory=dict, description="step or stage key -> fixed fee"
+    )
+    stage_fee_pct: dict[str, str] = Field(
+        default_factory=dict, description="step or stage key -> percent of the open balance"
+    )
+    interest_rate_pct: str | None = Field(default=None, description="per annum, simple, ACT/365")
+    ecb_reference_rate_pct: str | None = Field(default=None, description="eu_b2b: ECB rate")
+    compensation_minor: int = Field(default=0, ge=0, description="once per late invoice")
+    interest_every: NonNegativeIsoDuration = Field(
+        default="P1M", description="how often interest is posted"
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> ChargesIn:
+        for key, fee in self.stage_fees_minor.items():
+            if fee < 0:
+                raise ValueError(f"stage fee for {key!r} must be >= 0")
+        for text in [*self.stage_fee_pct.values(), self.interest_rate_pct, self.ecb_reference_rate_pct]:
+            if text is not None:
+                _rate(text)
+        if self.preset == "eu_b2b":
+            if self.ecb_reference_rate_pct is None:
+                raise ValueError("the eu_b2b preset needs ecb_reference_rate_pct")
+            if self.interest_rate_pct is not None:
+                raise ValueError("the eu_b2b preset sets the interest rate; leave it out")
+        if self.interest_every in ("P0D", "PT0S"):
+            raise ValueError("interest_every must be longer than zero")
+        return self
+
+    def spec(self) -> ChargeSpec:
+        return ChargeSpec(
+            name=self.preset or "custom",
+            preset=self.preset,
+            currency="EUR" if self.preset == "eu_b2b" and self.currency is None else self.currency,
+            stage_fees_minor=dict(self.stage_fees_minor),
+            stage_fee_pct=dict(self.stage_fee_pct),
+            interest_rate_pct=self.interest_rate_pct,
+            ecb_reference_rate_pct=self.ecb_reference_rate_pct,
+            compensation_minor=self.compensation_minor,
+            interest_every=self.interest_every,
+        )
 
 
 class DunningPolicyBase(SQLModel):
@@ -101,12 +214,32 @@ class DunningPolicyCreate(DunningPolicyBase):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
     steps: list[ReminderStep] = Field(min_length=1, max_length=50)
+    ladder: list[LadderStageIn] = Field(
+        default_factory=list,
+        max_length=10,
+        description="escalation after the last reminder, in order: notices, then at most one "
+        "agency stage, then at most one legal stage; empty: agency hand-off at escalate_after",
+    )
+    charges: ChargesIn | None = Field(default=None, description="late fees and interest")
 
     @model_validator(mode="after")
     def _ordered_and_before_escalation(self) -> DunningPolicyCreate:
         keys = [s.key for s in self.steps]
         if len(set(keys)) != len(keys):
             raise ValueError("step keys must be unique")
+        stage_keys = [s.key for s in self.ladder]
+        if len(set(stage_keys)) != len(stage_keys):
+            raise ValueError("ladder stage keys must be unique")
+        if set(stage_keys) & set(keys):
+            raise ValueError(
+                f"ladder stage keys must differ from step keys: {sorted(set(stage_keys) & set(keys))}"
+            )
+        kinds: list[str] = [s.kind for s in self.ladder]
+        order = {NOTICE: 0, AGENCY: 1, LEGAL: 2}
+        if kinds != sorted(kinds, key=order.__getitem__):
+            raise ValueError("ladder order: notices first, then the agency, then legal")
+        if kinds.count(AGENCY) > 1 or kinds.count(LEGAL) > 1:
+            raise ValueError("a ladder has at most one agency stage and one legal stage")
         # Compare instants against a reference due date: offsets with months and days only
         # have an order once placed on a calendar.
         ref = datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC)
@@ -140,6 +273,10 @@ class DunningPolicy(DunningPolicyBase, table=True):
     call_cooldown: str = Field(default="P0D", max_length=40)
     consolidate: bool = Field(default=False)
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    ladder: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    charges: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
     def spec(self) -> PolicySpec:
@@ -163,12 +300,16 @@ class DunningPolicy(DunningPolicyBase, table=True):
             max_calls_per_week=self.max_calls_per_week,
             call_cooldown=self.call_cooldown,
             consolidate=self.consolidate,
+            ladder=[LadderStage(**s) for s in self.ladder],
+            charges=ChargesIn.model_validate(self.charges).spec() if self.charges else None,
         )
 
 
 class DunningPolicyPublic(DunningPolicyBase):
     id: int
     steps: list[ReminderStep]
+    ladder: list[LadderStageIn]
+    charges: ChargesIn | None
     created_at: datetime
 
 

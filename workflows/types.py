@@ -36,6 +36,48 @@ class StepSpec:
     fallback: list[str] = field(default_factory=list)  # channels to try when this one can't
 
 
+# Kinds of escalation-ladder stage.
+NOTICE = "notice"  # a formal notice (final notice, pre-legal letter) on every channel it names
+AGENCY = "agency"  # hand-off to a collection agency: the invoice is escalated
+LEGAL = "legal"  # legal stage: documents prepared, a legal task opened; the invoice is escalated
+STAGE_KINDS = (NOTICE, AGENCY, LEGAL)
+
+
+@dataclass
+class LadderStage:
+    """One rung of the escalation ladder after the last reminder.
+
+    ``wait``: ISO 8601 duration after the previous stage was carried out (the first stage comes
+    at the policy's ``escalate_after`` from the due date). ``skip_segments``: customers in these
+    segments pass this stage (recorded as skipped)."""
+
+    key: str
+    kind: str = AGENCY
+    wait: str = "P0D"
+    channels: list[str] = field(default_factory=list)
+    template: str = "final_notice"
+    agency: str | None = None  # the agency's name; None: the default agency
+    skip_segments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChargeSpec:
+    """What a late invoice is charged (see workflows/charges.py): fixed and percentage fees per
+    stage (a reminder step or ladder stage key), simple interest per day overdue at a rate per
+    annum, and a fixed compensation once per late invoice. ``preset="eu_b2b"``: interest at
+    ``ecb_reference_rate_pct`` + 8 points and EUR 40 compensation (Directive 2011/7/EU)."""
+
+    name: str = "custom"
+    preset: str | None = None
+    currency: str | None = None  # fixed amounts apply to invoices in this currency; None: any
+    stage_fees_minor: dict[str, int] = field(default_factory=dict)
+    stage_fee_pct: dict[str, str] = field(default_factory=dict)
+    interest_rate_pct: str | None = None
+    ecb_reference_rate_pct: str | None = None
+    compensation_minor: int = 0
+    interest_every: str = "P1M"  # interest is posted this often (and at every step and payment)
+
+
 @dataclass
 class PolicySpec:
     policy_id: int
@@ -58,6 +100,9 @@ class PolicySpec:
     max_calls_per_week: int = 0  # per invoice, any 7 days; 0 = no cap
     call_cooldown: str = "P0D"  # no call for this long after a conversation
     consolidate: bool = False  # one message for a customer's same-day steps on one channel
+    # Escalation ladder; empty: the classic single stage (agency hand-off at escalate_after).
+    ladder: list[LadderStage] = field(default_factory=list)
+    charges: ChargeSpec | None = None
 
 
 @dataclass
@@ -111,6 +156,22 @@ class InvoiceWorkflowInput:
     deferred: dict[str, datetime] = field(default_factory=dict)  # capped steps: new times
     external_delivery: bool = False  # providers configured: sends run as regular activities
     search_attributes: bool = False  # set ArflowStatus/Stage/Segment (when registered)
+    # The escalation ladder's progress: stages done or skipped, when the last one was done,
+    # channels a notice stage went out on ("stage:channel"), and a notice held back by a cap.
+    ladder_done: list[str] = field(default_factory=list)
+    ladder_last_at: datetime | None = None
+    ladder_sent: list[str] = field(default_factory=list)
+    ladder_deferred: datetime | None = None
+    stage: str = ""  # the last ladder stage reached
+    # Balance movements after the due date, for interest: (ISO date, signed minor units).
+    movements: list[Movement] = field(default_factory=list)
+    interest_posts: int = 0  # periodic interest postings done
+
+
+@dataclass
+class Movement:
+    day: str  # ISO date, customer's zone
+    amount_minor: int  # negative: paid or credited; positive: reversed
 
 
 @dataclass
@@ -301,6 +362,54 @@ class EscalateInput:
     balance_minor: int
     currency: str
     skipped: list[str]
+    stage: str = "agency"  # the ladder stage that places it
+    agency: str | None = None  # the agency's name; None: the default agency
+
+
+@dataclass
+class LegalInput:
+    """Open the legal stage: documents, a legal task, the record."""
+
+    invoice_id: int
+    balance_minor: int
+    currency: str
+    stage: str
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AgencyEndRequest:
+    """The agency no longer works the invoice: ``recalled`` by us, or ``returned``/``closed``
+    by the agency. The invoice is back in-house and the ladder goes on."""
+
+    outcome: str  # recalled, returned, closed
+    reason: str
+    actor: str
+
+
+@dataclass
+class EndPlacementInput:
+    invoice_id: int
+    outcome: str
+    reason: str
+    actor: str
+    notify: bool  # tell the agency (a recall); False when the agency told us
+
+
+@dataclass
+class PostChargesInput:
+    """Post what the policy charges now: fees of ``stage`` (if any), the compensation once
+    overdue, interest up to ``until`` (ISO date, inclusive). Idempotent per charge."""
+
+    invoice_id: int
+    currency: str
+    charges: ChargeSpec
+    due_date: str  # ISO date, customer's zone
+    opening_minor: int  # the balance on the due date
+    movements: list[Movement] = field(default_factory=list)
+    until: str | None = None
+    stage: str | None = None
+    stage_balance_minor: int = 0
 
 
 @dataclass
@@ -406,3 +515,4 @@ class PolicyChangeRequest:
     policy: PolicySpec
     actor: str
     reason: str = ""
+    segment: str | None = None  # the customer's new segment (ladder stages skip by segment)
