@@ -10,8 +10,8 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
+from workflows.charges import parse_rate
 from workflows.schedule import parse_window, shift
-from workflows.charges import _rate
 from workflows.types import (
     AGENCY,
     LEGAL,
@@ -128,9 +128,10 @@ class ChargesIn(SQLModel):
         for key, fee in self.stage_fees_minor.items():
             if fee < 0:
                 raise ValueError(f"stage fee for {key!r} must be >= 0")
-        for text in [*self.stage_fee_pct.values(), self.interest_rate_pct, self.ecb_reference_rate_pct]:
+        rates = [*self.stage_fee_pct.values(), self.interest_rate_pct, self.ecb_reference_rate_pct]
+        for text in rates:
             if text is not None:
-                _rate(text)
+                parse_rate(text)
         if self.preset == "eu_b2b":
             if self.ecb_reference_rate_pct is None:
                 raise ValueError("the eu_b2b preset needs ecb_reference_rate_pct")
@@ -230,10 +231,8 @@ class DunningPolicyCreate(DunningPolicyBase):
         stage_keys = [s.key for s in self.ladder]
         if len(set(stage_keys)) != len(stage_keys):
             raise ValueError("ladder stage keys must be unique")
-        if set(stage_keys) & set(keys):
-            raise ValueError(
-                f"ladder stage keys must differ from step keys: {sorted(set(stage_keys) & set(keys))}"
-            )
+        if shared := sorted(set(stage_keys) & set(keys)):
+            raise ValueError(f"ladder stage keys must differ from step keys: {shared}")
         kinds: list[str] = [s.kind for s in self.ladder]
         order = {NOTICE: 0, AGENCY: 1, LEGAL: 2}
         if kinds != sorted(kinds, key=order.__getitem__):

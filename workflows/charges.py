@@ -39,7 +39,7 @@ INTEREST = "interest"
 COMPENSATION = "compensation"
 
 
-def _rate(text: str) -> Fraction:
+def parse_rate(text: str) -> Fraction:
     """A decimal string as an exact fraction; ValueError for anything else."""
     try:
         value = Decimal(text)
@@ -80,7 +80,7 @@ def interest_exact(balance_minor: int, rate_pct: str, days: int) -> Fraction:
     """Simple interest, ACT/365, exact (no rounding); nothing on a balance at or below zero."""
     if balance_minor <= 0 or days <= 0:
         return Fraction(0)
-    return Fraction(balance_minor) * _rate(rate_pct) * days / (100 * DAYS_PER_YEAR)
+    return Fraction(balance_minor) * parse_rate(rate_pct) * days / (100 * DAYS_PER_YEAR)
 
 
 def interest_minor(balance_minor: int, rate_pct: str, days: int) -> int:
@@ -172,7 +172,7 @@ def eu_b2b_policy(
 
 def percent_fee_minor(balance_minor: int, pct: str) -> int:
     """``pct`` percent of the balance, rounded half up."""
-    return round_half_up(Fraction(max(balance_minor, 0)) * _rate(pct) / 100)
+    return round_half_up(Fraction(max(balance_minor, 0)) * parse_rate(pct) / 100)
 
 
 def stage_charges(
