@@ -19,12 +19,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.agency import FileAgencyAdapter
+from activities.agency import AgencyActivities
 from activities.channels import channel_for
 from activities.documents import Seller
 from activities.invoice import InvoiceActivities
 from activities.jobs import JobActivities
+from activities.legal import LegalActivities
 from activities.monthly import MonthlyStatementActivities
+from activities.segments import SegmentActivities
 from activities.statements import StatementActivities
 from api.routes.unsubscribe import unsubscribe_url
 from arflow import observability
@@ -33,6 +35,7 @@ from arflow.db import make_engine, session_factory
 from arflow.schedules import ensure_monthly_statement_schedule, ensure_statement_schedule
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
+from workflows.segments import SegmentSwitchWorkflow
 from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")
@@ -65,7 +68,6 @@ def build_worker(
     acts = InvoiceActivities(
         sessions=sessions,
         channel=channel,
-        agency=FileAgencyAdapter(settings.agency_folder),
         pay_url=settings.pay_url,
         print_folder=settings.print_folder,
         seller=seller,
@@ -80,12 +82,16 @@ def build_worker(
             StatementInboxWorkflow,
             SendNowJobWorkflow,
             MonthlyStatementWorkflow,
+            SegmentSwitchWorkflow,
         ],
         workflow_runner=workflow_runner(settings),
         activities=acts.all()
+        + AgencyActivities.from_settings(sessions, settings).all()
         + StatementActivities(sessions, settings).all()
         + JobActivities(sessions, settings).all()
-        + MonthlyStatementActivities(sessions, channel, seller).all(),
+        + LegalActivities(sessions, settings.legal_folder, seller).all()
+        + MonthlyStatementActivities(sessions, channel, seller).all()
+        + SegmentActivities(sessions, settings).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Provider sends are activities on this queue: the providers' rate limits hold.

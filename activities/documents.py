@@ -1,4 +1,5 @@
-"""PDF documents: the invoice copy sent with reminders, letters and account statements.
+"""PDF documents: the invoice copy sent with reminders, letters, account statements and the
+claim summary of the legal stage.
 
 Made with fpdf2: pure Python, no system libraries, fast enough for a 2-core laptop and CI.
 (WeasyPrint would render HTML templates, but needs Pango and Cairo from Debian on every
@@ -25,13 +26,14 @@ from fpdf import FPDF
 from fpdf.enums import Align, XPos, YPos
 from fpdf.fonts import FontFace
 
+from activities.messages import charge_lines
 from activities.render import local_date, money
 from api.reports import BUCKETS, bucket_of
 from models.reference import payment_reference
 
 if TYPE_CHECKING:
     from arflow.config import Settings
-    from models import Customer, Invoice
+    from models import AgencyPlacement, Customer, Invoice, InvoiceCharge, OutboxMessage, Payment
 
 FONT_DIR = Path(__file__).parent / "fonts"
 FONT = "DejaVu"
@@ -68,6 +70,43 @@ LABELS: dict[str, dict[str, str]] = {
         "days_31_60": "31-60 days overdue",
         "days_61_90": "61-90 days overdue",
         "days_over_90": "Over 90 days overdue",
+        "claim": "Claim summary: invoice {number}",
+        "creditor": "Creditor",
+        "debtor": "Debtor",
+        "customer_number": "Customer number",
+        "invoice_amount": "Invoice amount",
+        "payments": "Payments received",
+        "no_payments": "No payments received.",
+        "paid_on": "Date",
+        "payment_kind": "Kind",
+        "method": "Method",
+        "payment": "Payment",
+        "refund": "Refund",
+        "chargeback": "Chargeback",
+        "received": "Received",
+        "other_reductions": "Credits and discounts",
+        "charges": "Late charges (not waived)",
+        "no_charges": "No late charges.",
+        "charge": "Charge",
+        "fee": "Late fee",
+        "interest": "Interest",
+        "compensation": "Compensation for recovery costs",
+        "period": "{start} to {end}",
+        "claimed": "Total claimed",
+        "messages": "Reminders and notices sent",
+        "no_messages": "No reminders or notices sent.",
+        "sent_on": "Sent",
+        "step": "Step",
+        "channel": "Channel",
+        "subject": "Subject",
+        "status": "Status",
+        "placement": "Collection agency",
+        "no_placement": "Not placed with a collection agency.",
+        "agency": "Agency",
+        "placed_on": "Placed on",
+        "placed_amount": "Amount placed",
+        "agency_reference": "Reference",
+        "stage": "Legal stage {stage}, prepared {date}",
     },
     "de": {
         "invoice_copy": "Rechnung {number} (Kopie)",
@@ -99,6 +138,43 @@ LABELS: dict[str, dict[str, str]] = {
         "days_31_60": "31-60 Tage überfällig",
         "days_61_90": "61-90 Tage überfällig",
         "days_over_90": "Über 90 Tage überfällig",
+        "claim": "Forderungsaufstellung: Rechnung {number}",
+        "creditor": "Gläubiger",
+        "debtor": "Schuldner",
+        "customer_number": "Kundennummer",
+        "invoice_amount": "Rechnungsbetrag",
+        "payments": "Erhaltene Zahlungen",
+        "no_payments": "Keine Zahlungen erhalten.",
+        "paid_on": "Datum",
+        "payment_kind": "Art",
+        "method": "Zahlungsweg",
+        "payment": "Zahlung",
+        "refund": "Erstattung",
+        "chargeback": "Rückbuchung",
+        "received": "Erhalten",
+        "other_reductions": "Gutschriften und Skonto",
+        "charges": "Verzugskosten (nicht erlassen)",
+        "no_charges": "Keine Verzugskosten.",
+        "charge": "Posten",
+        "fee": "Mahngebühr",
+        "interest": "Verzugszinsen",
+        "compensation": "Verzugspauschale",
+        "period": "{start} bis {end}",
+        "claimed": "Gesamtforderung",
+        "messages": "Versandte Erinnerungen und Mahnungen",
+        "no_messages": "Keine Erinnerungen oder Mahnungen versandt.",
+        "sent_on": "Versandt",
+        "step": "Stufe",
+        "channel": "Kanal",
+        "subject": "Betreff",
+        "status": "Status",
+        "placement": "Inkassounternehmen",
+        "no_placement": "Nicht an ein Inkassounternehmen übergeben.",
+        "agency": "Inkassounternehmen",
+        "placed_on": "Übergeben am",
+        "placed_amount": "Übergebener Betrag",
+        "agency_reference": "Aktenzeichen",
+        "stage": "Rechtliche Stufe {stage}, erstellt am {date}",
     },
 }
 
@@ -374,4 +450,139 @@ def statement_pdf(
         table += [[lab[b], money(buckets[b], currency, loc)] for b in BUCKETS]
         table.append([lab["total"], money(sum(buckets.values()), currency, loc)])
         doc.grid(table, widths=(120, 50), align=("LEFT", "RIGHT"), bold_last=True)
+    return doc.pdf_bytes()
+
+
+REVERSAL_KINDS = ("refund", "chargeback")
+
+
+def claim_summary_pdf(
+    seller: Seller,
+    invoice: Invoice,
+    customer: Customer,
+    *,
+    stage: str,
+    balance_minor: int,
+    payments: Sequence[Payment],
+    charges: Sequence[InvoiceCharge],
+    messages: Sequence[OutboxMessage],
+    placement: AgencyPlacement | None,
+    as_of: date,
+) -> bytes:
+    """The claim summary handed to a lawyer or court at the legal stage.
+
+    Creditor and debtor, the invoice, the payments received (refunds and chargebacks take
+    money back), other reductions (credits, discounts: what the invoice amount less the net
+    payments less ``balance_minor`` leaves), the open balance, the late charges not waived and
+    the total claimed, the reminders and notices sent, and the agency placement if any.
+
+    Args:
+        balance_minor: the open balance claimed (the workflow's, when the stage began).
+        payments: the invoice's applied payments, in order.
+        charges: its charges not waived, in order.
+        messages: its reminders and notices that went out (outbox rows), in order.
+    """
+    loc, tz, cur = customer.locale, customer.timezone, invoice.currency
+    lab = _labels(loc)
+    title = lab["claim"].format(number=invoice.number)
+    doc = _Document(seller, lab, title)
+    doc.text_line(title, size=14, bold=True, h=8)
+    doc.text_line(lab["stage"].format(stage=stage, date=local_date(as_of, tz, loc)))
+    doc.ln(4)
+    creditor = " · ".join([seller.name, *_lines(seller.address)]) if seller.name else ""
+    debtor = " · ".join([customer.name, *_lines(customer.address or "")])
+    contact = ", ".join(x for x in (customer.email, customer.phone) if x)
+    doc.facts(
+        [
+            *([(lab["creditor"], creditor)] if creditor else []),
+            (lab["debtor"], debtor + (f" ({contact})" if contact else "")),
+            (lab["customer_number"], customer.external_id),
+            (lab["number"], invoice.number),
+            (lab["issued"], local_date(invoice.issued_on, tz, loc)),
+            (lab["due"], local_date(invoice.due_date, tz, loc)),
+            (lab["invoice_amount"], money(invoice.amount_minor, cur, loc)),
+        ]
+    )
+
+    doc.text_line(lab["payments"], size=11, bold=True, h=7)
+    received = 0
+    if payments:
+        rows = [[lab["paid_on"], lab["payment_kind"], lab["method"], lab["amount"]]]
+        for p in payments:
+            signed = -p.amount_minor if p.kind in REVERSAL_KINDS else p.amount_minor
+            received += signed
+            rows.append(
+                [
+                    local_date(p.paid_at, tz, loc),
+                    lab.get(p.kind, p.kind),
+                    p.method,
+                    money(signed, cur, loc),
+                ]
+            )
+        doc.grid(rows, widths=(40, 40, 55, 35), align=("LEFT", "LEFT", "LEFT", "RIGHT"))
+    else:
+        doc.text_line(lab["no_payments"])
+        doc.ln(4)
+
+    lines = charge_lines(charges, cur, tz, loc)
+    charged = sum(int(line["amount_minor"]) for line in lines)
+    doc.text_line(lab["charges"], size=11, bold=True, h=7)
+    if lines:
+        rows = [[lab["charge"], lab["amount"]]]
+        for line in lines:
+            label = lab.get(str(line["kind"]), str(line["kind"]))
+            if line["rate"]:
+                label += f" ({line['rate']} p.a.)"
+            if line["period_to"]:
+                label += " " + lab["period"].format(
+                    start=line["period_from"], end=line["period_to"]
+                )
+            rows.append([label, str(line["amount"])])
+        doc.grid(rows, widths=(135, 35), align=("LEFT", "RIGHT"))
+    else:
+        doc.text_line(lab["no_charges"])
+        doc.ln(4)
+
+    totals = [[lab["invoice_amount"], money(invoice.amount_minor, cur, loc)]]
+    totals.append([lab["received"], money(-received, cur, loc)])
+    other = invoice.amount_minor - received - balance_minor
+    if other:
+        totals.append([lab["other_reductions"], money(-other, cur, loc)])
+    totals.append([lab["balance"], money(balance_minor, cur, loc)])
+    if charged:
+        totals.append([lab["charges"], money(charged, cur, loc)])
+    totals.append([lab["claimed"], money(balance_minor + charged, cur, loc)])
+    doc.grid(totals, widths=(135, 35), align=("LEFT", "RIGHT"), bold_last=True)
+
+    doc.text_line(lab["messages"], size=11, bold=True, h=7)
+    if messages:
+        rows = [[lab["sent_on"], lab["step"], lab["channel"], lab["status"], lab["subject"]]]
+        for m in messages:
+            rows.append(
+                [
+                    local_date(m.sent_at or m.created_at, tz, loc),
+                    m.step_key,
+                    m.channel,
+                    m.status,
+                    m.subject,
+                ]
+            )
+        doc.grid(rows, widths=(32, 28, 18, 22, 70), align=("LEFT",) * 5)
+    else:
+        doc.text_line(lab["no_messages"])
+        doc.ln(4)
+
+    doc.text_line(lab["placement"], size=11, bold=True, h=7)
+    if placement is not None:
+        doc.facts(
+            [
+                (lab["agency"], placement.agency),
+                (lab["placed_on"], local_date(placement.placed_at, tz, loc)),
+                (lab["placed_amount"], money(placement.amount_minor, placement.currency, loc)),
+                (lab["agency_reference"], placement.reference),
+                (lab["status"], placement.status),
+            ]
+        )
+    else:
+        doc.text_line(lab["no_placement"])
     return doc.pdf_bytes()

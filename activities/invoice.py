@@ -13,7 +13,6 @@ from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agency import AgencyAdapter, PlacementRequest
 from activities.channels import Attachment, Channel, OutboundMessage
 from activities.documents import Seller
 from activities.sending import (
@@ -23,11 +22,11 @@ from activities.sending import (
     TransientDeliveryError,
     outbound,
 )
+from api.charges import charges_due, post_charge
 from api.contacts import block
-from api.credit import reassess_credit_hold
+from api.profiles import refresh_customer
 from arflow.db import SessionFactory
 from models import (
-    AgencyPlacement,
     Customer,
     Dispute,
     Invoice,
@@ -44,11 +43,12 @@ from workflows.types import (
     CLOSED_STATUSES,
     ChangeResult,
     ChangeSet,
-    EscalateInput,
     EventSpec,
     NextAction,
+    PostChargesInput,
     RecordClosedInput,
     RecordPaymentInput,
+    SegmentMove,
     SendOutcome,
     SendReminderInput,
 )
@@ -119,7 +119,6 @@ class InvoiceActivities:
         self,
         sessions: SessionFactory,
         channel: Channel,
-        agency: AgencyAdapter,
         pay_url: Callable[[int, str, str], str],
         print_folder: str = "data/print",
         seller: Seller | None = None,
@@ -128,7 +127,6 @@ class InvoiceActivities:
     ) -> None:
         self.sessions = sessions
         self.channel = channel
-        self.agency = agency
         self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
         self.unsubscribe_url = unsubscribe_url  # customer id -> one-click unsubscribe link
         self.sender = ReminderSender(
@@ -329,20 +327,30 @@ class InvoiceActivities:
         invoice = self._invoice(session, inp.invoice_id)
         if inp.kind == "dunning":
             invoice.stage = step.key
+        elif inp.kind == "ladder":
+            invoice.escalation_stage = step.key
         invoice.updated_at = now
         set_next_action(invoice, inp.next_action)
         session.add(invoice)
         session.commit()
         return SendOutcome(status if status in ("task", "printed", "uncertain") else "sent")
 
+    @activity.defn(name="post_charges")
+    def post_charges(self, inp: PostChargesInput) -> None:
+        """Post the late fees, compensation and interest the workflow decided are due now;
+        each charge once (its dedupe key), each with a ``charge_posted`` event."""
+        with self.sessions() as session:
+            for line in charges_due(session, inp):
+                post_charge(session, inp.invoice_id, line)
+
     @activity.defn(name="record_payment")
-    def record_payment(self, inp: RecordPaymentInput) -> None:
+    def record_payment(self, inp: RecordPaymentInput) -> SegmentMove | None:
         """Record a payment (or its reversal) the workflow applied: the new balance and status,
         a timeline event, the discount granted, and any overpayment as customer credit."""
         with self.sessions() as session:
             key = f"payment:{inp.payment_id}"
             if already_recorded(session, inp.invoice_id, key):
-                return  # a retry of an attempt that committed
+                return None  # a retry of an attempt that committed
             invoice = self._invoice(session, inp.invoice_id)
             payment = session.get(Payment, inp.payment_id)
             now = utcnow()
@@ -401,61 +409,20 @@ class InvoiceActivities:
             set_next_action(invoice, inp.next_action)
             session.add(invoice)
             session.flush()
-            # A payment may lift (or a reversal cause) a credit hold on the account.
-            reassess_credit_hold(session, invoice.customer_id, actor=WORKFLOW_ACTOR)
+            # A payment changes the customer's figures: it may move them to another segment,
+            # and lift (or a reversal cause) a credit hold on the account.
+            refreshed = refresh_customer(session, invoice.customer_id, actor=WORKFLOW_ACTOR)
             self._commit_once(session, inp.invoice_id, key)
-
-    @activity.defn(name="escalate")
-    def escalate(self, inp: EscalateInput) -> None:
-        """Hand the invoice to the agency adapter and record the placement."""
-        with self.sessions() as session:
-            invoice = self._invoice(session, inp.invoice_id)
-            placed = session.exec(
-                select(AgencyPlacement).where(AgencyPlacement.invoice_id == inp.invoice_id)
-            ).first()
-            if placed is not None:
-                return
-            customer = session.get(Customer, invoice.customer_id)
-            assert customer is not None
-            now = utcnow()
-            reference = self.agency.place(
-                PlacementRequest(
-                    invoice_id=inp.invoice_id,
-                    invoice_number=invoice.number,
-                    customer_external_id=customer.external_id,
-                    amount_minor=inp.balance_minor,
-                    currency=inp.currency,
-                    due_date=invoice.due_date.isoformat(),
-                    placed_at=now,
-                )
+            moved = refreshed.segment
+            if not (moved.changed and moved.invoice_ids):
+                return None
+            return SegmentMove(
+                customer_id=invoice.customer_id,
+                segment=moved.segment,
+                previous=moved.previous,
+                policy_name=moved.policy_name,
+                invoice_ids=moved.invoice_ids,
             )
-            session.add(
-                AgencyPlacement(
-                    invoice_id=inp.invoice_id,
-                    agency=self.agency.name,
-                    amount_minor=inp.balance_minor,
-                    currency=inp.currency,
-                    reference=reference,
-                    placed_at=now,
-                )
-            )
-            record_skipped(session, inp.invoice_id, inp.skipped, "escalation was already due")
-            add_event(
-                session,
-                inp.invoice_id,
-                "escalated",
-                {
-                    "agency": self.agency.name,
-                    "amount_minor": inp.balance_minor,
-                    "reference": reference,
-                },
-                dedupe_key="status:escalated",
-            )
-            invoice.status = "escalated"
-            invoice.updated_at = now
-            set_next_action(invoice, None)
-            session.add(invoice)
-            self._commit_once(session, inp.invoice_id, "status:escalated")
 
     @activity.defn(name="record_closed")
     def record_closed(self, inp: RecordClosedInput) -> None:
@@ -630,7 +597,7 @@ class InvoiceActivities:
         return [
             self.send_reminder,
             self.record_payment,
-            self.escalate,
             self.record_closed,
             self.record_change,
+            self.post_charges,
         ]

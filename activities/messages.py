@@ -1,17 +1,74 @@
 """What a reminder says: the template context of one step for one invoice, in the customer's
 locale. Shared by the send activity and the preview endpoint, so a preview is exactly what
-would be sent."""
+would be sent.
+
+Late charges (``invoice_charges``) the invoice carries and that were not waived are listed
+in ``charges`` with their total and ``total_due`` (the open balance plus those charges); with
+none, ``charges`` is empty, ``total_due`` is the balance and the templates say nothing of
+charges."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date, datetime
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sqlmodel import Session, col, select
+
 from activities.render import DEFAULT_LOCALE, format_percent, formatting_locale, local_date, money
-from models import Customer, Invoice
+from models import Customer, Invoice, InvoiceCharge
 from models.reference import payment_reference
 from workflows.types import InstallmentState
+
+
+def charges_not_waived(session: Session, invoice_id: int) -> list[InvoiceCharge]:
+    """The invoice's charges a message states: not waived, oldest first."""
+    return list(
+        session.exec(
+            select(InvoiceCharge)
+            .where(InvoiceCharge.invoice_id == invoice_id, col(InvoiceCharge.waived_at).is_(None))
+            .order_by(col(InvoiceCharge.created_at), col(InvoiceCharge.id))
+        ).all()
+    )
+
+
+def _rate(basis: dict[str, Any], locale: str) -> str:
+    """The interest rate per annum of a charge's basis ("12.5" -> "12.5%"); "" when it had
+    several rates or none."""
+    text = str(basis.get("rate_pct") or "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return ""
+    return format_percent(value.scaleb(2), locale) if value.is_finite() else ""
+
+
+def charge_lines(
+    charges: Iterable[InvoiceCharge], currency: str, timezone: str, locale: str
+) -> list[dict[str, Any]]:
+    """Charges as the templates list them: kind, amount, stage, and for interest its rate and
+    the days it covers (``period_from`` is the last day before them, so the first shown is
+    the day after)."""
+    lines = []
+    for charge in charges:
+        if charge.currency != currency:
+            raise ValueError(f"charge in {charge.currency} on an invoice in {currency}")
+        first = charge.period_from + timedelta(days=1) if charge.period_from else None
+        lines.append(
+            {
+                "kind": charge.kind,
+                "amount": money(charge.amount_minor, currency, locale),
+                "amount_minor": charge.amount_minor,
+                "stage": charge.stage,
+                "rate": _rate(charge.basis, locale) if charge.kind == "interest" else "",
+                "period_from": local_date(first, timezone, locale) if first else "",
+                "period_to": (
+                    local_date(charge.period_to, timezone, locale) if charge.period_to else ""
+                ),
+            }
+        )
+    return lines
 
 
 def message_context(
@@ -25,13 +82,17 @@ def message_context(
     escalate_at: datetime | None = None,
     note: str | None = None,
     installment: InstallmentState | None = None,
+    charges: Iterable[InvoiceCharge] = (),
     default_locale: str = DEFAULT_LOCALE,
 ) -> dict[str, Any]:
     """The variables of a reminder template. ``locale`` is the resolved one: the customer's,
     unless no templates speak its language (then ``default_locale``), so money and dates are
-    formatted for the language the message is written in."""
+    formatted for the language the message is written in. ``charges``: the invoice's charges
+    (``charges_not_waived``; waived ones are left out here too)."""
     assert invoice.id is not None
     loc, tz = formatting_locale(customer.locale, default_locale), customer.timezone
+    kept = [c for c in charges if c.waived_at is None]
+    charged_minor = sum(c.amount_minor for c in kept)
     context: dict[str, Any] = {
         "invoice": invoice,
         "customer": customer,
@@ -46,6 +107,11 @@ def message_context(
         "payment_reference": payment_reference(invoice.id),
         "discount": None,
         "others": [],  # other invoices the same message covers (consolidation)
+        "charges": charge_lines(kept, invoice.currency, tz, loc),
+        "charges_minor": charged_minor,
+        "charges_total": money(charged_minor, invoice.currency, loc),
+        "total_due_minor": balance_minor + charged_minor,
+        "total_due": money(balance_minor + charged_minor, invoice.currency, loc),
     }
     # The discount is offered while it still holds when the step was due.
     if invoice.discount_minor and invoice.discount_until and invoice.discount_until > step_at:

@@ -54,7 +54,7 @@ def money(amount_minor: int, currency: str, locale: str = DEFAULT_LOCALE) -> str
     return format_currency(value, currency, locale=_locale(locale))
 
 
-def format_percent(basis_points: int, locale: str = DEFAULT_LOCALE) -> str:
+def format_percent(basis_points: int | Decimal, locale: str = DEFAULT_LOCALE) -> str:
     """Basis points as a localized percentage, exact: 250 -> "2.5%" (en), "2,5 %" (de, fr)."""
     value = Decimal(basis_points).scaleb(-4)
     return babel_format_percent(value, locale=_locale(locale), decimal_quantization=False)

@@ -39,7 +39,7 @@ from activities.channels import (
     TransientDeliveryError,
 )
 from activities.documents import Seller, invoice_copy_pdf, letter_pdf
-from activities.messages import message_context
+from activities.messages import charges_not_waived, message_context
 from activities.render import local_date, money, render_message
 from models import ContactBlock, Customer, DunningPolicy, Invoice, OutboxMessage, Task
 from models.types import parse_duration, utcnow
@@ -249,9 +249,10 @@ class ReminderSender:
             step_at=step.at,
             balance_minor=inp.balance_minor,
             pay_url=self.pay_url,
-            escalate_at=inp.escalate_at,
+            escalate_at=deadline(inp),
             note=inp.note,
             installment=inp.installment,
+            charges=charges_not_waived(session, inp.invoice_id),
             default_locale=self.default_locale,
         )
         loc = context["locale"]
@@ -339,6 +340,17 @@ class ReminderSender:
             balance_minor=balance_minor,
         )
         return Attachment(f"invoice-{invoice.number}.pdf", pdf)
+
+
+def deadline(inp: SendReminderInput) -> datetime | None:
+    """The date a message names as the last day to pay: the escalation the workflow gave, or
+    for a ladder notice (a final or pre-legal notice) when the next stage is due."""
+    if inp.escalate_at is not None:
+        return inp.escalate_at
+    nxt = inp.next_action
+    if inp.kind == "ladder" and nxt is not None and nxt.kind == "escalation":
+        return nxt.at
+    return None
 
 
 def outbound(

@@ -14,12 +14,14 @@ from temporalio.client import Client
 from api import errors, services, web
 from api.routes import (
     actions,
+    agency,
     calls,
     charges,
     customers,
     history,
     invoices,
     jobs,
+    legal,
     pay,
     payments,
     policies,
@@ -86,6 +88,8 @@ def create_app(
         profiles,
         charges,
         pay,
+        agency,
+        legal,
     ):
         app.include_router(module.router)
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages

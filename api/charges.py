@@ -4,6 +4,8 @@ never changes; each posting and waiver is on the invoice's timeline."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -11,7 +13,16 @@ from api.errors import conflict, not_found
 from models import Invoice, InvoiceCharge
 from models.charge import ChargePublic, ChargesPublic
 from models.types import utcnow
-from workflows.charges import INTEREST, ChargeLine
+from workflows.charges import (
+    INTEREST,
+    ChargeLine,
+    accruals_for,
+    compensation_charge,
+    interest_charge,
+    policy_from_spec,
+    stage_charges,
+)
+from workflows.types import PostChargesInput
 
 
 def _add_event(
@@ -47,6 +58,44 @@ def interest_charged_minor(session: Session, invoice_id: int) -> int:
         )
     ).all()
     return sum(rows)
+
+
+def last_interest_day(session: Session, invoice_id: int) -> date | None:
+    """The last day interest was charged up to (the next period starts after it)."""
+    return session.exec(
+        select(col(InvoiceCharge.period_to))
+        .where(InvoiceCharge.invoice_id == invoice_id, InvoiceCharge.kind == INTEREST)
+        .order_by(col(InvoiceCharge.period_to).desc())
+    ).first()
+
+
+def charges_due(session: Session, inp: PostChargesInput) -> list[ChargeLine]:
+    """What the workflow's policy charges now (``post_charges``): the stage's fees, then, once
+    overdue, the compensation and the interest from the due date up to ``inp.until`` less what
+    was charged before. Pure arithmetic in ``workflows.charges``; this only reads the past."""
+    policy = policy_from_spec(inp.charges)
+    lines = (
+        stage_charges(policy, inp.stage, inp.stage_balance_minor, inp.currency) if inp.stage else []
+    )
+    due = date.fromisoformat(inp.due_date)
+    if inp.until is None or date.fromisoformat(inp.until) <= due:
+        return lines
+    until = date.fromisoformat(inp.until)
+    compensation = compensation_charge(policy, inp.currency)
+    if compensation is not None:
+        lines.append(compensation)
+    if policy.interest_rate_pct is not None:
+        movements = [(date.fromisoformat(m.day), m.amount_minor) for m in inp.movements]
+        accruals = accruals_for(due, until, inp.opening_minor, policy.interest_rate_pct, movements)
+        line = interest_charge(
+            accruals,
+            inp.currency,
+            charged_before_minor=interest_charged_minor(session, inp.invoice_id),
+            since=last_interest_day(session, inp.invoice_id),
+        )
+        if line is not None:
+            lines.append(line)
+    return lines
 
 
 def post_charge(

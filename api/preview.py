@@ -1,7 +1,11 @@
 """What one dunning step would send to an invoice's customer now, rendered without sending.
 
 The context comes from ``activities.messages.message_context``, the same function the send
-activity uses, so the preview is the message the workflow would send for that step.
+activity uses, so the preview is the message the workflow would send for that step, with the
+invoice's charges not waived. ``step`` is a reminder step key or the key of a notice stage of
+the policy's escalation ladder (e.g. a pre-legal notice): a stage is previewed at its earliest
+instant (each stage's wait after the one before, from the escalation instant), naming the next
+stage's instant as the deadline, as the workflow's notice would.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from jinja2 import TemplateError
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from activities.messages import message_context
+from activities.messages import charges_not_waived, message_context
 from activities.render import render_message
 from api.errors import ApiError, unprocessable
 from api.services import get_invoice
 from arflow.config import Settings
 from models import Customer, DunningPolicy
-from workflows.schedule import build_schedule, escalation_at
+from workflows.schedule import build_schedule, contact_allowed, escalation_at, shift
+from workflows.types import NOTICE, PolicySpec, ScheduledStep
 
 PreviewChannel = Literal["email", "sms", "letter", "call"]
 
@@ -59,15 +64,21 @@ def preview(
     if customer is None or policy is None:  # foreign keys make this unreachable
         raise ApiError(409, "conflict", f"invoice {invoice_id} lacks its customer or policy")
     spec = policy.spec()
+    escalate_at = escalation_at(spec, invoice.due_at, customer.timezone)
     schedule = build_schedule(spec, invoice.due_at, customer.timezone)
+    notices = ladder_notices(spec, escalate_at, customer.timezone)
     step = next((s for s in schedule if s.key == step_key), None)
+    deadline: datetime | None = escalate_at
+    if step is None and step_key in notices:
+        step, deadline = notices[step_key]
     if step is None:
-        keys = [s.key for s in schedule]
+        keys = [s.key for s in schedule] + list(notices)
         raise unprocessable(
             f"policy {policy.name!r} has no step {step_key!r}; its steps: {', '.join(keys)}",
             {"steps": keys},
         )
     chosen = channel or step.channel
+    assert invoice.id is not None
     context = message_context(
         invoice,
         customer,
@@ -75,7 +86,8 @@ def preview(
         step_at=step.at,
         balance_minor=invoice.balance_minor,
         pay_url=settings.pay_url,
-        escalate_at=escalation_at(spec, invoice.due_at, customer.timezone),
+        escalate_at=deadline,
+        charges=charges_not_waived(session, invoice.id),
         default_locale=settings.default_locale,
     )
     try:
@@ -96,3 +108,26 @@ def preview(
         sms=rendered.sms,
         recipient=recipient(customer, chosen),
     )
+
+
+def ladder_notices(
+    spec: PolicySpec, escalate_at: datetime, timezone: str
+) -> dict[str, tuple[ScheduledStep, datetime | None]]:
+    """The notice stages of the policy's ladder by key: each as a step on its first channel at
+    its earliest instant, with the instant of the stage after it (None for the last)."""
+    found: dict[str, tuple[ScheduledStep, datetime | None]] = {}
+    at = escalate_at
+    pending: ScheduledStep | None = None
+    for stage in spec.ladder:
+        if stage.wait not in ("P0D", "PT0S"):
+            at = shift(at, stage.wait, timezone, None)
+        if pending is not None:
+            found[pending.key] = (pending, at)
+            pending = None
+        if stage.kind == NOTICE and stage.channels:
+            when = contact_allowed(at, spec, timezone)
+            pending = ScheduledStep(stage.key, stage.channels[0], stage.template, when)
+            at = when
+    if pending is not None:
+        found[pending.key] = (pending, None)
+    return found

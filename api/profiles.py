@@ -9,15 +9,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
+from temporalio.client import Client
 
 from api.behaviour import Behaviour, behaviour
 from api.credit import HoldState, reassess
 from api.customer_events import record_customer_event
-from api.errors import not_found, unprocessable
+from api.errors import ApiError, not_found, unprocessable
 from api.risk import Risk, risk
 from api.segments import SegmentDecision, load_segments, reevaluate_segment, segment_for
-from models import Customer
+from arflow.config import Settings
+from models import Customer, DunningPolicy
 from models.profile import ProfileUpdate
+from workflows.types import PolicyChangeRequest
 
 # ProfileUpdate field -> Customer column
 COLUMNS = {
@@ -197,3 +200,38 @@ def reevaluate_customers(
         if refreshed.segment.changed or refreshed.hold.changed:
             out.append(_result(get_customer(session, customer_id), refreshed, []))
     return out
+
+
+async def switch_policies(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_ids: list[int],
+    policy_name: str,
+    actor: str,
+    reason: str,
+    segment: str | None = None,
+) -> dict[int, str]:
+    """Have each invoice's workflow follow ``policy_name`` from its next step on; the invoices
+    whose workflow refused (closed meanwhile) or did not answer, with the reason."""
+    policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
+    if policy is None:
+        return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
+    from api import services  # imports activities.invoice, which imports this module
+
+    failed: dict[int, str] = {}
+    for invoice_id in invoice_ids:
+        request = PolicyChangeRequest(
+            policy=policy.spec(), actor=actor, reason=reason, segment=segment
+        )
+        try:
+            invoice, _ = await services.run_update(
+                session, client, settings, invoice_id, "change_policy", request
+            )
+        except ApiError as exc:
+            failed[invoice_id] = exc.message
+            continue
+        invoice.policy_id = policy.id or invoice.policy_id
+        session.add(invoice)
+        session.commit()
+    return failed

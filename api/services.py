@@ -115,7 +115,10 @@ def find_referenced(
     return found
 
 
-def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
+def _resolve_policy(
+    session: Session, body: InvoiceCreate, customer: Customer | None = None
+) -> DunningPolicy:
+    """The policy the invoice names; else its customer's segment's; else the default."""
     if body.policy_id is not None:
         policy = session.get(DunningPolicy, body.policy_id)
         if policy is None:
@@ -128,6 +131,12 @@ def _resolve_policy(session: Session, body: InvoiceCreate) -> DunningPolicy:
         if policy is None:
             raise unprocessable(f"unknown policy {body.policy_name!r}")
         return policy
+    if customer is not None:
+        from api.segments import policy_for_customer  # imports this module
+
+        found = policy_for_customer(session, customer)
+        if found is not None:
+            return found
     return ensure_default_policy(session)
 
 
@@ -269,7 +278,7 @@ async def create_invoice(
         customer = find_referenced(
             session, Customer, body.customer_id, body.customer_external_id, "customer"
         )
-        policy = _resolve_policy(session, body)
+        policy = _resolve_policy(session, body, customer)
         invoice = new_invoice(body, customer, policy, digest)
         session.add(invoice)
         try:

@@ -479,15 +479,20 @@ class _InvoiceImport:
         self.external = external
         self.cell_types = CellTypes.of(InvoiceCreate)
         self.seen: dict[str, tuple[int, str]] = {}  # external_id -> (line, request hash)
-        self.policies: dict[tuple[int | None, str | None], DunningPolicy | str] = {}
+        self.policies: dict[tuple[int | None, str | None, str | None], DunningPolicy | str] = {}
         self.policies_by_id: dict[int, DunningPolicy] = {}
 
-    def policy(self, session: Session, body: InvoiceCreate) -> DunningPolicy | str:
-        """The row's policy (cached: a file names few), or the reason it is refused."""
-        key = (body.policy_id, body.policy_name)
+    def policy(
+        self, session: Session, body: InvoiceCreate, customer: Customer | str
+    ) -> DunningPolicy | str:
+        """The row's policy (cached: a file names few), or the reason it is refused. A row
+        naming none gets its customer's segment's policy, as through the API."""
+        owner = customer if isinstance(customer, Customer) else None
+        named = body.policy_id is not None or body.policy_name is not None
+        key = (body.policy_id, body.policy_name, None if named or owner is None else owner.segment)
         if key not in self.policies:
             try:
-                found = _resolve_policy(session, body)
+                found = _resolve_policy(session, body, owner)
             except ApiError as exc:
                 field_name = "policy_id" if body.policy_id is not None else "policy_name"
                 self.policies[key] = f"{field_name}: {exc.message}"
@@ -545,7 +550,7 @@ class _InvoiceImport:
                         out.rejects.append(Reject(v.row, _earlier_in_file("invoice", ext, line)))
                     continue
                 customer = self._customer_of(v.body, customers)
-                policy = self.policy(session, v.body)
+                policy = self.policy(session, v.body, customer)
                 found = existing.get(ext)
                 if found is not None:
                     if self._existing(session, v, found, customer, policy, customers, out):

@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     agency_dir: str = Field(
         default="", description="folder for agency placement files; default data_dir/agency"
     )
+    legal_dir: str = Field(
+        default="", description="folder for legal-stage documents; default data_dir/legal"
+    )
+    agency_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=30,
+        description="seconds an agency webhook has for each step (connect, send, answer)",
+    )
     temporal_ui_url: str = "http://127.0.0.1:8233"
     public_url: str = Field(
         default="http://127.0.0.1:8000", description="where customers reach us (links, callbacks)"
@@ -213,6 +222,11 @@ class Settings(BaseSettings):
     @property
     def agency_folder(self) -> str:
         return self.agency_dir or f"{self.data_dir.rstrip('/')}/agency"
+
+    @property
+    def legal_folder(self) -> str:
+        """Where the legal stage's generated documents (claim summaries) are written."""
+        return self.legal_dir or f"{self.data_dir.rstrip('/')}/legal"
 
 
 @lru_cache

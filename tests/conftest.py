@@ -6,6 +6,8 @@ download). Each test gets its own task queue.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -20,8 +22,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, select
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
+from sqlmodel import Session, SQLModel, col, select
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -31,7 +38,7 @@ from arflow.cli import SEARCH_ATTRIBUTE_ARGS
 from arflow.config import Settings
 from arflow.db import make_engine
 from arflow.migrate import upgrade
-from models import Invoice, OutboxMessage
+from models import Invoice, OutboxMessage, Payment
 from models.invoice import InvoiceEvent
 from worker import build_worker
 
@@ -274,6 +281,19 @@ async def _terminate_all(
     a task queue nobody polls any more would hold the clock for the next test."""
     with Session(engine) as s:
         ids = s.exec(select(Invoice.id)).all()
+        paid_by = s.exec(
+            select(Invoice.customer_id, Payment.id).join(
+                Payment, col(Payment.invoice_id) == col(Invoice.id)
+            )
+        ).all()
+    # Segment moves after payments run a workflow of their own: let it finish first.
+    for customer_id, payment_id in paid_by:
+        switch = client.get_workflow_handle(f"segment-switch-{customer_id}-{payment_id}")
+        try:
+            await asyncio.wait_for(switch.result(), timeout=10 if wait_for_start else 0.1)
+        except (RPCError, WorkflowFailureError, TimeoutError):
+            with contextlib.suppress(RPCError):
+                await switch.terminate("test over")
     for invoice_id in ids:
         handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
         if wait_for_start:  # without a worker a query would only time out

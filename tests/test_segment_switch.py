@@ -77,3 +77,51 @@ async def test_a_payment_lifts_the_credit_hold(h: Harness) -> None:
     assert await lifted()
     kinds = [e["kind"] for e in (await h.get(f"/v1/customers/{cust['id']}/events")).json()]
     assert "credit_hold_on" in kinds and "credit_hold_off" in kinds
+
+
+async def test_a_payment_that_moves_the_customer_switches_their_other_invoices(
+    h: Harness,
+) -> None:
+    """Paying on time makes the customer a prompt payer (a segment with its own policy): the
+    move is recorded on the customer and their other open invoice follows the new policy."""
+    prompt = await h.policy(
+        escalate_after="P60D",
+        steps=[{"key": "gentle", "offset": "P10D", "template": "reminder_overdue"}],
+    )
+    resp = await h.post(
+        "/v1/segments",
+        {
+            "name": "prompt_payers",
+            "position": 1,
+            "policy_name": prompt["name"],
+            "rules": [{"field": "paid_on_time_pct", "op": "gte", "value": 100}],
+        },
+        role="admin",
+    )
+    assert resp.status_code == 201, resp.text
+    cust = await h.customer()
+    first = await h.invoice(cust["id"], amount_minor=10_000)
+    second = await h.invoice(cust["id"], amount_minor=20_000)
+    assert first["policy_id"] == second["policy_id"] != prompt["id"]
+    now = (await h.env.get_current_time()).isoformat()
+    paid = await signed_payment(h, invoice_id=first["id"], amount_minor=10_000, paid_at=now)
+    assert paid.status_code == 200, paid.text
+
+    async def switched() -> bool:
+        invoice = (await h.get(f"/v1/invoices/{second['id']}")).json()
+        return bool(invoice["policy_id"] == prompt["id"])
+
+    for _ in range(200):
+        if await switched():
+            break
+        await asyncio.sleep(0.05)
+    assert await switched()
+    events = (await h.get(f"/v1/customers/{cust['id']}/events")).json()
+    moved = next(e for e in events if e["kind"] == "segment_changed")
+    assert (moved["data"]["from"], moved["data"]["to"]) == ("standard", "prompt_payers")
+    assert moved["data"]["invoice_ids"] == [second["id"]]
+    changed = next(e for e in h.events(second["id"]) if e.kind == "policy_changed")
+    assert changed.data["to"] == prompt["name"]
+    assert changed.data["reason"] == "segment standard -> prompt_payers"
+    assert (await h.get(f"/v1/invoices/{first['id']}")).json()["status"] == "paid"
+

@@ -13,6 +13,7 @@ import pytest
 from jinja2 import TemplateNotFound, UndefinedError
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from activities.messages import message_context
@@ -30,11 +31,13 @@ from activities.render import (
     resolve_locale,
     template_names,
 )
+from api.charges import find_charge, post_charge, waive_charge
 from arflow.config import Settings
-from models import Customer, Invoice
+from models import Customer, Invoice, InvoiceCharge
 from models.policy import TEMPLATES
 from models.reference import payment_reference
 from tests.conftest import Harness, harness
+from workflows.charges import ChargeLine
 from workflows.types import InstallmentState
 
 LOCALES = ("en", "de", "fr")
@@ -79,6 +82,7 @@ STATES = {
     "reminder_overdue": ("balance", "amount", "due_date"),
     "reminder": ("balance", "due_date"),
     "final_notice": ("balance", "due_date", "escalation_date"),
+    "pre_legal": ("balance", "due_date", "escalation_date"),
     "plan_before": ("installment_amount", "installment_due", "balance"),
     "plan_late": ("installment_open", "installment_due"),
 }
@@ -87,6 +91,7 @@ SMS_AMOUNT = {
     "reminder_overdue": "balance",
     "reminder": "balance",
     "final_notice": "balance",
+    "pre_legal": "balance",
     "plan_before": "installment_amount",
     "plan_late": "installment_open",
 }
@@ -131,6 +136,7 @@ def context(
     pay_url: str = PAY_URL,
     note: str | None = None,
     default_locale: str = "en",
+    charges: list[InvoiceCharge] | None = None,
 ) -> dict[str, Any]:
     return message_context(
         inv or invoice(),
@@ -148,6 +154,7 @@ def context(
             amount_minor=40_000,
             paid_minor=10_000,
         ),
+        charges=charges or [],
         default_locale=default_locale,
     )
 
@@ -250,6 +257,149 @@ def test_final_notice_without_escalation_date_leaves_the_sentence_out() -> None:
     ctx = context(customer("fr")) | {"escalation_date": ""}
     msg = render_message("final_notice", "fr", ctx)
     assert "recouvrement" not in msg.text and "le ," not in msg.text
+
+
+def test_pre_legal_warns_of_legal_action_in_every_locale() -> None:
+    words = {
+        "en": ("Pre-legal notice: invoice 2026-0042", "legal proceedings", "collection agency"),
+        "de": ("Vorgerichtliche Mahnung: Rechnung 2026-0042", "gerichtliche Schritte", "Inkasso"),
+        "fr": ("Mise en demeure : facture 2026-0042", "procédure judiciaire", "recouvrement"),
+    }
+    for locale, (subject, legal, agency) in words.items():
+        msg = rendered("pre_legal", locale)
+        assert msg.subject == subject
+        for body in (msg.text, msg.html):
+            assert legal in body and agency in body
+            assert EXPECTED[locale]["escalation_date"] in body  # the deadline
+        # Without a known deadline the warning stays, without a date.
+        ctx = context(customer(locale)) | {"escalation_date": ""}
+        undated = render_message("pre_legal", locale, ctx)
+        assert legal in undated.text and EXPECTED[locale]["escalation_date"] not in undated.text
+    assert "Unless we receive €1,000.00 by March 1, 2026" in rendered("pre_legal", "en").text
+
+
+# -- late charges ----------------------------------------------------------------------------
+
+
+def charge(kind: str, amount_minor: int, **fields: Any) -> InvoiceCharge:
+    return InvoiceCharge(
+        invoice_id=42,
+        kind=kind,
+        amount_minor=amount_minor,
+        currency="EUR",
+        dedupe_key=f"{kind}:{amount_minor}",
+        created_by="workflow",
+        **fields,
+    )
+
+
+def fee_interest_and_waived_fee() -> list[InvoiceCharge]:
+    return [
+        charge("fee", 1_500, stage="late_7"),
+        charge(
+            "interest",
+            1_234,
+            period_from=date(2026, 1, 15),  # days from the day after
+            period_to=date(2026, 2, 14),
+            basis={"rate_pct": "12.5", "days": 30},
+        ),
+        charge(
+            "fee",
+            9_900,
+            stage="late_14",
+            waived_at=datetime(2026, 2, 20, tzinfo=UTC),
+            waived_by="specialist:x",
+            waive_reason="goodwill",
+        ),
+    ]
+
+
+CHARGED = {  # balance 1,000.00 + 15.00 + 12.34 (the 99.00 fee is waived)
+    "en": {
+        "fee": "- Late fee: €15.00",
+        "interest": "- Interest at 12.5% a year from January 16, 2026 to February 14, 2026: €12.34",
+        "total": "Total due on this invoice: €1,027.34",
+        "sms": "€1,027.34 (incl. late charges)",
+    },
+    "de": {
+        "fee": f"- Mahngebühr: 15,00{NBSP}€",
+        "interest": f"- Verzugszinsen (12,5{NBSP}% p. a.) vom 16. Januar 2026 bis 14. Februar "
+        f"2026: 12,34{NBSP}€",
+        "total": f"Insgesamt zu zahlen: 1.027,34{NBSP}€",
+        "sms": "1.027,34 € (inkl. Verzugskosten)",
+    },
+}
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_a_reminder_lists_the_charges_not_waived_and_the_total_due(locale: str) -> None:
+    ctx = context(customer(locale), charges=fee_interest_and_waived_fee())
+    assert (ctx["charges_minor"], ctx["total_due_minor"]) == (2_734, 102_734)
+    assert [c["kind"] for c in ctx["charges"]] == ["fee", "interest"]
+    msg = render_message("reminder_overdue", locale, ctx)
+    words = CHARGED[locale]
+    expected_text = f"{words['fee']}\n{words['interest']}\n{words['total']}\n\n"
+    assert expected_text in msg.text, msg.text
+    assert "99,00" not in msg.text and "99.00" not in msg.text  # the waived fee
+    assert EXPECTED[locale]["balance"] in msg.text  # the open balance is still stated
+    for line in ("fee", "interest", "total"):
+        label, amount = words[line][2 if line != "total" else 0 :].rsplit(": ", 1)
+        assert label in msg.html and amount in msg.html, (line, msg.html)
+    assert "99,00" not in msg.html and "99.00" not in msg.html
+    assert words["sms"] in msg.sms and len(msg.sms) <= SMS_MAX_CHARS
+    assert EXPECTED[locale]["balance"].replace(NBSP, " ") not in msg.sms  # the total only
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
+def test_every_template_states_the_charges_and_the_total_due(template: str, locale: str) -> None:
+    plain = rendered(template, locale)
+    ctx = context(customer(locale), charges=fee_interest_and_waived_fee())
+    msg = render_message(template, locale, ctx)
+    total = ctx["total_due"]
+    assert total in msg.text and total in msg.html
+    assert msg.text.count("\n- ") == plain.text.count("\n- ") + 2  # two charge lines
+    assert len(msg.sms) <= SMS_MAX_CHARS
+    if template not in PLAN_TEMPLATES:  # a plan's SMS states the instalment due now
+        assert total.replace(NBSP, " ").replace(NNBSP, " ") in msg.sms
+    # The letter is the plain text: its paragraphs (split on blank lines) keep the list whole.
+    assert any(total in paragraph and "\n- " in paragraph for paragraph in msg.text.split("\n\n"))
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_no_charges_or_only_waived_ones_say_nothing_of_charges(locale: str) -> None:
+    waived = [c for c in fee_interest_and_waived_fee() if c.waived_at is not None]
+    for template in ALL_TEMPLATES:
+        plain = rendered(template, locale)
+        only_waived = render_message(template, locale, context(customer(locale), charges=waived))
+        assert only_waived == plain
+        for word in ("Late charges", "Verzugskosten", "frais de retard", "Total due", "Total dû"):
+            assert word not in plain.text and word not in plain.html and word not in plain.sms
+
+
+def test_a_message_without_charges_is_unchanged() -> None:
+    """The exact text of a reminder without charges, as it was before charges existed."""
+    assert rendered("reminder", "en").text == (
+        "Dear Acme GmbH,\n\n"
+        "€1,000.00 of invoice 2026-0042 (due January 15, 2026) is open.\n"
+        "Please pay the open balance at your earliest convenience.\n\n"
+        "If you have already paid, please ignore this message.\n\n"
+        f"Pay online: {PAY_URL}\n"
+        "Bank transfer reference: RF73AR42\n\n"
+        "Kind regards"
+    )
+    assert rendered("final_notice", "de").sms == (
+        "Letzte Mahnung: Rechnung 2026-0042 (fällig am 15. Januar 2026) ist mit 1.000,00 € "
+        "unbezahlt. Ohne Zahlung bis zum 1. März 2026 übergeben wir die Forderung an ein "
+        f"Inkassounternehmen. Online bezahlen: {PAY_URL} Keine SMS mehr? Antworten Sie STOP."
+    )
+
+
+def test_a_charge_in_another_currency_is_refused() -> None:
+    usd = charge("fee", 100)
+    usd.currency = "USD"
+    with pytest.raises(ValueError, match="charge in USD on an invoice in EUR"):
+        context(customer(), charges=[usd])
 
 
 # -- fallback ------------------------------------------------------------------------------
@@ -453,3 +603,61 @@ async def test_preview_errors(h: Harness) -> None:
     ok = await h.get(url, step="late_7", role="viewer")
     assert ok.status_code == 200 and ok.json()["locale_used"] == "fr"
     assert ok.json()["subject"] == f"Rappel de paiement : facture {inv['number']} échue"
+
+
+async def test_preview_of_a_ladder_notice_with_charges(h: Harness) -> None:
+    """A pre-legal notice of the policy's ladder, previewed by its stage key: at its earliest
+    instant, naming the next stage's day as the deadline, with the charges not waived."""
+    policy = await h.policy(
+        send_at="09:00",
+        escalate_after="P45D",
+        steps=[{"key": "late_7", "offset": "P7D", "template": "reminder_overdue"}],
+        ladder=[
+            {"key": "final", "kind": "notice", "channels": ["email"]},
+            {
+                "key": "warning",
+                "kind": "notice",
+                "wait": "P14D",
+                "channels": ["letter", "email"],
+                "template": "pre_legal",
+            },
+            {"key": "court", "kind": "legal", "wait": "P14D"},
+        ],
+    )
+    cust = await h.customer(timezone="Europe/Berlin", locale="de", address="Ring 1\n1010 Wien")
+    inv = await h.invoice(
+        cust["id"], policy_id=policy["id"], issued_on="2026-01-05", due_date="2026-01-15"
+    )
+    with Session(h.engine) as s:
+        for line in (
+            ChargeLine("fee", 1_500, "EUR", "fee:final", stage="final"),
+            ChargeLine("interest", 1_234, "EUR", "interest:2026-02-14",
+                       period_from=date(2026, 1, 15), period_to=date(2026, 2, 14),
+                       basis={"rate_pct": "12.5"}),
+            ChargeLine("fee", 9_900, "EUR", "fee:late_7", stage="late_7"),
+        ):  # fmt: skip
+            post_charge(s, inv["id"], line)
+        waived = find_charge(s, inv["id"], "fee:late_7")
+        assert waived is not None and waived.id is not None
+        waive_charge(s, inv["id"], waived.id, "goodwill", "specialist:test")
+
+    resp = await h.get(f"/v1/invoices/{inv['id']}/preview", step="warning")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["template"], body["channel"]) == ("pre_legal", "letter")
+    assert body["recipient"] == "Acme GmbH\nRing 1\n1010 Wien"
+    # escalation 1 March 09:00 Berlin, the notice 14 days later, the legal stage 14 after that
+    assert body["scheduled_for"].startswith("2026-03-15T08:00:00")
+    assert body["subject"] == f"Vorgerichtliche Mahnung: Rechnung {inv['number']}"
+    text = body["text"]
+    assert f"Sollte der Betrag von 1.227,34{NBSP}€ nicht bis zum 29. März 2026" in text
+    assert f"- Mahngebühr: 15,00{NBSP}€\n" in text and f"12,34{NBSP}€\n" in text
+    assert f"Insgesamt zu zahlen: 1.227,34{NBSP}€" in text
+    assert "99,00" not in text and "99,00" not in body["html"]  # the waived fee
+    assert "1.227,34 € (inkl. Verzugskosten)" in body["sms"]
+
+    final = (await h.get(f"/v1/invoices/{inv['id']}/preview", step="final")).json()
+    assert final["template"] == "final_notice" and "bis zum 15. März 2026" in final["text"]
+    legal = await h.get(f"/v1/invoices/{inv['id']}/preview", step="court")
+    assert legal.status_code == 422  # the legal stage sends no message
+    assert legal.json()["error"]["details"]["steps"] == ["late_7", "final", "warning"]

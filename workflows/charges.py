@@ -26,10 +26,12 @@ so they travel through Temporal's JSON payloads exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
+
+from workflows.types import ChargeSpec
 
 DAYS_PER_YEAR = 365  # ACT/365 Fixed
 EU_STATUTORY_MARGIN_PCT = "8"
@@ -167,6 +169,22 @@ def eu_b2b_policy(
         stage_fees_minor=dict(stage_fees_minor or {}),
         interest_rate_pct=add_pct(ecb_reference_rate_pct, EU_STATUTORY_MARGIN_PCT),
         compensation_minor=EU_COMPENSATION_MINOR,
+    )
+
+
+def policy_from_spec(spec: ChargeSpec) -> ChargePolicy:
+    """The calculator's policy for a dunning policy's ``charges``."""
+    if spec.preset == "eu_b2b":
+        assert spec.ecb_reference_rate_pct is not None
+        eu = eu_b2b_policy(spec.ecb_reference_rate_pct, spec.stage_fees_minor)
+        return replace(eu, stage_fee_pct=dict(spec.stage_fee_pct))
+    return ChargePolicy(
+        name=spec.name,
+        currency=spec.currency,
+        stage_fees_minor=dict(spec.stage_fees_minor),
+        stage_fee_pct=dict(spec.stage_fee_pct),
+        interest_rate_pct=spec.interest_rate_pct,
+        compensation_minor=spec.compensation_minor,
     )
 
 

@@ -32,15 +32,19 @@ with workflow.unsafe.imports_passed_through():
         escalation_at,
         local_today,
         next_action,
+        nth_period,
         shift,
     )
     from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
+        AGENCY,
         CANCELLED,
         CLOSED_STATUSES,
         CREDITED,
         DISPUTED,
         ESCALATED,
+        LEGAL,
+        NOTICE,
         OPEN,
         PAID,
         PAUSED,
@@ -48,16 +52,21 @@ with workflow.unsafe.imports_passed_through():
         PROMISE,
         WRITTEN_OFF,
         ActorRequest,
+        AgencyEndRequest,
         CancelRequest,
         ChangeResult,
         ChangeSet,
         DisputeRecord,
         DisputeState,
+        EndPlacementInput,
         EscalateInput,
         EventSpec,
         InstallmentState,
         InvoiceState,
         InvoiceWorkflowInput,
+        LadderStage,
+        LegalInput,
+        Movement,
         NextAction,
         OpenDisputeRequest,
         PauseRequest,
@@ -67,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         PlanRequest,
         PlanState,
         PolicyChangeRequest,
+        PostChargesInput,
         PromiseRecord,
         PromiseRequest,
         PromiseState,
@@ -74,6 +84,8 @@ with workflow.unsafe.imports_passed_through():
         RecordPaymentInput,
         ResolveDisputeRequest,
         ScheduledStep,
+        SegmentMove,
+        SegmentSwitch,
         SendOutcome,
         SendReminderInput,
         TaskRecord,
@@ -84,7 +96,9 @@ ACTIVITY_TIMEOUT = timedelta(seconds=10)
 PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 # Notes the next reminder carries even when no step was missed: news the customer must hear.
 NEWS_NOTES = frozenset({"payment_reversed"})
-LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change"})
+LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change", "post_charges"})
+# The classic ladder of a policy that defines none: the agency hand-off at escalate_after.
+CLASSIC_LADDER = (LadderStage(key="agency", kind=AGENCY),)
 DELIVERED = frozenset({"sent", "uncertain", "task", "printed"})
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -157,7 +171,242 @@ class InvoiceWorkflow:
                 at, key, kind, _ = min(points, key=lambda p: p[0])
                 return NextAction(kind=kind, at=at, step_key=key)
             return None
-        return next_action(self._schedule, self._done(), self._escalation_due_at(), False)
+        nxt = next_action(self._schedule, self._done(), self._escalation_due_at(), False)
+        if nxt is None or nxt.kind != "escalation":
+            return nxt
+        stage = self._next_stage()
+        if stage is None:
+            return None
+        at = self._stage_due_at(stage)
+        if not inp.policy.ladder:
+            return NextAction(kind="escalation", at=at)
+        return NextAction(kind="escalation", at=at, step_key=stage.key)
+
+    # -- escalation ladder ---------------------------------------------------
+
+    def _ladder(self) -> list[LadderStage]:
+        return list(self.inp.policy.ladder or CLASSIC_LADDER)
+
+    def _next_stage(self) -> LadderStage | None:
+        done = set(self.inp.ladder_done)
+        return next((s for s in self._ladder() if s.key not in done), None)
+
+    def _stage_due_at(self, stage: LadderStage) -> datetime:
+        """When ``stage`` is due: its wait after the previous stage (the first stage's after the
+        escalation instant), no earlier than the grace after a hold was lifted; a notice also
+        within the contact rules, and no earlier than a cap let it go."""
+        inp = self.inp
+        base = inp.ladder_last_at or self._escalation_due_at()
+        if stage.wait not in ("P0D", "PT0S"):
+            base = shift(base, stage.wait, inp.timezone, inp.policy.send_at)
+        at = base
+        if inp.escalate_not_before is not None and inp.escalate_not_before > at:
+            at = inp.escalate_not_before
+        if stage.kind == NOTICE:
+            at = self._window(at)
+        if inp.ladder_deferred is not None and inp.ladder_deferred > at:
+            at = inp.ladder_deferred
+        return at
+
+    async def _ladder_tick(
+        self, now: datetime, unsent: list[ScheduledStep]
+    ) -> datetime | None | bool:
+        """Carry out the next ladder stage when it is due. Reminder steps never sent by then
+        are recorded as skipped (never sent late)."""
+        inp = self.inp
+        stage = self._next_stage()
+        if stage is None:
+            return None
+        at = self._stage_due_at(stage)
+        if now < at:
+            return at
+        skipped = [s.key for s in unsent]
+        inp.skipped_steps.extend(skipped)
+        if inp.segment and inp.segment in stage.skip_segments:
+            self._stage_done(stage, at)
+            await self._record(
+                f"stage:{stage.key}:skipped",
+                [
+                    EventSpec(
+                        "stage_skipped",
+                        {"stage": stage.key, "segment": inp.segment, "skipped": skipped},
+                    )
+                ],
+            )
+            return False
+        if stage.kind == NOTICE:
+            if not await self._notice(stage, at, skipped):
+                return False  # held back by a cap: tried again at the time it gave
+        elif stage.kind == AGENCY:
+            inp.status = ESCALATED
+            await self._activity(
+                "escalate",
+                EscalateInput(
+                    invoice_id=inp.invoice_id,
+                    balance_minor=inp.balance_minor,
+                    currency=inp.currency,
+                    skipped=skipped,
+                    stage=stage.key,
+                    agency=stage.agency,
+                ),
+            )
+        elif stage.kind == LEGAL:
+            inp.status = ESCALATED
+            await self._activity(
+                "open_legal",
+                LegalInput(
+                    invoice_id=inp.invoice_id,
+                    balance_minor=inp.balance_minor,
+                    currency=inp.currency,
+                    stage=stage.key,
+                    skipped=skipped,
+                ),
+            )
+        self._stage_done(stage, at)
+        await self._post_charges(stage.key)
+        return False
+
+    def _stage_done(self, stage: LadderStage, at: datetime) -> None:
+        """``stage`` is done; the next one's wait counts from ``at``, its scheduled instant."""
+        inp = self.inp
+        inp.ladder_done.append(stage.key)
+        inp.ladder_last_at = at
+        inp.ladder_deferred = None
+        inp.stage = stage.key
+
+    async def _notice(self, stage: LadderStage, at: datetime, skipped: list[str]) -> bool:
+        """A notice on every channel of the stage (a letter and an email, say), each once.
+        False when a contact cap holds the rest back until the time it gives."""
+        inp = self.inp
+        await self._post_charges(stage.key)
+        failed = []
+        for channel in stage.channels:
+            tag = f"{stage.key}:{channel}"
+            if tag in inp.ladder_sent:
+                continue
+            outcome = await self._deliver(
+                SendReminderInput(
+                    invoice_id=inp.invoice_id,
+                    step=ScheduledStep(stage.key, channel, stage.template, at),
+                    balance_minor=inp.balance_minor,
+                    skipped=skipped,
+                    next_action=self._after_stage(stage, at),
+                    note=inp.catch_up_note,
+                    kind="ladder",
+                )
+            )
+            skipped = []
+            if outcome.status == "capped" and outcome.retry_at is not None:
+                inp.ladder_deferred = self._window(outcome.retry_at)
+                await self._record(
+                    f"stage:{stage.key}:deferred:{inp.ladder_deferred.isoformat()}",
+                    [
+                        EventSpec(
+                            "reminder_deferred",
+                            {
+                                "step": stage.key,
+                                "until": inp.ladder_deferred.isoformat(),
+                                "reason": outcome.detail,
+                            },
+                        )
+                    ],
+                )
+                return False
+            inp.ladder_sent.append(tag)
+            if outcome.status not in DELIVERED:
+                failed.append(channel)
+        inp.catch_up_note = None
+        if failed and len(failed) == len(stage.channels):
+            await self._record(
+                f"stage:{stage.key}:undeliverable",
+                [EventSpec("reminder_undeliverable", {"step": stage.key, "channels": failed})],
+                task=TaskRecord(
+                    kind="contact_failed", due_at=workflow.now(), data={"step": stage.key}
+                ),
+            )
+        return True
+
+    def _after_stage(self, stage: LadderStage, at: datetime) -> NextAction | None:
+        """The next action once ``stage`` is done at ``at`` (what a notice announces)."""
+        ladder = self._ladder()
+        later = ladder[ladder.index(stage) + 1 :]
+        if not later:
+            return None
+        inp = self.inp
+        saved = (inp.ladder_done, inp.ladder_last_at)
+        inp.ladder_done, inp.ladder_last_at = [*inp.ladder_done, stage.key], at
+        try:
+            return NextAction(
+                kind="escalation", at=self._stage_due_at(later[0]), step_key=later[0].key
+            )
+        finally:
+            inp.ladder_done, inp.ladder_last_at = saved
+
+    # -- late charges ----------------------------------------------------------
+
+    def _interest_due(self) -> datetime | None:
+        """When interest is posted next (None: the policy charges none, or the invoice is
+        not in a state that accrues it now; a dispute holds postings back, not accrual)."""
+        inp = self.inp
+        spec = inp.policy.charges
+        if spec is None or not (spec.interest_rate_pct or spec.preset):
+            return None
+        if inp.status not in (OPEN, ESCALATED):
+            return None
+        return nth_period(inp.due_at, spec.interest_every, inp.interest_posts + 1, inp.timezone)
+
+    async def _interest_tick(self) -> bool:
+        """Post interest when a period has ended (the latest one, if several have)."""
+        inp = self.inp
+        at = self._interest_due()
+        now = workflow.now()
+        if at is None or now < at:
+            return False
+        spec = inp.policy.charges
+        assert spec is not None
+        for _ in range(10_000):
+            nxt = nth_period(inp.due_at, spec.interest_every, inp.interest_posts + 2, inp.timezone)
+            if nxt > now:
+                break
+            inp.interest_posts += 1
+            at = nxt
+        inp.interest_posts += 1
+        await self._post_charges(None, local_today(at, inp.timezone))
+        return True
+
+    async def _post_charges(self, stage: str | None, until: date | None = None) -> None:
+        """Post what the policy charges now: ``stage``'s fees, the compensation and interest up
+        to ``until`` (default: today) once overdue. Each charge is posted once (its key)."""
+        inp = self.inp
+        spec = inp.policy.charges
+        if spec is None:
+            return
+        due_date = local_today(inp.due_at, inp.timezone)
+        day = until or self._today()
+        if day <= due_date and stage is None:
+            return
+        await workflow.execute_local_activity(
+            "post_charges",
+            PostChargesInput(
+                invoice_id=inp.invoice_id,
+                currency=inp.currency,
+                charges=spec,
+                due_date=due_date.isoformat(),
+                opening_minor=inp.amount_minor,
+                movements=list(inp.movements),
+                until=day.isoformat() if day > due_date else None,
+                stage=stage,
+                stage_balance_minor=inp.balance_minor,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+
+    def _moved(self, amount_minor: int, at: datetime | None = None) -> None:
+        """Note a change of the balance (for interest): negative paid or credited."""
+        if amount_minor:
+            day = local_today(at or workflow.now(), self.inp.timezone)
+            self.inp.movements.append(Movement(day.isoformat(), amount_minor))
 
     def _state(self) -> InvoiceState:
         inp = self.inp
@@ -195,6 +444,8 @@ class InvoiceWorkflow:
                 await self._close(CANCELLED, self._cancel.reason, self._cancel.actor)
             if inp.status in CLOSED_STATUSES:
                 break
+            if await self._interest_tick():
+                continue
             wake_at = await self._tick()
             if wake_at is False:
                 continue  # something was done: look again before sleeping
@@ -205,6 +456,11 @@ class InvoiceWorkflow:
                     workflow.continue_as_new(inp)
                 continue
             timeout = None
+            interest_at = self._interest_due()
+            if interest_at is not None and (
+                not isinstance(wake_at, datetime) or interest_at < wake_at
+            ):
+                wake_at = interest_at
             if isinstance(wake_at, datetime):
                 timeout = max(wake_at - workflow.now(), timedelta(0))
             try:
@@ -286,22 +542,11 @@ class InvoiceWorkflow:
         assert self._escalate_at is not None
         reminders = [s for s in self._schedule if s.at < self._escalate_at]
         send, skip = due_steps(reminders, self._done(), now)
-        if now >= escalate_at:
-            # Escalation is due: earlier unsent steps are recorded as skipped, not sent late.
-            skipped = [s.key for s in skip] + ([send.key] if send else [])
-            inp.skipped_steps.extend(skipped)
-            inp.status = ESCALATED
-            await self._activity(
-                "escalate",
-                EscalateInput(
-                    invoice_id=inp.invoice_id,
-                    balance_minor=inp.balance_minor,
-                    currency=inp.currency,
-                    skipped=skipped,
-                ),
-            )
-            return False
+        if inp.ladder_done or inp.ladder_deferred or now >= escalate_at:
+            # The escalation ladder: earlier unsent steps are recorded as skipped, not sent late.
+            return await self._ladder_tick(now, skip + ([send] if send else []))
         if send is not None:
+            await self._post_charges(send.key)
             await self._send_step(send, skip, escalate_at)
             return False
         if inp.catch_up_note not in NEWS_NOTES:
@@ -559,9 +804,30 @@ class InvoiceWorkflow:
             else:
                 record = self._reverse_payment(payment)
             record.next_action = self._next_action()
-            await self._activity("record_payment", record)
+            moved = await workflow.execute_local_activity(
+                "record_payment",
+                record,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+            if moved:  # histories from before segment moves recorded no result
+                await self._switch_segment(SegmentMove(**moved), payment.payment_id)
             if payment.kind == "payment":
                 await self._after_payment(payment)
+                if inp.status == PAID:
+                    await self._post_charges(None)  # interest up to the day it was paid
+
+    async def _switch_segment(self, move: SegmentMove, payment_id: int) -> None:
+        """The payment moved the customer to another segment: a workflow of its own
+        (SegmentSwitchWorkflow, started by this activity, not awaited) switches their open
+        invoices, this one too, to the new policy: this invoice's switch is an update this
+        loop answers, so it cannot wait for it here."""
+        await workflow.execute_activity(
+            "start_segment_switch",
+            SegmentSwitch(move=move, workflow_id=f"segment-switch-{move.customer_id}-{payment_id}"),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
 
     def _take_payment(self, payment: PaymentSignal) -> RecordPaymentInput:
         """Lower the balance; what is left over becomes credit; a payment inside the
@@ -582,6 +848,7 @@ class InvoiceWorkflow:
             inp.balance_minor = 0
         if inp.balance_minor == 0 and inp.status not in CLOSED_STATUSES:
             inp.status = PAID
+        self._moved(-(taken + discount), payment.paid_at)
         return RecordPaymentInput(
             invoice_id=inp.invoice_id,
             payment_id=payment.payment_id,
@@ -602,7 +869,9 @@ class InvoiceWorkflow:
         if inp.status == PAID and inp.discount_taken_minor:
             back += inp.discount_taken_minor
             inp.discount_taken_minor = 0
+        before = inp.balance_minor
         inp.balance_minor = min(inp.amount_minor, inp.balance_minor + back)
+        self._moved(inp.balance_minor - before)
         reopened = inp.status == PAID and inp.balance_minor > 0
         if reopened:
             inp.status = OPEN
@@ -757,6 +1026,7 @@ class InvoiceWorkflow:
         inp.dispute = None
         inp.balance_minor = balance
         inp.status = status
+        self._moved(-credit)
         if status == CREDITED:
             events.append(EventSpec(CREDITED, {"credit_minor": credit}))
         if status == OPEN and inp.hold is None:
@@ -979,6 +1249,8 @@ class InvoiceWorkflow:
         now = workflow.now()
         inp.policy = req.policy
         inp.deferred = {}
+        if req.segment is not None:
+            inp.segment = req.segment
         self._schedule = build_schedule(req.policy, inp.due_at, inp.timezone, inp.country)
         self._escalate_at = escalation_at(req.policy, inp.due_at, inp.timezone)
         done = self._done()
@@ -1034,6 +1306,47 @@ class InvoiceWorkflow:
             raise refuse(
                 f"step {step.key} could not go out now: {outcome.detail or outcome.status}"
             )
+
+    def _check_agency_ended(self, req: AgencyEndRequest) -> None:
+        inp = self.inp
+        if req.outcome not in ("recalled", "returned", "closed"):
+            raise refuse("outcome must be recalled, returned or closed", "InvalidInput")
+        if not req.reason.strip():
+            raise refuse("a reason is required", "InvalidInput")
+        at_agency = any(s.key == inp.stage and s.kind == AGENCY for s in self._ladder())
+        if inp.status != ESCALATED or not at_agency:
+            raise refuse("the invoice is not with a collection agency")
+
+    async def _do_agency_ended(self, cmd: _Command) -> None:
+        """The agency no longer works the invoice: it is ours again, and the ladder goes on
+        (its next stage after that stage's wait, counted from now)."""
+        req = cmd.request
+        assert isinstance(req, AgencyEndRequest)
+        self._check_agency_ended(req)
+        inp = self.inp
+        await self._activity(
+            "end_placement",
+            EndPlacementInput(
+                invoice_id=inp.invoice_id,
+                outcome=req.outcome,
+                reason=req.reason,
+                actor=req.actor,
+                notify=req.outcome == "recalled",
+            ),
+        )
+        inp.status = OPEN
+        inp.ladder_last_at = workflow.now()
+        nxt = self._next_stage()
+        await self._record(
+            f"agency:{req.outcome}:{workflow.uuid4()}",
+            [
+                EventSpec(
+                    "escalation_resumed",
+                    {"after": req.outcome, "next_stage": nxt.key if nxt else None},
+                )
+            ],
+            actor=req.actor,
+        )
 
     async def _do_write_off(self, cmd: _Command) -> None:
         req = cmd.request
@@ -1225,6 +1538,16 @@ class InvoiceWorkflow:
         self._require_active()
         if not request.policy.steps:
             raise refuse("the policy has no steps", "InvalidInput")
+
+    @workflow.update(name="agency_ended")
+    async def agency_ended(self, request: AgencyEndRequest) -> InvoiceState:
+        """The invoice comes back from the agency: recalled by us, returned or closed by it."""
+        return await self._submit("agency_ended", request)
+
+    @agency_ended.validator
+    def _validate_agency_ended(self, request: AgencyEndRequest) -> None:
+        self._require_active()
+        self._check_agency_ended(request)
 
     @workflow.update(name="send_now")
     async def send_now(self, request: ActorRequest) -> InvoiceState:

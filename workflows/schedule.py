@@ -165,6 +165,16 @@ def escalation_at(policy: PolicySpec, due_at: datetime, timezone: str) -> dateti
     return shift(due_at, policy.escalate_after, timezone, policy.send_at)
 
 
+def nth_period(start: datetime, every: str, n: int, timezone: str) -> datetime:
+    """``start`` plus ``n`` times the duration ``every``, counted from ``start`` each time (a
+    monthly period from 31 January ends on 28 February, then on 31 March: no drift)."""
+    _, years, months, days, clock = _split(every)
+    zone = ZoneInfo(timezone)
+    wall = start.astimezone(zone).replace(tzinfo=None)
+    wall = _add_months(wall, (years * 12 + months) * n) + timedelta(days=days * n)
+    return _localize(wall, zone) + clock * n
+
+
 def due_steps(
     schedule: Iterable[ScheduledStep], done: set[str], now: datetime
 ) -> tuple[ScheduledStep | None, list[ScheduledStep]]:

@@ -413,6 +413,24 @@ class PostChargesInput:
 
 
 @dataclass
+class SegmentMove:
+    """A payment moved the customer to another segment (``record_payment``'s result): their
+    open invoices' workflows switch to ``policy_name`` (SegmentSwitchWorkflow)."""
+
+    customer_id: int
+    segment: str
+    previous: str
+    policy_name: str
+    invoice_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SegmentSwitch:
+    move: SegmentMove
+    workflow_id: str  # one switch workflow per move
+
+
+@dataclass
 class RecordClosedInput:
     invoice_id: int
     status: str

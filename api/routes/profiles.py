@@ -7,16 +7,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlmodel import Session, select
-from temporalio.client import Client
 
-from api import credit, profiles, segments, services
+from api import credit, profiles, segments
 from api.customer_events import customer_events
 from api.deps import Admin, OptionalTemporalDep, SessionDep, SettingsDep, Specialist, Viewer
-from api.errors import ApiError
 from api.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
-from arflow.config import Settings
-from models import CustomerEvent, DunningPolicy, Segment, UnbilledOrder
+from models import CustomerEvent, Segment, UnbilledOrder
 from models.profile import (
     CreditCheckRequest,
     CreditCheckResult,
@@ -27,7 +23,6 @@ from models.profile import (
 )
 from models.segment import SegmentCreate, SegmentPublic, SegmentUpdate
 from models.types import utcnow
-from workflows.types import PolicyChangeRequest
 
 router = APIRouter(tags=["customer profiles"])
 
@@ -73,7 +68,7 @@ async def put_profile(
             result.policy_change_invoice_ids, "Temporal is not connected"
         )
     else:
-        result.policy_switch_failed = await switch_policies(
+        result.policy_switch_failed = await profiles.switch_policies(
             session,
             client,
             settings,
@@ -81,38 +76,9 @@ async def put_profile(
             result.policy_name,
             who.actor,
             f"segment {result.previous_segment} -> {result.segment}",
+            result.segment,
         )
     return result
-
-
-async def switch_policies(
-    session: Session,
-    client: Client,
-    settings: Settings,
-    invoice_ids: list[int],
-    policy_name: str,
-    actor: str,
-    reason: str,
-) -> dict[int, str]:
-    """Have each invoice's workflow follow ``policy_name`` from its next step on; the invoices
-    whose workflow refused (closed meanwhile) or did not answer, with the reason."""
-    policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
-    if policy is None:
-        return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
-    failed: dict[int, str] = {}
-    for invoice_id in invoice_ids:
-        request = PolicyChangeRequest(policy=policy.spec(), actor=actor, reason=reason)
-        try:
-            invoice, _ = await services.run_update(
-                session, client, settings, invoice_id, "change_policy", request
-            )
-        except ApiError as exc:
-            failed[invoice_id] = exc.message
-            continue
-        invoice.policy_id = policy.id or invoice.policy_id
-        session.add(invoice)
-        session.commit()
-    return failed
 
 
 @router.get("/v1/customers/{customer_id}/events", response_model=list[CustomerEventPublic])

@@ -1,0 +1,204 @@
+"""The legal stage of an invoice: the case, its generated documents, a task and the record.
+
+The workflow decides that the escalation ladder has reached its legal stage and calls
+``open_legal``; this records it: a ``LegalCase`` (one per invoice), a claim summary PDF in the
+legal folder listed among the case's documents, a ``legal_review`` task on the specialists'
+worklist, a ``legal_stage`` timeline event, and the invoice escalated at that stage. A retry
+finds the case and does nothing; a retry after a crash before the commit rewrites the same
+file and records everything once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.documents import Seller, claim_summary_pdf
+from activities.invoice import (
+    WORKFLOW_ACTOR,
+    InvoiceActivities,
+    add_event,
+    record_skipped,
+    set_next_action,
+)
+from activities.messages import charges_not_waived
+from arflow.db import SessionFactory
+from models import AgencyPlacement, Customer, Invoice, LegalCase, OutboxMessage, Payment, Task
+from models.types import utcnow
+from workflows.types import ESCALATED, LegalInput
+
+log = logging.getLogger("arflow.legal")
+
+OPENED_KEY = "legal:opened"  # one legal case per invoice, so it opens once
+LEGAL_TASK = "legal_review"
+GENERATED = "generated"
+# Outbox statuses of a message that went out (or was put in the print batch).
+WENT_OUT = ("sent", "delivered", "printed", "uncertain", "consolidated")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def claim_summary_name(invoice_number: str) -> str:
+    """``claim-summary-2026-0042.pdf``: the document's name and file name (characters a file
+    name cannot safely hold become ``-``)."""
+    return f"claim-summary-{_UNSAFE.sub('-', invoice_number).strip('-.') or 'invoice'}.pdf"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
+
+
+def legal_case_of(session: Session, invoice_id: int) -> LegalCase | None:
+    return session.exec(select(LegalCase).where(LegalCase.invoice_id == invoice_id)).first()
+
+
+class LegalActivities:
+    """Bound methods are registered on the worker; dependencies come in through the constructor.
+
+    Args:
+        sessions: database sessions.
+        folder: where generated documents are written (setting ``legal_folder``), one
+            sub-folder per invoice.
+        seller: the creditor named on the documents.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        folder: str | os.PathLike[str],
+        seller: Seller | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.folder = Path(folder)
+        self.seller = seller or Seller("arflow")
+
+    @activity.defn(name="open_legal")
+    def open_legal(self, inp: LegalInput) -> None:
+        """Open the invoice's legal case (once): documents, a task, the event, the status."""
+        with self.sessions() as session:
+            if legal_case_of(session, inp.invoice_id) is not None:
+                return  # a retry of an attempt that committed
+            invoice = session.get(Invoice, inp.invoice_id)
+            if invoice is None:
+                raise ApplicationError(
+                    f"invoice {inp.invoice_id} not found", type="NotFound", non_retryable=True
+                )
+            customer = session.get(Customer, invoice.customer_id)
+            assert customer is not None  # a foreign key
+            now = utcnow()
+            document = self._claim_summary(session, invoice, customer, inp)
+            names = [document["name"]]
+            case = LegalCase(
+                invoice_id=inp.invoice_id,
+                stage=inp.stage,
+                amount_minor=inp.balance_minor,
+                currency=inp.currency,
+                documents=[document],
+                opened_by=WORKFLOW_ACTOR,
+                opened_at=now,
+            )
+            session.add(case)
+            try:
+                session.flush()
+            except IntegrityError:  # a concurrent attempt opened it: its record counts
+                session.rollback()
+                if legal_case_of(session, inp.invoice_id) is None:
+                    raise
+                return
+            session.add(
+                Task(
+                    invoice_id=inp.invoice_id,
+                    kind=LEGAL_TASK,
+                    due_at=now,
+                    data={
+                        "legal_case_id": case.id,
+                        "stage": inp.stage,
+                        "amount_minor": inp.balance_minor,
+                        "currency": inp.currency,
+                        "documents": names,
+                    },
+                )
+            )
+            record_skipped(session, inp.invoice_id, inp.skipped, "the legal stage was already due")
+            add_event(
+                session,
+                inp.invoice_id,
+                "legal_stage",
+                {
+                    "legal_case_id": case.id,
+                    "stage": inp.stage,
+                    "amount_minor": inp.balance_minor,
+                    "currency": inp.currency,
+                    "documents": names,
+                },
+                dedupe_key=OPENED_KEY,
+                at=now,
+            )
+            invoice.status = ESCALATED
+            invoice.escalation_stage = inp.stage
+            invoice.updated_at = now
+            set_next_action(invoice, None)
+            session.add(invoice)
+            InvoiceActivities._commit_once(session, inp.invoice_id, OPENED_KEY)
+
+    def _claim_summary(
+        self, session: Session, invoice: Invoice, customer: Customer, inp: LegalInput
+    ) -> dict[str, Any]:
+        """Write the claim summary PDF; its entry for the case's ``documents``."""
+        assert invoice.id is not None
+        payments = session.exec(
+            select(Payment)
+            .where(Payment.invoice_id == invoice.id, Payment.status == "applied")
+            .order_by(col(Payment.paid_at), col(Payment.id))
+        ).all()
+        messages = session.exec(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.invoice_id == invoice.id,
+                col(OutboxMessage.status).in_(WENT_OUT),
+            )
+            .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id))
+        ).all()
+        placement = session.exec(
+            select(AgencyPlacement).where(AgencyPlacement.invoice_id == invoice.id)
+        ).first()
+        now = utcnow()
+        pdf = claim_summary_pdf(
+            self.seller,
+            invoice,
+            customer,
+            stage=inp.stage,
+            balance_minor=inp.balance_minor,
+            payments=payments,
+            charges=charges_not_waived(session, invoice.id),
+            messages=messages,
+            placement=placement,
+            as_of=now.astimezone(ZoneInfo(customer.timezone)).date(),
+        )
+        name = claim_summary_name(invoice.number)
+        path = self.folder / f"invoice-{invoice.id}" / name
+        write_atomically(path, pdf)
+        log.info("claim summary of invoice %s written to %s", invoice.id, path)
+        return {
+            "name": name,
+            "kind": GENERATED,
+            "reference": str(path.resolve()),
+            "added_at": now.isoformat(),
+            "added_by": WORKFLOW_ACTOR,
+        }
+
+    def all(self) -> list[Any]:
+        return [self.open_legal]

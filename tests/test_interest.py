@@ -1,0 +1,119 @@
+"""Late charges posted by the workflow over a year: EU B2B statutory interest (ECB 4.5% + 8
+points = 12.5% a year, simple, ACT/365) and the EUR 40 compensation, with a partial payment in
+between; the figures are checked against the hand computation (time-skipping server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
+
+from sqlmodel import Session, col, select
+
+from models import InvoiceCharge
+from tests.conftest import Harness
+from tests.webhook import signed_payment
+
+
+def add_months(d: date, months: int) -> date:
+    y, m = divmod(d.month - 1 + months, 12)
+    return date(d.year + y, m + 1, min(d.day, 28))  # due days below 29 in this test
+
+
+def cents_half_up(x: Fraction) -> int:
+    return int((x * 2 + 1) // 2)
+
+
+def charges(h: Harness, invoice_id: int) -> list[InvoiceCharge]:
+    with Session(h.engine) as s:
+        return list(
+            s.exec(
+                select(InvoiceCharge)
+                .where(InvoiceCharge.invoice_id == invoice_id)
+                .order_by(col(InvoiceCharge.id))
+            ).all()
+        )
+
+
+async def test_statutory_interest_over_a_year_with_a_partial_payment(h: Harness) -> None:
+    pol = await h.policy(
+        send_at="09:00",
+        escalate_after="P30D",
+        steps=[{"key": "late_7", "offset": "P7D", "template": "reminder_overdue"}],
+        charges={"preset": "eu_b2b", "ecb_reference_rate_pct": "4.5"},
+    )
+    cust = await h.customer()
+    now = await h.env.get_current_time()
+    due = now.date() + timedelta(days=10)
+    if due.day > 28:
+        due += timedelta(days=5)  # keep month-ends out of the hand computation
+    inv = await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        issued_on=now.date().isoformat(),
+        due_date=due.isoformat(),
+        amount_minor=100_000,
+    )
+
+    async def sleep_until(day: date, hour: int = 12) -> None:
+        instant = datetime.combine(day, time(hour), UTC)
+        await h.env.sleep(max(instant - await h.env.get_current_time(), timedelta(0)))
+
+    # 400.00 paid on day 100 after the due date: days 1-99 earn on 1,000.00, from day 100
+    # on 600.00.
+    pay_day = due + timedelta(days=100)
+    await sleep_until(pay_day, 10)
+    resp = await signed_payment(
+        h, invoice_id=inv["id"], amount_minor=40_000, paid_at=f"{pay_day.isoformat()}T10:00:00Z"
+    )
+    assert resp.status_code == 200, resp.text
+
+    year_end = add_months(due, 12)
+    await sleep_until(year_end + timedelta(days=1))
+    rows = charges(h, inv["id"])
+    assert [(r.kind, r.amount_minor) for r in rows if r.kind == "compensation"] == [
+        ("compensation", 4000)
+    ]
+    interest = [r for r in rows if r.kind == "interest"]
+    assert interest[-1].period_to == year_end
+    days_full = 99
+    days_rest = (year_end - pay_day).days + 1
+    rate = Fraction(125, 1000)
+    expected = cents_half_up(
+        Fraction(100_000) * rate * days_full / 365 + Fraction(60_000) * rate * days_rest / 365
+    )
+    assert sum(r.amount_minor for r in interest) == expected
+    assert all(r.amount_minor > 0 for r in interest)
+    assert all(r.basis["rate_pct"] == "12.5" for r in interest)
+    # Postings: the reminder on day 7, the agency hand-off on day 30, then every month.
+    ends = [r.period_to for r in interest if r.period_to is not None]
+    assert len(ends) == len(interest)
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)
+    assert due + timedelta(days=7) in ends
+    assert [add_months(due, n) for n in range(1, 13)] == [e for e in ends if e.day == due.day][-12:]
+    # Each posting is the rounded running total less what was charged before (no drift).
+    running = 0
+    for r in interest:
+        assert r.basis["charged_before_minor"] == running
+        running += r.amount_minor
+        assert r.basis["accrued_total_minor"] == running
+
+    # The rest is paid 10 days later: interest up to that day, then nothing more.
+    last_day = year_end + timedelta(days=10)
+    await sleep_until(last_day, 10)
+    resp = await signed_payment(
+        h, invoice_id=inv["id"], amount_minor=60_000, paid_at=f"{last_day.isoformat()}T10:00:00Z"
+    )
+    assert resp.status_code == 200, resp.text
+    await sleep_until(last_day + timedelta(days=40))
+    assert (await h.get(f"/v1/invoices/{inv['id']}")).json()["status"] == "paid"
+    interest = [r for r in charges(h, inv["id"]) if r.kind == "interest"]
+    final = cents_half_up(
+        Fraction(100_000) * rate * days_full / 365
+        + Fraction(60_000) * rate * ((last_day - pay_day).days) / 365
+    )
+    assert sum(r.amount_minor for r in interest) == final
+    assert interest[-1].period_to == last_day
+    # The invoice's own amount never changed; the charges are listed beside it.
+    listed = (await h.get(f"/v1/invoices/{inv['id']}/charges")).json()
+    assert listed["invoice_amount_minor"] == 100_000
+    assert listed["charged_minor"] == final + 4000

@@ -1,0 +1,27 @@
+"""A customer moved segment after a payment: their open invoices' workflows follow the new
+segment's policy from their next step on. Started by the paying invoice's workflow (which must
+not wait for its own update), one per move; the activity does the updates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.types import SegmentMove
+
+
+@workflow.defn(name="SegmentSwitchWorkflow")
+class SegmentSwitchWorkflow:
+    @workflow.run
+    async def run(self, move: SegmentMove) -> dict[str, str]:
+        """The invoices whose workflow did not switch, with the reason."""
+        failed: dict[str, str] = await workflow.execute_activity(
+            "switch_segment_policies",
+            move,
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        )
+        return failed
