@@ -63,6 +63,8 @@ class OutboundMessage:
     pay_url: str | None = None
     unsubscribe_url: str | None = None
     customer_id: int | None = None
+    sender_name: str | None = None  # shown as the sender (the assigned collector)
+    reply_to: str | None = None  # replies go here instead of the team's address
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from activities.sending import (
     ReminderSender,
     TransientDeliveryError,
     outbound,
+    segment_of,
 )
 from api.charges import charges_due, post_charge
 from api.contacts import block
@@ -188,12 +189,14 @@ class InvoiceActivities:
                 row.provider_id = sender.print_letter(inp, row, customer)
                 return self._record_sent(session, inp, row, "printed")
             if not self.channel_is_external(channel):
-                row.provider_id = sender.deliver(self._message(inp, row, invoice, customer))
+                row.provider_id = sender.deliver(
+                    self._message(session, inp, row, invoice, customer)
+                )
                 return self._record_sent(session, inp, row, "sent")
             # A provider: mark the row ``sending`` and commit before calling out, so an attempt
             # that dies while the provider has the request is never repeated (see above);
             # outbox_id travels with the message.
-            message = self._message(inp, row, invoice, customer)
+            message = self._message(session, inp, row, invoice, customer)
             row.status = "sending"
             session.add(row)
             session.commit()
@@ -242,7 +245,12 @@ class InvoiceActivities:
         return bool(is_external(channel)) if is_external else bool(self.channel.external)
 
     def _message(
-        self, inp: SendReminderInput, row: OutboxMessage, invoice: Invoice, customer: Customer
+        self,
+        session: Session,
+        inp: SendReminderInput,
+        row: OutboxMessage,
+        invoice: Invoice,
+        customer: Customer,
     ) -> OutboundMessage:
         assert customer.id is not None
         attachments: tuple[Attachment, ...] = ()
@@ -253,6 +261,13 @@ class InvoiceActivities:
         message = outbound(row, inp, customer.id, pay_url, attachments, html)
         if inp.step.channel == "email" and self.unsubscribe_url is not None:
             message = replace(message, unsubscribe_url=self.unsubscribe_url(customer.id))
+        if inp.step.channel == "email" and invoice.collector:
+            segment = segment_of(session, customer)
+            if segment is not None and segment.sender == "collector":
+                # Key accounts hear from their collector in person: their name as the
+                # sender, replies to them when the assignment is an address.
+                reply_to = invoice.collector if "@" in invoice.collector else None
+                message = replace(message, sender_name=invoice.collector, reply_to=reply_to)
         return message
 
     def _not_sent(

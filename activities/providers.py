@@ -132,15 +132,18 @@ class SendGridEmailChannel:
             raise PermanentDeliveryError("no email address")
         if not To(message.recipient).email:
             raise PermanentDeliveryError(f"not an email address: {message.recipient!r}")
+        sender = From(self.from_email)
+        if message.sender_name:
+            sender = From(sender.email, message.sender_name)
         mail = Mail(
-            from_email=From(self.from_email),
+            from_email=sender,
             to_emails=To(message.recipient),
             subject=message.subject,
             plain_text_content=message.body,
             html_content=message.html,
         )
-        if self.reply_to:
-            mail.reply_to = ReplyTo(self.reply_to)
+        if message.reply_to or self.reply_to:
+            mail.reply_to = ReplyTo(message.reply_to or self.reply_to)
         if message.unsubscribe_url:
             # RFC 8058 one-click unsubscribe: mail clients POST to the URL.
             mail.header = Header("List-Unsubscribe", f"<{message.unsubscribe_url}>")

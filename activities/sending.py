@@ -41,7 +41,15 @@ from activities.channels import (
 from activities.documents import Seller, invoice_copy_pdf, letter_pdf
 from activities.messages import charges_not_waived, message_context
 from activities.render import local_date, money, render_message
-from models import ContactBlock, Customer, DunningPolicy, Invoice, OutboxMessage, Task
+from models import (
+    ContactBlock,
+    Customer,
+    DunningPolicy,
+    Invoice,
+    OutboxMessage,
+    Segment,
+    Task,
+)
 from models.types import parse_duration, utcnow
 from workflows.types import SendOutcome, SendReminderInput
 
@@ -96,6 +104,9 @@ class ReminderSender:
         ).first()
         if block is not None:
             return f"{channel} blocked: {block.reason}"
+        segment = segment_of(session, customer)
+        if segment is not None and channel not in segment.channels:
+            return f"{channel} is not a channel of segment {segment.name}"
         missing = {
             "email": customer.email,
             "sms": customer.phone,
@@ -353,6 +364,13 @@ def deadline(inp: SendReminderInput) -> datetime | None:
     return None
 
 
+def segment_of(session: Session, customer: Customer) -> Segment | None:
+    """The customer's segment row (None before segments exist: no restriction)."""
+    if not customer.segment:
+        return None
+    return session.exec(select(Segment).where(Segment.name == customer.segment)).first()
+
+
 def outbound(
     row: OutboxMessage,
     inp: SendReminderInput,
@@ -382,4 +400,5 @@ __all__ = [
     "ReminderSender",
     "TransientDeliveryError",
     "outbound",
+    "segment_of",
 ]

@@ -118,7 +118,7 @@ DEFAULT_SEGMENTS = (
         position=100,
         description="everyone else",
         policy_name=DEFAULT_POLICY_NAME,
-        channels=["email", "sms", "letter"],
+        channels=["email", "sms", "call", "letter"],
     ),
 )
 

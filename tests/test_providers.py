@@ -348,6 +348,17 @@ def test_sendgrid_request_as_the_sdk_sends_it(fake: FakeProvider) -> None:
     assert body["custom_args"] == {"outbox_id": "7", "invoice_id": "42"}
 
 
+def test_sendgrid_from_the_collector_in_person(fake: FakeProvider) -> None:
+    """Key accounts' emails show their collector as the sender, and replies go to them."""
+    fake.answer(Answer(202, headers={"X-Message-Id": "sg-msg-2"}))
+    sendgrid(fake.url).deliver(
+        message(sender_name="Jana Weber", reply_to="jana.weber@acme.example")
+    )
+    body = fake.requests[0].json()
+    assert body["from"] == {"email": "ar@acme.example", "name": "Jana Weber"}
+    assert body["reply_to"] == {"email": "jana.weber@acme.example"}
+
+
 def test_sendgrid_text_only_without_unsubscribe(fake: FakeProvider) -> None:
     fake.answer(Answer(202))
     sendgrid(fake.url).deliver(message(html=None, unsubscribe_url=None))

@@ -5,6 +5,7 @@ server, real worker)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from tests.conftest import Harness
 from tests.test_actions import new_case
@@ -125,3 +126,32 @@ async def test_a_payment_that_moves_the_customer_switches_their_other_invoices(
     assert changed.data["reason"] == "segment standard -> prompt_payers"
     assert (await h.get(f"/v1/invoices/{first['id']}")).json()["status"] == "paid"
 
+
+async def test_a_segment_without_sms_sends_the_step_on_its_fallback(h: Harness) -> None:
+    """Key accounts are not texted: an SMS step goes out by email (its fallback), and the
+    timeline says why."""
+    pol = await h.policy(
+        escalate_after="PT1H",
+        steps=[{"key": "nudge", "offset": "PT1M", "channel": "sms", "fallback": ["email"]}],
+    )
+    cust = await h.customer()
+    resp = await h.http.put(
+        f"/v1/customers/{cust['id']}/profile",
+        json={"segment": "key_account"},
+        headers=h.as_role("specialist"),
+    )
+    assert resp.status_code == 200, resp.text
+    now = await h.env.get_current_time()
+    inv = await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        issued_on=(now.date() - timedelta(days=30)).isoformat(),
+        due_date=now.date().isoformat(),
+    )
+    await h.env.sleep(timedelta(days=1, minutes=2))  # past the end of the due day + 1 min
+    rows = h.outbox(inv["id"])
+    assert [(m.step_key, m.channel, m.status) for m in rows] == [
+        ("nudge", "sms", "blocked"),
+        ("nudge", "email", "sent"),
+    ]
+    assert rows[0].detail == "sms is not a channel of segment key_account"
