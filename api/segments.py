@@ -4,12 +4,15 @@ Segments are evaluated in order (``position``, then id); the first whose rules h
 customer's, unless the profile pins one. ``segment_for`` is a pure function; the rest loads
 and records. The default set (created on first use, with its policies):
 
-1. ``key_account`` (key_account = true): policy ``key_account`` (gentle, personal call,
-   escalation after 90 days), email / letter / call (no SMS), emails sent personally by the
-   assigned collector, monthly statement on the 1st, credit hold after 90 days overdue;
+1. ``key_account`` (key_account = true): policy ``key_account`` (gentle, personal call; after
+   90 days a pre-legal letter and email, then a legal review 30 days later: never an agency),
+   email / letter / call (no SMS), emails sent personally by the assigned collector, monthly
+   statement on the 1st, credit hold after 90 days overdue;
 2. ``high_risk`` (risk_score >= 60): policy ``high_risk`` (a call task on the due date, steps
-   every few days, escalation after 21 days), every channel, credit hold after 30 days;
-3. ``standard`` (no rules: everyone else): the ``default`` policy, credit hold after 60 days.
+   every few days, the agency after 21 days, legal 90 days after the agency hands it back),
+   every channel, credit hold after 30 days;
+3. ``standard`` (no rules: everyone else): the ``default`` policy (agency after 45 days), every
+   channel, credit hold after 60 days.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from api.customer_events import record_customer_event
 from api.errors import ApiError, conflict, not_found, unprocessable
 from api.risk import Risk, risk
 from models import Customer, DunningPolicy, Invoice, Segment
-from models.policy import DEFAULT_POLICY_NAME, DunningPolicyCreate, ReminderStep
+from models.policy import DEFAULT_POLICY_NAME, DunningPolicyCreate, LadderStageIn, ReminderStep
 from models.segment import (
     DEFAULT_HOLD_OVERDUE_DAYS,
     OP_SYMBOLS,
@@ -45,6 +48,13 @@ KEY_ACCOUNT_POLICY = DunningPolicyCreate(
     send_at="09:00",
     escalate_after="P90D",
     max_messages_per_day=1,
+    # No agency for a key account: a pre-legal letter, then a legal review by the team.
+    ladder=[
+        LadderStageIn(
+            key="pre_legal", kind="notice", channels=["letter", "email"], template="pre_legal"
+        ),
+        LadderStageIn(key="legal", kind="legal", wait="P30D"),
+    ],
     steps=[
         ReminderStep(key="before_due", offset="-P5D", template="reminder_before_due"),
         ReminderStep(key="late_7", offset="P7D", template="reminder_overdue"),
@@ -63,6 +73,11 @@ HIGH_RISK_POLICY = DunningPolicyCreate(
     name="high_risk",
     send_at="09:00",
     escalate_after="P21D",
+    # The agency at day 21; legal action if it hands the account back (90 days on).
+    ladder=[
+        LadderStageIn(key="agency", kind="agency"),
+        LadderStageIn(key="legal", kind="legal", wait="P90D"),
+    ],
     promise_grace="P1D",
     plan_grace="P2D",
     resume_grace="P3D",

@@ -418,7 +418,7 @@ async def test_default_segments_and_their_policies(api: Api) -> None:
          ["email", "letter", "call"], "collector", 1, 90),
         ("high_risk", 20, "high_risk", [{"field": "risk_score", "op": "gte", "value": 60}],
          ["email", "sms", "call", "letter"], "team", None, 30),
-        ("standard", 100, "default", [], ["email", "sms", "letter"], "team", None, None),
+        ("standard", 100, "default", [], ["email", "sms", "call", "letter"], "team", None, None),
     ]  # fmt: skip
     with Session(api.engine) as s:
         policies = {p.name: p for p in s.exec(select(DunningPolicy)).all()}
