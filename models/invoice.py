@@ -149,6 +149,7 @@ class InvoicePublic(InvoiceBase):
     hold: str | None
     collector: str | None
     stage: str | None
+    escalation_stage: str | None = None
     next_action: NextActionPublic | None
     discount: DiscountPublic | None
     payment_reference: str = Field(description="ISO 11649 creditor reference for transfers")

@@ -108,7 +108,7 @@ async def test_final_notice_then_pre_legal_then_agency_each_after_its_wait(h: Ha
     # The final notice goes out as a letter and an email, once each.
     assert c.sent()[2:] == [("final", "letter"), ("final", "email")]
     invoice = await c.get()
-    assert invoice["status"] == "open"
+    assert (invoice["status"], invoice["escalation_stage"]) == ("open", "final")
     assert (invoice["next_action"]["step_key"], invoice["next_action"]["at"]) == (
         "pre_legal",
         c.iso(30),
@@ -126,6 +126,7 @@ async def test_final_notice_then_pre_legal_then_agency_each_after_its_wait(h: Ha
     await c.sleep_until(c.at(44, 10))
     invoice = await c.get()
     assert (invoice["status"], invoice["next_action"]) == ("escalated", None)
+    assert invoice["escalation_stage"] == "agency"
     with Session(h.engine) as s:
         placement = s.exec(select(AgencyPlacement).where(AgencyPlacement.invoice_id == c.id)).one()
         assert (placement.amount_minor, placement.stage, placement.status) == (
