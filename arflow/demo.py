@@ -13,17 +13,27 @@ from api.services import sign
 from arflow.statements.sample import Entry, camt053
 
 DEMO_POLICY = {
-    "name": "demo-seconds",
+    "name": "demo-ladder",
     "send_at": None,
     "contact_window": None,  # the demo runs at any hour of the laptop's day
     "max_messages_per_day": 0,
-    "escalate_after": "PT50S",
+    "escalate_after": "PT35S",
     "steps": [
         {"key": "before_due", "offset": "-PT10S", "template": "reminder_before_due"},
         {"key": "first_late", "offset": "PT5S", "template": "reminder_overdue"},
         {"key": "late_again", "offset": "PT20S", "template": "reminder_overdue"},
-        {"key": "final_notice", "offset": "PT35S", "template": "final_notice"},
     ],
+    # After the last reminder: a final notice by letter and email, the agency 15 s later.
+    "ladder": [
+        {"key": "final_notice", "kind": "notice", "channels": ["letter", "email"]},
+        {"key": "agency", "kind": "agency", "wait": "PT15S"},
+    ],
+    # EU statutory interest and compensation, and a fee with the final notice.
+    "charges": {
+        "preset": "eu_b2b",
+        "ecb_reference_rate_pct": "2.15",
+        "stage_fees_minor": {"final_notice": 500},
+    },
 }
 
 DEMO_CUSTOMERS = [
@@ -34,6 +44,7 @@ DEMO_CUSTOMERS = [
         "phone": "+4930123456",
         "timezone": "Europe/Berlin",
         "locale": "de",
+        "address": "Industriestr. 5\n10115 Berlin",
     },
     {
         "external_id": "DEMO-GLOBEX",
