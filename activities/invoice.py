@@ -26,6 +26,7 @@ from activities.sending import (
 from api.charges import charges_due, post_charge
 from api.contacts import block
 from api.profiles import refresh_customer
+from api.segments import ensure_default_segments
 from arflow.db import SessionFactory
 from models import (
     Customer,
@@ -362,6 +363,10 @@ class InvoiceActivities:
     def record_payment(self, inp: RecordPaymentInput) -> SegmentMove | None:
         """Record a payment (or its reversal) the workflow applied: the new balance and status,
         a timeline event, the discount granted, and any overpayment as customer credit."""
+        with self.sessions() as session:
+            # The segment rules exist before the payment's transaction starts: creating the
+            # defaults commits (or, when a concurrent payment created them, rolls back).
+            ensure_default_segments(session)
         with self.sessions() as session:
             key = f"payment:{inp.payment_id}"
             if already_recorded(session, inp.invoice_id, key):

@@ -2,7 +2,8 @@
 
 ``tests/histories/*.json`` are saved histories of earlier versions; a change to the workflow
 that breaks them needs ``workflow.patched()``. Regenerate a history with
-``python -m tests.test_replay <path>`` only when its shape is meant to change.
+``python -m tests.test_replay <path>`` only when its shape is meant to change (the file name's
+prefix, ``v1-`` or ``v2-``, picks the lifecycle).
 """
 
 from __future__ import annotations
@@ -45,10 +46,63 @@ async def run_lifecycle(
         return await handle.fetch_history()
 
 
+async def run_ladder_lifecycle(
+    env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> WorkflowHistory:
+    """Issue 7's paths: a ladder (final notice by letter and email, the agency), stage fees,
+    monthly interest and compensation, a partial payment, a recall from the agency, the
+    legal stage, then payment in full."""
+    async with harness(env, engine, tmp_path) as h:
+        pol = await h.policy(
+            send_at="09:00",
+            escalate_after="P20D",
+            steps=[{"key": "late_7", "offset": "P7D", "template": "reminder_overdue"}],
+            ladder=[
+                {"key": "final", "kind": "notice", "channels": ["letter", "email"]},
+                {"key": "agency", "kind": "agency", "wait": "P10D"},
+                {"key": "legal", "kind": "legal", "wait": "P30D"},
+            ],
+            charges={
+                "preset": "eu_b2b",
+                "ecb_reference_rate_pct": "4.5",
+                "stage_fees_minor": {"final": 1500},
+            },
+        )
+        cust = await h.customer(address="Hauptstr. 1\n10115 Berlin")
+        inv = await h.invoice(cust["id"], policy_id=pol["id"])
+        await env.sleep(timedelta(days=45))
+        paid = await signed_payment(h, invoice_id=inv["id"], amount_minor=20_000)
+        assert paid.status_code == 200, paid.text
+        await env.sleep(timedelta(days=35))  # at the agency since day 60 (due in 30)
+        recalled = await h.post(
+            f"/v1/invoices/{inv['id']}/agency/recall", {"reason": "handled in-house"}
+        )
+        assert recalled.status_code == 200, recalled.text
+        await env.sleep(timedelta(days=40))  # legal 30 days after the recall
+        await signed_payment(h, invoice_id=inv["id"], amount_minor=100_000)
+        handle = h.client.get_workflow_handle_for(InvoiceWorkflow.run, inv["workflow_id"])
+        assert (await handle.result()).status == "paid"
+        kinds = [e.kind for e in h.events(inv["id"])]
+        for kind in ("escalated", "agency_recalled", "legal_stage", "charge_posted"):
+            assert kind in kinds, (kind, kinds)
+        return await handle.fetch_history()
+
+
+LIFECYCLES = {"v1": run_lifecycle, "v2": run_ladder_lifecycle}
+
+
 async def test_a_fresh_history_replays(
     ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     history = await run_lifecycle(ts_env, sqlite_engine, tmp_path)
+    result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
+    assert result.replay_failure is None
+
+
+async def test_a_fresh_ladder_history_replays(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    history = await run_ladder_lifecycle(ts_env, sqlite_engine, tmp_path)
     result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
     assert result.replay_failure is None
 
@@ -109,7 +163,7 @@ async def _save(path: Path) -> None:
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER))
     tmp = path.parent / ".tmp-history"
     tmp.mkdir(exist_ok=True)
-    history = await run_lifecycle(env, _sqlite_engine(tmp), tmp)
+    history = await LIFECYCLES[path.name.split("-")[0]](env, _sqlite_engine(tmp), tmp)
     path.write_text(history.to_json())
     await env.shutdown()
 
