@@ -107,6 +107,29 @@ def _stored_id(session: Session, row: Dispute | PaymentPlan | Promise) -> int:
     return row.id
 
 
+def figures_changed(change: ChangeSet) -> bool:
+    """Whether the change counts in the customer's behaviour figures (and so their risk)."""
+    resolved = change.dispute is not None and change.dispute.status in ("upheld", "rejected")
+    return resolved or change.customer_counter is not None
+
+
+def refresh(session: Session, customer_id: int) -> SegmentMove | None:
+    """Re-evaluate the customer after a change of their figures (in the caller's
+    transaction): their credit hold, and their segment; the move when it changed and open
+    invoices must switch policy."""
+    moved = refresh_customer(session, customer_id, actor=WORKFLOW_ACTOR).segment
+    if not (moved.changed and moved.invoice_ids and moved.event_id is not None):
+        return None
+    return SegmentMove(
+        customer_id=customer_id,
+        segment=moved.segment,
+        previous=moved.previous,
+        policy_name=moved.policy_name,
+        invoice_ids=moved.invoice_ids,
+        event_id=moved.event_id,
+    )
+
+
 def already_recorded(session: Session, invoice_id: int, dedupe_key: str) -> bool:
     stmt = select(InvoiceEvent.id).where(
         InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.dedupe_key == dedupe_key
@@ -431,18 +454,9 @@ class InvoiceActivities:
             session.flush()
             # A payment changes the customer's figures: it may move them to another segment,
             # and lift (or a reversal cause) a credit hold on the account.
-            refreshed = refresh_customer(session, invoice.customer_id, actor=WORKFLOW_ACTOR)
+            move = refresh(session, invoice.customer_id)
             self._commit_once(session, inp.invoice_id, key)
-            moved = refreshed.segment
-            if not (moved.changed and moved.invoice_ids):
-                return None
-            return SegmentMove(
-                customer_id=invoice.customer_id,
-                segment=moved.segment,
-                previous=moved.previous,
-                policy_name=moved.policy_name,
-                invoice_ids=moved.invoice_ids,
-            )
+            return move
 
     @activity.defn(name="record_closed")
     def record_closed(self, inp: RecordClosedInput) -> None:
@@ -470,7 +484,12 @@ class InvoiceActivities:
     @activity.defn(name="record_change")
     def record_change(self, change: ChangeSet) -> ChangeResult:
         """Record one change of collection state the workflow made: its events, the invoice's
-        status, hold, balance and next action, and the dispute/plan/promise/task row."""
+        status, hold, balance and next action, and the dispute/plan/promise/task row. A change
+        of the customer's figures (a promise or plan broken, a dispute resolved) re-evaluates
+        their segment: ``moved`` when they changed segment."""
+        if figures_changed(change):
+            with self.sessions() as session:
+                ensure_default_segments(session)  # see record_payment
         with self.sessions() as session:
             try:
                 result = self._apply_change(session, change)
@@ -533,6 +552,8 @@ class InvoiceActivities:
         set_next_action(invoice, change.next_action)
         session.add(invoice)
         session.flush()
+        if figures_changed(change):
+            result.moved = refresh(session, invoice.customer_id)
         return result
 
     def _save_dispute(self, session: Session, change: ChangeSet, now: datetime) -> int:

@@ -8,7 +8,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from api.profiles import switch_policies
 from arflow.config import Settings
 from arflow.db import SessionFactory
-from workflows.types import SegmentMove, SegmentSwitch
+from workflows.types import SegmentMove
 
 
 class SegmentActivities:
@@ -17,13 +17,13 @@ class SegmentActivities:
         self.settings = settings
 
     @activity.defn(name="start_segment_switch")
-    async def start_segment_switch(self, req: SegmentSwitch) -> None:
+    async def start_segment_switch(self, move: SegmentMove) -> None:
         """Start the switch workflow (a retry finds it started)."""
         try:
             await activity.client().start_workflow(
                 "SegmentSwitchWorkflow",
-                req.move,
-                id=req.workflow_id,
+                move,
+                id=move.workflow_id,
                 task_queue=activity.info().task_queue,
             )
         except WorkflowAlreadyStartedError:

@@ -345,6 +345,7 @@ class SegmentDecision:
     reasons: list[str]
     policy_name: str
     invoice_ids: list[int] = field(default_factory=list)  # open, policy should change
+    event_id: int | None = None  # the customer's segment_changed event
 
 
 def on_segment_change(
@@ -354,11 +355,11 @@ def on_segment_change(
     new: Segment,
     actor: str = "system",
     reasons: list[str] | None = None,
-) -> list[int]:
+) -> tuple[list[int], int | None]:
     """Move ``customer`` from segment ``old`` to ``new``: set the segment, apply its statement
     schedule, record a ``segment_changed`` customer event, and return the ids of the open
     invoices whose policy is not the new segment's (their workflows should switch policy from
-    the next step on). Does not commit. Touches no workflow."""
+    the next step on) and the event's id. Does not commit. Touches no workflow."""
     assert customer.id is not None
     policy = session.exec(
         select(DunningPolicy).where(DunningPolicy.name == new.policy_name)
@@ -387,9 +388,9 @@ def on_segment_change(
         customer.statement_day = statement_day
     customer.segment = new.name
     session.add(customer)
-    record_customer_event(session, customer.id, "segment_changed", data, actor)
+    event = record_customer_event(session, customer.id, "segment_changed", data, actor)
     session.flush()
-    return invoice_ids
+    return invoice_ids, event.id
 
 
 def reevaluate_segment(
@@ -413,5 +414,7 @@ def reevaluate_segment(
         policy_name=seg.policy_name,
     )
     if decision.changed:
-        decision.invoice_ids = on_segment_change(session, customer, previous, seg, actor, reasons)
+        decision.invoice_ids, decision.event_id = on_segment_change(
+            session, customer, previous, seg, actor, reasons
+        )
     return decision

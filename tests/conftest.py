@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, SQLModel, select
 from temporalio.client import (
     Client,
     WorkflowFailureError,
@@ -38,7 +38,7 @@ from arflow.cli import SEARCH_ATTRIBUTE_ARGS
 from arflow.config import Settings
 from arflow.db import make_engine
 from arflow.migrate import upgrade
-from models import Invoice, OutboxMessage, Payment
+from models import CustomerEvent, Invoice, OutboxMessage
 from models.invoice import InvoiceEvent
 from worker import build_worker
 
@@ -281,14 +281,14 @@ async def _terminate_all(
     a task queue nobody polls any more would hold the clock for the next test."""
     with Session(engine) as s:
         ids = s.exec(select(Invoice.id)).all()
-        paid_by = s.exec(
-            select(Invoice.customer_id, Payment.id).join(
-                Payment, col(Payment.invoice_id) == col(Invoice.id)
+        moves = s.exec(
+            select(CustomerEvent.customer_id, CustomerEvent.id).where(
+                CustomerEvent.kind == "segment_changed"
             )
         ).all()
-    # Segment moves after payments run a workflow of their own: let it finish first.
-    for customer_id, payment_id in paid_by:
-        switch = client.get_workflow_handle(f"segment-switch-{customer_id}-{payment_id}")
+    # A segment move runs a workflow of its own (SegmentMove.workflow_id): let it finish.
+    for customer_id, event_id in moves:
+        switch = client.get_workflow_handle(f"segment-switch-{customer_id}-{event_id}")
         try:
             await asyncio.wait_for(switch.result(), timeout=10 if wait_for_start else 0.1)
         except (RPCError, WorkflowFailureError, TimeoutError):

@@ -155,3 +155,55 @@ async def test_a_segment_without_sms_sends_the_step_on_its_fallback(h: Harness) 
         ("nudge", "email", "sent"),
     ]
     assert rows[0].detail == "sms is not a channel of segment key_account"
+
+
+async def test_a_broken_promise_that_moves_the_customer_switches_their_invoices(
+    h: Harness,
+) -> None:
+    """The same from the workflow's own change: a promise broken counts on the customer, a
+    rule on broken promises moves them, and both invoices follow the new segment's policy."""
+    strict = await h.policy(
+        escalate_after="P20D",
+        steps=[{"key": "firm", "offset": "P2D", "template": "reminder_overdue"}],
+    )
+    resp = await h.post(
+        "/v1/segments",
+        {
+            "name": "unreliable",
+            "position": 1,
+            "policy_name": strict["name"],
+            "rules": [{"field": "broken_promises", "op": "gte", "value": 1}],
+        },
+        role="admin",
+    )
+    assert resp.status_code == 201, resp.text
+    cust = await h.customer()
+    now = await h.env.get_current_time()
+    first = await h.invoice(cust["id"], due_date=(now.date() + timedelta(days=5)).isoformat())
+    second = await h.invoice(cust["id"])
+    promised = (now.date() + timedelta(days=1)).isoformat()
+    resp = await h.http.post(
+        f"/v1/invoices/{first['id']}/promise",
+        json={"promised_date": promised, "amount_minor": 50_000},
+        headers=h.as_role("specialist"),
+    )
+    assert resp.status_code == 200, resp.text
+    await h.env.sleep(timedelta(days=5))  # the promise's grace (3 days) is over
+
+    async def policies() -> list[int]:
+        return [
+            (await h.get(f"/v1/invoices/{i['id']}")).json()["policy_id"] for i in (first, second)
+        ]
+
+    for _ in range(200):
+        if await policies() == [strict["id"]] * 2:
+            break
+        await asyncio.sleep(0.05)
+    assert await policies() == [strict["id"]] * 2
+    events = (await h.get(f"/v1/customers/{cust['id']}/events")).json()
+    moved = next(e for e in events if e["kind"] == "segment_changed")
+    assert (moved["data"]["to"], moved["data"]["invoice_ids"]) == (
+        "unreliable",
+        [first["id"], second["id"]],
+    )
+    assert "promise_broken" in [e.kind for e in h.events(first["id"])]

@@ -85,7 +85,6 @@ with workflow.unsafe.imports_passed_through():
         ResolveDisputeRequest,
         ScheduledStep,
         SegmentMove,
-        SegmentSwitch,
         SendOutcome,
         SendReminderInput,
         TaskRecord,
@@ -96,6 +95,7 @@ ACTIVITY_TIMEOUT = timedelta(seconds=10)
 PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 # Notes the next reminder carries even when no step was missed: news the customer must hear.
 NEWS_NOTES = frozenset({"payment_reversed"})
+SLOW_ACTIVITIES = frozenset({"escalate", "end_placement", "open_legal"})
 LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change", "post_charges"})
 # The classic ladder of a policy that defines none: the agency hand-off at escalate_after.
 CLASSIC_LADDER = (LadderStage(key="agency", kind=AGENCY),)
@@ -811,20 +811,20 @@ class InvoiceWorkflow:
                 retry_policy=ACTIVITY_RETRY,
             )
             if moved:  # histories from before segment moves recorded no result
-                await self._switch_segment(SegmentMove(**moved), payment.payment_id)
+                await self._switch_segment(SegmentMove(**moved))
             if payment.kind == "payment":
                 await self._after_payment(payment)
                 if inp.status == PAID:
                     await self._post_charges(None)  # interest up to the day it was paid
 
-    async def _switch_segment(self, move: SegmentMove, payment_id: int) -> None:
+    async def _switch_segment(self, move: SegmentMove) -> None:
         """The payment moved the customer to another segment: a workflow of its own
         (SegmentSwitchWorkflow, started by this activity, not awaited) switches their open
         invoices, this one too, to the new policy: this invoice's switch is an update this
         loop answers, so it cannot wait for it here."""
         await workflow.execute_activity(
             "start_segment_switch",
-            SegmentSwitch(move=move, workflow_id=f"segment-switch-{move.customer_id}-{payment_id}"),
+            move,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
@@ -1391,6 +1391,8 @@ class InvoiceWorkflow:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
+        if result.moved is not None:
+            await self._switch_segment(result.moved)
         return result
 
     async def _close(self, status: str, reason: str, actor: str) -> None:
@@ -1416,7 +1418,11 @@ class InvoiceWorkflow:
         await workflow.execute_activity(
             name,
             arg,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            # An agency's endpoint (connect, send, answer: each up to its timeout) and the
+            # legal documents take longer than a database write.
+            start_to_close_timeout=PROVIDER_ACTIVITY_TIMEOUT
+            if name in SLOW_ACTIVITIES
+            else ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
 

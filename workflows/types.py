@@ -422,12 +422,11 @@ class SegmentMove:
     previous: str
     policy_name: str
     invoice_ids: list[int] = field(default_factory=list)
+    event_id: int = 0  # the customer's segment_changed event: names the switch workflow
 
-
-@dataclass
-class SegmentSwitch:
-    move: SegmentMove
-    workflow_id: str  # one switch workflow per move
+    @property
+    def workflow_id(self) -> str:
+        return f"segment-switch-{self.customer_id}-{self.event_id}"
 
 
 @dataclass
@@ -504,6 +503,7 @@ class ChangeResult:
     dispute_id: int | None = None
     plan_id: int | None = None
     promise_id: int | None = None
+    moved: SegmentMove | None = None  # the change moved the customer to another segment
 
 
 @dataclass
