@@ -37,6 +37,7 @@ from temporalio.service import RPCError
 
 from activities.render import money
 from api import charts, dashboard, history, reports, services
+from api.charges import charges_of
 from api.deps import Principal, SessionDep, SettingsDep
 from api.errors import ApiError
 from api.reports import ReportFilter
@@ -451,6 +452,7 @@ def _invoice_context(
         "events": list(reversed(services.timeline(session, invoice_id))),
         "messages": invoice_routes.get_messages(invoice_id, session, who),
         "disputes": actions.list_disputes(invoice_id, session, who),
+        "charges": charges_of(session, invoice_id),
         "actions": ACTION_TITLES,
     }
 

@@ -1052,6 +1052,8 @@ async def test_the_workflow_refuses_agency_ended_when_not_with_an_agency(h: Harn
     with Session(h.engine) as s, pytest.raises(ApiError) as refused:
         await services.run_update(s, h.client, h.settings, inv["id"], "agency_ended", request)
     assert refused.value.status == 409
+    # The workflow's own refusal (an unknown update would be refused too, with another text).
+    assert "not with a collection agency" in refused.value.message
     assert (await h.get(f"/v1/invoices/{inv['id']}")).json()["status"] == "open"
 
 

@@ -11,6 +11,12 @@ reminder and no escalation goes out. When dunning resumes, steps whose instant p
 meantime are not sent in a burst: the latest one is sent (saying why, after a rejected dispute)
 and the others are recorded as skipped; the escalation comes no earlier than the policy's
 ``resume_grace`` after resuming.
+
+After the last reminder the escalation ladder runs (``_ladder_tick``): notices on every channel
+they name, the agency hand-off (the invoice is escalated until the agency ends the placement),
+the legal stage; each after its wait, held back by the same holds. Late charges are decided
+here and posted by the ``post_charges`` activity: a stage's fees before its message, interest
+every ``interest_every`` and when the invoice is paid.
 """
 
 from __future__ import annotations
