@@ -32,10 +32,14 @@ from api.routes.unsubscribe import unsubscribe_url
 from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine, session_factory
-from arflow.schedules import ensure_monthly_statement_schedule, ensure_statement_schedule
+from arflow.schedules import (
+    ensure_customer_review_schedule,
+    ensure_monthly_statement_schedule,
+    ensure_statement_schedule,
+)
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
-from workflows.segments import SegmentSwitchWorkflow
+from workflows.segments import CustomerReviewWorkflow, SegmentSwitchWorkflow
 from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")
@@ -83,6 +87,7 @@ def build_worker(
             SendNowJobWorkflow,
             MonthlyStatementWorkflow,
             SegmentSwitchWorkflow,
+            CustomerReviewWorkflow,
         ],
         workflow_runner=workflow_runner(settings),
         activities=acts.all()
@@ -110,6 +115,7 @@ async def serve(settings: Settings) -> None:
     worker = build_worker(client, settings, engine)
     await ensure_statement_schedule(client, settings)
     await ensure_monthly_statement_schedule(client, settings)
+    await ensure_customer_review_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -25,7 +25,7 @@ from activities.sending import (
 )
 from api.charges import charges_due, post_charge
 from api.contacts import block
-from api.profiles import refresh_customer
+from api.profiles import CustomerRefresh, refresh_customer
 from api.segments import ensure_default_segments
 from arflow.db import SessionFactory
 from models import (
@@ -117,7 +117,12 @@ def refresh(session: Session, customer_id: int) -> SegmentMove | None:
     """Re-evaluate the customer after a change of their figures (in the caller's
     transaction): their credit hold, and their segment; the move when it changed and open
     invoices must switch policy."""
-    moved = refresh_customer(session, customer_id, actor=WORKFLOW_ACTOR).segment
+    return segment_move(customer_id, refresh_customer(session, customer_id, actor=WORKFLOW_ACTOR))
+
+
+def segment_move(customer_id: int, refreshed: CustomerRefresh) -> SegmentMove | None:
+    """The switch a re-evaluation calls for, if any."""
+    moved = refreshed.segment
     if not (moved.changed and moved.invoice_ids and moved.event_id is not None):
         return None
     return SegmentMove(

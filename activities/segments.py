@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from sqlmodel import col, select
 from temporalio import activity
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.profiles import switch_policies
+from activities.invoice import WORKFLOW_ACTOR, segment_move
+from api.profiles import refresh_customer, switch_policies
 from arflow.config import Settings
 from arflow.db import SessionFactory
-from workflows.types import SegmentMove
+from models import Invoice
+from models.types import utcnow
+from workflows.types import CLOSED_STATUSES, SegmentMove, StatementRun
 
 
 class SegmentActivities:
@@ -19,6 +23,34 @@ class SegmentActivities:
     @activity.defn(name="start_segment_switch")
     async def start_segment_switch(self, move: SegmentMove) -> None:
         """Start the switch workflow (a retry finds it started)."""
+        await self._start(move)
+
+    @activity.defn(name="review_customers")
+    async def review_customers(self, run: StatementRun) -> dict[str, int]:
+        """Re-evaluate every customer with open invoices (segment and credit hold), one
+        transaction each; each move starts its switch workflow."""
+        at = run.at or utcnow()
+        counts = {"customers": 0, "moved": 0, "holds_changed": 0}
+        with self.sessions() as session:
+            ids = session.exec(
+                select(Invoice.customer_id)
+                .where(col(Invoice.status).not_in(CLOSED_STATUSES))
+                .distinct()
+                .order_by(col(Invoice.customer_id))
+            ).all()
+            for customer_id in ids:
+                refreshed = refresh_customer(session, customer_id, WORKFLOW_ACTOR, at)
+                session.commit()
+                counts["customers"] += 1
+                counts["holds_changed"] += refreshed.hold.changed
+                move = segment_move(customer_id, refreshed)
+                if move is not None:
+                    counts["moved"] += 1
+                    await self._start(move)
+                activity.heartbeat(customer_id)
+        return counts
+
+    async def _start(self, move: SegmentMove) -> None:
         try:
             await activity.client().start_workflow(
                 "SegmentSwitchWorkflow",
@@ -47,4 +79,4 @@ class SegmentActivities:
         return {str(k): v for k, v in failed.items()}
 
     def all(self) -> list[object]:
-        return [self.start_segment_switch, self.switch_segment_policies]
+        return [self.start_segment_switch, self.switch_segment_policies, self.review_customers]

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         default="0 7 * * *",
         description="when the daily run sends the monthly statements due that day (cron, UTC)",
     )
+    customer_review_cron: str = Field(
+        default="0 5 * * *",
+        description="when the daily review re-evaluates customers' segments and credit holds "
+        "(cron, UTC)",
+    )
     statement_import_cron: str = Field(
         default="0 6 * * *", description="when the daily statement import runs (cron, UTC)"
     )

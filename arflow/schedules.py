@@ -52,6 +52,21 @@ async def ensure_monthly_statement_schedule(client: Client, settings: Settings) 
     )
 
 
+def customer_review_schedule_id(settings: Settings) -> str:
+    return f"{settings.workflow_id_prefix}customer-review"
+
+
+async def ensure_customer_review_schedule(client: Client, settings: Settings) -> str:
+    """Daily at ``customer_review_cron`` (UTC): every customer with open invoices re-evaluated."""
+    return await _ensure(
+        client,
+        settings,
+        customer_review_schedule_id(settings),
+        "CustomerReviewWorkflow",
+        settings.customer_review_cron,
+    )
+
+
 async def _ensure(
     client: Client, settings: Settings, schedule_id: str, workflow: str, cron: str
 ) -> str:

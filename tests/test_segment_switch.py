@@ -5,11 +5,20 @@ server, real worker)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
-from tests.conftest import Harness
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio.client import ScheduleActionStartWorkflow
+from temporalio.testing import WorkflowEnvironment
+
+from arflow.schedules import ensure_customer_review_schedule
+from tests.conftest import Harness, harness
 from tests.test_actions import new_case
 from tests.webhook import signed_payment
+from workflows.types import StatementRun
 
 
 async def test_switch_to_high_risk_follows_its_steps_from_now_on(h: Harness) -> None:
@@ -207,3 +216,102 @@ async def test_a_broken_promise_that_moves_the_customer_switches_their_invoices(
         [first["id"], second["id"]],
     )
     assert "promise_broken" in [e.kind for e in h.events(first["id"])]
+
+
+async def test_the_daily_review_moves_customers_whose_figures_changed_with_time(
+    h: Harness,
+) -> None:
+    """No event at all: an invoice growing overdue moves its customer when the daily review
+    runs, and their open invoices follow the new segment's policy."""
+    firm = await h.policy(
+        escalate_after="P60D",
+        steps=[{"key": "firm", "offset": "P40D", "template": "reminder_overdue"}],
+    )
+    resp = await h.post(
+        "/v1/segments",
+        {
+            "name": "slow_payers",
+            "position": 1,
+            "policy_name": firm["name"],
+            "rules": [{"field": "max_days_overdue", "op": "gte", "value": 10}],
+        },
+        role="admin",
+    )
+    assert resp.status_code == 201, resp.text
+    cust = await h.customer()
+    now = await h.env.get_current_time()
+    late = await h.invoice(cust["id"], due_date=(now.date() + timedelta(days=1)).isoformat())
+    later = await h.invoice(cust["id"])
+    review = f"review-{uuid.uuid4().hex[:8]}"
+    counts = await h.client.execute_workflow(
+        "CustomerReviewWorkflow",
+        StatementRun(at=now),
+        id=review,
+        task_queue=h.settings.task_queue,
+        result_type=dict[str, int],
+    )
+    assert counts == {"customers": 1, "moved": 0, "holds_changed": 0}
+
+    await h.env.sleep(timedelta(days=13))
+    at = await h.env.get_current_time()
+    counts = await h.client.execute_workflow(
+        "CustomerReviewWorkflow",
+        StatementRun(at=at),
+        id=review + "-2",
+        task_queue=h.settings.task_queue,
+        result_type=dict[str, int],
+    )
+    assert counts == {"customers": 1, "moved": 1, "holds_changed": 0}
+
+    async def policies() -> list[int]:
+        return [(await h.get(f"/v1/invoices/{i['id']}")).json()["policy_id"] for i in (late, later)]
+
+    for _ in range(200):
+        if await policies() == [firm["id"]] * 2:
+            break
+        await asyncio.sleep(0.05)
+    assert await policies() == [firm["id"]] * 2
+    events = (await h.get(f"/v1/customers/{cust['id']}/events")).json()
+    moved = next(e for e in events if e["kind"] == "segment_changed")
+    assert moved["data"]["to"] == "slow_payers" and moved["actor"] == "workflow"
+
+
+async def test_reevaluating_by_api_switches_the_movers_invoices(h: Harness) -> None:
+    """An admin changes a segment's rules and re-evaluates at once: the customers who move
+    take their open invoices to the new policy."""
+    gentle = await h.policy(
+        escalate_after="P90D",
+        steps=[{"key": "soft", "offset": "P20D", "template": "reminder_overdue"}],
+    )
+    cust = await h.customer()
+    inv = await h.invoice(cust["id"])
+    resp = await h.post(
+        "/v1/segments",
+        {"name": "everyone", "position": 1, "policy_name": gentle["name"], "rules": []},
+        role="admin",
+    )
+    assert resp.status_code == 201, resp.text
+    resp = await h.post("/v1/segments/reevaluate", None, role="admin")
+    assert resp.status_code == 200, resp.text
+    [result] = [r for r in resp.json() if r["profile"]["customer_id"] == cust["id"]]
+    assert (result["segment"], result["policy_change_invoice_ids"]) == ("everyone", [inv["id"]])
+    assert result["policy_switch_failed"] == {}
+    assert (await h.get(f"/v1/invoices/{inv['id']}")).json()["policy_id"] == gentle["id"]
+
+
+@pytest.mark.devserver
+async def test_the_daily_review_schedule_exists(
+    dev_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    async with harness(dev_env, sqlite_engine, tmp_path) as h:
+        schedule_id = await ensure_customer_review_schedule(h.client, h.settings)
+        handle = h.client.get_schedule_handle(schedule_id)
+        try:
+            described = await handle.describe()
+            [calendar] = described.schedule.spec.calendars
+            assert [(r.start, r.end) for r in calendar.hour] == [(5, 5)]
+            action = described.schedule.action
+            assert isinstance(action, ScheduleActionStartWorkflow)
+            assert action.workflow == "CustomerReviewWorkflow"
+        finally:
+            await handle.delete()

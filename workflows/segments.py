@@ -10,7 +10,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.types import SegmentMove
+    from workflows.types import SegmentMove, StatementRun
 
 
 @workflow.defn(name="SegmentSwitchWorkflow")
@@ -25,3 +25,23 @@ class SegmentSwitchWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=5),
         )
         return failed
+
+
+@workflow.defn(name="CustomerReviewWorkflow")
+class CustomerReviewWorkflow:
+    """Started daily by a Schedule: figures change with time alone (an invoice growing
+    overdue raises the risk score, passes the credit-hold limit), so every customer with open
+    invoices is re-evaluated; the moves switch their invoices like any other."""
+
+    @workflow.run
+    async def run(self, run: StatementRun | None = None) -> dict[str, int]:
+        at = run.at if run and run.at else workflow.now()
+        result: dict[str, int] = await workflow.execute_activity(
+            "review_customers",
+            StatementRun(at=at),
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10)),
+            result_type=dict[str, int],
+        )
+        return result

@@ -61,24 +61,35 @@ async def put_profile(
     When the segment changes, the customer's open invoices switch to its policy from their
     next step on (``policy_changed`` on each timeline)."""
     result = profiles.update_profile(session, customer_id, body, who.actor, now)
+    await _switch(result, session, settings, client, who.actor)
+    return result
+
+
+async def _switch(
+    result: ProfileResult,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: OptionalTemporalDep,
+    actor: str,
+) -> None:
+    """A customer who changed segment: their open invoices follow its policy."""
     if not (result.segment_changed and result.policy_change_invoice_ids):
-        return result
+        return
     if client is None:
         result.policy_switch_failed = dict.fromkeys(
             result.policy_change_invoice_ids, "Temporal is not connected"
         )
-    else:
-        result.policy_switch_failed = await profiles.switch_policies(
-            session,
-            client,
-            settings,
-            result.policy_change_invoice_ids,
-            result.policy_name,
-            who.actor,
-            f"segment {result.previous_segment} -> {result.segment}",
-            result.segment,
-        )
-    return result
+        return
+    result.policy_switch_failed = await profiles.switch_policies(
+        session,
+        client,
+        settings,
+        result.policy_change_invoice_ids,
+        result.policy_name,
+        actor,
+        f"segment {result.previous_segment} -> {result.segment}",
+        result.segment,
+    )
 
 
 @router.get("/v1/customers/{customer_id}/events", response_model=list[CustomerEventPublic])
@@ -158,13 +169,20 @@ def update_segment(name: str, body: SegmentUpdate, session: SessionDep, _: Admin
 
 
 @router.post("/v1/segments/reevaluate", response_model=list[ProfileResult], tags=["segments"])
-def reevaluate_all(
+async def reevaluate_all(
     session: SessionDep,
+    settings: SettingsDep,
+    client: OptionalTemporalDep,
     who: Admin,
     now: Now,
     limit: int = Query(1000, ge=1, le=10_000),
     offset: int = Query(0, ge=0),
 ) -> list[ProfileResult]:
-    """Re-evaluate customers (by id, a page at a time): their segment and credit hold.
-    Answers those whose segment or hold changed."""
-    return profiles.reevaluate_customers(session, who.actor, now, limit, offset)
+    """Re-evaluate customers (by id, a page at a time): their segment and credit hold; the
+    open invoices of those who moved switch to the new segment's policy. Answers those whose
+    segment or hold changed. (The worker's daily review does the same for every customer with
+    open invoices.)"""
+    results = profiles.reevaluate_customers(session, who.actor, now, limit, offset)
+    for result in results:
+        await _switch(result, session, settings, client, who.actor)
+    return results
