@@ -84,11 +84,14 @@ def message_context(
     installment: InstallmentState | None = None,
     charges: Iterable[InvoiceCharge] = (),
     default_locale: str = DEFAULT_LOCALE,
+    next_stage: str = "agency",
 ) -> dict[str, Any]:
     """The variables of a reminder template. ``locale`` is the resolved one: the customer's,
     unless no templates speak its language (then ``default_locale``), so money and dates are
     formatted for the language the message is written in. ``charges``: the invoice's charges
-    (``charges_not_waived``; waived ones are left out here too)."""
+    (``charges_not_waived``; waived ones are left out here too). ``next_stage``: the kind of
+    escalation stage the deadline leads to (agency, legal or notice): what a final notice
+    announces."""
     assert invoice.id is not None
     loc, tz = formatting_locale(customer.locale, default_locale), customer.timezone
     kept = [c for c in charges if c.waived_at is None]
@@ -101,6 +104,7 @@ def message_context(
         "balance": money(balance_minor, invoice.currency, loc),
         "due_date": local_date(invoice.due_date, tz, loc),
         "escalation_date": local_date(escalate_at, tz, loc) if escalate_at else "",
+        "next_stage": next_stage,
         "step": step_key,
         "note": note,
         "pay_url": pay_url(invoice.id, invoice.number, invoice.external_id),

@@ -265,6 +265,7 @@ class ReminderSender:
             installment=inp.installment,
             charges=charges_not_waived(session, inp.invoice_id),
             default_locale=self.default_locale,
+            next_stage=next_stage_kind(session, invoice, inp),
         )
         loc = context["locale"]
         context["others"] = [
@@ -362,6 +363,17 @@ def deadline(inp: SendReminderInput) -> datetime | None:
     if inp.kind == "ladder" and nxt is not None and nxt.kind == "escalation":
         return nxt.at
     return None
+
+
+def next_stage_kind(session: Session, invoice: Invoice, inp: SendReminderInput) -> str:
+    """The kind of the escalation stage this message's deadline leads to: for a ladder notice
+    the stage after it, for a reminder the ladder's first (a policy without one: the agency)."""
+    policy = session.get(DunningPolicy, invoice.policy_id)
+    ladder = list(policy.ladder) if policy is not None else []
+    if inp.kind == "ladder":
+        key = inp.next_action.step_key if inp.next_action else None
+        return next((str(s["kind"]) for s in ladder if s["key"] == key), "")
+    return str(ladder[0]["kind"]) if ladder else "agency"
 
 
 def segment_of(session: Session, customer: Customer) -> Segment | None:

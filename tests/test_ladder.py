@@ -114,6 +114,11 @@ async def test_final_notice_then_pre_legal_then_agency_each_after_its_wait(h: Ha
         c.iso(30),
     )
     assert [(x.kind, x.stage, x.amount_minor) for x in c.charges()] == [("fee", "final", 1500)]
+    # The final notice announces the next stage (another notice), not an agency it is not yet.
+    email = next(m for m in h.outbox(c.id) if (m.step_key, m.channel) == ("final", "email"))
+    assert "take further steps to recover the claim" in email.body
+    assert "collection agency" not in email.body
+    assert "Late fee" in email.body and "€15.00" in email.body
 
     await c.sleep_until(c.at(29, 23))
     assert len(c.sent()) == 4  # nothing before the pre-legal letter's day

@@ -259,6 +259,42 @@ def test_final_notice_without_escalation_date_leaves_the_sentence_out() -> None:
     assert "recouvrement" not in msg.text and "le ," not in msg.text
 
 
+NEXT_STAGE_WORDS = {
+    "en": {
+        "agency": "hand the claim to a collection agency",
+        "legal": "take legal action to recover the claim",
+        "notice": "take further steps to recover the claim",
+    },
+    "de": {
+        "agency": "an ein Inkassounternehmen",
+        "legal": "leiten wir gerichtliche Schritte ein",
+        "notice": "weitere Schritte zur Beitreibung",
+    },
+    "fr": {
+        "agency": "société de recouvrement",
+        "legal": "procédure judiciaire",
+        "notice": "d'autres démarches",
+    },
+}
+
+
+@pytest.mark.parametrize("locale", ["en", "de", "fr"])
+def test_final_notice_announces_what_the_ladder_does_next(locale: str) -> None:
+    """A final notice threatens only what comes next: the agency, legal action, or (another
+    notice follows) further steps; text, HTML and SMS alike."""
+    words = NEXT_STAGE_WORDS[locale]
+    for stage, said in words.items():
+        ctx = context(customer(locale)) | {"next_stage": stage}
+        msg = render_message("final_notice", locale, ctx)
+        assert said in msg.text and said in msg.html, (locale, stage, msg.text)
+        others = [w for k, w in words.items() if k != stage]
+        assert not any(w in msg.text or w in msg.sms for w in others), (locale, stage)
+    sms = render_message(
+        "final_notice", locale, context(customer(locale)) | {"next_stage": "legal"}
+    )
+    assert words["agency"] not in sms.sms
+
+
 def test_pre_legal_warns_of_legal_action_in_every_locale() -> None:
     words = {
         "en": ("Pre-legal notice: invoice 2026-0042", "legal proceedings", "collection agency"),
