@@ -290,13 +290,14 @@ class InvoiceActivities:
         message = outbound(row, inp, customer.id, pay_url, attachments, html)
         if inp.step.channel == "email" and self.unsubscribe_url is not None:
             message = replace(message, unsubscribe_url=self.unsubscribe_url(customer.id))
-        if inp.step.channel == "email" and invoice.collector:
+        collector = invoice.collector or customer.assigned_collector
+        if inp.step.channel == "email" and collector:
             segment = segment_of(session, customer)
             if segment is not None and segment.sender == "collector":
-                # Key accounts hear from their collector in person: their name as the
-                # sender, replies to them when the assignment is an address.
-                reply_to = invoice.collector if "@" in invoice.collector else None
-                message = replace(message, sender_name=invoice.collector, reply_to=reply_to)
+                # Key accounts hear from their collector in person (the invoice's, else the
+                # account's): their name as the sender, replies to them when it is an address.
+                reply_to = collector if "@" in collector else None
+                message = replace(message, sender_name=collector, reply_to=reply_to)
         return message
 
     def _not_sent(

@@ -159,3 +159,37 @@ async def test_one_click_unsubscribe(fakes: tuple[Harness, FakeProvider]) -> Non
     ]
     forged = await h.http.post("/u/" + base64.urlsafe_b64encode(b"1.0000").decode())
     assert forged.status_code == 404
+
+
+async def test_a_key_account_hears_from_its_collector_in_person(
+    fakes: tuple[Harness, FakeProvider],
+) -> None:
+    """The key-account segment sends as the collector: the account's assigned collector is
+    the sender and gets the replies; the team's address stays the sending address."""
+    h, fake = fakes
+    fake.answer(Answer(202, headers={"X-Message-Id": "sg-ka"}))
+    pol = await h.policy(
+        escalate_after="P30D", steps=[{"key": "due", "offset": "PT0S", "channel": "email"}]
+    )
+    cust = await h.customer()
+    resp = await h.http.put(
+        f"/v1/customers/{cust['id']}/profile",
+        json={"segment": "key_account", "assigned_collector": "jana.weber@acme.example"},
+        headers=h.as_role("specialist"),
+    )
+    assert resp.status_code == 200, resp.text
+    due_at = (await h.env.get_current_time()) + timedelta(hours=1)
+    await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        due_at=due_at.isoformat(),
+        due_date=due_at.date().isoformat(),
+    )
+    await h.env.sleep(timedelta(hours=1, minutes=1))
+    [sent] = fake.requests
+    body = sent.json()
+    assert body["from"] == {
+        "email": "billing@arflow.example.com",
+        "name": "jana.weber@acme.example",
+    }
+    assert body["reply_to"] == {"email": "jana.weber@acme.example"}
