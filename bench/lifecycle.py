@@ -105,6 +105,11 @@ class Options:
     cprofile: str | None = None
     bare_sandbox: str = "passthrough"
     dev_server_args: list[str] = field(default_factory=list)
+    charges: bool = False
+
+
+# --charges: a fee posted with the reminder, and interest (nothing accrues within the day).
+BENCH_CHARGES = {"charges": {"stage_fees_minor": {"due": 500}, "interest_rate_pct": "10"}}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -148,6 +153,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     p.add_argument("--json", dest="json_path", default=None, help="also write the results here")
     p.add_argument(
+        "--charges",
+        action="store_true",
+        help="the full lifecycle's policy charges a fee with its reminder and interest (one "
+        "more activity and charge row per lifecycle)",
+    )
+    p.add_argument(
         "--dev-server-arg",
         action="append",
         metavar="ARG",
@@ -186,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         cprofile=a.cprofile,
         bare_sandbox=a.bare_sandbox,
         dev_server_args=a.dev_server_arg or [],
+        charges=a.charges,
     )
 
 
@@ -917,6 +929,7 @@ class Bench:
                 "consolidate": False,
                 "escalate_after": "P30D",
                 "steps": [{"key": "due", "offset": "PT0S", "template": "reminder"}],
+                **(BENCH_CHARGES if self.opts.charges else {}),
             },
             headers=admin,
         )
