@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from models import (
@@ -121,7 +122,22 @@ def behaviour(session: Session, customer: Customer, now: datetime | None = None)
     now = now or utcnow()
     zone = ZoneInfo(customer.timezone)
     today = now.astimezone(zone).date()
-    invoices = list(session.exec(select(Invoice).where(Invoice.customer_id == customer.id)).all())
+    # The columns the figures need, not whole rows: this runs with every payment, and a large
+    # account has thousands of invoices.
+    invoices = [
+        _Inv(*row)
+        for row in session.execute(
+            sa_select(
+                Invoice.id,  # type: ignore[call-overload]
+                Invoice.status,
+                Invoice.currency,
+                Invoice.amount_minor,
+                Invoice.balance_minor,
+                Invoice.issued_on,
+                Invoice.due_date,
+            ).where(Invoice.customer_id == customer.id)
+        ).all()
+    ]
     ids = _invoice_ids(customer.id)
 
     # Paid invoices and their last payment.
@@ -230,6 +246,16 @@ def credit_status(customer: Customer, balances: list[CurrencyBalance]) -> Credit
         hold=customer.credit_hold,
         hold_reason=customer.credit_hold_reason,
     )
+
+
+class _Inv(NamedTuple):
+    id: int | None
+    status: str
+    currency: str
+    amount_minor: int
+    balance_minor: int
+    issued_on: date
+    due_date: date
 
 
 def _invoice_ids(customer_id: int) -> Any:
