@@ -23,7 +23,7 @@ from activities.sending import (
     outbound,
     segment_of,
 )
-from api.charges import charges_due, post_charge
+from api.charges import charges_due, post_charge, settle_charges
 from api.contacts import block
 from api.profiles import CustomerRefresh, refresh_customer
 from api.segments import ensure_default_segments
@@ -423,13 +423,17 @@ class InvoiceActivities:
                 },
                 dedupe_key=key,
             )
-            if inp.overpaid_minor:
+            # What the balance could not take pays the invoice's charges, then is credit.
+            left = settle_charges(
+                session, inp.invoice_id, inp.overpaid_minor, inp.payment_id, WORKFLOW_ACTOR
+            )
+            if left:
                 assert invoice.id is not None
                 session.add(
                     overpayment(
                         invoice.customer_id,
                         invoice.currency,
-                        inp.overpaid_minor,
+                        left,
                         invoice.id,
                         inp.payment_id,
                         WORKFLOW_ACTOR,

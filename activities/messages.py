@@ -23,14 +23,16 @@ from workflows.types import InstallmentState
 
 
 def charges_not_waived(session: Session, invoice_id: int) -> list[InvoiceCharge]:
-    """The invoice's charges a message states: not waived, oldest first."""
-    return list(
-        session.exec(
+    """The invoice's charges a message states: not waived and not paid, oldest first."""
+    return [
+        row
+        for row in session.exec(
             select(InvoiceCharge)
             .where(InvoiceCharge.invoice_id == invoice_id, col(InvoiceCharge.waived_at).is_(None))
             .order_by(col(InvoiceCharge.created_at), col(InvoiceCharge.id))
         ).all()
-    )
+        if row.settled_minor < row.amount_minor
+    ]
 
 
 def _rate(basis: dict[str, Any], locale: str) -> str:

@@ -151,6 +151,49 @@ def post_charge(
     return row
 
 
+def settle_charges(
+    session: Session, invoice_id: int, amount_minor: int, payment_id: int, actor: str
+) -> int:
+    """Let money a payment leaves over after the invoice's balance pay the invoice's charges
+    (not waived, oldest first) before it becomes the customer's credit: a customer who pays
+    the total due a reminder states owes nothing more. Records ``charges_settled``; joins the
+    caller's transaction. Returns what is left."""
+    if amount_minor <= 0:
+        return max(amount_minor, 0)
+    rows = session.exec(
+        select(InvoiceCharge)
+        .where(InvoiceCharge.invoice_id == invoice_id, col(InvoiceCharge.waived_at).is_(None))
+        .order_by(col(InvoiceCharge.created_at), col(InvoiceCharge.id))
+    ).all()
+    left, settled = amount_minor, []
+    now = utcnow()
+    for row in rows:
+        take = min(left, row.amount_minor - row.settled_minor)
+        if take <= 0:
+            continue
+        row.settled_minor += take
+        row.settled_at = now
+        session.add(row)
+        settled.append({"charge_id": row.id, "amount_minor": take})
+        left -= take
+        if left == 0:
+            break
+    if settled:
+        _add_event(
+            session,
+            invoice_id,
+            "charges_settled",
+            {
+                "payment_id": payment_id,
+                "settled_minor": amount_minor - left,
+                "charges": settled,
+            },
+            actor,
+            f"charges_settled:{payment_id}",
+        )
+    return left
+
+
 def charges_of(session: Session, invoice_id: int) -> ChargesPublic:
     invoice = _invoice(session, invoice_id)
     rows = session.exec(
@@ -164,6 +207,10 @@ def charges_of(session: Session, invoice_id: int) -> ChargesPublic:
         invoice_amount_minor=invoice.amount_minor,
         charged_minor=sum(r.amount_minor for r in rows if r.waived_at is None),
         waived_minor=sum(r.amount_minor for r in rows if r.waived_at is not None),
+        settled_minor=sum(r.settled_minor for r in rows if r.waived_at is None),
+        outstanding_minor=sum(
+            r.amount_minor - r.settled_minor for r in rows if r.waived_at is None
+        ),
         charges=[ChargePublic.model_validate(r, from_attributes=True) for r in rows],
     )
 
@@ -179,6 +226,8 @@ def waive_charge(
         raise not_found("charge", charge_id)
     if row.waived_at is not None:
         raise conflict(f"charge {charge_id} was already waived by {row.waived_by}")
+    if row.settled_minor:
+        raise conflict(f"charge {charge_id} has been paid ({row.settled_minor} of it)")
     row.waived_at = utcnow()
     row.waived_by = actor
     row.waive_reason = reason

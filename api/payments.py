@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.invoice import add_event
+from api.charges import settle_charges
 from api.errors import ApiError, conflict, unprocessable
 from api.services import (
     find_referenced,
@@ -101,12 +102,18 @@ def _credit_after_close(session: Session, invoice: Invoice, payment: Payment) ->
     payment.status = "unapplied"
     session.add(payment)
     reversal = payment.kind in REVERSALS
+    credited = 0
     if not reversal:
+        # A late fee or interest paid after the invoice: it settles those charges first.
+        credited = payment.amount_minor
+        if payment.currency == invoice.currency:
+            credited = settle_charges(session, invoice.id, credited, payment.id, payment.source)
+    if credited:
         session.add(
             overpayment(
                 invoice.customer_id,
                 payment.currency,
-                payment.amount_minor,
+                credited,
                 invoice.id,
                 payment.id,
                 payment.source,
@@ -120,7 +127,7 @@ def _credit_after_close(session: Session, invoice: Invoice, payment: Payment) ->
             "payment_id": payment.id,
             "amount_minor": payment.amount_minor,
             "invoice_status": invoice.status,
-            **({} if reversal else {"credited_minor": payment.amount_minor}),
+            **({} if reversal else {"credited_minor": credited}),
         },
         actor=payment.source,
         dedupe_key=f"payment:{payment.id}",

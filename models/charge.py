@@ -38,6 +38,10 @@ class InvoiceCharge(SQLModel, table=True):
     waived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     waived_by: str | None = Field(default=None, max_length=100)
     waive_reason: str | None = Field(default=None, max_length=500)
+    settled_minor: int = Field(
+        default=0, sa_type=BigInteger, description="paid by the money left over from payments"
+    )
+    settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ChargePublic(SQLModel):
@@ -55,6 +59,8 @@ class ChargePublic(SQLModel):
     waived_at: datetime | None
     waived_by: str | None
     waive_reason: str | None
+    settled_minor: int
+    settled_at: datetime | None
 
 
 class ChargesPublic(SQLModel):
@@ -63,6 +69,8 @@ class ChargesPublic(SQLModel):
     invoice_amount_minor: int = Field(description="the invoice's own amount (never changes)")
     charged_minor: int = Field(description="charges not waived")
     waived_minor: int = Field(description="charges waived")
+    settled_minor: int = Field(description="of the charges not waived, what has been paid")
+    outstanding_minor: int = Field(description="charges not waived and not paid yet")
     charges: list[ChargePublic]
 
 

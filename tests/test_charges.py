@@ -283,6 +283,8 @@ async def test_charges_are_posted_once_listed_and_waived(
         "invoice_amount_minor": EUR_100K,
         "charged_minor": 108_240,  # 4,000 + 102,740 + 1,500
         "waived_minor": 0,
+        "settled_minor": 0,
+        "outstanding_minor": 108_240,
     }
     assert [(c["kind"], c["amount_minor"], c["stage"], c["period_from"], c["period_to"])
             for c in body["charges"]] == [

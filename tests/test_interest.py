@@ -117,3 +117,68 @@ async def test_statutory_interest_over_a_year_with_a_partial_payment(h: Harness)
     listed = (await h.get(f"/v1/invoices/{inv['id']}/charges")).json()
     assert listed["invoice_amount_minor"] == 100_000
     assert listed["charged_minor"] == final + 4000
+
+
+async def fee_case(h: Harness) -> dict[str, object]:
+    """An invoice of 1,000.00 whose first reminder (due + 1 min) charged a 15.00 fee."""
+    pol = await h.policy(
+        escalate_after="P30D",
+        steps=[{"key": "nudge", "offset": "PT1M", "template": "reminder_overdue"}],
+        charges={"stage_fees_minor": {"nudge": 1500}},
+    )
+    cust = await h.customer()
+    due_at = (await h.env.get_current_time()) + timedelta(minutes=1)
+    inv = await h.invoice(
+        cust["id"],
+        policy_id=pol["id"],
+        amount_minor=100_000,
+        due_at=due_at.isoformat(),
+        due_date=due_at.date().isoformat(),
+    )
+    await h.env.sleep(timedelta(minutes=3))
+    assert [(r.kind, r.amount_minor) for r in charges(h, inv["id"])] == [("fee", 1500)]
+    return inv
+
+
+async def credit(h: Harness, customer_id: object) -> object:
+    return (await h.get(f"/v1/customers/{customer_id}")).json()["credit"]
+
+
+async def test_paying_the_total_due_settles_the_charges_too(h: Harness) -> None:
+    """The reminder asks for the balance plus the fee: paying that leaves nothing owed and no
+    credit; what goes beyond is credit."""
+    inv = await fee_case(h)
+    paid = await signed_payment(
+        h, invoice_id=inv["id"], amount_minor=102_000, paid_at=datetime.now(UTC).isoformat()
+    )
+    assert paid.status_code == 200, paid.text
+    handle = h.client.get_workflow_handle(str(inv["workflow_id"]))
+    assert (await handle.result())["status"] == "paid"
+    listed = (await h.get(f"/v1/invoices/{inv['id']}/charges")).json()
+    assert (listed["settled_minor"], listed["outstanding_minor"]) == (1500, 0)
+    assert await credit(h, inv["customer_id"]) == {"EUR": 500}  # 1,020.00 - 1,000.00 - 15.00
+    settled = next(e for e in h.events(int(str(inv["id"]))) if e.kind == "charges_settled")
+    assert settled.data["settled_minor"] == 1500
+    waive = await h.post(
+        f"/v1/invoices/{inv['id']}/charges/{listed['charges'][0]['id']}/waive",
+        {"reason": "goodwill"},
+    )
+    assert waive.status_code == 409 and "has been paid" in waive.text
+
+
+async def test_a_fee_paid_after_the_invoice_settles_the_fee(h: Harness) -> None:
+    inv = await fee_case(h)
+    now = datetime.now(UTC).isoformat()
+    paid = await signed_payment(h, invoice_id=inv["id"], amount_minor=100_000, paid_at=now)
+    assert paid.status_code == 200, paid.text
+    handle = h.client.get_workflow_handle(str(inv["workflow_id"]))
+    assert (await handle.result())["status"] == "paid"
+    listed = (await h.get(f"/v1/invoices/{inv['id']}/charges")).json()
+    assert listed["outstanding_minor"] == 1500  # the invoice is paid, the fee is still owed
+    fee = await signed_payment(h, invoice_id=inv["id"], amount_minor=1500, paid_at=now)
+    assert fee.status_code == 200, fee.text
+    listed = (await h.get(f"/v1/invoices/{inv['id']}/charges")).json()
+    assert (listed["settled_minor"], listed["outstanding_minor"]) == (1500, 0)
+    assert await credit(h, inv["customer_id"]) == {}
+    after = next(e for e in h.events(int(str(inv["id"]))) if e.kind == "payment_after_close")
+    assert after.data["credited_minor"] == 0
