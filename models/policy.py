@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
 from workflows.charges import parse_rate
-from workflows.schedule import parse_window, shift
+from workflows.schedule import nth_period, parse_window, shift
 from workflows.types import (
     AGENCY,
     LEGAL,
@@ -137,7 +137,8 @@ class ChargesIn(SQLModel):
                 raise ValueError("the eu_b2b preset needs ecb_reference_rate_pct")
             if self.interest_rate_pct is not None:
                 raise ValueError("the eu_b2b preset sets the interest rate; leave it out")
-        if self.interest_every in ("P0D", "PT0S"):
+        ref = datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC)
+        if nth_period(ref, self.interest_every, 1, "UTC") <= ref:  # P0D, PT0S, P0M alike
             raise ValueError("interest_every must be longer than zero")
         return self
 

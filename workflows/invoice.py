@@ -197,21 +197,22 @@ class InvoiceWorkflow:
         done = set(self.inp.ladder_done)
         return next((s for s in self._ladder() if s.key not in done), None)
 
-    def _stage_due_at(self, stage: LadderStage) -> datetime:
+    def _stage_due_at(self, stage: LadderStage, previous_at: datetime | None = None) -> datetime:
         """When ``stage`` is due: its wait after the previous stage (the first stage's after the
         escalation instant), no earlier than the grace after a hold was lifted; a notice also
-        within the contact rules, and no earlier than a cap let it go."""
+        within the contact rules, and no earlier than a cap let it go. ``previous_at``: the
+        stage before it is taken as done then (what a notice announces of the next one)."""
         inp = self.inp
-        base = inp.ladder_last_at or self._escalation_due_at()
+        at = previous_at or inp.ladder_last_at or self._escalation_due_at()
         if stage.wait not in ("P0D", "PT0S"):
-            base = shift(base, stage.wait, inp.timezone, inp.policy.send_at)
-        at = base
+            at = shift(at, stage.wait, inp.timezone, inp.policy.send_at)
         if inp.escalate_not_before is not None and inp.escalate_not_before > at:
             at = inp.escalate_not_before
         if stage.kind == NOTICE:
             at = self._window(at)
-        if inp.ladder_deferred is not None and inp.ladder_deferred > at:
-            at = inp.ladder_deferred
+        deferred = None if previous_at else inp.ladder_deferred
+        if deferred is not None and deferred > at:
+            at = deferred
         return at
 
     async def _ladder_tick(
@@ -240,6 +241,8 @@ class InvoiceWorkflow:
                 ],
             )
             return False
+        if inp.ladder_deferred is None:  # not a notice's second try after a cap
+            await self._post_charges(stage.key)  # its fees first: its message states them
         if stage.kind == NOTICE:
             if not await self._notice(stage, at, skipped):
                 return False  # held back by a cap: tried again at the time it gave
@@ -269,7 +272,6 @@ class InvoiceWorkflow:
                 ),
             )
         self._stage_done(stage, at)
-        await self._post_charges(stage.key)
         return False
 
     def _stage_done(self, stage: LadderStage, at: datetime) -> None:
@@ -284,7 +286,6 @@ class InvoiceWorkflow:
         """A notice on every channel of the stage (a letter and an email, say), each once.
         False when a contact cap holds the rest back until the time it gives."""
         inp = self.inp
-        await self._post_charges(stage.key)
         failed = []
         for channel in stage.channels:
             tag = f"{stage.key}:{channel}"
@@ -338,15 +339,9 @@ class InvoiceWorkflow:
         later = ladder[ladder.index(stage) + 1 :]
         if not later:
             return None
-        inp = self.inp
-        saved = (inp.ladder_done, inp.ladder_last_at)
-        inp.ladder_done, inp.ladder_last_at = [*inp.ladder_done, stage.key], at
-        try:
-            return NextAction(
-                kind="escalation", at=self._stage_due_at(later[0]), step_key=later[0].key
-            )
-        finally:
-            inp.ladder_done, inp.ladder_last_at = saved
+        return NextAction(
+            kind="escalation", at=self._stage_due_at(later[0], at), step_key=later[0].key
+        )
 
     # -- late charges ----------------------------------------------------------
 
@@ -369,14 +364,11 @@ class InvoiceWorkflow:
         if at is None or now < at:
             return False
         spec = inp.policy.charges
-        assert spec is not None
-        for _ in range(10_000):
-            nxt = nth_period(inp.due_at, spec.interest_every, inp.interest_posts + 2, inp.timezone)
-            if nxt > now:
-                break
-            inp.interest_posts += 1
-            at = nxt
-        inp.interest_posts += 1
+        assert spec is not None  # interest_every is validated longer than zero
+        n = inp.interest_posts + 1
+        while (nxt := nth_period(inp.due_at, spec.interest_every, n + 1, inp.timezone)) <= now:
+            n, at = n + 1, nxt
+        inp.interest_posts = n
         await self._post_charges(None, local_today(at, inp.timezone))
         return True
 
