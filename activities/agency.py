@@ -29,9 +29,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.invoice import (
-    InvoiceActivities,
     add_event,
     already_recorded,
+    commit_once,
     record_skipped,
     set_next_action,
 )
@@ -383,7 +383,7 @@ class AgencyActivities:
             set_next_action(invoice, None)
             session.add(invoice)
             self._settle_tasks(session, inp.invoice_id, PLACEMENT_FAILED)
-            InvoiceActivities._commit_once(session, inp.invoice_id, "status:escalated")
+            commit_once(session, inp.invoice_id, "status:escalated")
 
     @activity.defn(name="end_placement")
     def end_placement(self, inp: EndPlacementInput) -> None:
@@ -420,7 +420,7 @@ class AgencyActivities:
                 )
                 self._settle_tasks(session, inp.invoice_id, RECALL_FAILED)
             record_end(session, inp.invoice_id, placement, inp.outcome, inp.reason, inp.actor)
-            InvoiceActivities._commit_once(session, inp.invoice_id, ENDED_KEY)
+            commit_once(session, inp.invoice_id, ENDED_KEY)
 
     def all(self) -> list[Any]:
         return [self.escalate, self.end_placement]

@@ -107,6 +107,16 @@ def _stored_id(session: Session, row: Dispute | PaymentPlan | Promise) -> int:
     return row.id
 
 
+def commit_once(session: Session, invoice_id: int, dedupe_key: str) -> None:
+    """Commit; if an earlier attempt already recorded ``dedupe_key``, this one was a retry."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if not already_recorded(session, invoice_id, dedupe_key):
+            raise
+
+
 def figures_changed(change: ChangeSet) -> bool:
     """Whether the change counts in the customer's behaviour figures (and so their risk)."""
     resolved = change.dispute is not None and change.dispute.status in ("upheld", "rejected")
@@ -157,6 +167,7 @@ class InvoiceActivities:
     ) -> None:
         self.sessions = sessions
         self.channel = channel
+        self.segments_ready = False  # the default segments exist (none is ever deleted)
         self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
         self.unsubscribe_url = unsubscribe_url  # customer id -> one-click unsubscribe link
         self.sender = ReminderSender(
@@ -392,10 +403,7 @@ class InvoiceActivities:
     def record_payment(self, inp: RecordPaymentInput) -> SegmentMove | None:
         """Record a payment (or its reversal) the workflow applied: the new balance and status,
         a timeline event, the discount granted, and any overpayment as customer credit."""
-        with self.sessions() as session:
-            # The segment rules exist before the payment's transaction starts: creating the
-            # defaults commits (or, when a concurrent payment created them, rolls back).
-            ensure_default_segments(session)
+        self._segments_exist()
         with self.sessions() as session:
             key = f"payment:{inp.payment_id}"
             if already_recorded(session, inp.invoice_id, key):
@@ -465,7 +473,7 @@ class InvoiceActivities:
             # A payment changes the customer's figures: it may move them to another segment,
             # and lift (or a reversal cause) a credit hold on the account.
             move = refresh(session, invoice.customer_id)
-            self._commit_once(session, inp.invoice_id, key)
+            commit_once(session, inp.invoice_id, key)
             return move
 
     @activity.defn(name="record_closed")
@@ -489,7 +497,7 @@ class InvoiceActivities:
             invoice.updated_at = now
             set_next_action(invoice, None)
             session.add(invoice)
-            self._commit_once(session, inp.invoice_id, key)
+            commit_once(session, inp.invoice_id, key)
 
     @activity.defn(name="record_change")
     def record_change(self, change: ChangeSet) -> ChangeResult:
@@ -498,8 +506,7 @@ class InvoiceActivities:
         of the customer's figures (a promise or plan broken, a dispute resolved) re-evaluates
         their segment: ``moved`` when they changed segment."""
         if figures_changed(change):
-            with self.sessions() as session:
-                ensure_default_segments(session)  # see record_payment
+            self._segments_exist()
         with self.sessions() as session:
             try:
                 result = self._apply_change(session, change)
@@ -634,15 +641,14 @@ class InvoiceActivities:
             row.updated_at = now
         return _stored_id(session, row)
 
-    @staticmethod
-    def _commit_once(session: Session, invoice_id: int, dedupe_key: str) -> None:
-        """Commit; if an earlier attempt already recorded ``dedupe_key``, this one was a retry."""
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            if not already_recorded(session, invoice_id, dedupe_key):
-                raise
+    def _segments_exist(self) -> None:
+        """The segment rules exist before a recording transaction re-evaluates a customer:
+        creating the defaults commits (or, when a concurrent payment created them, rolls back),
+        which must not happen inside that transaction. Checked once per worker."""
+        if not self.segments_ready:
+            with self.sessions() as session:
+                ensure_default_segments(session)
+            self.segments_ready = True
 
     def all(self) -> list[Any]:
         return [

@@ -26,8 +26,8 @@ from temporalio.exceptions import ApplicationError
 from activities.documents import Seller, claim_summary_pdf
 from activities.invoice import (
     WORKFLOW_ACTOR,
-    InvoiceActivities,
     add_event,
+    commit_once,
     record_skipped,
     set_next_action,
 )
@@ -152,7 +152,7 @@ class LegalActivities:
             invoice.updated_at = now
             set_next_action(invoice, None)
             session.add(invoice)
-            InvoiceActivities._commit_once(session, inp.invoice_id, OPENED_KEY)
+            commit_once(session, inp.invoice_id, OPENED_KEY)
 
     def _claim_summary(
         self, session: Session, invoice: Invoice, customer: Customer, inp: LegalInput
