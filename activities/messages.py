@@ -14,9 +14,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from activities.render import DEFAULT_LOCALE, format_percent, formatting_locale, local_date, money
+from api.charges import not_waived
 from models import Customer, Invoice, InvoiceCharge
 from models.reference import payment_reference
 from workflows.types import InstallmentState
@@ -24,15 +25,7 @@ from workflows.types import InstallmentState
 
 def charges_not_waived(session: Session, invoice_id: int) -> list[InvoiceCharge]:
     """The invoice's charges a message states: not waived and not paid, oldest first."""
-    return [
-        row
-        for row in session.exec(
-            select(InvoiceCharge)
-            .where(InvoiceCharge.invoice_id == invoice_id, col(InvoiceCharge.waived_at).is_(None))
-            .order_by(col(InvoiceCharge.created_at), col(InvoiceCharge.id))
-        ).all()
-        if row.settled_minor < row.amount_minor
-    ]
+    return [row for row in not_waived(session, invoice_id) if row.settled_minor < row.amount_minor]
 
 
 def _rate(basis: dict[str, Any], locale: str) -> str:

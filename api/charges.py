@@ -151,6 +151,17 @@ def post_charge(
     return row
 
 
+def not_waived(session: Session, invoice_id: int) -> list[InvoiceCharge]:
+    """The invoice's charges not waived, oldest first."""
+    return list(
+        session.exec(
+            select(InvoiceCharge)
+            .where(InvoiceCharge.invoice_id == invoice_id, col(InvoiceCharge.waived_at).is_(None))
+            .order_by(col(InvoiceCharge.created_at), col(InvoiceCharge.id))
+        ).all()
+    )
+
+
 def settle_charges(
     session: Session, invoice_id: int, amount_minor: int, payment_id: int, actor: str
 ) -> int:
@@ -160,11 +171,7 @@ def settle_charges(
     caller's transaction. Returns what is left."""
     if amount_minor <= 0:
         return max(amount_minor, 0)
-    rows = session.exec(
-        select(InvoiceCharge)
-        .where(InvoiceCharge.invoice_id == invoice_id, col(InvoiceCharge.waived_at).is_(None))
-        .order_by(col(InvoiceCharge.created_at), col(InvoiceCharge.id))
-    ).all()
+    rows = not_waived(session, invoice_id)
     left, settled = amount_minor, []
     now = utcnow()
     for row in rows:

@@ -41,6 +41,7 @@ from arflow.migrate import upgrade
 from models import CustomerEvent, Invoice, OutboxMessage
 from models.invoice import InvoiceEvent
 from worker import build_worker
+from workflows.types import segment_switch_id
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,7 +289,7 @@ async def _terminate_all(
         ).all()
     # A segment move runs a workflow of its own (SegmentMove.workflow_id): let it finish.
     for customer_id, event_id in moves:
-        switch = client.get_workflow_handle(f"segment-switch-{customer_id}-{event_id}")
+        switch = client.get_workflow_handle(segment_switch_id(customer_id, event_id or 0))
         try:
             await asyncio.wait_for(switch.result(), timeout=10 if wait_for_start else 0.1)
         except (RPCError, WorkflowFailureError, TimeoutError):

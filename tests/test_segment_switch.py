@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -19,6 +20,32 @@ from tests.conftest import Harness, harness
 from tests.test_actions import new_case
 from tests.webhook import signed_payment
 from workflows.types import StatementRun
+
+
+async def first_segment(
+    h: Harness, name: str, policy: dict[str, Any], *rules: dict[str, Any]
+) -> None:
+    """A segment evaluated before the defaults, with ``policy``."""
+    resp = await h.post(
+        "/v1/segments",
+        {"name": name, "position": 1, "policy_name": policy["name"], "rules": list(rules)},
+        role="admin",
+    )
+    assert resp.status_code == 201, resp.text
+
+
+async def policies_become(h: Harness, invoices: list[dict[str, Any]], policy_id: int) -> list[int]:
+    """The invoices' policies once all are ``policy_id`` (switches run in a workflow of their
+    own), or as they are after 10 s."""
+
+    async def policies() -> list[int]:
+        return [(await h.get(f"/v1/invoices/{i['id']}")).json()["policy_id"] for i in invoices]
+
+    for _ in range(200):
+        if await policies() == [policy_id] * len(invoices):
+            break
+        await asyncio.sleep(0.05)
+    return await policies()
 
 
 async def test_switch_to_high_risk_follows_its_steps_from_now_on(h: Harness) -> None:
@@ -98,17 +125,9 @@ async def test_a_payment_that_moves_the_customer_switches_their_other_invoices(
         escalate_after="P60D",
         steps=[{"key": "gentle", "offset": "P10D", "template": "reminder_overdue"}],
     )
-    resp = await h.post(
-        "/v1/segments",
-        {
-            "name": "prompt_payers",
-            "position": 1,
-            "policy_name": prompt["name"],
-            "rules": [{"field": "paid_on_time_pct", "op": "gte", "value": 100}],
-        },
-        role="admin",
+    await first_segment(
+        h, "prompt_payers", prompt, {"field": "paid_on_time_pct", "op": "gte", "value": 100}
     )
-    assert resp.status_code == 201, resp.text
     cust = await h.customer()
     first = await h.invoice(cust["id"], amount_minor=10_000)
     second = await h.invoice(cust["id"], amount_minor=20_000)
@@ -117,15 +136,7 @@ async def test_a_payment_that_moves_the_customer_switches_their_other_invoices(
     paid = await signed_payment(h, invoice_id=first["id"], amount_minor=10_000, paid_at=now)
     assert paid.status_code == 200, paid.text
 
-    async def switched() -> bool:
-        invoice = (await h.get(f"/v1/invoices/{second['id']}")).json()
-        return bool(invoice["policy_id"] == prompt["id"])
-
-    for _ in range(200):
-        if await switched():
-            break
-        await asyncio.sleep(0.05)
-    assert await switched()
+    assert await policies_become(h, [second], prompt["id"]) == [prompt["id"]]
     events = (await h.get(f"/v1/customers/{cust['id']}/events")).json()
     moved = next(e for e in events if e["kind"] == "segment_changed")
     assert (moved["data"]["from"], moved["data"]["to"]) == ("standard", "prompt_payers")
@@ -175,17 +186,9 @@ async def test_a_broken_promise_that_moves_the_customer_switches_their_invoices(
         escalate_after="P20D",
         steps=[{"key": "firm", "offset": "P2D", "template": "reminder_overdue"}],
     )
-    resp = await h.post(
-        "/v1/segments",
-        {
-            "name": "unreliable",
-            "position": 1,
-            "policy_name": strict["name"],
-            "rules": [{"field": "broken_promises", "op": "gte", "value": 1}],
-        },
-        role="admin",
+    await first_segment(
+        h, "unreliable", strict, {"field": "broken_promises", "op": "gte", "value": 1}
     )
-    assert resp.status_code == 201, resp.text
     cust = await h.customer()
     now = await h.env.get_current_time()
     first = await h.invoice(cust["id"], due_date=(now.date() + timedelta(days=5)).isoformat())
@@ -199,16 +202,7 @@ async def test_a_broken_promise_that_moves_the_customer_switches_their_invoices(
     assert resp.status_code == 200, resp.text
     await h.env.sleep(timedelta(days=5))  # the promise's grace (3 days) is over
 
-    async def policies() -> list[int]:
-        return [
-            (await h.get(f"/v1/invoices/{i['id']}")).json()["policy_id"] for i in (first, second)
-        ]
-
-    for _ in range(200):
-        if await policies() == [strict["id"]] * 2:
-            break
-        await asyncio.sleep(0.05)
-    assert await policies() == [strict["id"]] * 2
+    assert await policies_become(h, [first, second], strict["id"]) == [strict["id"]] * 2
     events = (await h.get(f"/v1/customers/{cust['id']}/events")).json()
     moved = next(e for e in events if e["kind"] == "segment_changed")
     assert (moved["data"]["to"], moved["data"]["invoice_ids"]) == (
@@ -227,17 +221,9 @@ async def test_the_daily_review_moves_customers_whose_figures_changed_with_time(
         escalate_after="P60D",
         steps=[{"key": "firm", "offset": "P40D", "template": "reminder_overdue"}],
     )
-    resp = await h.post(
-        "/v1/segments",
-        {
-            "name": "slow_payers",
-            "position": 1,
-            "policy_name": firm["name"],
-            "rules": [{"field": "max_days_overdue", "op": "gte", "value": 10}],
-        },
-        role="admin",
+    await first_segment(
+        h, "slow_payers", firm, {"field": "max_days_overdue", "op": "gte", "value": 10}
     )
-    assert resp.status_code == 201, resp.text
     cust = await h.customer()
     now = await h.env.get_current_time()
     late = await h.invoice(cust["id"], due_date=(now.date() + timedelta(days=1)).isoformat())
@@ -263,14 +249,7 @@ async def test_the_daily_review_moves_customers_whose_figures_changed_with_time(
     )
     assert counts == {"customers": 1, "moved": 1, "holds_changed": 0}
 
-    async def policies() -> list[int]:
-        return [(await h.get(f"/v1/invoices/{i['id']}")).json()["policy_id"] for i in (late, later)]
-
-    for _ in range(200):
-        if await policies() == [firm["id"]] * 2:
-            break
-        await asyncio.sleep(0.05)
-    assert await policies() == [firm["id"]] * 2
+    assert await policies_become(h, [late, later], firm["id"]) == [firm["id"]] * 2
     events = (await h.get(f"/v1/customers/{cust['id']}/events")).json()
     moved = next(e for e in events if e["kind"] == "segment_changed")
     assert moved["data"]["to"] == "slow_payers" and moved["actor"] == "workflow"
@@ -285,12 +264,7 @@ async def test_reevaluating_by_api_switches_the_movers_invoices(h: Harness) -> N
     )
     cust = await h.customer()
     inv = await h.invoice(cust["id"])
-    resp = await h.post(
-        "/v1/segments",
-        {"name": "everyone", "position": 1, "policy_name": gentle["name"], "rules": []},
-        role="admin",
-    )
-    assert resp.status_code == 201, resp.text
+    await first_segment(h, "everyone", gentle)
     resp = await h.post("/v1/segments/reevaluate", None, role="admin")
     assert resp.status_code == 200, resp.text
     [result] = [r for r in resp.json() if r["profile"]["customer_id"] == cust["id"]]

@@ -426,7 +426,12 @@ class SegmentMove:
 
     @property
     def workflow_id(self) -> str:
-        return f"segment-switch-{self.customer_id}-{self.event_id}"
+        return segment_switch_id(self.customer_id, self.event_id)
+
+
+def segment_switch_id(customer_id: int, event_id: int) -> str:
+    """The SegmentSwitchWorkflow of one move: one per customer and segment_changed event."""
+    return f"segment-switch-{customer_id}-{event_id}"
 
 
 @dataclass
