@@ -1,140 +1,18 @@
-"""The Temporal worker: builds dependencies once, registers the workflow and its activities.
+"""The Temporal worker: ``python worker.py`` (settings from ``ARFLOW_*``;
+``ARFLOW_TEMPORAL_ADDRESS`` must point at a running Temporal frontend, which ``arflow run``
+starts for you on a laptop).
 
-Run: ``python worker.py`` (settings from ``ARFLOW_*``; ``ARFLOW_TEMPORAL_ADDRESS`` must point at a
-running Temporal frontend, which ``arflow run`` starts for you on a laptop).
+The worker's code is ``activities/worker.py``: it builds the dependencies once and registers
+the workflows and their activities. It lives inside a package so that lint-imports checks its
+imports (import-linter reads packages, not top-level modules): like every activity, it never
+imports ``api/``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import signal
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from activities.worker import ACTIVITY_THREADS, build_worker, main, serve, workflow_runner
 
-from sqlalchemy.engine import Engine
-from temporalio.client import Client
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-
-from activities.agency import AgencyActivities
-from activities.channels import channel_for
-from activities.documents import Seller
-from activities.invoice import InvoiceActivities
-from activities.jobs import JobActivities
-from activities.legal import LegalActivities
-from activities.monthly import MonthlyStatementActivities
-from activities.segments import SegmentActivities
-from activities.statements import StatementActivities
-from api.routes.unsubscribe import unsubscribe_url
-from arflow import observability
-from arflow.config import Settings, get_settings
-from arflow.db import make_engine, session_factory
-from arflow.schedules import (
-    ensure_customer_review_schedule,
-    ensure_monthly_statement_schedule,
-    ensure_statement_schedule,
-)
-from workflows.invoice import InvoiceWorkflow
-from workflows.jobs import SendNowJobWorkflow
-from workflows.segments import CustomerReviewWorkflow, SegmentSwitchWorkflow
-from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
-
-log = logging.getLogger("arflow.worker")
-ACTIVITY_THREADS = 16
-
-
-def workflow_runner(settings: Settings) -> SandboxedWorkflowRunner:
-    """The workflow sandbox. With ``workflow_sandbox_passthrough`` (the default) our own
-    ``workflows`` package is imported once, not again for every workflow run: measured by
-    bench/lifecycle.py at about a third more lifecycles per second. The price is that the
-    sandbox's checks for non-deterministic calls do not reach into that package; the test
-    suite runs with the full sandbox (and replays saved histories) to catch them there."""
-    restrictions = SandboxRestrictions.default
-    if settings.workflow_sandbox_passthrough:
-        restrictions = restrictions.with_passthrough_modules("workflows")
-    return SandboxedWorkflowRunner(restrictions=restrictions)
-
-
-def build_worker(
-    client: Client,
-    settings: Settings,
-    engine: Engine,
-    task_queue: str | None = None,
-    executor: ThreadPoolExecutor | None = None,
-) -> Worker:
-    """The worker for ``task_queue`` (default: the settings'), with real dependencies."""
-    sessions = session_factory(engine)
-    channel = channel_for(settings)
-    seller = Seller.from_settings(settings)
-    acts = InvoiceActivities(
-        sessions=sessions,
-        channel=channel,
-        pay_url=settings.pay_url,
-        print_folder=settings.print_folder,
-        seller=seller,
-        default_locale=settings.default_locale,
-        unsubscribe_url=partial(unsubscribe_url, settings),
-    )
-    return Worker(
-        client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=[
-            InvoiceWorkflow,
-            StatementInboxWorkflow,
-            SendNowJobWorkflow,
-            MonthlyStatementWorkflow,
-            SegmentSwitchWorkflow,
-            CustomerReviewWorkflow,
-        ],
-        workflow_runner=workflow_runner(settings),
-        activities=acts.all()
-        + AgencyActivities.from_settings(sessions, settings).all()
-        + StatementActivities(sessions, settings).all()
-        + JobActivities(sessions, settings).all()
-        + LegalActivities(sessions, settings.legal_folder, seller).all()
-        + MonthlyStatementActivities(sessions, channel, seller).all()
-        + SegmentActivities(sessions, settings).all(),
-        activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
-        max_concurrent_activities=ACTIVITY_THREADS,
-        # Provider sends are activities on this queue: the providers' rate limits hold.
-        max_task_queue_activities_per_second=settings.provider_max_per_second or None,
-        interceptors=[observability.MetricsInterceptor()],
-    )
-
-
-async def serve(settings: Settings) -> None:
-    client = await Client.connect(
-        settings.temporal_address or "127.0.0.1:7233",
-        namespace=settings.temporal_namespace,
-        runtime=observability.temporal_runtime(),
-    )
-    engine = make_engine(settings.database_url)
-    worker = build_worker(client, settings, engine)
-    await ensure_statement_schedule(client, settings)
-    await ensure_monthly_statement_schedule(client, settings)
-    await ensure_customer_review_schedule(client, settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-    async with worker:
-        await stop.wait()
-    log.info("worker stopped")
-
-
-def main() -> None:
-    settings = get_settings()
-    observability.configure_logging(settings.effective_log_format)
-    observability.start_metrics_server(settings.worker_metrics_port)
-    asyncio.run(serve(settings))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # temporalio can abort the interpreter at exit (sdk-python #300)
-
+__all__ = ["ACTIVITY_THREADS", "build_worker", "main", "serve", "workflow_runner"]
 
 if __name__ == "__main__":
     main()

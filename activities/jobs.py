@@ -13,15 +13,17 @@ import logging
 
 from sqlmodel import select
 from temporalio import activity
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
+from arflow import gateway
 from arflow.config import Settings
 from arflow.db import SessionFactory
+from arflow.errors import Conflict, Invalid, Unavailable
+from arflow.gateway import NoWorkflow
 from models import Job, JobItem
 from models.types import utcnow
-from workflows.types import ActorRequest, InvoiceState
+from workflows.types import ActorRequest
 
 log = logging.getLogger("arflow.jobs")
 
@@ -84,22 +86,22 @@ class JobActivities:
     async def _send_now(
         self, client: Client, job_id: int, invoice_id: int, actor: str
     ) -> tuple[str, str | None]:
-        handle = client.get_workflow_handle(self.settings.workflow_id(invoice_id))
         try:
-            state: InvoiceState = await handle.execute_update(
+            state = await gateway.update_invoice(
+                client,
+                self.settings,
+                invoice_id,
                 "send_now",
                 ActorRequest(reason=f"send-now job {job_id}", actor=actor),
-                id=f"job-{job_id}-{invoice_id}",
-                result_type=InvoiceState,
+                update_id_=f"job-{job_id}-{invoice_id}",
             )
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            return "refused", cause.message if isinstance(cause, ApplicationError) else str(exc)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return "refused", "the invoice has no running workflow (closed)"
-            log.warning("send-now for invoice %s failed: %s", invoice_id, exc)
-            return "failed", f"Temporal: {exc.message}"
+        except NoWorkflow:
+            return "refused", "the invoice has no running workflow (closed)"
+        except (Conflict, Invalid) as exc:
+            return "refused", exc.message
+        except Unavailable as exc:
+            log.warning("send-now for invoice %s failed: %s", invoice_id, exc.__cause__)
+            return "failed", f"Temporal: {getattr(exc.__cause__, 'message', exc.message)}"
         return "sent", state.sent_steps[-1] if state.sent_steps else None
 
     def all(self) -> list[object]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,46 +21,30 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.documents import Seller, claim_summary_pdf
-from activities.invoice import (
+from arflow.db import SessionFactory
+from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
     add_event,
     commit_once,
     record_skipped,
     set_next_action,
 )
-from activities.messages import charges_not_waived
-from arflow.db import SessionFactory
+from arflow.legal.cases import (
+    GENERATED,
+    LEGAL_TASK,
+    OPENED_KEY,
+    WENT_OUT,
+    claim_summary_name,
+    legal_case_of,
+    write_atomically,
+)
+from arflow.messages.context import charges_not_waived
+from arflow.messages.documents import Seller, claim_summary_pdf
 from models import AgencyPlacement, Customer, Invoice, LegalCase, OutboxMessage, Payment, Task
 from models.types import utcnow
 from workflows.types import ESCALATED, LegalInput
 
 log = logging.getLogger("arflow.legal")
-
-OPENED_KEY = "legal:opened"  # one legal case per invoice, so it opens once
-LEGAL_TASK = "legal_review"
-GENERATED = "generated"
-# Outbox statuses of a message that went out (or was put in the print batch).
-WENT_OUT = ("sent", "delivered", "printed", "uncertain", "consolidated")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def claim_summary_name(invoice_number: str) -> str:
-    """``claim-summary-2026-0042.pdf``: the document's name and file name (characters a file
-    name cannot safely hold become ``-``)."""
-    return f"claim-summary-{_UNSAFE.sub('-', invoice_number).strip('-.') or 'invoice'}.pdf"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
-
-
-def legal_case_of(session: Session, invoice_id: int) -> LegalCase | None:
-    return session.exec(select(LegalCase).where(LegalCase.invoice_id == invoice_id)).first()
 
 
 class LegalActivities:

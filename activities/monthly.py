@@ -12,21 +12,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
 
-from activities.channels import (
+from arflow.db import SessionFactory
+from arflow.messages.channels import (
     AmbiguousDeliveryError,
     Attachment,
     Channel,
     OutboundMessage,
     PermanentDeliveryError,
 )
-from activities.documents import Seller, statement_pdf
-from activities.render import local_date
-from arflow.db import SessionFactory
+from arflow.messages.documents import Seller, statement_pdf
+from arflow.messages.render import local_date
 from models import ContactBlock, Customer, Invoice, StatementSent
 from models.types import utcnow
 from workflows.types import StatementRun
 
-log = logging.getLogger("arflow.statements")
+log = logging.getLogger("arflow.payments.statements")
 OPEN = ("open", "disputed", "escalated")
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 from temporalio import activity
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.invoice import WORKFLOW_ACTOR, segment_move
-from api.profiles import refresh_customer, switch_policies
+from arflow import gateway
 from arflow.config import Settings
+from arflow.customers.profiles import refresh_customer, switch_policies
 from arflow.db import SessionFactory
+from arflow.invoices.recording import segment_move
+from arflow.invoices.timeline import WORKFLOW_ACTOR
 from models import Invoice
 from models.types import utcnow
 from workflows.types import CLOSED_STATUSES, SegmentMove, StatementRun
@@ -51,15 +52,7 @@ class SegmentActivities:
         return counts
 
     async def _start(self, move: SegmentMove) -> None:
-        try:
-            await activity.client().start_workflow(
-                "SegmentSwitchWorkflow",
-                move,
-                id=move.workflow_id,
-                task_queue=activity.info().task_queue,
-            )
-        except WorkflowAlreadyStartedError:
-            pass
+        await gateway.start_segment_switch(activity.client(), move, activity.info().task_queue)
 
     @activity.defn(name="switch_segment_policies")
     async def switch_segment_policies(self, move: SegmentMove) -> dict[str, str]:

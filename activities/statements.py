@@ -15,11 +15,11 @@ from pathlib import Path
 
 from temporalio import activity
 
-from api.errors import ApiError
-from api.payments import deliver_all, redeliver
-from api.reconcile import ImportResult, store_statement
 from arflow.config import Settings
 from arflow.db import SessionFactory
+from arflow.errors import DomainError
+from arflow.payments.reconcile import ImportResult, store_statement
+from arflow.payments.service import deliver_all, redeliver
 from workflows.types import InboxFile, InboxResult
 
 log = logging.getLogger("arflow.inbox")
@@ -58,7 +58,7 @@ class StatementActivities:
             content = path.read_bytes()
             try:
                 imported = await asyncio.to_thread(self._store, path, content)
-            except ApiError as exc:
+            except DomainError as exc:
                 log.warning("statement %s failed: %s", path.name, exc.message)
                 _move(path, folder / "failed").with_suffix(".error.txt").write_text(
                     exc.message + "\n"

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from api import errors, services, web
+from api import errors, web
+from api.metrics import RequestObservability
 from api.routes import (
     actions,
     agency,
@@ -35,6 +36,7 @@ from api.routes import (
 from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.db import make_engine
+from arflow.policies import service as policy_service
 
 log = logging.getLogger("arflow.api")
 
@@ -51,7 +53,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         observability.configure_logging(settings.effective_log_format)
         with Session(engine) as session:
-            services.ensure_default_policy(session)
+            policy_service.ensure_default_policy(session)
         if app.state.temporal is None:
             app.state.temporal = await Client.connect(
                 settings.temporal_address or "127.0.0.1:7233",
@@ -70,7 +72,7 @@ def create_app(
     app.state.temporal = temporal
     app.state.api_keys = settings.parsed_api_keys()
     errors.install(app)
-    app.add_middleware(observability.RequestObservability, workflow_id=settings.workflow_id)
+    app.add_middleware(RequestObservability, workflow_id=settings.workflow_id)
     for module in (
         customers,
         policies,

@@ -1,4 +1,7 @@
-"""JSON error bodies for every 4xx: ``{"error": {"code", "message", "details"?}}``."""
+"""JSON error bodies for every 4xx: ``{"error": {"code", "message", "details"?}}``.
+
+The one place where the domain's errors (``arflow.errors``) become HTTP status codes; routes
+raise ``ApiError`` only for what is HTTP's own (a body too large, a missing header)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,18 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from arflow.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    conflict,
+    not_found,
+    unprocessable,
+)
 
 log = logging.getLogger("arflow.api")
 
@@ -22,16 +37,23 @@ class ApiError(Exception):
         self.details = details
 
 
-def not_found(what: str, ident: object) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident} not found")
+#: The HTTP status of each domain error (the most specific class wins).
+STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Unauthenticated: 401,
+    Unavailable: 503,
+}
 
 
-def conflict(message: str, details: Any = None) -> ApiError:
-    return ApiError(409, "conflict", message, details)
-
-
-def unprocessable(message: str, details: Any = None) -> ApiError:
-    return ApiError(422, "invalid", message, details)
+def status_of(exc: DomainError | ApiError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
 
 
 def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -58,6 +80,13 @@ def install(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status)
 
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=status)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = _describe(list(exc.errors()))
@@ -79,4 +108,13 @@ def install(app: FastAPI) -> None:
         return JSONResponse(_body("internal", "internal error"), status_code=500)
 
 
-__all__ = ["ApiError", "HTTPException", "conflict", "install", "not_found", "unprocessable"]
+__all__ = [
+    "ApiError",
+    "DomainError",
+    "HTTPException",
+    "conflict",
+    "install",
+    "not_found",
+    "status_of",
+    "unprocessable",
+]

@@ -35,17 +35,19 @@ from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.render import money
-from api import charts, dashboard, history, reports, services
-from api.charges import charges_of
+from api import charts
 from api.deps import Principal, SessionDep, SettingsDep
-from api.errors import ApiError
-from api.reports import ReportFilter
+from api.errors import ApiError, DomainError, status_of
 from api.routes import actions, jobs
 from api.routes import invoices as invoice_routes
 from api.routes.reports import TodayDep
+from arflow.charges.service import charges_of
 from arflow.config import Role, Settings
-from arflow.statements.values import parse_decimal, to_minor_units
+from arflow.invoices import service as services
+from arflow.messages.render import money
+from arflow.payments.statements.values import parse_decimal, to_minor_units
+from arflow.reports import dashboard, history, reports
+from arflow.reports.reports import ReportFilter
 from models.collection import (
     DisputeCreate,
     NoteBody,
@@ -419,8 +421,8 @@ async def send_now_job(
         job = await jobs.start_job(session, _temporal(request), settings, body, who.actor)
         assert job.id is not None
         shown = jobs.get_job(job.id, session, who)
-    except ApiError as exc:
-        return render(request, "fragments/error.html", status=exc.status, message=exc.message)
+    except (ApiError, DomainError) as exc:
+        return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     return render(request, "fragments/job.html", status=202, job=shown)
 
 
@@ -428,8 +430,8 @@ async def send_now_job(
 def job_progress(request: Request, job_id: int, session: SessionDep, who: WebViewer) -> Response:
     try:
         job = jobs.get_job(job_id, session, who)
-    except ApiError as exc:
-        raise PageError(exc.status, exc.message) from exc
+    except (ApiError, DomainError) as exc:
+        raise PageError(status_of(exc), exc.message) from exc
     name = "fragments/job.html" if _is_fragment(request) else "job.html"
     return render(request, name, job=job)
 
@@ -442,8 +444,8 @@ def _invoice_context(
 ) -> dict[str, Any]:
     try:
         invoice = services.get_invoice(session, invoice_id)
-    except ApiError as exc:
-        raise PageError(exc.status, exc.message) from exc
+    except (ApiError, DomainError) as exc:
+        raise PageError(status_of(exc), exc.message) from exc
     return {
         "invoice": services.public(invoice, settings),
         "customer": dashboard.customer_names(session, [invoice.customer_id]).get(
@@ -473,8 +475,8 @@ async def invoice_history(
     try:
         services.get_invoice(session, invoice_id)
         found = await history.invoice_history(_temporal(request), settings, invoice_id)
-    except ApiError as exc:
-        return render(request, "fragments/error.html", status=exc.status, message=exc.message)
+    except (ApiError, DomainError) as exc:
+        return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     except RPCError as exc:
         log.warning("history of invoice %s: %s", invoice_id, exc)
         return render(
@@ -619,8 +621,8 @@ async def act(
             )
     except FormError as exc:
         return _form_again(request, action, invoice_id, form, 422, str(exc))
-    except ApiError as exc:
-        return _form_again(request, action, invoice_id, form, exc.status, exc.message)
+    except (ApiError, DomainError) as exc:
+        return _form_again(request, action, invoice_id, form, status_of(exc), exc.message)
     context = _invoice_context(session, settings, who, invoice_id)
     done = render(
         request,

@@ -22,7 +22,7 @@ from arflow.config import get_settings
 from arflow.statements_cli import statements_app
 
 if TYPE_CHECKING:
-    from arflow.bulk import ImportResult
+    from arflow.invoices.bulk import ImportResult
 
 app = typer.Typer(
     help="arflow: accounts-receivable collections orchestrator",
@@ -242,7 +242,7 @@ BatchOpt = typer.Option(500, "--batch-size", min=1, max=5000, help="rows per tra
 
 
 class _RichProgress:
-    """``arflow.bulk.Progress`` drawn as rich progress bars, one per stage."""
+    """``arflow.invoices.bulk.Progress`` drawn as rich progress bars, one per stage."""
 
     LABELS = {"validated": "rows validated", "stored": "rows stored", "workflows": "workflows"}
 
@@ -327,8 +327,8 @@ def import_customers(
     rejects: Path | None = RejectsOpt,
     batch_size: int = BatchOpt,
 ) -> None:
-    from arflow import bulk
     from arflow.db import make_engine
+    from arflow.invoices import bulk
     from models.customer import CustomerCreate
 
     settings = get_settings()
@@ -371,8 +371,8 @@ def import_invoices(
     ),
     batch_size: int = BatchOpt,
 ) -> None:
-    from arflow import bulk
     from arflow.db import make_engine
+    from arflow.invoices import bulk
     from models.invoice import InvoiceCreate
 
     settings = get_settings()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, create_engine
 
+from arflow.errors import conflict
+
+R = TypeVar("R", bound=SQLModel)
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
@@ -51,3 +55,15 @@ def session_factory(engine: Engine) -> SessionFactory:
 def sessions(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+def insert_unique(session: Session, row: R, taken: str) -> R:
+    """Insert ``row``; a unique key already taken is a 409 saying ``taken``."""
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise conflict(taken) from None
+    session.refresh(row)
+    return row

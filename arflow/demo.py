@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from api.services import sign
-from arflow.statements.sample import Entry, camt053
+from arflow.payments.signatures import sign
+from arflow.payments.statements.sample import Entry, camt053
 
 DEMO_POLICY = {
     "name": "demo-ladder",

@@ -5,7 +5,7 @@ them at ``GET /metrics``; the worker on ``ARFLOW_WORKER_METRICS_PORT`` (default 
 it off). API: ``arflow_http_requests_total{method,route,status}`` (route is the template, e.g.
 ``/v1/invoices/{invoice_id}``), ``arflow_http_request_duration_seconds{method,route}``,
 ``arflow_webhook_rejects_total{reason}`` (``bad_signature``, ``invalid_body``, ``refused``)
-and ``arflow_workflow_starts_total`` (calls of ``api.services.start_workflow``). Worker:
+and ``arflow_workflow_starts_total`` (calls of ``arflow.gateway.start_invoice``). Worker:
 ``arflow_reminders_total{channel,outcome}``, ``arflow_activity_attempts_total{activity_type,
 kind,outcome}``, ``arflow_activity_failures_total{activity_type,error}``,
 ``arflow_activity_duration_seconds{activity_type}`` and
@@ -27,14 +27,13 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client import start_http_server as _start_http_server
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError, CancelledError, FailureError
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig
@@ -120,7 +119,6 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> Any:
 # -- log context -----------------------------------------------------------------------------
 
 _INVOICE_IN_WORKFLOW_ID = re.compile(r"invoice-(\d+)$")
-_INVOICE_IN_PATH = re.compile(r"^/v1/invoices/(\d+)(?:/|$)")
 _request_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "arflow_log_context", default=None
 )
@@ -235,45 +233,6 @@ def temporal_runtime() -> Runtime:
             )
         )
     )
-
-
-# -- API middleware --------------------------------------------------------------------------
-
-
-class RequestObservability:
-    """ASGI middleware: counts and times each request by route template, and puts the
-    invoice id and workflow id of ``/v1/invoices/{id}...`` paths on the request's log lines."""
-
-    def __init__(self, app: ASGIApp, workflow_id: Callable[[int], str]) -> None:
-        self.app = app
-        self.workflow_id = workflow_id
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        found = _INVOICE_IN_PATH.match(scope.get("path", ""))
-        fields: dict[str, Any] = {}
-        if found:
-            invoice_id = int(found.group(1))
-            fields = {"invoice_id": invoice_id, "workflow_id": self.workflow_id(invoice_id)}
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            with log_context(**fields):
-                await self.app(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
 
 
 # -- worker interceptor ----------------------------------------------------------------------

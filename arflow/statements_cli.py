@@ -36,9 +36,9 @@ async def _import(files: list[Path], mapping: str | None, as_json: bool) -> int:
     from sqlmodel import Session
     from temporalio.client import Client
 
-    from api.errors import ApiError
-    from api.reconcile import import_statement
     from arflow.db import make_engine
+    from arflow.errors import DomainError
+    from arflow.payments.reconcile import import_statement
 
     settings = get_settings()
     engine = make_engine(settings.database_url)
@@ -60,7 +60,7 @@ async def _import(files: list[Path], mapping: str | None, as_json: bool) -> int:
                     source="cli",
                     actor="cli",
                 )
-            except ApiError as exc:
+            except DomainError as exc:
                 failed = True
                 console.print(f"[red]{path}: {exc.message}[/red]")
                 continue

@@ -23,6 +23,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from arflow.policies import service as policies
+
 with workflow.unsafe.imports_passed_through():
     # With --bare-sandbox reimport the sandbox re-imports this module for every BareInvoice
     # run: it must not re-import FastAPI/SQLAlchemy too.
@@ -639,13 +641,12 @@ class Bench:
         )
 
     async def start_api(self, settings: Any, engine: Engine, client: Client) -> httpx.AsyncClient:
-        from api import services
         from api.app import create_app
 
         if self.opts.api == "asgi":
             app = create_app(settings, engine=engine, temporal=client)
             with Session(engine) as session:  # the lifespan's job; ASGITransport skips it
-                services.ensure_default_policy(session)
+                policies.ensure_default_policy(session)
             http = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://arflow.bench", timeout=60
             )
@@ -813,7 +814,7 @@ class Bench:
         policy_id: int,
         rnd: int,
     ) -> tuple[Phase, str]:
-        from api.services import sign
+        from arflow.payments.signatures import sign
         from worker import ACTIVITY_THREADS, build_worker
 
         last_id = ""

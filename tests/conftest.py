@@ -32,12 +32,12 @@ from temporalio.client import (
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from api import services
 from api.app import create_app
 from arflow.cli import SEARCH_ATTRIBUTE_ARGS
 from arflow.config import Settings
 from arflow.db import make_engine
 from arflow.migrate import upgrade
+from arflow.policies import service as policies
 from models import CustomerEvent, Invoice, OutboxMessage
 from models.invoice import InvoiceEvent
 from worker import build_worker
@@ -261,7 +261,7 @@ async def harness(
     )
     app = create_app(settings, engine=engine, temporal=env.client)
     with Session(engine) as session:
-        services.ensure_default_policy(session)
+        policies.ensure_default_policy(session)
     transport = httpx.ASGITransport(app=app)
     async with AsyncExitStack() as stack:
         if with_worker:

@@ -27,10 +27,10 @@ from sqlmodel import Session, func, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.agency import (
+from activities.agency import AgencyActivities
+from arflow.agency.placement import (
     PLACEMENT_FAILED,
     RECALL_FAILED,
-    AgencyActivities,
     AgencyDeliveryError,
     FileAgencyAdapter,
     PlacementRequest,
@@ -38,9 +38,10 @@ from activities.agency import (
     WebhookAgencyAdapter,
     adapter_factory,
 )
-from api import services
-from api.errors import ApiError
 from arflow.db import session_factory
+from arflow.errors import Conflict
+from arflow.invoices import service as services
+from arflow.policies import service as policies
 from models import (
     Agency,
     AgencyPlacement,
@@ -297,7 +298,7 @@ def test_webhook_adapter_raises_when_unreachable_or_slow(agency_server: AgencySe
 
 def _new_invoice(engine: Engine, amount_minor: int = 120_000) -> int:
     with Session(engine) as s:
-        policy = services.ensure_default_policy(s)
+        policy = policies.ensure_default_policy(s)
         customer = Customer(
             external_id=f"C-{uuid.uuid4().hex[:8]}",
             name="Acme GmbH",
@@ -1051,9 +1052,9 @@ async def test_the_workflow_refuses_agency_ended_when_not_with_an_agency(h: Harn
     cust = await h.customer()
     inv = await h.invoice(cust["id"])
     request = AgencyEndRequest(outcome="returned", reason="x", actor="agency:x")
-    with Session(h.engine) as s, pytest.raises(ApiError) as refused:
+    with Session(h.engine) as s, pytest.raises(Conflict) as refused:
         await services.run_update(s, h.client, h.settings, inv["id"], "agency_ended", request)
-    assert refused.value.status == 409
+    assert refused.value.code == "refused"
     # The workflow's own refusal (an unknown update would be refused too, with another text).
     assert "not with a collection agency" in refused.value.message
     assert (await h.get(f"/v1/invoices/{inv['id']}")).json()["status"] == "open"

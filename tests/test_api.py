@@ -17,7 +17,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.testing import WorkflowEnvironment
 
-from api import services
+from arflow.invoices import service as services
 from models import Customer, DunningPolicy, Invoice, Payment
 from tests.conftest import Harness, harness
 from tests.webhook import signed_payment

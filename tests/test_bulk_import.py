@@ -20,10 +20,10 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from api import services
-from arflow import bulk
 from arflow.cli import app
 from arflow.config import get_settings
+from arflow.invoices import bulk
+from arflow.invoices import service as services
 from models import Customer, Invoice, InvoiceEvent
 from models.invoice import InvoiceCreate
 from tests.conftest import Harness, harness

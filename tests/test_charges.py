@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from api import services
 from api.app import create_app
-from api.charges import interest_charged_minor, post_charge
+from arflow.charges.service import interest_charged_minor, post_charge
 from arflow.config import Settings
+from arflow.policies import service as policies
 from models import Customer, Invoice, InvoiceCharge, InvoiceEvent
 from tests.conftest import API_KEYS, WEBHOOK_SECRET
 from workflows.charges import (
@@ -240,7 +240,7 @@ async def http(engine: Engine, tmp_path: Path) -> AsyncIterator[httpx.AsyncClien
 
 def an_invoice(engine: Engine, key: str = "I-1") -> int:
     with Session(engine) as s:
-        policy_id = services.ensure_default_policy(s).id
+        policy_id = policies.ensure_default_policy(s).id
         c = Customer(external_id=f"C-{key}", name="Delta BV", timezone="Europe/Amsterdam")
         s.add(c)
         s.flush()

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from api.routes.unsubscribe import unsubscribe_url
+from arflow.customers.unsubscribe import unsubscribe_url
 from models import ContactBlock, Task
 from tests.conftest import Harness, harness
 from tests.test_providers import Answer, FakeProvider, twilio_created, twilio_error

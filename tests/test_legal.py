@@ -15,14 +15,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
-from activities.documents import Seller
-from activities.legal import LegalActivities, claim_summary_name
-from activities.render import local_date
-from api import services
+from activities.legal import LegalActivities
 from api.app import create_app
-from api.charges import find_charge, post_charge, waive_charge
+from arflow.charges.service import find_charge, post_charge, waive_charge
 from arflow.config import Settings
 from arflow.db import session_factory
+from arflow.legal.cases import claim_summary_name
+from arflow.messages.documents import Seller
+from arflow.messages.render import local_date
+from arflow.policies import service as policies
 from models import (
     AgencyPlacement,
     Customer,
@@ -60,7 +61,7 @@ def an_invoice_with_history(engine: Engine, number: str = "2026/0042", placed: b
     """1,200.00 invoiced, 200.00 paid, 1,000.00 open; a fee, interest and a waived fee; two
     reminders that went out and one that was blocked; placed with an agency."""
     with Session(engine) as s:
-        policy_id = services.ensure_default_policy(s).id
+        policy_id = policies.ensure_default_policy(s).id
         customer = Customer(
             external_id=f"C-{number}",
             name="Jürgen Ébert & Söhne",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from arflow.matching import Allocation, Book, Item, Payer, Receipt, decide, normalize
+from arflow.payments.matching import Allocation, Book, Item, Payer, Receipt, decide, normalize
 from models.reference import payment_reference, references_in
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -45,10 +45,10 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from api.app import create_app
-from api.history import assemble, load, render
-from api.services import sign
 from arflow import observability
 from arflow.config import Settings
+from arflow.payments.signatures import sign
+from arflow.reports.history import assemble, load, render
 from tests.conftest import API_KEYS, WEBHOOK_SECRET, Harness, harness
 from tests.test_actions import Case, new_case
 from tests.test_api import error_of, eventually

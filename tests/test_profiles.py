@@ -39,15 +39,15 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from api import services
 from api.app import create_app
-from api.behaviour import behaviour
-from api.credit import reassess_credit_hold
-from api.profiles import refresh_customer
-from api.risk import band_of, risk
 from api.routes.profiles import now_utc
-from api.segments import ensure_default_segments, segment_for
 from arflow.config import Settings
+from arflow.customers.behaviour import behaviour
+from arflow.customers.credit import reassess_credit_hold
+from arflow.customers.profiles import refresh_customer
+from arflow.customers.risk import band_of, risk
+from arflow.customers.segments import ensure_default_segments, segment_for
+from arflow.policies import service as policies
 from models import (
     Customer,
     CustomerEvent,
@@ -111,7 +111,7 @@ async def api(engine: Engine, tmp_path: Path) -> AsyncIterator[Api]:
 def build_data_set(engine: Engine) -> dict[str, int]:
     ids: dict[str, int] = {}
     with Session(engine) as s:
-        policy_id = services.ensure_default_policy(s).id
+        policy_id = policies.ensure_default_policy(s).id
         assert policy_id is not None
         for key, name, tz, promises, plans in (
             ("A", "Alpha AG", "UTC", 1, 1),

@@ -33,7 +33,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from twilio.request_validator import RequestValidator
 
-from activities.channels import (
+from api.app import create_app
+from arflow.config import Settings
+from arflow.messages.channels import (
     AmbiguousDeliveryError,
     Attachment,
     ChannelRouter,
@@ -42,14 +44,11 @@ from activities.channels import (
     OutboxOnlyChannel,
     PermanentDeliveryError,
     TransientDeliveryError,
-    channel_for,
 )
-from activities.documents import Seller, invoice_copy_pdf, letter_pdf, statement_pdf
-from activities.providers import SendGridEmailChannel, TwilioSmsChannel
-from activities.render import money
-from api import services
-from api.app import create_app
-from arflow.config import Settings
+from arflow.messages.documents import Seller, invoice_copy_pdf, letter_pdf, statement_pdf
+from arflow.messages.providers import SendGridEmailChannel, TwilioSmsChannel, channel_for
+from arflow.messages.render import money
+from arflow.policies import service as policies
 from models import ContactBlock, Customer, Invoice, OutboxMessage
 from models.reference import payment_reference
 
@@ -633,7 +632,7 @@ async def world(engine: Engine, tmp_path: Path) -> AsyncIterator[World]:
     )
     app = create_app(settings, engine=engine, temporal=None)
     with Session(engine, expire_on_commit=False) as s:
-        policy = services.ensure_default_policy(s)
+        policy = policies.ensure_default_policy(s)
         people = [
             Customer(
                 external_id=f"C-{uuid.uuid4().hex[:8]}",

@@ -21,7 +21,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from api import services
+from arflow.invoices import service as services
+from arflow.policies import service as policies
 from models import Customer, Invoice
 from tests.conftest import harness
 from tests.webhook import signed_payment
@@ -122,7 +123,7 @@ async def test_carried_state_is_not_sent_again(
         cust = await h.customer()
         now = await ts_env.get_current_time()
         with Session(h.engine) as s:
-            policy = services.ensure_default_policy(s)
+            policy = policies.ensure_default_policy(s)
             customer = s.get(Customer, cust["id"])
             assert customer is not None
             row = Invoice(

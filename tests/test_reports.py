@@ -38,10 +38,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from api import services
 from api.app import create_app
 from api.routes.reports import today_utc
 from arflow.config import Settings
+from arflow.policies import service as policies
 from models import (
     AgencyPlacement,
     Customer,
@@ -101,7 +101,7 @@ async def r(engine: Engine, tmp_path: Path) -> AsyncIterator[Reports]:
 def build_data_set(engine: Engine) -> dict[str, int]:
     ids: dict[str, int] = {}
     with Session(engine) as s:
-        policy_id = services.ensure_default_policy(s).id
+        policy_id = policies.ensure_default_policy(s).id
         assert policy_id is not None
         for key, name, segment in (
             ("C1", "Alpha AG", "key"),

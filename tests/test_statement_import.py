@@ -15,8 +15,8 @@ from sqlmodel import Session, func, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from arflow.payments.statements.sample import ACCOUNT, Entry, camt053
 from arflow.schedules import ensure_statement_schedule
-from arflow.statements.sample import ACCOUNT, Entry, camt053
 from models import Payment, ReceivedLine, StatementImport
 from models.reference import payment_reference
 from tests.conftest import Harness, harness

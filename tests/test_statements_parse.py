@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from arflow.statements import (
+from arflow.payments.statements import (
     CsvMapping,
     LineError,
     ParsedStatement,
@@ -21,7 +21,7 @@ from arflow.statements import (
     parse_statement,
     to_minor_units,
 )
-from arflow.statements.values import parse_decimal
+from arflow.payments.statements.values import parse_decimal
 
 DATA = Path(__file__).parent / "data" / "statements"
 OUR_IBAN = "DE89370400440532013000"

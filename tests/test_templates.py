@@ -16,8 +16,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
-from activities.messages import message_context
-from activities.render import (
+from arflow.charges.service import find_charge, post_charge, waive_charge
+from arflow.config import Settings
+from arflow.messages.context import message_context
+from arflow.messages.render import (
     SMS_MAX_CHARS,
     TEMPLATE_DIR,
     Rendered,
@@ -31,8 +33,6 @@ from activities.render import (
     resolve_locale,
     template_names,
 )
-from api.charges import find_charge, post_charge, waive_charge
-from arflow.config import Settings
 from models import Customer, Invoice, InvoiceCharge
 from models.policy import TEMPLATES
 from models.reference import payment_reference

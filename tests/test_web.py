@@ -33,11 +33,13 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from api import charts, dashboard, services
+from api import charts
 from api.app import create_app
 from arflow.config import Settings
 from arflow.db import make_engine
 from arflow.migrate import upgrade
+from arflow.policies import service as policies
+from arflow.reports import dashboard
 from models import Customer, Dispute, Invoice, InvoiceEvent, OutboxMessage, Promise, Task
 from tests.conftest import API_KEYS, ROOT, WEBHOOK_SECRET, _terminate_all
 from worker import build_worker
@@ -105,7 +107,7 @@ class Web:
 def seed_invoice(engine: Engine) -> int:
     """One customer and one open invoice, written straight to the database."""
     with Session(engine) as s:
-        policy = services.ensure_default_policy(s)
+        policy = policies.ensure_default_policy(s)
         customer = Customer(external_id="C-1", name="Bergmann GmbH", timezone="Europe/Berlin")
         s.add(customer)
         s.flush()

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from api.services import sign
+from arflow.payments.signatures import sign
 from tests.conftest import WEBHOOK_SECRET
 
 

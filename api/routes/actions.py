@@ -10,10 +10,10 @@ from fastapi import APIRouter, Header
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from activities.invoice import add_event
-from api import services
 from api.deps import Admin, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.errors import not_found
+from arflow.invoices import service as services
+from arflow.invoices.timeline import add_event
 from models import Dispute, InvoiceEvent, PaymentPlan, Task
 from models.collection import (
     AssignBody,

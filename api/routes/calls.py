@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from activities.invoice import add_event
-from api import services
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep
 from api.errors import conflict, not_found
+from arflow.invoices import service as services
+from arflow.invoices.timeline import add_event
 from models import ContactBlock, Invoice, OutboxMessage, Task
 from models.collection import TaskPublic
 from models.types import utcnow

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import charges
 from api.deps import SessionDep, Specialist, Viewer
+from arflow.charges import service as charges
 from models import InvoiceCharge
 from models.charge import ChargePublic, ChargesPublic, WaiveBody
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from api import services
 from api.deps import SessionDep, Specialist, Viewer
 from api.errors import not_found
-from api.payments import credit_balances
+from arflow.db import insert_unique
+from arflow.payments.service import credit_balances
 from models import Customer
 from models.customer import CustomerCreate, CustomerPublic
 
@@ -16,9 +16,7 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 @router.post("", status_code=201, response_model=CustomerPublic)
 def create_customer(body: CustomerCreate, session: SessionDep, _: Specialist) -> Customer:
     customer = Customer.model_validate(body)
-    return services.insert_unique(
-        session, customer, f"customer {body.external_id!r} already exists"
-    )
+    return insert_unique(session, customer, f"customer {body.external_id!r} already exists")
 
 
 @router.get("/{customer_id}", response_model=CustomerPublic)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from temporalio.service import RPCError
 
-from api import history, services
 from api.deps import Admin, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
-from api.history import InvoiceHistory
+from arflow.invoices import service as services
+from arflow.reports import history
+from arflow.reports.history import InvoiceHistory
 
 router = APIRouter(prefix="/v1/invoices", tags=["insight"])
 

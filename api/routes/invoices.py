@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
-from api import services
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from arflow.invoices import service as services
 from models import OutboxMessage
 from models.invoice import (
     INVOICE_STATUSES,

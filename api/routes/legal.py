@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from api import legal
 from api.deps import SessionDep, SettingsDep, Specialist, Viewer
+from arflow.legal import service as legal
 from models.legal import LegalCasePublic, LegalDocumentIn
 
 router = APIRouter(prefix="/v1/invoices", tags=["legal"])

@@ -11,9 +11,9 @@ from html import escape
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from activities.render import local_date, money
 from api.deps import SessionDep, SettingsDep
 from api.errors import ApiError
+from arflow.messages.render import local_date, money
 from models import Customer, Invoice
 from models.reference import invoice_id_of
 

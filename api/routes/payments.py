@@ -10,13 +10,13 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlmodel import col, select
 
-from api import reconcile
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.errors import not_found, unprocessable
-from api.payments import apply_credit, credit_balances, deliver_all
 from api.routes.actions import IdempotencyKey
-from api.services import insert_unique
-from arflow.statements import CsvMapping
+from arflow.db import insert_unique
+from arflow.payments import reconcile
+from arflow.payments.service import apply_credit, credit_balances, deliver_all
+from arflow.payments.statements import CsvMapping
 from models import CreditEntry, Customer, ReceivedLine, StatementImport
 from models.bank import LINE_STATUSES, SavedCsvMapping
 

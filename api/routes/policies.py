@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlmodel import col, select
 
-from api import services
 from api.deps import Admin, SessionDep, Viewer
 from api.errors import not_found
+from arflow.policies import service as policies
 from models import DunningPolicy
 from models.policy import DunningPolicyCreate, DunningPolicyPublic
 
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 @router.post("", status_code=201, response_model=DunningPolicyPublic)
 def create_policy(body: DunningPolicyCreate, session: SessionDep, _: Admin) -> DunningPolicy:
-    return services.create_policy(session, body)
+    return policies.create_policy(session, body)
 
 
 @router.get("", response_model=list[DunningPolicyPublic])

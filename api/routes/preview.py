@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from api import preview
 from api.deps import SessionDep, SettingsDep, Viewer
-from api.preview import MessagePreview, PreviewChannel
+from arflow.messages import preview
+from arflow.messages.preview import MessagePreview, PreviewChannel
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 

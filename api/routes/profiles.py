@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from api import credit, profiles, segments
-from api.customer_events import customer_events
 from api.deps import Admin, OptionalTemporalDep, SessionDep, SettingsDep, Specialist, Viewer
-from api.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
+from arflow.customers import credit, profiles, segments
+from arflow.customers.events import customer_events
+from arflow.customers.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
 from models import CustomerEvent, Segment, UnbilledOrder
 from models.profile import (
     CreditCheckRequest,

@@ -14,10 +14,11 @@ import logging
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import contacts, provider_events
 from api.deps import SessionDep, SettingsDep, Specialist, Viewer
 from api.errors import ApiError, not_found, unprocessable
 from arflow.config import Settings
+from arflow.customers import contacts
+from arflow.messages import provider_events
 from models import ContactBlock, Customer
 from models.contact import ContactBlockPublic
 

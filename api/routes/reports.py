@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from api import reports
 from api.deps import SessionDep, Viewer
 from api.errors import unprocessable
-from api.reports import AgingReport, ForecastReport, KpiReport, ReportFilter
+from arflow.reports import reports
+from arflow.reports.reports import AgingReport, ForecastReport, KpiReport, ReportFilter
 from models.types import CurrencyCode
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])

@@ -5,10 +5,12 @@ import json
 from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 
-from api import payments, services
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, _describe
+from arflow.errors import DomainError, Unavailable
 from arflow.observability import WEBHOOK_REJECTS
+from arflow.payments import service as payments
+from arflow.payments import signatures
 from models.payment import PaymentAck, PaymentWebhook
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -34,10 +36,10 @@ async def payment_webhook(
     """A payment provider's event. Signed: ``Arflow-Signature: t=<unix>,v1=<hmac>``."""
     raw = await request.body()
     try:
-        services.verify_signature(
+        signatures.verify_signature(
             settings.webhook_secret, arflow_signature, raw, settings.webhook_tolerance_seconds
         )
-    except ApiError:
+    except DomainError:
         WEBHOOK_REJECTS.labels("bad_signature").inc()
         raise
     try:
@@ -49,7 +51,8 @@ async def payment_webhook(
         raise ApiError(422, "invalid", summary, details) from None
     try:
         return await payments.receive_webhook(session, client, settings, body)
-    except ApiError as exc:
-        if exc.status < 500:  # an unknown invoice, an event id reused with other data
+    except DomainError as exc:
+        # an unknown invoice, an event id reused with other data
+        if not isinstance(exc, Unavailable):
             WEBHOOK_REJECTS.labels("refused").inc()
         raise

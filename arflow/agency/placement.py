@@ -1,0 +1,277 @@
+"""Placing an invoice with a collection agency: the adapters (a signed JSON webhook or a
+file drop), the signature agencies check, and the placement record."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from sqlmodel import Session, select
+from temporalio.exceptions import ApplicationError
+
+from arflow.invoices.timeline import (
+    add_event,
+)
+from models import Agency, AgencyPlacement
+from models.types import utcnow
+
+log = logging.getLogger("arflow.agency")
+T = TypeVar("T")
+
+#: the drop folder used when no agency is configured (``settings.agency_folder``)
+BUILTIN_AGENCY = "file-drop"
+PLACED = "placed"
+END_OUTCOMES = ("recalled", "returned", "closed")
+PLACEMENT_FAILED = "agency_placement_failed"
+RECALL_FAILED = "agency_recall_failed"
+ENDED_KEY = "agency:ended"  # one placement per invoice, so it ends once
+SIGNATURE_VERSION = "v1"
+TIMESTAMP_HEADER = "X-Arflow-Timestamp"
+SIGNATURE_HEADER = "X-Arflow-Signature"
+AGENCY_HEADER = "X-Arflow-Agency"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+# -- what an agency receives ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """An invoice handed to an agency: the debt, and whom and how to collect it from."""
+
+    invoice_id: int
+    invoice_number: str
+    customer_external_id: str
+    customer_name: str
+    customer_email: str | None
+    customer_phone: str | None
+    customer_address: str | None
+    amount_minor: int
+    currency: str
+    due_date: str
+    placed_at: datetime
+    stage: str = "agency"
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self) | {"placed_at": self.placed_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class RecallRequest:
+    """We take the invoice back: the agency stops working it."""
+
+    invoice_id: int
+    invoice_number: str
+    reference: str
+    reason: str
+    recalled_at: datetime
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self) | {"recalled_at": self.recalled_at.isoformat()}
+
+
+class AgencyAdapter(Protocol):
+    name: str
+
+    def place(self, request: PlacementRequest) -> str:
+        """Place the invoice; return the agency's reference. Idempotent per invoice."""
+        ...
+
+    def recall(self, request: RecallRequest) -> None:
+        """Tell the agency to stop working the invoice. Idempotent per invoice."""
+        ...
+
+
+class AgencyDeliveryError(Exception):
+    """The agency did not take a placement or recall (Temporal retries the activity)."""
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``v1=<hex HMAC-SHA256 of "timestamp.body">``: how we sign what we send an agency and
+    how an agency signs the updates it sends us."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"{SIGNATURE_VERSION}={digest.hexdigest()}"
+
+
+# -- adapters -------------------------------------------------------------------------------
+
+
+def _csv(record: dict[str, Any], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)  # RFC 4180: CRLF line ends, quotes where needed
+    writer.writerow(columns)
+    writer.writerow(["" if record[c] is None else record[c] for c in columns])
+    return out.getvalue()
+
+
+class FileAgencyAdapter:
+    """One placement file per invoice (and a recall file on recall) in a folder the agency
+    picks up, as JSON or CSV. Written atomically: a hidden temporary file, then a rename, so
+    the agency never reads half a file and a retry rewrites the same file."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        file_format: str = "json",
+        name: str = BUILTIN_AGENCY,
+    ) -> None:
+        if file_format not in ("json", "csv"):
+            raise ValueError(f"unknown file format {file_format!r}: json or csv")
+        self.folder = Path(folder)
+        self.file_format = file_format
+        self.name = name
+
+    def place(self, request: PlacementRequest) -> str:
+        columns = [f.name for f in fields(PlacementRequest)]
+        target = self._write(f"placement-invoice-{request.invoice_id}", request.record(), columns)
+        return str(target)
+
+    def recall(self, request: RecallRequest) -> None:
+        columns = [f.name for f in fields(RecallRequest)]
+        self._write(f"recall-invoice-{request.invoice_id}", request.record(), columns)
+
+    def _write(self, stem: str, record: dict[str, Any], columns: list[str]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"{stem}.{self.file_format}"
+        if self.file_format == "csv":
+            text = _csv(record, columns)
+        else:
+            text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        tmp = self.folder / f".{target.name}.tmp"
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return target
+
+
+class WebhookAgencyAdapter:
+    """POSTs signed JSON to the agency's endpoint: ``{"type": "placement"|"recall", ...}``.
+
+    Headers: ``X-Arflow-Timestamp`` (unix seconds), ``X-Arflow-Signature: v1=<hex>`` (see
+    ``signature``) and ``Idempotency-Key: invoice-<id>-<type>``, the same on every retry.
+    Any answer but 2xx, or no answer within ``timeout`` seconds, raises. The agency's
+    reference is the ``reference`` of its JSON answer, if it gives one."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint_url: str,
+        secret: str,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.endpoint_url = endpoint_url
+        self.secret = secret
+        self.timeout = timeout
+        self.transport = transport
+
+    def place(self, request: PlacementRequest) -> str:
+        answer = self._post("placement", request.invoice_id, request.record())
+        reference = answer.get("reference") if isinstance(answer, dict) else None
+        if isinstance(reference, str) and 0 < len(reference) <= 300:
+            return reference
+        return f"{self.name}:invoice-{request.invoice_id}"
+
+    def recall(self, request: RecallRequest) -> None:
+        self._post("recall", request.invoice_id, request.record())
+
+    def _post(self, kind: str, invoice_id: int, record: dict[str, Any]) -> Any:
+        body = json.dumps({"type": kind} | record, sort_keys=True, separators=(",", ":")).encode()
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: stamp,
+            SIGNATURE_HEADER: signature(self.secret, stamp, body),
+            IDEMPOTENCY_HEADER: f"invoice-{invoice_id}-{kind}",
+        }
+        try:
+            with httpx.Client(timeout=self.timeout, transport=self.transport) as client:
+                resp = client.post(self.endpoint_url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise AgencyDeliveryError(
+                f"{kind} of invoice {invoice_id} to agency {self.name!r} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not resp.is_success:
+            raise AgencyDeliveryError(
+                f"agency {self.name!r} answered {resp.status_code} to the {kind} of invoice "
+                f"{invoice_id}: {resp.text[:200]}"
+            )
+        try:
+            return resp.json()
+        except ValueError:
+            return None
+
+
+AdapterFactory = Callable[[Agency | None], AgencyAdapter]
+
+
+def adapter_factory(builtin_folder: str, timeout: float = 5.0) -> AdapterFactory:
+    """The adapter for an ``Agency`` row; None: the built-in drop folder."""
+
+    def adapter_for(agency: Agency | None) -> AgencyAdapter:
+        if agency is None:
+            return FileAgencyAdapter(builtin_folder)
+        if agency.delivery == "webhook":
+            if not agency.endpoint_url:
+                raise ApplicationError(f"agency {agency.name!r} has no endpoint_url")
+            return WebhookAgencyAdapter(agency.name, agency.endpoint_url, agency.secret, timeout)
+        if not agency.folder:
+            raise ApplicationError(f"agency {agency.name!r} has no folder")
+        return FileAgencyAdapter(agency.folder, agency.file_format, agency.name)
+
+    return adapter_for
+
+
+# -- the record of a placement ----------------------------------------------------------------
+
+
+def placement_of(session: Session, invoice_id: int) -> AgencyPlacement | None:
+    return session.exec(
+        select(AgencyPlacement).where(AgencyPlacement.invoice_id == invoice_id)
+    ).first()
+
+
+def record_end(
+    session: Session,
+    invoice_id: int,
+    placement: AgencyPlacement | None,
+    outcome: str,
+    reason: str,
+    actor: str,
+) -> None:
+    """Record that the agency no longer works the invoice (the caller commits): the
+    placement's status, end and reason, and the ``agency_<outcome>`` event, once per invoice
+    (``ENDED_KEY``). The invoice's own status is the workflow's to record."""
+    data: dict[str, Any] = {"reason": reason}
+    if placement is not None:
+        if placement.status == PLACED:
+            placement.status = outcome
+            placement.ended_at = utcnow()
+            placement.end_reason = reason[:500]
+            session.add(placement)
+        data |= {
+            "agency": placement.agency,
+            "reference": placement.reference,
+            "collected_minor": placement.collected_minor,
+            "commission_minor": placement.commission_minor,
+        }
+    add_event(session, invoice_id, f"agency_{outcome}", data, actor=actor, dedupe_key=ENDED_KEY)
+
+
+# -- activities ---------------------------------------------------------------------------

@@ -1,0 +1,247 @@
+"""Customer profiles: the attributes a specialist sets, and what follows from them (segment,
+credit hold), each change on the customer's timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+
+from arflow import gateway
+from arflow.config import Settings
+from arflow.customers.behaviour import Behaviour, behaviour
+from arflow.customers.credit import HoldState, reassess
+from arflow.customers.events import record_customer_event
+from arflow.customers.risk import Risk, risk
+from arflow.customers.segments import (
+    SegmentDecision,
+    load_segments,
+    reevaluate_segment,
+    segment_for,
+)
+from arflow.errors import DomainError, conflict, not_found, unprocessable
+from models import Customer, DunningPolicy, Invoice
+from models.profile import ProfileUpdate
+from workflows.types import CLOSED_STATUSES, PolicyChangeRequest
+
+# ProfileUpdate field -> Customer column
+COLUMNS = {
+    "key_account": "key_account",
+    "annual_revenue_minor": "annual_revenue_minor",
+    "credit_limit_minor": "credit_limit_minor",
+    "credit_currency": "credit_currency",
+    "assigned_collector": "assigned_collector",
+    "segment": "pinned_segment",
+}
+
+
+class ProfilePublic(BaseModel):
+    customer_id: int
+    key_account: bool
+    annual_revenue_minor: int | None
+    credit_limit_minor: int | None
+    credit_currency: str | None
+    assigned_collector: str | None
+    pinned_segment: str | None
+    segment: str
+    statement_day: int | None
+    credit_hold: bool
+    credit_hold_reason: str | None
+
+    @classmethod
+    def of(cls, c: Customer) -> ProfilePublic:
+        assert c.id is not None
+        return cls(
+            customer_id=c.id,
+            key_account=c.key_account,
+            annual_revenue_minor=c.annual_revenue_minor,
+            credit_limit_minor=c.credit_limit_minor,
+            credit_currency=c.credit_currency,
+            assigned_collector=c.assigned_collector,
+            pinned_segment=c.pinned_segment,
+            segment=c.segment,
+            statement_day=c.statement_day,
+            credit_hold=c.credit_hold,
+            credit_hold_reason=c.credit_hold_reason,
+        )
+
+
+class ProfileResult(BaseModel):
+    profile: ProfilePublic
+    changed_fields: list[str]
+    segment: str
+    previous_segment: str
+    segment_changed: bool
+    segment_reasons: list[str]
+    policy_name: str = Field(description="the policy of the (new) segment")
+    policy_change_invoice_ids: list[int] = Field(
+        description="open invoices whose workflows should switch to the segment's policy"
+    )
+    credit_hold_changed: bool
+    policy_switch_failed: dict[int, str] = Field(
+        default_factory=dict,
+        description="invoices whose workflow did not switch policy, with the reason",
+    )
+
+
+class ProfileView(BaseModel):
+    profile: ProfilePublic
+    evaluated_segment: str = Field(description="the segment the rules give now")
+    segment_reasons: list[str]
+    risk: Risk
+
+
+class BehaviourView(Behaviour):
+    risk: Risk
+
+
+def get_customer(session: Session, customer_id: int) -> Customer:
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise not_found("customer", customer_id)
+    return customer
+
+
+def behaviour_view(
+    session: Session, customer_id: int, now: datetime | None = None
+) -> BehaviourView:
+    b = behaviour(session, get_customer(session, customer_id), now)
+    return BehaviourView(**b.model_dump(), risk=risk(b))
+
+
+def profile_view(session: Session, customer_id: int, now: datetime | None = None) -> ProfileView:
+    customer = get_customer(session, customer_id)
+    b = behaviour(session, customer, now)
+    seg, reasons = segment_for(customer, b, load_segments(session))
+    return ProfileView(
+        profile=ProfilePublic.of(customer),
+        evaluated_segment=seg.name,
+        segment_reasons=reasons,
+        risk=risk(b),
+    )
+
+
+@dataclass
+class CustomerRefresh:
+    hold: HoldState
+    segment: SegmentDecision
+
+
+def refresh_customer(
+    session: Session, customer_id: int, actor: str = "workflow", now: datetime | None = None
+) -> CustomerRefresh:
+    """After anything that changes a customer's figures (a payment, a promise or plan kept or
+    broken, a dispute resolved, an order): move the segment if the rules now say another one,
+    then reassess the credit hold (its overdue limit is the segment's). Records the customer
+    events; joins the caller's transaction (no commit). ``segment.invoice_ids``: open invoices
+    whose workflows should switch policy."""
+    customer = get_customer(session, customer_id)
+    b = behaviour(session, customer, now)
+    decision = reevaluate_segment(session, customer, actor, now, b)
+    hold = reassess(session, customer, b, actor)
+    return CustomerRefresh(hold=hold, segment=decision)
+
+
+def update_profile(
+    session: Session,
+    customer_id: int,
+    body: ProfileUpdate,
+    actor: str,
+    now: datetime | None = None,
+) -> ProfileResult:
+    """Set the attributes given (``null`` clears; a limit cleared takes its currency with it),
+    record ``profile_updated``, re-evaluate the segment and the credit hold, commit."""
+    customer = get_customer(session, customer_id)
+    assert customer.id is not None
+    given = body.model_fields_set
+    if body.segment is not None and body.segment not in {s.name for s in load_segments(session)}:
+        raise unprocessable(f"unknown segment {body.segment!r}")
+    wanted: dict[str, Any] = {COLUMNS[name]: getattr(body, name) for name in given}
+    if "credit_limit_minor" in wanted and wanted["credit_limit_minor"] is None:
+        wanted["credit_currency"] = None
+    changes: dict[str, dict[str, Any]] = {}
+    for column, value in wanted.items():
+        old = getattr(customer, column)
+        if old != value:
+            changes[column] = {"from": old, "to": value}
+            setattr(customer, column, value)
+    if changes:
+        session.add(customer)
+        record_customer_event(session, customer.id, "profile_updated", {"changes": changes}, actor)
+        session.flush()
+    refreshed = refresh_customer(session, customer.id, actor, now)
+    session.commit()
+    return _result(customer, refreshed, sorted(changes))
+
+
+def _result(customer: Customer, refreshed: CustomerRefresh, changed: list[str]) -> ProfileResult:
+    decision = refreshed.segment
+    return ProfileResult(
+        profile=ProfilePublic.of(customer),
+        changed_fields=changed,
+        segment=decision.segment,
+        previous_segment=decision.previous,
+        segment_changed=decision.changed,
+        segment_reasons=decision.reasons,
+        policy_name=decision.policy_name,
+        policy_change_invoice_ids=decision.invoice_ids,
+        credit_hold_changed=refreshed.hold.changed,
+    )
+
+
+def reevaluate_customers(
+    session: Session, actor: str, now: datetime | None, limit: int, offset: int
+) -> list[ProfileResult]:
+    """Refresh a page of customers (by id), one transaction each; the ones that changed."""
+    ids = session.exec(select(Customer.id).order_by(col(Customer.id)).offset(offset).limit(limit))
+    out = []
+    for customer_id in list(ids.all()):
+        assert customer_id is not None
+        refreshed = refresh_customer(session, customer_id, actor, now)
+        session.commit()
+        if refreshed.segment.changed or refreshed.hold.changed:
+            out.append(_result(get_customer(session, customer_id), refreshed, []))
+    return out
+
+
+async def switch_policies(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_ids: list[int],
+    policy_name: str,
+    actor: str,
+    reason: str,
+    segment: str | None = None,
+) -> dict[int, str]:
+    """Have each invoice's workflow follow ``policy_name`` from its next step on; the invoices
+    whose workflow refused (closed meanwhile) or did not answer, with the reason."""
+    policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
+    if policy is None:
+        return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
+    failed: dict[int, str] = {}
+    for invoice_id in invoice_ids:
+        request = PolicyChangeRequest(
+            policy=policy.spec(), actor=actor, reason=reason, segment=segment
+        )
+        try:
+            invoice = session.get(Invoice, invoice_id)
+            if invoice is None:
+                raise not_found("invoice", invoice_id)
+            if invoice.status in CLOSED_STATUSES:
+                raise conflict(f"invoice {invoice_id} is already {invoice.status}")
+            await gateway.update_invoice(client, settings, invoice_id, "change_policy", request)
+        except DomainError as exc:
+            failed[invoice_id] = exc.message
+            continue
+        session.expire_all()
+        invoice = session.get(Invoice, invoice_id)
+        assert invoice is not None
+        invoice.policy_id = policy.id or invoice.policy_id
+        session.add(invoice)
+        session.commit()
+    return failed

@@ -1,0 +1,263 @@
+"""Delivering one step of an invoice's dunning on one channel, at most once.
+
+The rules (outbox row unique per invoice, step and channel; ``sending`` committed before a
+provider call; what a provider error means) are in ``sending.py``; this class runs them for
+one step and records the outcome on the invoice's timeline, whatever it is: sent, covered
+by a sibling's consolidated message, deferred by a cap, blocked, failed or uncertain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from arflow.customers.contacts import block
+from arflow.invoices.recording import invoice_of
+from arflow.invoices.timeline import (
+    WORKFLOW_ACTOR,
+    add_event,
+    already_recorded,
+    record_skipped,
+    set_next_action,
+)
+from arflow.messages.channels import Attachment, Channel, OutboundMessage
+from arflow.messages.documents import Seller
+from arflow.messages.sending import (
+    AmbiguousDeliveryError,
+    PermanentDeliveryError,
+    ReminderSender,
+    TransientDeliveryError,
+    outbound,
+    segment_of,
+)
+from models import Customer, Invoice, OutboxMessage, Task
+from models.types import utcnow
+from workflows.types import SendOutcome, SendReminderInput
+
+
+class StepDelivery:
+    """Sends one step on one channel through ``channel`` (the outbox, or a provider)."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        pay_url: Callable[[int, str, str], str],
+        print_folder: str = "data/print",
+        seller: Seller | None = None,
+        default_locale: str = "en",
+        unsubscribe_url: Callable[[int], str] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
+        self.unsubscribe_url = unsubscribe_url  # customer id -> one-click unsubscribe link
+        self.sender = ReminderSender(
+            channel, pay_url, print_folder, seller or Seller("arflow"), default_locale
+        )
+
+    def send(self, session: Session, inp: SendReminderInput) -> SendOutcome:
+        """One step on one channel, at most once (see ``sending.py`` for the rules)."""
+        sender = self.sender
+        row = self._outbox_row(session, inp)
+        if row is not None and row.status == "consolidated":
+            # Another invoice's message already covered this step today.
+            if already_recorded(session, inp.invoice_id, f"step:{inp.step.key}:{row.channel}"):
+                return SendOutcome("sent")
+            return self._record_sent(session, inp, row, "consolidated")
+        if row is not None and row.status == "sending":
+            # An earlier attempt died (or timed out) while the provider had the request:
+            # it may have been accepted, so it is not sent again.
+            row.detail = "the attempt ended while the provider had the request"
+            return self._uncertain(session, inp, row)
+        if row is not None:
+            done = sender.outcome_so_far(row)
+            if done is not None:
+                return done  # an earlier attempt finished: the same answer, nothing twice
+        invoice = invoice_of(session, inp.invoice_id)
+        customer = session.get(Customer, invoice.customer_id)
+        assert customer is not None and customer.id is not None
+        channel = inp.step.channel
+        if row is None:
+            why = sender.unreachable(session, customer, channel)
+            if why is not None:
+                return self._not_sent(session, inp, invoice, customer, "blocked", why)
+            capped = sender.capped(session, inp, customer, invoice)
+            if capped is not None:
+                session.rollback()
+                return capped
+            others = sender.siblings(session, inp, invoice, customer)
+            try:
+                row = sender.queue(session, inp, invoice, customer, status="queued", others=others)
+                sender.cover(session, inp, row, others)
+                session.flush()
+            except IntegrityError:  # a concurrent attempt inserted it: its answer counts
+                session.rollback()
+                return SendOutcome("sent")
+        if channel == "call":
+            sender.call_task(session, inp, row)
+            return self._record_sent(session, inp, row, "task")
+        if channel == "letter":
+            row.provider_id = sender.print_letter(inp, row, customer)
+            return self._record_sent(session, inp, row, "printed")
+        if not self.channel_is_external(channel):
+            row.provider_id = sender.deliver(self._message(session, inp, row, invoice, customer))
+            return self._record_sent(session, inp, row, "sent")
+        # A provider: mark the row ``sending`` and commit before calling out, so an attempt
+        # that dies while the provider has the request is never repeated (see above);
+        # outbox_id travels with the message.
+        message = self._message(session, inp, row, invoice, customer)
+        row.status = "sending"
+        session.add(row)
+        session.commit()
+        try:
+            row.provider_id = sender.deliver(message)
+        except TransientDeliveryError:
+            row.status = "queued"  # known not accepted: the retry may send it
+            session.add(row)
+            session.commit()
+            raise
+        except PermanentDeliveryError as exc:
+            if exc.block_reason:
+                block(
+                    session,
+                    customer.id,
+                    channel,
+                    exc.block_reason,
+                    "provider",
+                    address=row.recipient,
+                    detail=exc.reason[:500],
+                )
+            row.status, row.detail, row.updated_at = "failed", exc.reason[:500], utcnow()
+            return self._not_sent(session, inp, invoice, customer, "failed", exc.reason, row)
+        except AmbiguousDeliveryError as exc:
+            row.detail = exc.reason[:500]
+            return self._uncertain(session, inp, row)
+        return self._record_sent(session, inp, row, "sent")
+
+    def _uncertain(
+        self, session: Session, inp: SendReminderInput, row: OutboxMessage
+    ) -> SendOutcome:
+        """The provider may have the message: counted as sent, never sent again, and a
+        specialist asked to check (a provider event may settle it first)."""
+        session.add(
+            Task(
+                invoice_id=inp.invoice_id,
+                kind="delivery_uncertain",
+                due_at=inp.now or utcnow(),
+                data={"step": inp.step.key, "channel": row.channel, "outbox_id": row.id},
+            )
+        )
+        return self._record_sent(session, inp, row, "uncertain")
+
+    def channel_is_external(self, channel: str) -> bool:
+        is_external = getattr(self.channel, "is_external", None)
+        return bool(is_external(channel)) if is_external else bool(self.channel.external)
+
+    def _message(
+        self,
+        session: Session,
+        inp: SendReminderInput,
+        row: OutboxMessage,
+        invoice: Invoice,
+        customer: Customer,
+    ) -> OutboundMessage:
+        assert customer.id is not None
+        attachments: tuple[Attachment, ...] = ()
+        if inp.step.channel == "email" and self.channel_is_external("email"):
+            attachments = (self.sender.invoice_copy(invoice, customer, inp.balance_minor),)
+        pay_url = self.pay_url(inp.invoice_id, invoice.number, invoice.external_id)
+        html = self.sender.html_of.pop(row.id or 0, None)
+        message = outbound(row, inp, customer.id, pay_url, attachments, html)
+        if inp.step.channel == "email" and self.unsubscribe_url is not None:
+            message = replace(message, unsubscribe_url=self.unsubscribe_url(customer.id))
+        collector = invoice.collector or customer.assigned_collector
+        if inp.step.channel == "email" and collector:
+            segment = segment_of(session, customer)
+            if segment is not None and segment.sender == "collector":
+                # Key accounts hear from their collector in person (the invoice's, else the
+                # account's): their name as the sender, replies to them when it is an address.
+                reply_to = collector if "@" in collector else None
+                message = replace(message, sender_name=collector, reply_to=reply_to)
+        return message
+
+    def _not_sent(
+        self,
+        session: Session,
+        inp: SendReminderInput,
+        invoice: Invoice,
+        customer: Customer,
+        status: str,
+        why: str,
+        row: OutboxMessage | None = None,
+    ) -> SendOutcome:
+        """Record that this channel could not take the step (the workflow tries the next)."""
+        if row is None:
+            try:
+                row = self.sender.queue(session, inp, invoice, customer, status, detail=why[:500])
+            except IntegrityError:
+                session.rollback()
+                return SendOutcome(status, why)
+        add_event(
+            session,
+            inp.invoice_id,
+            "channel_unavailable",
+            {"step": inp.step.key, "channel": inp.step.channel, "outcome": status, "reason": why},
+            dedupe_key=f"unavailable:{inp.step.key}:{inp.step.channel}",
+        )
+        session.commit()
+        return SendOutcome(status, why)
+
+    def _outbox_row(self, session: Session, inp: SendReminderInput) -> OutboxMessage | None:
+        return session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.invoice_id == inp.invoice_id,
+                OutboxMessage.step_key == inp.step.key,
+                OutboxMessage.channel == inp.step.channel,
+            )
+        ).first()
+
+    def _record_sent(
+        self, session: Session, inp: SendReminderInput, row: OutboxMessage, status: str
+    ) -> SendOutcome:
+        """Record the message as sent (or put on the worklist, or printed), the step and the
+        skipped steps, in one transaction."""
+        step = inp.step
+        now = utcnow()
+        if row.status in ("queued", "sending"):  # never undo a webhook's "delivered"
+            row.status = status
+        row.sent_at = now
+        row.updated_at = now
+        session.add(row)
+        record_skipped(session, inp.invoice_id, inp.skipped, "a later step was already due")
+        add_event(
+            session,
+            inp.invoice_id,
+            "reminder_sent",
+            {
+                "step": step.key,
+                "channel": step.channel,
+                "outbox_id": row.id,
+                "balance_minor": inp.balance_minor,
+                "scheduled_for": step.at.isoformat(),
+                **({"delivery": status} if status != "sent" else {}),
+                **({"covered_by": row.detail} if status == "consolidated" else {}),
+                **({"fallback": True} if not inp.first_try else {}),
+                **({"note": inp.note} if inp.note else {}),
+                **({"installment": inp.installment.n} if inp.installment else {}),
+                **({"sent_early": True} if inp.requested_by else {}),
+            },
+            actor=inp.requested_by or WORKFLOW_ACTOR,
+            dedupe_key=f"step:{step.key}:{step.channel}",
+        )
+        invoice = invoice_of(session, inp.invoice_id)
+        if inp.kind == "dunning":
+            invoice.stage = step.key
+        elif inp.kind == "ladder":
+            invoice.escalation_stage = step.key
+        invoice.updated_at = now
+        set_next_action(invoice, inp.next_action)
+        session.add(invoice)
+        session.commit()
+        return SendOutcome(status if status in ("task", "printed", "uncertain") else "sent")

@@ -1,0 +1,386 @@
+"""Bank statements in: parse, deduplicate, match, store, then deliver the payments.
+
+``store_statement`` does all database work of one file in one transaction (so a file is never
+half-applied) and returns what to deliver; ``deliver_all`` then signals the workflows. The API,
+the CLI and the daily inbox schedule all go through here.
+
+Deduplication: a line is known by the bank's transaction id when the file has one, else by a
+hash of account, booking date, amount, currency, counterparty and reference text. Importing the
+same file twice, or a statement overlapping an earlier one, takes each transaction once. (Two
+genuinely separate transfers with the same date, amount, payer and text, in a file without
+transaction ids, are taken as one: the bank gave nothing to tell them apart.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+
+from arflow.config import Settings
+from arflow.errors import Invalid, conflict, not_found, unprocessable
+from arflow.payments.matching import Book, Decision, Item, Payer, Receipt, decide
+from arflow.payments.service import Delivery, deliver_all, store_payment
+from arflow.payments.statements import (
+    CsvMapping,
+    ParsedStatement,
+    StatementError,
+    StatementLine,
+    parse_statement,
+)
+from models import CreditEntry, Customer, Invoice, Payment, ReceivedLine, StatementImport
+from models.bank import APPLIED, DISMISSED, UNMATCHED, SavedCsvMapping
+from models.types import compact_iban, utcnow
+from workflows.types import CLOSED_STATUSES
+
+log = logging.getLogger("arflow.reconcile")
+
+
+@dataclass
+class ImportResult:
+    import_id: int
+    filename: str
+    format: str
+    counts: dict[str, int]
+    errors: list[dict[str, Any]]
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    payment_ids: list[int] = field(default_factory=list)
+
+
+def line_key(account: str | None, line: StatementLine) -> str:
+    """How a bank transaction is recognised when it comes again."""
+    account = account or "-"
+    if line.bank_transaction_id:
+        return f"bank:{account}:{line.bank_transaction_id}"[:200]
+    parts = [
+        account,
+        line.booking_date.isoformat(),
+        str(line.amount_minor),
+        line.currency,
+        line.counterparty_iban or "",
+        line.structured_reference or "",
+        " ".join(line.remittance.split()),
+    ]
+    return "bank:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def load_book(session: Session) -> Book:
+    """Every invoice's matching facts (closed ones too: a receipt naming a paid invoice must
+    say so, not match something else) and every customer's name and IBAN."""
+    rows = session.execute(
+        sa_select(
+            Invoice.id,  # type: ignore[call-overload]
+            Invoice.customer_id,
+            Invoice.number,
+            Invoice.currency,
+            Invoice.balance_minor,
+            Invoice.due_at,
+            Invoice.status,
+        )
+    ).all()
+    items = [Item(*row) for row in rows]
+    payers = [
+        Payer(i, name, iban)
+        for i, name, iban in session.exec(select(Customer.id, Customer.name, Customer.iban)).all()
+        if i is not None
+    ]
+    return Book(items, payers)
+
+
+def get_mapping(session: Session, name: str | None) -> CsvMapping | None:
+    if name is None:
+        return None
+    row = session.exec(select(SavedCsvMapping).where(SavedCsvMapping.name == name)).first()
+    if row is None:
+        raise unprocessable(f"unknown CSV mapping {name!r}")
+    return CsvMapping.from_dict({**row.config, "name": row.name})
+
+
+def parse(filename: str, content: bytes, mapping: CsvMapping | None) -> ParsedStatement:
+    try:
+        return parse_statement(content, filename=filename, mapping=mapping)
+    except StatementError as exc:
+        raise Invalid(str(exc), {"file": filename}, code="bad_statement") from None
+
+
+def store_statement(
+    session: Session,
+    filename: str,
+    content: bytes,
+    *,
+    mapping: str | None,
+    source: str,
+    actor: str,
+) -> ImportResult:
+    """Parse, match and store one statement file in one transaction. Raises ApiError 422
+    naming the file when it cannot be read at all; bad rows are reported, good rows kept."""
+    parsed = parse(filename, content, get_mapping(session, mapping))
+    account = compact_iban(parsed.account_iban)
+    counts = {"lines": 0, "matched": 0, "unmatched": 0, "duplicate": 0, "ignored": 0}
+    counts["rejected"] = len(parsed.errors)
+    errors = [{"file": filename, "line": e.line_no, "reason": e.reason} for e in parsed.errors]
+    imp = StatementImport(
+        filename=filename[:300],
+        sha256=hashlib.sha256(content).hexdigest(),
+        format=parsed.format,
+        account_iban=account,
+        statement_id=(parsed.statement_id or "")[:100] or None,
+        source=source,
+        actor=actor,
+    )
+    session.add(imp)
+    session.flush()
+    assert imp.id is not None
+    book = load_book(session)
+    report: list[dict[str, Any]] = []
+    payment_ids: list[int] = []
+    for line in parsed.lines:
+        counts["lines"] += 1
+        key = line_key(account, line)
+        known = session.exec(select(ReceivedLine).where(ReceivedLine.dedupe_key == key)).first()
+        if known is not None:
+            counts["duplicate"] += 1
+            report.append({"line": line.line_no, "status": "duplicate", "id": known.id})
+            # A payment stored earlier but never delivered is delivered now.
+            payment_ids += [i for i in _undelivered(session, known) if i not in payment_ids]
+            continue
+        decision = decide(_receipt(line), book)
+        row = _received(key, imp.id, line, decision)
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        for alloc in decision.allocations:
+            payment, _ = store_payment(
+                session,
+                Payment(
+                    event_id=f"line:{row.id}:{alloc.invoice_id}",
+                    invoice_id=alloc.invoice_id,
+                    amount_minor=alloc.amount_minor * (1 if decision.kind == "payment" else -1),
+                    currency=line.currency,
+                    paid_at=booked_at(line.value_date or line.booking_date),
+                    method="bank_transfer",
+                    kind=decision.kind,
+                    source="bank",
+                    line_id=row.id,
+                ),
+            )
+            assert payment.id is not None
+            payment_ids.append(payment.id)
+        book.take(decision)
+        counts[decision.status] += 1
+        report.append(
+            {
+                "line": line.line_no,
+                "status": decision.status,
+                "id": row.id,
+                "amount_minor": line.amount_minor,
+                "invoices": [a.invoice_id for a in decision.allocations],
+                **({"reason": decision.reason} if decision.reason else {}),
+            }
+        )
+    imp.counts = counts
+    imp.errors = errors
+    session.add(imp)
+    try:
+        session.commit()
+    except IntegrityError:
+        # The same file imported at the same moment by someone else: theirs counts.
+        session.rollback()
+        raise conflict(f"{filename} is being imported concurrently; import it again") from None
+    log.info("imported %s: %s", filename, counts)
+    return ImportResult(imp.id, filename, parsed.format, counts, errors, report, payment_ids)
+
+
+def booked_at(day: date) -> datetime:
+    """A bank books by day: the payment counts as made at the start of that day (UTC), which
+    is what the early-payment discount window is compared with."""
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _receipt(line: StatementLine) -> Receipt:
+    return Receipt(
+        amount_minor=line.amount_minor,
+        currency=line.currency,
+        # Invoice numbers the payer listed as referred documents count as remittance text.
+        remittance=" ".join([line.remittance, *line.document_numbers]).strip(),
+        structured_reference=line.structured_reference,
+        counterparty_name=line.counterparty_name,
+        counterparty_iban=compact_iban(line.counterparty_iban),
+    )
+
+
+def _received(key: str, import_id: int, line: StatementLine, decision: Decision) -> ReceivedLine:
+    return ReceivedLine(
+        dedupe_key=key,
+        source="bank",
+        import_id=import_id,
+        line_no=line.line_no,
+        bank_transaction_id=(line.bank_transaction_id or "")[:120] or None,
+        booking_date=line.booking_date,
+        amount_minor=line.amount_minor,
+        currency=line.currency,
+        counterparty_name=(line.counterparty_name or "")[:200] or None,
+        counterparty_iban=compact_iban(line.counterparty_iban),
+        remittance=line.remittance,
+        structured_reference=(line.structured_reference or "")[:100] or None,
+        status=decision.status,
+        rule=decision.rule,
+        reason=(decision.reason or "")[:500] or None,
+        customer_id=decision.customer_id,
+        candidates=decision.candidates,
+    )
+
+
+def _undelivered(session: Session, line: ReceivedLine) -> list[int]:
+    rows = session.exec(
+        select(Payment.id).where(Payment.line_id == line.id, Payment.status == "received")
+    ).all()
+    return [i for i in rows if i is not None]
+
+
+async def import_statement(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    filename: str,
+    content: bytes,
+    *,
+    mapping: str | None,
+    source: str,
+    actor: str,
+) -> tuple[ImportResult, list[Delivery]]:
+    result = store_statement(
+        session, filename, content, mapping=mapping, source=source, actor=actor
+    )
+    return result, await deliver_all(session, client, settings, result.payment_ids)
+
+
+# -- the unmatched queue --------------------------------------------------------------------
+
+
+def queued_line(session: Session, line_id: int) -> ReceivedLine:
+    line = session.get(ReceivedLine, line_id)
+    if line is None:
+        raise not_found("unmatched payment", line_id)
+    if line.status != UNMATCHED:
+        raise conflict(f"unmatched payment {line_id} is already {line.status}")
+    return line
+
+
+def apply_line(
+    session: Session,
+    line_id: int,
+    allocations: list[tuple[int, int]],
+    credit_customer_id: int | None,
+    note: str | None,
+    actor: str,
+) -> list[int]:
+    """A specialist's decision for a queued receipt: amounts to invoices, the rest (if any) to
+    a customer's credit. Stores everything in one transaction; returns payments to deliver."""
+    line = queued_line(session, line_id)
+    assert line.id is not None
+    total = sum(amount for _, amount in allocations)
+    magnitude = abs(line.amount_minor)
+    kind = "payment" if line.amount_minor > 0 else "refund"
+    if len({invoice_id for invoice_id, _ in allocations}) != len(allocations):
+        raise unprocessable("each invoice may appear once in allocations")
+    if total > magnitude:
+        raise unprocessable(f"allocations sum to {total}, more than the received {magnitude}")
+    rest = magnitude - total
+    if kind == "refund" and (rest or len(allocations) != 1):
+        raise unprocessable("a debit (refund, chargeback) is applied whole to one invoice")
+    if rest and credit_customer_id is None:
+        raise unprocessable(
+            f"{rest} of {magnitude} is not allocated: allocate it or name credit_customer_id"
+        )
+    invoices = []
+    for invoice_id, _ in allocations:
+        invoice = session.get(Invoice, invoice_id)
+        if invoice is None:
+            raise unprocessable(f"unknown invoice {invoice_id}")
+        if invoice.currency != line.currency:
+            raise unprocessable(
+                f"invoice {invoice.number} is in {invoice.currency}, the receipt in {line.currency}"
+            )
+        if kind == "payment" and invoice.status in CLOSED_STATUSES:
+            raise conflict(
+                f"invoice {invoice.number} is {invoice.status}; put the money on the "
+                "customer's credit instead"
+            )
+        invoices.append(invoice)
+    if (
+        rest
+        and credit_customer_id is not None
+        and session.get(Customer, credit_customer_id) is None
+    ):
+        raise unprocessable(f"unknown customer {credit_customer_id}")
+    payment_ids = []
+    for (invoice_id, amount), invoice in zip(allocations, invoices, strict=True):
+        payment, _ = store_payment(
+            session,
+            Payment(
+                event_id=f"line:{line.id}:{invoice_id}",
+                invoice_id=invoice_id,
+                amount_minor=amount if kind == "payment" else -amount,
+                currency=line.currency,
+                paid_at=booked_at(line.booking_date),
+                method="bank_transfer" if line.source == "bank" else "webhook",
+                kind=kind,
+                source=line.source,
+                line_id=line.id,
+            ),
+        )
+        assert payment.id is not None
+        payment_ids.append(payment.id)
+        line.customer_id = line.customer_id or invoice.customer_id
+    if rest and credit_customer_id is not None:
+        session.add(
+            CreditEntry(
+                dedupe_key=f"unallocated:{line.id}",
+                customer_id=credit_customer_id,
+                currency=line.currency,
+                amount_minor=rest,
+                kind="unallocated",
+                line_id=line.id,
+                actor=actor,
+                note=note,
+            )
+        )
+    _resolve(line, APPLIED, actor, note)
+    session.add(line)
+    session.commit()
+    return payment_ids
+
+
+def dismiss_line(session: Session, line_id: int, note: str, actor: str) -> ReceivedLine:
+    line = queued_line(session, line_id)
+    _resolve(line, DISMISSED, actor, note)
+    session.add(line)
+    session.commit()
+    session.refresh(line)
+    return line
+
+
+def _resolve(line: ReceivedLine, status: str, actor: str, note: str | None) -> None:
+    line.status = status
+    line.resolved_by = actor
+    line.resolved_at = utcnow()
+    line.note = note
+
+
+def lines_of(session: Session, status: str, limit: int, offset: int) -> list[ReceivedLine]:
+    stmt = (
+        select(ReceivedLine)
+        .where(ReceivedLine.status == status)
+        .order_by(col(ReceivedLine.id))
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(session.exec(stmt).all())

@@ -1,0 +1,96 @@
+"""A payment (or its reversal) the invoice's workflow applied, recorded in one transaction:
+the new balance and status, the timeline event, the discount granted, the invoice's charges
+paid from what the balance could not take, and the rest as the customer's credit."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from arflow.charges.service import settle_charges
+from arflow.invoices.recording import invoice_of, refresh
+from arflow.invoices.timeline import (
+    WORKFLOW_ACTOR,
+    add_event,
+    already_recorded,
+    commit_once,
+    set_next_action,
+)
+from models import Payment
+from models.bank import overpayment
+from models.types import utcnow
+from workflows.types import CLOSED_STATUSES, RecordPaymentInput, SegmentMove
+
+
+def record_payment(session: Session, inp: RecordPaymentInput) -> SegmentMove | None:
+    """Record a payment (or its reversal) the workflow applied: the new balance and status,
+    a timeline event, the discount granted, and any overpayment as customer credit."""
+    key = f"payment:{inp.payment_id}"
+    if already_recorded(session, inp.invoice_id, key):
+        return None  # a retry of an attempt that committed
+    invoice = invoice_of(session, inp.invoice_id)
+    payment = session.get(Payment, inp.payment_id)
+    now = utcnow()
+    if payment is not None:
+        payment.status = "applied"
+        payment.applied_at = now
+        session.add(payment)
+    reversal = inp.kind != "payment"
+    add_event(
+        session,
+        inp.invoice_id,
+        "payment_reversed" if reversal else "payment_applied",
+        {
+            "payment_id": inp.payment_id,
+            "amount_minor": inp.amount_minor,
+            "balance_before": invoice.balance_minor,
+            "balance_after": inp.balance_after,
+            **({"kind": inp.kind} if reversal else {}),
+            **({"overpaid_minor": inp.overpaid_minor} if inp.overpaid_minor else {}),
+            **({"discount_minor": inp.discount_minor} if inp.discount_minor else {}),
+        },
+        dedupe_key=key,
+    )
+    # What the balance could not take pays the invoice's charges, then is credit.
+    left = settle_charges(
+        session, inp.invoice_id, inp.overpaid_minor, inp.payment_id, WORKFLOW_ACTOR
+    )
+    if left:
+        assert invoice.id is not None
+        session.add(
+            overpayment(
+                invoice.customer_id,
+                invoice.currency,
+                left,
+                invoice.id,
+                inp.payment_id,
+                WORKFLOW_ACTOR,
+            )
+        )
+    if inp.discount_minor:
+        invoice.discount_taken_minor += inp.discount_minor
+    elif reversal and inp.reopened:
+        invoice.discount_taken_minor = 0
+    invoice.balance_minor = inp.balance_after
+    invoice.updated_at = now
+    if inp.status_after != invoice.status:
+        add_event(
+            session,
+            inp.invoice_id,
+            "reopened" if inp.reopened else inp.status_after,
+            {"from": invoice.status},
+            dedupe_key=f"{key}:status",
+        )
+        invoice.status = inp.status_after
+        if inp.status_after in CLOSED_STATUSES:
+            invoice.closed_at = now
+            invoice.hold = None
+        else:
+            invoice.closed_at = None
+    set_next_action(invoice, inp.next_action)
+    session.add(invoice)
+    session.flush()
+    # A payment changes the customer's figures: it may move them to another segment,
+    # and lift (or a reversal cause) a credit hold on the account.
+    move = refresh(session, invoice.customer_id)
+    commit_once(session, inp.invoice_id, key)
+    return move

@@ -1,0 +1,1 @@
+"""Dunning policies: the steps, ladder, charges and contact rules an invoice follows."""
