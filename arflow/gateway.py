@@ -24,6 +24,14 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import (
     Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -305,3 +313,32 @@ async def start_segment_switch(client: Client, move: SegmentMove, task_queue: st
         )
     except WorkflowAlreadyStartedError:
         pass
+
+
+# -- schedules -------------------------------------------------------------------------
+
+
+async def ensure_schedule(
+    client: Client, settings: Settings, schedule_id: str, workflow: str, cron: str
+) -> str:
+    """Create the schedule, or update it in place when it exists (a changed cron takes effect
+    at the next worker start). The workflow is named, not passed as ``Workflow.run``:
+    passing the method here trips mypy 2.4's overload inference for other workflows' handles
+    (``get_workflow_handle_for``) elsewhere."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            workflow, id=f"{schedule_id}-run", task_queue=settings.task_queue
+        ),
+        spec=ScheduleSpec(cron_expressions=[cron]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule)
+        log.info("created schedule %s (%s)", schedule_id, cron)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(schedule_id).update(replace)
+    return schedule_id
