@@ -57,7 +57,7 @@ class Customer(CustomerBase, table=True):
     broken_promises: int = Field(default=0)
     broken_plans: int = Field(default=0)
     # The profile (PUT /v1/customers/{id}/profile): attributes segments are chosen by, the
-    # credit limit, and the credit hold that api/credit.py puts on and lifts.
+    # credit limit, and the credit hold that arflow/customers/credit.py puts on and lifts.
     key_account: bool = Field(default=False)
     annual_revenue_minor: int | None = Field(default=None, sa_type=BigInteger)
     credit_limit_minor: int | None = Field(default=None, sa_type=BigInteger)

@@ -14,8 +14,8 @@ from sqlmodel import Field, SQLModel
 from models.policy import Channel
 from models.types import UTCDateTime, utcnow
 
-# What a rule can look at: the profile's attributes and the behaviour figures (api/behaviour.py,
-# api/risk.py). Booleans take eq/ne only; a figure that is not known (no annual revenue given,
+# What a rule can look at: the profile's attributes and the behaviour figures (arflow/customers/behaviour.py,
+# arflow/customers/risk.py). Booleans take eq/ne only; a figure that is not known (no annual revenue given,
 # no invoice paid yet) never satisfies a rule.
 BOOL_FIELDS = ("key_account",)
 NUMBER_FIELDS = (

@@ -3,7 +3,7 @@
 Computed on read, not stored as a snapshot: the figures are always current after every payment,
 promise and dispute event without a second write path beside the workflow's activities (the
 project's rule: one write path per fact), and they cost a handful of indexed aggregate queries
-per customer. Reports over many customers use ``api/reports.py``.
+per customer. Reports over many customers use ``arflow/reports/reports.py``.
 
 Definitions (dates in the customer's time zone; figures with decimals rounded half up to 0.1):
 

@@ -4,7 +4,7 @@ claim summary of the legal stage.
 Made with fpdf2: pure Python, no system libraries, fast enough for a 2-core laptop and CI.
 (WeasyPrint would render HTML templates, but needs Pango and Cairo from Debian on every
 machine, developers', CI's and the Docker image's.) Text is set in DejaVu Sans, shipped in
-``activities/fonts/`` with its license, so any Unicode a customer's name or address holds
+``arflow/messages/fonts/`` with its license, so any Unicode a customer's name or address holds
 (€, ü, é, ł ...) is embedded in the PDF whatever fonts the machine has.
 
 Money is formatted by ``arflow.messages.render.money`` (Babel, from integer minor units, never a
