@@ -55,7 +55,7 @@ class NoWorkflow(Conflict):
     """The invoice (or job) has no running workflow: it completed, or was never started."""
 
 
-def _unavailable(exc: RPCError, message: str = RETRY) -> Unavailable:
+def _unavailable(message: str = RETRY) -> Unavailable:
     return Unavailable(message, code="workflow_unavailable")
 
 
@@ -80,37 +80,35 @@ async def start_invoice(client: Client, settings: Settings, inp: InvoiceWorkflow
     except RPCError as exc:
         log.error("workflow start failed for invoice %s: %s", inp.invoice_id, exc)
         raise _unavailable(
-            exc,
             "the invoice is stored but its workflow could not be started; "
             "send the same request again to retry",
         ) from exc
     return True
 
 
-async def invoice_workflow_exists(client: Client, settings: Settings, invoice_id: int) -> bool:
-    """Whether the invoice has a workflow (running or closed) under its id."""
+async def _found(call: Awaitable[object]) -> bool:
+    """Await a call on one workflow: False when there is no such workflow, ``Unavailable``
+    when Temporal did not answer."""
     try:
-        await client.get_workflow_handle(settings.workflow_id(invoice_id)).describe()
+        await call
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
-        raise _unavailable(exc) from exc
+        raise _unavailable() from exc
     return True
+
+
+async def invoice_workflow_exists(client: Client, settings: Settings, invoice_id: int) -> bool:
+    """Whether the invoice has a workflow (running or closed) under its id."""
+    return await _found(client.get_workflow_handle(settings.workflow_id(invoice_id)).describe())
 
 
 async def signal_payment(
     client: Client, settings: Settings, invoice_id: int, payment: PaymentSignal
 ) -> bool:
     """Signal a stored payment to the invoice's running workflow; False when it has none."""
-    try:
-        await client.get_workflow_handle(settings.workflow_id(invoice_id)).signal(
-            InvoiceWorkflow.payment_received, payment
-        )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise _unavailable(exc) from exc
-    return True
+    handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
+    return await _found(handle.signal(InvoiceWorkflow.payment_received, payment))
 
 
 async def reopen_with_payment(
@@ -130,7 +128,7 @@ async def reopen_with_payment(
             start_signal_args=[payment],
         )
     except RPCError as exc:
-        raise _unavailable(exc) from exc
+        raise _unavailable() from exc
 
 
 def update_id(update: str, idempotency_key: str | None) -> str | None:
@@ -169,7 +167,7 @@ async def update_invoice(
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise NoWorkflow(f"invoice {invoice_id} has no running workflow") from exc
-        raise _unavailable(exc) from exc
+        raise _unavailable() from exc
     return state
 
 
@@ -302,7 +300,7 @@ async def start_send_now_job(client: Client, settings: Settings, job_id: int) ->
             task_queue=settings.task_queue,
         )
     except RPCError as exc:
-        raise _unavailable(exc) from exc
+        raise _unavailable() from exc
 
 
 async def start_segment_switch(client: Client, move: SegmentMove, task_queue: str) -> None:

@@ -14,9 +14,9 @@ from sqlmodel import Field, SQLModel
 from models.policy import Channel
 from models.types import UTCDateTime, utcnow
 
-# What a rule can look at: the profile's attributes and the behaviour figures (arflow/customers/behaviour.py,
-# arflow/customers/risk.py). Booleans take eq/ne only; a figure that is not known (no annual revenue given,
-# no invoice paid yet) never satisfies a rule.
+# What a rule can look at: the profile's attributes and the behaviour figures
+# (arflow/customers/behaviour.py, arflow/customers/risk.py). Booleans take eq/ne only; a figure
+# that is not known (no annual revenue given, no invoice paid yet) never satisfies a rule.
 BOOL_FIELDS = ("key_account",)
 NUMBER_FIELDS = (
     "annual_revenue_minor",

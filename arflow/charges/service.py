@@ -10,8 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from arflow.errors import conflict, not_found
+from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import add_event
-from models import Invoice, InvoiceCharge
+from models import InvoiceCharge
 from models.charge import ChargePublic, ChargesPublic
 from models.types import utcnow
 from workflows.charges import (
@@ -30,13 +31,6 @@ def _add_event(
     session: Session, invoice_id: int, kind: str, data: dict[str, object], actor: str, key: str
 ) -> None:
     add_event(session, invoice_id, kind, dict(data), actor=actor, dedupe_key=key)
-
-
-def _invoice(session: Session, invoice_id: int) -> Invoice:
-    invoice = session.get(Invoice, invoice_id)
-    if invoice is None:
-        raise not_found("invoice", invoice_id)
-    return invoice
 
 
 def find_charge(session: Session, invoice_id: int, dedupe_key: str) -> InvoiceCharge | None:
@@ -101,7 +95,7 @@ def post_charge(
 ) -> InvoiceCharge:
     """Record ``line`` on the invoice with a ``charge_posted`` timeline event; posting the
     same ``dedupe_key`` again returns the first row. Commits (one transaction per posting)."""
-    invoice = _invoice(session, invoice_id)
+    invoice = get_invoice(session, invoice_id)
     found = find_charge(session, invoice_id, line.dedupe_key)
     if found is not None:
         return found
@@ -200,7 +194,7 @@ def settle_charges(
 
 
 def charges_of(session: Session, invoice_id: int) -> ChargesPublic:
-    invoice = _invoice(session, invoice_id)
+    invoice = get_invoice(session, invoice_id)
     rows = session.exec(
         select(InvoiceCharge)
         .where(InvoiceCharge.invoice_id == invoice_id)
@@ -225,7 +219,7 @@ def waive_charge(
 ) -> InvoiceCharge:
     """Waive one charge with a reason (``charge_waived`` on the timeline); a charge already
     waived is a 409."""
-    _invoice(session, invoice_id)
+    get_invoice(session, invoice_id)
     row = session.get(InvoiceCharge, charge_id)
     if row is None or row.invoice_id != invoice_id:
         raise not_found("charge", charge_id)

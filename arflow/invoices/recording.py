@@ -13,14 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from arflow.customers.profiles import CustomerRefresh, refresh_customer
-from arflow.errors import not_found
+from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
     add_event,
     commit_once,
     set_next_action,
 )
-from models import Customer, Dispute, Invoice, InvoiceEvent, PaymentPlan, Promise, Task
+from models import Customer, Dispute, InvoiceEvent, PaymentPlan, Promise, Task
 from models.types import utcnow
 from workflows.types import (
     CLOSED_STATUSES,
@@ -34,17 +34,10 @@ from workflows.types import (
 CHANGE_IDS = ("dispute_id", "plan_id", "promise_id")
 
 
-def invoice_of(session: Session, invoice_id: int) -> Invoice:
-    invoice = session.get(Invoice, invoice_id)
-    if invoice is None:
-        raise not_found("invoice", invoice_id)
-    return invoice
-
-
 def record_closed(session: Session, inp: RecordClosedInput) -> None:
     """Record that the workflow closed the invoice (e.g. cancelled) and why."""
     key = f"status:{inp.status}"
-    invoice = invoice_of(session, inp.invoice_id)
+    invoice = get_invoice(session, inp.invoice_id)
     now = utcnow()
     add_event(
         session,
@@ -88,7 +81,7 @@ def record_change(session: Session, change: ChangeSet) -> ChangeResult:
 
 def _apply_change(session: Session, change: ChangeSet) -> ChangeResult:
     now = utcnow()
-    invoice = invoice_of(session, change.invoice_id)
+    invoice = get_invoice(session, change.invoice_id)
     result = ChangeResult()
     if change.dispute is not None:
         result.dispute_id = _save_dispute(session, change, now)

@@ -11,22 +11,16 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from arflow.errors import NotFound, conflict, not_found
+from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import add_event
 from arflow.legal.cases import legal_case_of
-from models import Invoice, LegalCase
+from models import LegalCase
 from models.legal import GENERATED, LegalCasePublic, LegalDocumentIn, LegalDocumentPublic
 from models.types import utcnow
 
 
-def _invoice(session: Session, invoice_id: int) -> Invoice:
-    invoice = session.get(Invoice, invoice_id)
-    if invoice is None:
-        raise not_found("invoice", invoice_id)
-    return invoice
-
-
 def _case(session: Session, invoice_id: int) -> LegalCase:
-    _invoice(session, invoice_id)
+    get_invoice(session, invoice_id)
     case = legal_case_of(session, invoice_id)
     if case is None:
         raise not_found("legal case of invoice", invoice_id)
@@ -77,7 +71,7 @@ def add_document(
     """Append a document kept elsewhere to the case, with a ``legal_document_added`` event;
     409 if the invoice has no legal case. The case's row is locked first, so two documents
     added at once are both kept."""
-    _invoice(session, invoice_id)
+    get_invoice(session, invoice_id)
     locked = session.exec(
         update(LegalCase)
         .where(col(LegalCase.invoice_id) == invoice_id)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from arflow.customers.contacts import block
-from arflow.invoices.recording import invoice_of
+from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
     add_event,
@@ -75,7 +75,7 @@ class StepDelivery:
             done = sender.outcome_so_far(row)
             if done is not None:
                 return done  # an earlier attempt finished: the same answer, nothing twice
-        invoice = invoice_of(session, inp.invoice_id)
+        invoice = get_invoice(session, inp.invoice_id)
         customer = session.get(Customer, invoice.customer_id)
         assert customer is not None and customer.id is not None
         channel = inp.step.channel
@@ -251,7 +251,7 @@ class StepDelivery:
             actor=inp.requested_by or WORKFLOW_ACTOR,
             dedupe_key=f"step:{step.key}:{step.channel}",
         )
-        invoice = invoice_of(session, inp.invoice_id)
+        invoice = get_invoice(session, inp.invoice_id)
         if inp.kind == "dunning":
             invoice.stage = step.key
         elif inp.kind == "ladder":

@@ -7,7 +7,8 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from arflow.charges.service import settle_charges
-from arflow.invoices.recording import invoice_of, refresh
+from arflow.invoices.recording import refresh
+from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
     add_event,
@@ -27,7 +28,7 @@ def record_payment(session: Session, inp: RecordPaymentInput) -> SegmentMove | N
     key = f"payment:{inp.payment_id}"
     if already_recorded(session, inp.invoice_id, key):
         return None  # a retry of an attempt that committed
-    invoice = invoice_of(session, inp.invoice_id)
+    invoice = get_invoice(session, inp.invoice_id)
     payment = session.get(Payment, inp.payment_id)
     now = utcnow()
     if payment is not None:
