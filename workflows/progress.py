@@ -1,0 +1,87 @@
+"""Where an invoice stands: the dunning steps done, the next step and the next action, and the
+state the workflow answers with. Pure, no I/O, safe inside the workflow.
+
+The functions read the workflow's state (``InvoiceWorkflowInput``), its dunning schedule and
+the schedule's escalation instant.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from workflows.ladder import escalation_due_at, next_stage, stage_due_at
+from workflows.plans import plan_points
+from workflows.schedule import next_action as next_dunning_action
+from workflows.types import (
+    DISPUTED,
+    OPEN,
+    PAUSED,
+    PLAN,
+    PROMISE,
+    InvoiceState,
+    InvoiceWorkflowInput,
+    NextAction,
+    ScheduledStep,
+)
+
+
+def done_steps(inp: InvoiceWorkflowInput) -> set[str]:
+    """The dunning steps sent or skipped."""
+    return set(inp.sent_steps) | set(inp.skipped_steps)
+
+
+def next_step(
+    inp: InvoiceWorkflowInput, schedule: list[ScheduledStep], escalate_at: datetime
+) -> ScheduledStep | None:
+    """The next dunning step not sent or skipped yet (before the escalation)."""
+    done = done_steps(inp)
+    return next((s for s in schedule if s.at < escalate_at and s.key not in done), None)
+
+
+def next_action(
+    inp: InvoiceWorkflowInput, schedule: list[ScheduledStep], escalate_at: datetime
+) -> NextAction | None:
+    """What the workflow does next, and when: a dispute's deadline, the end of a hold, a plan
+    step, the next reminder or ladder stage; None when nothing is ahead."""
+    if inp.status == DISPUTED and inp.dispute and not inp.dispute.overdue_raised:
+        return NextAction(kind="dispute_deadline", at=inp.dispute.sla_at)
+    if inp.status != OPEN:
+        return None
+    if inp.hold == PAUSED and inp.pause:
+        return NextAction(kind="resume", at=inp.pause.until) if inp.pause.until else None
+    if inp.hold == PROMISE and inp.promise:
+        return NextAction(kind="promise_check", at=inp.promise.check_at)
+    if inp.hold == PLAN and inp.plan:
+        points = plan_points(inp, inp.plan)
+        if points:
+            at, key, kind, _ = min(points, key=lambda p: p[0])
+            return NextAction(kind=kind, at=at, step_key=key)
+        return None
+    nxt = next_dunning_action(schedule, done_steps(inp), escalation_due_at(inp, escalate_at), False)
+    if nxt is None or nxt.kind != "escalation":
+        return nxt
+    stage = next_stage(inp)
+    if stage is None:
+        return None
+    at = stage_due_at(inp, stage, escalate_at)
+    if not inp.policy.ladder:
+        return NextAction(kind="escalation", at=at)
+    return NextAction(kind="escalation", at=at, step_key=stage.key)
+
+
+def invoice_state(inp: InvoiceWorkflowInput, next_action: NextAction | None) -> InvoiceState:
+    """The state the workflow's query and updates answer with."""
+    return InvoiceState(
+        invoice_id=inp.invoice_id,
+        status=inp.status,
+        currency=inp.currency,
+        amount_minor=inp.amount_minor,
+        balance_minor=inp.balance_minor,
+        sent_steps=list(inp.sent_steps),
+        skipped_steps=list(inp.skipped_steps),
+        next_action=next_action,
+        hold=inp.hold,
+        dispute_id=inp.dispute.dispute_id if inp.dispute else None,
+        plan_id=inp.plan.plan_id if inp.plan else None,
+        promise_id=inp.promise.promise_id if inp.promise else None,
+    )
