@@ -30,17 +30,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import commands, disputes, holds, ladder, payments, plans, progress
+    from workflows import commands, disputes, holds, ladder, payments, plans, progress, reminders
     from workflows.commands import refuse
     from workflows.schedule import build_schedule, due_steps, escalation_at, local_today
     from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
-        AGENCY,
         CANCELLED,
         CLOSED_STATUSES,
         DISPUTED,
-        ESCALATED,
-        LEGAL,
         NOTICE,
         OPEN,
         PAID,
@@ -55,13 +52,11 @@ with workflow.unsafe.imports_passed_through():
         ChangeSet,
         DisputeRecord,
         EndPlacementInput,
-        EscalateInput,
         EventSpec,
         InstallmentState,
         InvoiceState,
         InvoiceWorkflowInput,
         LadderStage,
-        LegalInput,
         NextAction,
         OpenDisputeRequest,
         PauseRequest,
@@ -70,7 +65,6 @@ with workflow.unsafe.imports_passed_through():
         PlanRequest,
         PlanState,
         PolicyChangeRequest,
-        PostChargesInput,
         PromiseRecord,
         PromiseRequest,
         RecordClosedInput,
@@ -85,11 +79,8 @@ with workflow.unsafe.imports_passed_through():
 # Short enough that an activity lost with a killed worker is retried within seconds.
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
-# Notes the next reminder carries even when no step was missed: news the customer must hear.
-NEWS_NOTES = frozenset({"payment_reversed"})
 SLOW_ACTIVITIES = frozenset({"escalate", "end_placement", "open_legal"})
 LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change", "post_charges"})
-DELIVERED = frozenset({"sent", "uncertain", "task", "printed"})
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -254,8 +245,8 @@ class InvoiceWorkflow:
     async def _dunning_tick(self, now: datetime) -> datetime | None | bool:
         inp = self.inp
         escalate_at = self._escalation_due_at()
-        reminders = [s for s in self._schedule if s.at < self._escalate_at]
-        send, skip = due_steps(reminders, progress.done_steps(inp), now)
+        steps = [s for s in self._schedule if s.at < self._escalate_at]
+        send, skip = due_steps(steps, progress.done_steps(inp), now)
         if inp.ladder_done or inp.ladder_deferred or now >= escalate_at:
             # The escalation ladder: earlier unsent steps are recorded as skipped, not sent late.
             return await self._ladder_tick(now, skip + ([send] if send else []))
@@ -263,7 +254,7 @@ class InvoiceWorkflow:
             await self._post_charges(send.key)
             await self._send_step(send, skip, escalate_at)
             return False
-        if inp.catch_up_note not in NEWS_NOTES:
+        if inp.catch_up_note not in reminders.NEWS_NOTES:
             inp.catch_up_note = None  # nothing was missed: the next reminder is an ordinary one
         nxt = self._next_action()
         return nxt.at if nxt else None
@@ -299,34 +290,20 @@ class InvoiceWorkflow:
                 )
             )
             inp.sent_steps.pop()
-            if outcome.status in DELIVERED:
+            if outcome.status in reminders.DELIVERED:
                 inp.sent_steps.append(send.key)
                 inp.catch_up_note = None
                 return outcome
             if outcome.status == "capped" and outcome.retry_at is not None:
                 at = self._window(max(send.at, outcome.retry_at))
-                self._move(send, at)
-                await self._record(
-                    f"step:{send.key}:deferred:{at.isoformat()}",
-                    [
-                        EventSpec(
-                            "reminder_deferred",
-                            {"step": send.key, "until": at.isoformat(), "reason": outcome.detail},
-                        )
-                    ],
-                )
+                reminders.move(inp, send, at)
+                key, events = reminders.deferred("step", send.key, at, outcome.detail)
+                await self._record(key, events)
                 return outcome
         inp.skipped_steps.append(send.key)
-        await self._record(
-            f"step:{send.key}:undeliverable",
-            [EventSpec("reminder_undeliverable", {"step": send.key})],
-            task=TaskRecord(kind="contact_failed", due_at=workflow.now(), data={"step": send.key}),
-        )
+        key, events, task = reminders.undeliverable("step", send.key, workflow.now())
+        await self._record(key, events, task=task)
         return outcome
-
-    def _move(self, step: ScheduledStep, at: datetime) -> None:
-        step.at = at
-        self.inp.deferred[step.key] = at
 
     async def _deliver(self, inp: SendReminderInput) -> SendOutcome:
         """The send activity with the policy's caps and the workflow's clock filled in."""
@@ -368,47 +345,16 @@ class InvoiceWorkflow:
         skipped = [s.key for s in unsent]
         inp.skipped_steps.extend(skipped)
         if inp.segment and inp.segment in stage.skip_segments:
-            ladder.stage_done(inp, stage, at)
-            await self._record(
-                f"stage:{stage.key}:skipped",
-                [
-                    EventSpec(
-                        "stage_skipped",
-                        {"stage": stage.key, "segment": inp.segment, "skipped": skipped},
-                    )
-                ],
-            )
+            events = ladder.skip_stage(inp, stage, at, skipped)
+            await self._record(f"stage:{stage.key}:skipped", events)
             return False
         if inp.ladder_deferred is None:  # not a notice's second try after a cap
             await self._post_charges(stage.key)  # its fees first: its message states them
         if stage.kind == NOTICE:
             if not await self._notice(stage, at, skipped):
                 return False  # held back by a cap: tried again at the time it gave
-        elif stage.kind == AGENCY:
-            inp.status = ESCALATED
-            await self._activity(
-                "escalate",
-                EscalateInput(
-                    invoice_id=inp.invoice_id,
-                    balance_minor=inp.balance_minor,
-                    currency=inp.currency,
-                    skipped=skipped,
-                    stage=stage.key,
-                    agency=stage.agency,
-                ),
-            )
-        elif stage.kind == LEGAL:
-            inp.status = ESCALATED
-            await self._activity(
-                "open_legal",
-                LegalInput(
-                    invoice_id=inp.invoice_id,
-                    balance_minor=inp.balance_minor,
-                    currency=inp.currency,
-                    stage=stage.key,
-                    skipped=skipped,
-                ),
-            )
+        elif (handoff := ladder.handoff(inp, stage, skipped)) is not None:
+            await self._activity(*handoff)
         ladder.stage_done(inp, stage, at)
         return False
 
@@ -435,32 +381,18 @@ class InvoiceWorkflow:
             skipped = []
             if outcome.status == "capped" and outcome.retry_at is not None:
                 inp.ladder_deferred = self._window(outcome.retry_at)
-                await self._record(
-                    f"stage:{stage.key}:deferred:{inp.ladder_deferred.isoformat()}",
-                    [
-                        EventSpec(
-                            "reminder_deferred",
-                            {
-                                "step": stage.key,
-                                "until": inp.ladder_deferred.isoformat(),
-                                "reason": outcome.detail,
-                            },
-                        )
-                    ],
+                key, events = reminders.deferred(
+                    "stage", stage.key, inp.ladder_deferred, outcome.detail
                 )
+                await self._record(key, events)
                 return False
             inp.ladder_sent.append(tag)
-            if outcome.status not in DELIVERED:
+            if outcome.status not in reminders.DELIVERED:
                 failed.append(channel)
         inp.catch_up_note = None
         if failed and len(failed) == len(stage.channels):
-            await self._record(
-                f"stage:{stage.key}:undeliverable",
-                [EventSpec("reminder_undeliverable", {"step": stage.key, "channels": failed})],
-                task=TaskRecord(
-                    kind="contact_failed", due_at=workflow.now(), data={"step": stage.key}
-                ),
-            )
+            key, events, task = reminders.undeliverable("stage", stage.key, workflow.now(), failed)
+            await self._record(key, events, task=task)
         return True
 
     # -- late charges ----------------------------------------------------------
@@ -478,27 +410,12 @@ class InvoiceWorkflow:
     async def _post_charges(self, stage: str | None, until: date | None = None) -> None:
         """Post what the policy charges now: ``stage``'s fees, the compensation and interest up
         to ``until`` (default: today) once overdue. Each charge is posted once (its key)."""
-        inp = self.inp
-        spec = inp.policy.charges
-        if spec is None:
-            return
-        due_date = local_today(inp.due_at, inp.timezone)
-        day = until or self._today()
-        if day <= due_date and stage is None:
+        charges = ladder.charges_to_post(self.inp, stage, until, self._today())
+        if charges is None:
             return
         await workflow.execute_local_activity(
             "post_charges",
-            PostChargesInput(
-                invoice_id=inp.invoice_id,
-                currency=inp.currency,
-                charges=spec,
-                due_date=due_date.isoformat(),
-                opening_minor=inp.amount_minor,
-                movements=list(inp.movements),
-                until=day.isoformat() if day > due_date else None,
-                stage=stage,
-                stage_balance_minor=inp.balance_minor,
-            ),
+            charges,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
@@ -761,32 +678,10 @@ class InvoiceWorkflow:
         escalation follows the new policy (no earlier than any resume grace)."""
         req = cmd.request
         assert isinstance(req, PolicyChangeRequest)
-        inp = self.inp
-        old = inp.policy
         now = workflow.now()
-        inp.policy = req.policy
-        inp.deferred = {}
-        if req.segment is not None:
-            inp.segment = req.segment
-        self._schedule = build_schedule(req.policy, inp.due_at, inp.timezone, inp.country)
-        self._escalate_at = escalation_at(req.policy, inp.due_at, inp.timezone)
-        done = progress.done_steps(inp)
-        passed = [s.key for s in self._schedule if s.key not in done and s.at <= now]
-        inp.skipped_steps.extend(passed)
+        self._schedule, self._escalate_at, events = progress.follow_policy(self.inp, req, now)
         await self._record(
-            f"policy:{req.policy.policy_id}:{now.isoformat()}",
-            [
-                EventSpec(
-                    "policy_changed",
-                    {
-                        "from": old.name,
-                        "to": req.policy.name,
-                        "reason": req.reason,
-                        "skipped": passed,
-                    },
-                )
-            ],
-            actor=req.actor,
+            f"policy:{req.policy.policy_id}:{now.isoformat()}", events, actor=req.actor
         )
 
     def _check_send_now(self) -> ScheduledStep:
@@ -802,7 +697,7 @@ class InvoiceWorkflow:
         now = workflow.now()
         allowed = self._window(now)
         if allowed > now:
-            self._move(step, allowed)
+            reminders.move(self.inp, step, allowed)
             raise refuse(
                 f"outside the customer's contact hours: step {step.key} goes out at "
                 f"{allowed.isoformat()}"
@@ -830,19 +725,8 @@ class InvoiceWorkflow:
                 notify=req.outcome == "recalled",
             ),
         )
-        inp.status = OPEN
-        inp.ladder_last_at = workflow.now()
-        nxt = ladder.next_stage(inp)
-        await self._record(
-            f"agency:{req.outcome}:{workflow.uuid4()}",
-            [
-                EventSpec(
-                    "escalation_resumed",
-                    {"after": req.outcome, "next_stage": nxt.key if nxt else None},
-                )
-            ],
-            actor=req.actor,
-        )
+        events = ladder.back_from_agency(inp, req, workflow.now())
+        await self._record(f"agency:{req.outcome}:{workflow.uuid4()}", events, actor=req.actor)
 
     async def _do_write_off(self, cmd: _Command) -> None:
         req = cmd.request

@@ -13,18 +13,24 @@ of its schedule; the few that change state say so.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from workflows.schedule import contact_allowed, nth_period, shift
+from workflows.schedule import contact_allowed, local_today, nth_period, shift
 from workflows.types import (
     AGENCY,
     ESCALATED,
+    LEGAL,
     NOTICE,
     OPEN,
+    AgencyEndRequest,
+    EscalateInput,
+    EventSpec,
     InvoiceWorkflowInput,
     LadderStage,
+    LegalInput,
     NextAction,
     PolicySpec,
+    PostChargesInput,
 )
 
 # The classic ladder of a policy that defines none: the agency hand-off at escalate_after.
@@ -104,6 +110,59 @@ def stage_done(inp: InvoiceWorkflowInput, stage: LadderStage, at: datetime) -> N
     inp.stage = stage.key
 
 
+def skip_stage(
+    inp: InvoiceWorkflowInput, stage: LadderStage, at: datetime, skipped: list[str]
+) -> list[EventSpec]:
+    """``stage`` is skipped for the invoice's segment: done at ``at`` without acting."""
+    stage_done(inp, stage, at)
+    return [
+        EventSpec("stage_skipped", {"stage": stage.key, "segment": inp.segment, "skipped": skipped})
+    ]
+
+
+def handoff(
+    inp: InvoiceWorkflowInput, stage: LadderStage, skipped: list[str]
+) -> tuple[str, EscalateInput | LegalInput] | None:
+    """The activity (name, input) that hands the invoice on at ``stage``: to the agency, or
+    to the legal stage; the invoice is escalated. None for a stage of another kind."""
+    if stage.kind == AGENCY:
+        inp.status = ESCALATED
+        return "escalate", EscalateInput(
+            invoice_id=inp.invoice_id,
+            balance_minor=inp.balance_minor,
+            currency=inp.currency,
+            skipped=skipped,
+            stage=stage.key,
+            agency=stage.agency,
+        )
+    if stage.kind == LEGAL:
+        inp.status = ESCALATED
+        return "open_legal", LegalInput(
+            invoice_id=inp.invoice_id,
+            balance_minor=inp.balance_minor,
+            currency=inp.currency,
+            stage=stage.key,
+            skipped=skipped,
+        )
+    return None
+
+
+def back_from_agency(
+    inp: InvoiceWorkflowInput, req: AgencyEndRequest, now: datetime
+) -> list[EventSpec]:
+    """The agency ended the placement at ``now``: the invoice is open again and the ladder
+    goes on (its next stage's wait counted from now)."""
+    inp.status = OPEN
+    inp.ladder_last_at = now
+    nxt = next_stage(inp)
+    return [
+        EventSpec(
+            "escalation_resumed",
+            {"after": req.outcome, "next_stage": nxt.key if nxt else None},
+        )
+    ]
+
+
 def hold_back_escalation(inp: InvoiceWorkflowInput, now: datetime) -> None:
     """Dunning resumes at ``now``: the escalation comes no earlier than the policy's
     ``resume_grace`` from then (an earlier floor is raised, a later one kept)."""
@@ -135,3 +194,28 @@ def interest_period(inp: InvoiceWorkflowInput, now: datetime) -> tuple[int, date
     while (nxt := nth_period(inp.due_at, spec.interest_every, n + 1, inp.timezone)) <= now:
         n, at = n + 1, nxt
     return n, at
+
+
+def charges_to_post(
+    inp: InvoiceWorkflowInput, stage: str | None, until: date | None, today: date
+) -> PostChargesInput | None:
+    """What the policy charges now: ``stage``'s fees, the compensation and interest up to
+    ``until`` (default: ``today``) once overdue. None when there is nothing to post."""
+    spec = inp.policy.charges
+    if spec is None:
+        return None
+    due_date = local_today(inp.due_at, inp.timezone)
+    day = until or today
+    if day <= due_date and stage is None:
+        return None
+    return PostChargesInput(
+        invoice_id=inp.invoice_id,
+        currency=inp.currency,
+        charges=spec,
+        due_date=due_date.isoformat(),
+        opening_minor=inp.amount_minor,
+        movements=list(inp.movements),
+        until=day.isoformat() if day > due_date else None,
+        stage=stage,
+        stage_balance_minor=inp.balance_minor,
+    )

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from workflows.ladder import escalation_due_at, next_stage, stage_due_at
 from workflows.plans import plan_points
+from workflows.schedule import build_schedule, escalation_at
 from workflows.schedule import next_action as next_dunning_action
 from workflows.types import (
     DISPUTED,
@@ -18,9 +19,11 @@ from workflows.types import (
     PAUSED,
     PLAN,
     PROMISE,
+    EventSpec,
     InvoiceState,
     InvoiceWorkflowInput,
     NextAction,
+    PolicyChangeRequest,
     ScheduledStep,
 )
 
@@ -85,3 +88,28 @@ def invoice_state(inp: InvoiceWorkflowInput, next_action: NextAction | None) -> 
         plan_id=inp.plan.plan_id if inp.plan else None,
         promise_id=inp.promise.promise_id if inp.promise else None,
     )
+
+
+def follow_policy(
+    inp: InvoiceWorkflowInput, req: PolicyChangeRequest, now: datetime
+) -> tuple[list[ScheduledStep], datetime, list[EventSpec]]:
+    """Switch to the policy ``req`` names at ``now``: returns its schedule, its escalation
+    instant and the events. Its steps whose time has passed are recorded as skipped (never
+    sent late in a burst); the steps already sent stay sent."""
+    old = inp.policy
+    inp.policy = req.policy
+    inp.deferred = {}
+    if req.segment is not None:
+        inp.segment = req.segment
+    schedule = build_schedule(req.policy, inp.due_at, inp.timezone, inp.country)
+    escalate_at = escalation_at(req.policy, inp.due_at, inp.timezone)
+    done = done_steps(inp)
+    passed = [s.key for s in schedule if s.key not in done and s.at <= now]
+    inp.skipped_steps.extend(passed)
+    events = [
+        EventSpec(
+            "policy_changed",
+            {"from": old.name, "to": req.policy.name, "reason": req.reason, "skipped": passed},
+        )
+    ]
+    return schedule, escalate_at, events
