@@ -22,16 +22,22 @@ every ``interest_every`` and when the invoice is paid.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import commands, disputes, holds, ladder, payments, plans, progress, reminders
     from workflows.commands import refuse
+    from workflows.options import (
+        ACTIVITY_RETRY,
+        ACTIVITY_TIMEOUT,
+        LOCAL_ACTIVITIES,
+        PROVIDER_ACTIVITY_TIMEOUT,
+        SLOW_ACTIVITIES,
+    )
     from workflows.schedule import build_schedule, due_steps, escalation_at, local_today
     from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
@@ -53,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         DisputeRecord,
         EndPlacementInput,
         EventSpec,
-        InstallmentState,
         InvoiceState,
         InvoiceWorkflowInput,
         LadderStage,
@@ -75,17 +80,6 @@ with workflow.unsafe.imports_passed_through():
         SendReminderInput,
         TaskRecord,
     )
-
-# Short enough that an activity lost with a killed worker is retried within seconds.
-ACTIVITY_TIMEOUT = timedelta(seconds=10)
-PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
-SLOW_ACTIVITIES = frozenset({"escalate", "end_placement", "open_legal"})
-LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change", "post_charges"})
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-)
 
 
 @dataclass
@@ -169,14 +163,7 @@ class InvoiceWorkflow:
                     inp.pending_payments = []
                     workflow.continue_as_new(inp)
                 continue
-            timeout = None
-            interest_at = ladder.interest_due(inp)
-            if interest_at is not None and (
-                not isinstance(wake_at, datetime) or interest_at < wake_at
-            ):
-                wake_at = interest_at
-            if isinstance(wake_at, datetime):
-                timeout = max(wake_at - workflow.now(), timedelta(0))
+            timeout = progress.sleep_for(inp, wake_at, workflow.now())
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._pending or self._commands) or self._cancel is not None,
@@ -236,7 +223,15 @@ class InvoiceWorkflow:
         if inp.hold == PROMISE and inp.promise:
             if now < inp.promise.check_at:
                 return inp.promise.check_at
-            await self._promise_broken(now)
+            events, record = holds.promise_broken(inp)
+            await self._resume(
+                now,
+                "promise_broken",
+                "workflow",
+                events,
+                promise=record,
+                customer_counter="broken_promises",
+            )
             return False
         if inp.hold == PLAN and inp.plan:
             return await self._plan_tick(now, inp.plan)
@@ -423,61 +418,36 @@ class InvoiceWorkflow:
     # -- payment plans -------------------------------------------------------
 
     async def _plan_tick(self, now: datetime, plan: PlanState) -> datetime | None | bool:
+        inp = self.inp
         late = plans.mark_late(plan, now)
-        if late:
-            await self._record(
-                f"plan{plan.seq}:late:{','.join(str(i.n) for i in late)}",
-                [EventSpec("installment_late", {"plan_id": plan.plan_id, "n": late[0].n})],
-                plan=PlanRecord(plan.plan_id, "active", installments=plan.installments),
+        if late is not None:
+            key, events, record = late
+            await self._record(key, events, plan=record)
+            return False
+        points = plans.due_points(inp, plan, now)
+        if broken := [p for p in points if p[2] == "plan_broken"]:
+            events, record = plans.miss(inp, plan, broken[0])
+            await self._resume(
+                now, "plan_broken", "workflow", events, plan=record, customer_counter="broken_plans"
             )
             return False
-        points = plans.due_points(self.inp, plan, now)
-        broken = [p for p in points if p[2] == "plan_broken"]
-        if broken:
-            _, key, _, inst = broken[0]
-            inst.state = "missed"
-            plan.done_steps.append(key)
-            await self._plan_broken(now, plan, inst)
-            return False
         if points:
-            # No burst: of the plan reminders due, only the latest goes out.
-            *older, (at, key, kind, inst) = points
-            plan.done_steps.extend(p[1] for p in older)
-            plan.done_steps.append(key)
-            inp = self.inp
+            (at, key, kind, inst), skipped = plans.latest_reminder(plan, points)
             await self._deliver(
                 SendReminderInput(
                     invoice_id=inp.invoice_id,
                     step=ScheduledStep(key=key, channel="email", template=kind, at=at),
                     balance_minor=inp.balance_minor,
-                    skipped=[p[1] for p in older],
+                    skipped=skipped,
                     next_action=self._next_action(),
                     kind=kind,
                     installment=inst,
                 )
             )
             return False
-        upcoming = plans.plan_points(self.inp, plan)
-        return min(p[0] for p in upcoming) if upcoming else None
-
-    async def _plan_broken(self, now: datetime, plan: PlanState, inst: InstallmentState) -> None:
-        events, record = plans.broken(self.inp, plan, inst)
-        await self._resume(
-            now, "plan_broken", "workflow", events, plan=record, customer_counter="broken_plans"
-        )
+        return plans.next_point_at(inp, plan)
 
     # -- promises, pauses, resuming -----------------------------------------
-
-    async def _promise_broken(self, now: datetime) -> None:
-        events, record = holds.promise_broken(self.inp)
-        await self._resume(
-            now,
-            "promise_broken",
-            "workflow",
-            events,
-            promise=record,
-            customer_counter="broken_promises",
-        )
 
     async def _resume(
         self,
@@ -570,7 +540,7 @@ class InvoiceWorkflow:
             cmd = self._commands.pop(0)
             try:
                 commands.check_not_closed(self.inp)
-                await getattr(self, f"_do_{cmd.name}")(cmd)
+                await getattr(self, f"_do_{cmd.name}")(cmd.request)
             except ApplicationError as err:
                 cmd.error = err
             cmd.done = True
@@ -583,9 +553,7 @@ class InvoiceWorkflow:
             raise cmd.error
         return self._state()
 
-    async def _do_open_dispute(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, OpenDisputeRequest)
+    async def _do_open_dispute(self, req: OpenDisputeRequest) -> None:
         inp = self.inp
         commands.check_dispute_opening(inp, req)
         events, record = disputes.open_dispute(inp, req, workflow.now())
@@ -595,9 +563,7 @@ class InvoiceWorkflow:
         assert result.dispute_id is not None and inp.dispute is not None
         inp.dispute.dispute_id = result.dispute_id
 
-    async def _do_resolve_dispute(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, ResolveDisputeRequest)
+    async def _do_resolve_dispute(self, req: ResolveDisputeRequest) -> None:
         commands.check_resolution(self.inp, req)
         res = disputes.resolve(self.inp, req, workflow.now())
         if res.resume is not None:
@@ -618,9 +584,7 @@ class InvoiceWorkflow:
             plan=res.plan,
         )
 
-    async def _do_set_plan(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, PlanRequest)
+    async def _do_set_plan(self, req: PlanRequest) -> None:
         inp = self.inp
         commands.check_plan(inp, req, self._today())
         events, record, superseded = plans.agree(inp, req)
@@ -634,9 +598,7 @@ class InvoiceWorkflow:
         assert result.plan_id is not None and inp.plan is not None
         inp.plan.plan_id = result.plan_id
 
-    async def _do_cancel_plan(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, ActorRequest)
+    async def _do_cancel_plan(self, req: ActorRequest) -> None:
         inp = self.inp
         commands.check_cancel_plan(inp)
         events, record = plans.cancel(inp, req.reason)
@@ -645,9 +607,7 @@ class InvoiceWorkflow:
             return
         await self._record(f"plan:{record.plan_id}:cancel", events, actor=req.actor, plan=record)
 
-    async def _do_promise(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, PromiseRequest)
+    async def _do_promise(self, req: PromiseRequest) -> None:
         inp = self.inp
         commands.check_promise(inp, req, self._today())
         events, record = holds.promise(inp, req)
@@ -657,27 +617,21 @@ class InvoiceWorkflow:
         assert result.promise_id is not None and inp.promise is not None
         inp.promise.promise_id = result.promise_id
 
-    async def _do_pause(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, PauseRequest)
+    async def _do_pause(self, req: PauseRequest) -> None:
         commands.check_pause(self.inp, req, self._today())
         events = holds.pause(self.inp, req)
         await self._record(f"pause:{workflow.uuid4()}", events, actor=req.actor)
 
-    async def _do_resume(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, ActorRequest)
+    async def _do_resume(self, req: ActorRequest) -> None:
         commands.check_resume(self.inp)
         await self._resume(
             workflow.now(), "resumed", req.actor, [EventSpec("resumed", {"reason": req.reason})]
         )
 
-    async def _do_change_policy(self, cmd: _Command) -> None:
+    async def _do_change_policy(self, req: PolicyChangeRequest) -> None:
         """The new policy's steps from now on; its steps whose time has passed are recorded
         as skipped (never sent late in a burst), the steps already sent stay sent, and the
         escalation follows the new policy (no earlier than any resume grace)."""
-        req = cmd.request
-        assert isinstance(req, PolicyChangeRequest)
         now = workflow.now()
         self._schedule, self._escalate_at, events = progress.follow_policy(self.inp, req, now)
         await self._record(
@@ -688,9 +642,7 @@ class InvoiceWorkflow:
         step = progress.next_step(self.inp, self._schedule, self._escalate_at)
         return commands.check_send_now(self.inp, step, workflow.now())
 
-    async def _do_send_now(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, ActorRequest)
+    async def _do_send_now(self, req: ActorRequest) -> None:
         step = self._check_send_now()
         # Earlier steps still unsent are due already and were sent or skipped by the loop, so
         # this is the step that would have gone out next: sent now, once, never again.
@@ -708,11 +660,9 @@ class InvoiceWorkflow:
                 f"step {step.key} could not go out now: {outcome.detail or outcome.status}"
             )
 
-    async def _do_agency_ended(self, cmd: _Command) -> None:
+    async def _do_agency_ended(self, req: AgencyEndRequest) -> None:
         """The agency no longer works the invoice: it is ours again, and the ladder goes on
         (its next stage after that stage's wait, counted from now)."""
-        req = cmd.request
-        assert isinstance(req, AgencyEndRequest)
         commands.check_agency_ended(self.inp, req)
         inp = self.inp
         await self._activity(
@@ -728,9 +678,7 @@ class InvoiceWorkflow:
         events = ladder.back_from_agency(inp, req, workflow.now())
         await self._record(f"agency:{req.outcome}:{workflow.uuid4()}", events, actor=req.actor)
 
-    async def _do_write_off(self, cmd: _Command) -> None:
-        req = cmd.request
-        assert isinstance(req, ActorRequest)
+    async def _do_write_off(self, req: ActorRequest) -> None:
         await self._close(WRITTEN_OFF, req.reason, req.actor)
 
     # -- recording -------------------------------------------------------------

@@ -113,17 +113,47 @@ def plan_points(inp: InvoiceWorkflowInput, plan: PlanState) -> list[PlanPoint]:
     return points
 
 
-def mark_late(plan: PlanState, now: datetime) -> list[InstallmentState]:
-    """Pending instalments whose due instant has passed become late; returns them."""
+def mark_late(plan: PlanState, now: datetime) -> tuple[str, list[EventSpec], PlanRecord] | None:
+    """Pending instalments whose due instant has passed become late: the dedupe key, events
+    and plan row to record; None when none did."""
     late = [i for i in plan.installments if i.state == "pending" and now > i.due_at]
+    if not late:
+        return None
     for inst in late:
         inst.state = "late"
-    return late
+    key = f"plan{plan.seq}:late:{','.join(str(i.n) for i in late)}"
+    events = [EventSpec("installment_late", {"plan_id": plan.plan_id, "n": late[0].n})]
+    return key, events, PlanRecord(plan.plan_id, "active", installments=plan.installments)
 
 
 def due_points(inp: InvoiceWorkflowInput, plan: PlanState, now: datetime) -> list[PlanPoint]:
     """The plan steps due at ``now``, oldest first."""
     return sorted((p for p in plan_points(inp, plan) if p[0] <= now), key=lambda p: p[0])
+
+
+def miss(
+    inp: InvoiceWorkflowInput, plan: PlanState, point: PlanPoint
+) -> tuple[list[EventSpec], PlanRecord]:
+    """The instalment of ``point``, a ``plan_broken`` step, was missed: the plan is broken."""
+    _, key, _, inst = point
+    inst.state = "missed"
+    plan.done_steps.append(key)
+    return broken(inp, plan, inst)
+
+
+def latest_reminder(plan: PlanState, points: list[PlanPoint]) -> tuple[PlanPoint, list[str]]:
+    """No burst: of the plan reminders due (``points``, oldest first), only the latest goes
+    out. Marks them all done; returns the latest and the keys of the others (skipped)."""
+    *older, latest = points
+    plan.done_steps.extend(p[1] for p in older)
+    plan.done_steps.append(latest[1])
+    return latest, [p[1] for p in older]
+
+
+def next_point_at(inp: InvoiceWorkflowInput, plan: PlanState) -> datetime | None:
+    """When the plan's next step is due; None when none is left."""
+    upcoming = plan_points(inp, plan)
+    return min(p[0] for p in upcoming) if upcoming else None
 
 
 def allocate(plan: PlanState, amount: int) -> None:

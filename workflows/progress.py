@@ -7,9 +7,9 @@ the schedule's escalation instant.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from workflows.ladder import escalation_due_at, next_stage, stage_due_at
+from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at
 from workflows.plans import plan_points
 from workflows.schedule import build_schedule, escalation_at
 from workflows.schedule import next_action as next_dunning_action
@@ -70,6 +70,19 @@ def next_action(
     if not inp.policy.ladder:
         return NextAction(kind="escalation", at=at)
     return NextAction(kind="escalation", at=at, step_key=stage.key)
+
+
+def sleep_for(
+    inp: InvoiceWorkflowInput, wake_at: datetime | None | bool, now: datetime
+) -> timedelta | None:
+    """How long the loop sleeps at ``now`` unless a message comes: until ``wake_at`` (None:
+    nothing is due) or the next interest posting, whichever is first; None: no timeout."""
+    interest_at = interest_due(inp)
+    if interest_at is not None and (not isinstance(wake_at, datetime) or interest_at < wake_at):
+        wake_at = interest_at
+    if isinstance(wake_at, datetime):
+        return max(wake_at - now, timedelta(0))
+    return None
 
 
 def invoice_state(inp: InvoiceWorkflowInput, next_action: NextAction | None) -> InvoiceState:
