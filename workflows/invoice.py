@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Unpack
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -38,7 +38,8 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_ACTIVITY_TIMEOUT,
         SLOW_ACTIVITIES,
     )
-    from workflows.schedule import build_schedule, due_steps, escalation_at, local_today
+    from workflows.progress import Rows
+    from workflows.schedule import due_steps, local_today
     from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
         CANCELLED,
@@ -55,8 +56,6 @@ with workflow.unsafe.imports_passed_through():
         AgencyEndRequest,
         CancelRequest,
         ChangeResult,
-        ChangeSet,
-        DisputeRecord,
         EndPlacementInput,
         EventSpec,
         InvoiceState,
@@ -66,11 +65,9 @@ with workflow.unsafe.imports_passed_through():
         OpenDisputeRequest,
         PauseRequest,
         PaymentSignal,
-        PlanRecord,
         PlanRequest,
         PlanState,
         PolicyChangeRequest,
-        PromiseRecord,
         PromiseRequest,
         RecordClosedInput,
         ResolveDisputeRequest,
@@ -78,7 +75,6 @@ with workflow.unsafe.imports_passed_through():
         SegmentMove,
         SendOutcome,
         SendReminderInput,
-        TaskRecord,
     )
 
 
@@ -101,14 +97,8 @@ class InvoiceWorkflow:
         self._seen_payments: set[int] = set()
         self._pending: list[PaymentSignal] = []
         self._commands: list[_Command] = []
-        self._schedule: list[ScheduledStep] = build_schedule(
-            inp.policy, inp.due_at, inp.timezone, inp.country
-        )
-        self._escalate_at: datetime = escalation_at(inp.policy, inp.due_at, inp.timezone)
+        self._schedule, self._escalate_at = progress.schedule_for(inp)
         self._indexed: tuple[str, str, str] | None = None
-        for step in self._schedule:  # steps moved by a cap or a send-now (carried over runs)
-            if step.key in inp.deferred:
-                step.at = inp.deferred[step.key]
 
     # -- state -------------------------------------------------------------
 
@@ -271,19 +261,11 @@ class InvoiceWorkflow:
         for n, channel in enumerate([send.channel, *send.fallback]):
             attempt = ScheduledStep(send.key, channel, send.template, send.at, send.fallback)
             inp.sent_steps.append(send.key)  # as the activity sees it: the next action is after
-            outcome = await self._deliver(
-                SendReminderInput(
-                    invoice_id=inp.invoice_id,
-                    step=attempt,
-                    balance_minor=inp.balance_minor,
-                    skipped=[s.key for s in skip] if n == 0 else [],
-                    next_action=self._next_action(),
-                    escalate_at=escalate_at,
-                    note=inp.catch_up_note,
-                    requested_by=requested_by,
-                    first_try=n == 0,
-                )
+            skipped = [s.key for s in skip] if n == 0 else []
+            send_input = reminders.step_input(
+                inp, attempt, skipped, self._next_action(), escalate_at, requested_by, n == 0
             )
+            outcome = await self._deliver(send_input)
             inp.sent_steps.pop()
             if outcome.status in reminders.DELIVERED:
                 inp.sent_steps.append(send.key)
@@ -302,12 +284,7 @@ class InvoiceWorkflow:
 
     async def _deliver(self, inp: SendReminderInput) -> SendOutcome:
         """The send activity with the policy's caps and the workflow's clock filled in."""
-        pol = self.inp.policy
-        inp.now = workflow.now()
-        inp.max_messages_per_day = pol.max_messages_per_day
-        inp.max_calls_per_week = pol.max_calls_per_week
-        inp.call_cooldown = pol.call_cooldown
-        inp.consolidate = pol.consolidate
+        reminders.with_caps(inp, self.inp.policy, workflow.now())
         options: dict[str, Any] = {
             "start_to_close_timeout": ACTIVITY_TIMEOUT,
             "retry_policy": ACTIVITY_RETRY,
@@ -362,16 +339,9 @@ class InvoiceWorkflow:
             tag = f"{stage.key}:{channel}"
             if tag in inp.ladder_sent:
                 continue
+            nxt = ladder.after_stage(inp, stage, at, self._escalate_at)
             outcome = await self._deliver(
-                SendReminderInput(
-                    invoice_id=inp.invoice_id,
-                    step=ScheduledStep(stage.key, channel, stage.template, at),
-                    balance_minor=inp.balance_minor,
-                    skipped=skipped,
-                    next_action=ladder.after_stage(inp, stage, at, self._escalate_at),
-                    note=inp.catch_up_note,
-                    kind="ladder",
-                )
+                reminders.notice_input(inp, stage, channel, at, skipped, nxt)
             )
             skipped = []
             if outcome.status == "capped" and outcome.retry_at is not None:
@@ -450,28 +420,12 @@ class InvoiceWorkflow:
     # -- promises, pauses, resuming -----------------------------------------
 
     async def _resume(
-        self,
-        now: datetime,
-        why: str,
-        actor: str,
-        events: list[EventSpec],
-        dispute: DisputeRecord | None = None,
-        plan: PlanRecord | None = None,
-        promise: PromiseRecord | None = None,
-        customer_counter: str | None = None,
+        self, now: datetime, why: str, actor: str, events: list[EventSpec], **rows: Unpack[Rows]
     ) -> None:
         """Lift the hold; dunning goes on without a burst and escalates no earlier than
         ``resume_grace`` from now."""
         holds.lift(self.inp, now, why)
-        await self._record(
-            f"resume:{why}:{workflow.uuid4()}",
-            events,
-            actor=actor,
-            dispute=dispute,
-            plan=plan,
-            promise=promise,
-            customer_counter=customer_counter,
-        )
+        await self._record(f"resume:{why}:{workflow.uuid4()}", events, actor=actor, **rows)
 
     # -- payments --------------------------------------------------------------
 
@@ -688,29 +642,12 @@ class InvoiceWorkflow:
         dedupe_key: str,
         events: list[EventSpec],
         actor: str = "workflow",
-        dispute: DisputeRecord | None = None,
-        plan: PlanRecord | None = None,
-        promise: PromiseRecord | None = None,
-        task: TaskRecord | None = None,
-        customer_counter: str | None = None,
+        **rows: Unpack[Rows],
     ) -> ChangeResult:
         """Record the state as it is now (the caller has changed it) with the change's events
         and rows, through the ``record_change`` activity, which retries until it succeeds."""
-        inp = self.inp
-        change = ChangeSet(
-            invoice_id=inp.invoice_id,
-            actor=actor,
-            dedupe_key=dedupe_key,
-            events=events,
-            status=inp.status,
-            hold=inp.hold,
-            balance_minor=inp.balance_minor,
-            next_action=self._next_action(),
-            dispute=dispute,
-            plan=plan,
-            promise=promise,
-            task=task,
-            customer_counter=customer_counter,
+        change = progress.change_set(
+            self.inp, dedupe_key, events, actor, self._next_action(), **rows
         )
         result: ChangeResult = await workflow.execute_local_activity(
             "record_change",

@@ -8,6 +8,7 @@ the schedule's escalation instant.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypedDict, Unpack
 
 from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at
 from workflows.plans import plan_points
@@ -19,13 +20,38 @@ from workflows.types import (
     PAUSED,
     PLAN,
     PROMISE,
+    ChangeSet,
+    DisputeRecord,
     EventSpec,
     InvoiceState,
     InvoiceWorkflowInput,
     NextAction,
+    PlanRecord,
     PolicyChangeRequest,
+    PromiseRecord,
     ScheduledStep,
+    TaskRecord,
 )
+
+
+class Rows(TypedDict, total=False):
+    """The rows a recorded change concerns besides the invoice (see ``ChangeSet``)."""
+
+    dispute: DisputeRecord | None
+    plan: PlanRecord | None
+    promise: PromiseRecord | None
+    task: TaskRecord | None
+    customer_counter: str | None
+
+
+def schedule_for(inp: InvoiceWorkflowInput) -> tuple[list[ScheduledStep], datetime]:
+    """The dunning schedule of the invoice's policy, with the steps a cap or a send-now moved
+    (carried over runs), and its escalation instant."""
+    schedule = build_schedule(inp.policy, inp.due_at, inp.timezone, inp.country)
+    for step in schedule:
+        if step.key in inp.deferred:
+            step.at = inp.deferred[step.key]
+    return schedule, escalation_at(inp.policy, inp.due_at, inp.timezone)
 
 
 def done_steps(inp: InvoiceWorkflowInput) -> set[str]:
@@ -126,3 +152,26 @@ def follow_policy(
         )
     ]
     return schedule, escalate_at, events
+
+
+def change_set(
+    inp: InvoiceWorkflowInput,
+    dedupe_key: str,
+    events: list[EventSpec],
+    actor: str,
+    next_action: NextAction | None,
+    **rows: Unpack[Rows],
+) -> ChangeSet:
+    """The state as it is now with a change's events and rows, as ``record_change`` records
+    them."""
+    return ChangeSet(
+        invoice_id=inp.invoice_id,
+        actor=actor,
+        dedupe_key=dedupe_key,
+        events=events,
+        status=inp.status,
+        hold=inp.hold,
+        balance_minor=inp.balance_minor,
+        next_action=next_action,
+        **rows,
+    )

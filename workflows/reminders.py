@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from workflows.types import EventSpec, InvoiceWorkflowInput, ScheduledStep, TaskRecord
+from workflows.types import (
+    EventSpec,
+    InvoiceWorkflowInput,
+    LadderStage,
+    NextAction,
+    PolicySpec,
+    ScheduledStep,
+    SendReminderInput,
+    TaskRecord,
+)
 
 # Outcomes of a send that count as delivered (or handed to a person or a printer).
 DELIVERED = frozenset({"sent", "uncertain", "task", "printed"})
@@ -45,3 +54,56 @@ def undeliverable(
         data["channels"] = channels
     task = TaskRecord(kind="contact_failed", due_at=now, data={"step": key})
     return f"{prefix}:{key}:undeliverable", [EventSpec("reminder_undeliverable", data)], task
+
+
+def step_input(
+    inp: InvoiceWorkflowInput,
+    attempt: ScheduledStep,
+    skipped: list[str],
+    next_action: NextAction | None,
+    escalate_at: datetime,
+    requested_by: str | None,
+    first_try: bool,
+) -> SendReminderInput:
+    """The send of dunning step ``attempt`` on one channel (``first_try``: its own channel)."""
+    return SendReminderInput(
+        invoice_id=inp.invoice_id,
+        step=attempt,
+        balance_minor=inp.balance_minor,
+        skipped=skipped,
+        next_action=next_action,
+        escalate_at=escalate_at,
+        note=inp.catch_up_note,
+        requested_by=requested_by,
+        first_try=first_try,
+    )
+
+
+def notice_input(
+    inp: InvoiceWorkflowInput,
+    stage: LadderStage,
+    channel: str,
+    at: datetime,
+    skipped: list[str],
+    next_action: NextAction | None,
+) -> SendReminderInput:
+    """The send of ladder notice ``stage`` due at ``at`` on ``channel``."""
+    return SendReminderInput(
+        invoice_id=inp.invoice_id,
+        step=ScheduledStep(stage.key, channel, stage.template, at),
+        balance_minor=inp.balance_minor,
+        skipped=skipped,
+        next_action=next_action,
+        note=inp.catch_up_note,
+        kind="ladder",
+    )
+
+
+def with_caps(send: SendReminderInput, policy: PolicySpec, now: datetime) -> SendReminderInput:
+    """``send`` with the policy's contact caps and the workflow's clock filled in."""
+    send.now = now
+    send.max_messages_per_day = policy.max_messages_per_day
+    send.max_calls_per_week = policy.max_calls_per_week
+    send.call_cooldown = policy.call_cooldown
+    send.consolidate = policy.consolidate
+    return send
