@@ -31,6 +31,7 @@ from workflows.types import (
     PromiseRequest,
     ResolveDisputeRequest,
     ScheduledStep,
+    SendOutcome,
 )
 
 
@@ -179,6 +180,18 @@ def check_send_now(
     if step.at >= inp.due_at > now:
         raise refuse("the invoice is not due yet and the next reminder is for after the due date")
     return step
+
+
+def outside_hours(step: ScheduledStep, allowed: datetime) -> ApplicationError:
+    """A send-now outside the contact hours: refused, the step moved to ``allowed``."""
+    return refuse(
+        f"outside the customer's contact hours: step {step.key} goes out at {allowed.isoformat()}"
+    )
+
+
+def not_sent(step: ScheduledStep, outcome: SendOutcome) -> ApplicationError:
+    """A send-now no channel took."""
+    return refuse(f"step {step.key} could not go out now: {outcome.detail or outcome.status}")
 
 
 def check_agency_ended(inp: InvoiceWorkflowInput, req: AgencyEndRequest) -> None:

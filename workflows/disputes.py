@@ -27,6 +27,7 @@ from workflows.types import (
     OpenDisputeRequest,
     PlanRecord,
     ResolveDisputeRequest,
+    Rows,
     TaskRecord,
 )
 
@@ -39,6 +40,9 @@ class Resolution:
     dispute: DisputeRecord
     plan: PlanRecord | None
     resume: str | None
+
+    def rows(self) -> Rows:
+        return {"dispute": self.dispute, "plan": self.plan}
 
 
 def open_dispute(

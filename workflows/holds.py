@@ -24,6 +24,7 @@ from workflows.types import (
     PromiseRecord,
     PromiseRequest,
     PromiseState,
+    Rows,
 )
 
 
@@ -83,8 +84,9 @@ def promise(
     return events, record
 
 
-def promise_broken(inp: InvoiceWorkflowInput) -> tuple[list[EventSpec], PromiseRecord]:
-    """The promise's check came and it was not current: the invoice leaves it."""
+def promise_broken(inp: InvoiceWorkflowInput) -> tuple[list[EventSpec], Rows]:
+    """The promise's check came and it was not kept: the invoice leaves it, and that counts
+    against the customer. Returns the events and the rows to record."""
     current = inp.promise
     assert current is not None
     inp.promise = None
@@ -98,7 +100,8 @@ def promise_broken(inp: InvoiceWorkflowInput) -> tuple[list[EventSpec], PromiseR
             },
         )
     ]
-    return events, PromiseRecord(promise_id=current.promise_id, status="broken")
+    record = PromiseRecord(promise_id=current.promise_id, status="broken")
+    return events, {"promise": record, "customer_counter": "broken_promises"}
 
 
 def promise_payment(

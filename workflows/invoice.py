@@ -12,11 +12,12 @@ meantime are not sent in a burst: the latest one is sent (saying why, after a re
 and the others are recorded as skipped; the escalation comes no earlier than the policy's
 ``resume_grace`` after resuming.
 
-After the last reminder the escalation ladder runs (``_ladder_tick``): notices on every channel
-they name, the agency hand-off (the invoice is escalated until the agency ends the placement),
-the legal stage; each after its wait, held back by the same holds. Late charges are decided
-here and posted by the ``post_charges`` activity: a stage's fees before its message, interest
-every ``interest_every`` and when the invoice is paid.
+After the last reminder the escalation ladder runs (``_ladder_tick``): notices, the agency
+hand-off, the legal stage. Late charges are posted by the ``post_charges`` activity.
+
+The decisions are pure functions in their own modules (``ladder``, ``plans``, ``payments``,
+``disputes``, ``holds``, ``commands``, ``progress``, ``reminders``): this module runs them and
+the activities.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_ACTIVITY_TIMEOUT,
         SLOW_ACTIVITIES,
     )
-    from workflows.progress import Rows
     from workflows.schedule import due_steps, local_today
     from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
@@ -71,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         PromiseRequest,
         RecordClosedInput,
         ResolveDisputeRequest,
+        Rows,
         ScheduledStep,
         SegmentMove,
         SendOutcome,
@@ -213,15 +214,8 @@ class InvoiceWorkflow:
         if inp.hold == PROMISE and inp.promise:
             if now < inp.promise.check_at:
                 return inp.promise.check_at
-            events, record = holds.promise_broken(inp)
-            await self._resume(
-                now,
-                "promise_broken",
-                "workflow",
-                events,
-                promise=record,
-                customer_counter="broken_promises",
-            )
+            events, rows = holds.promise_broken(inp)
+            await self._resume(now, "promise_broken", "workflow", events, **rows)
             return False
         if inp.hold == PLAN and inp.plan:
             return await self._plan_tick(now, inp.plan)
@@ -373,8 +367,7 @@ class InvoiceWorkflow:
         return True
 
     async def _post_charges(self, stage: str | None, until: date | None = None) -> None:
-        """Post what the policy charges now: ``stage``'s fees, the compensation and interest up
-        to ``until`` (default: today) once overdue. Each charge is posted once (its key)."""
+        """Post what the policy charges now (``ladder.charges_to_post``), each charge once."""
         charges = ladder.charges_to_post(self.inp, stage, until, self._today())
         if charges is None:
             return
@@ -396,10 +389,8 @@ class InvoiceWorkflow:
             return False
         points = plans.due_points(inp, plan, now)
         if broken := [p for p in points if p[2] == "plan_broken"]:
-            events, record = plans.miss(inp, plan, broken[0])
-            await self._resume(
-                now, "plan_broken", "workflow", events, plan=record, customer_counter="broken_plans"
-            )
+            events, rows = plans.miss(inp, plan, broken[0])
+            await self._resume(now, "plan_broken", "workflow", events, **rows)
             return False
         if points:
             (at, key, kind, inst), skipped = plans.latest_reminder(plan, points)
@@ -422,8 +413,7 @@ class InvoiceWorkflow:
     async def _resume(
         self, now: datetime, why: str, actor: str, events: list[EventSpec], **rows: Unpack[Rows]
     ) -> None:
-        """Lift the hold; dunning goes on without a burst and escalates no earlier than
-        ``resume_grace`` from now."""
+        """Lift the hold (``holds.lift``) and record it with the change's events and rows."""
         holds.lift(self.inp, now, why)
         await self._record(f"resume:{why}:{workflow.uuid4()}", events, actor=actor, **rows)
 
@@ -434,10 +424,7 @@ class InvoiceWorkflow:
         while self._pending:
             payment = self._pending.pop(0)
             inp.applied_payment_ids.append(payment.payment_id)
-            if payment.kind == "payment":
-                record = payments.take_payment(inp, payment, workflow.now())
-            else:
-                record = payments.reverse_payment(inp, payment, workflow.now())
+            record = payments.apply(inp, payment, workflow.now())
             record.next_action = self._next_action()
             moved = await workflow.execute_local_activity(
                 "record_payment",
@@ -521,22 +508,10 @@ class InvoiceWorkflow:
         commands.check_resolution(self.inp, req)
         res = disputes.resolve(self.inp, req, workflow.now())
         if res.resume is not None:
-            await self._resume(
-                workflow.now(),
-                res.resume,
-                req.actor,
-                res.events,
-                dispute=res.dispute,
-                plan=res.plan,
-            )
+            await self._resume(workflow.now(), res.resume, req.actor, res.events, **res.rows())
             return
-        await self._record(
-            f"dispute:{res.dispute.dispute_id}:resolved",
-            res.events,
-            actor=req.actor,
-            dispute=res.dispute,
-            plan=res.plan,
-        )
+        key = f"dispute:{res.dispute.dispute_id}:resolved"
+        await self._record(key, res.events, actor=req.actor, **res.rows())
 
     async def _do_set_plan(self, req: PlanRequest) -> None:
         inp = self.inp
@@ -583,9 +558,7 @@ class InvoiceWorkflow:
         )
 
     async def _do_change_policy(self, req: PolicyChangeRequest) -> None:
-        """The new policy's steps from now on; its steps whose time has passed are recorded
-        as skipped (never sent late in a burst), the steps already sent stay sent, and the
-        escalation follows the new policy (no earlier than any resume grace)."""
+        """The new policy's steps from now on (``progress.follow_policy``)."""
         now = workflow.now()
         self._schedule, self._escalate_at, events = progress.follow_policy(self.inp, req, now)
         await self._record(
@@ -604,19 +577,13 @@ class InvoiceWorkflow:
         allowed = self._window(now)
         if allowed > now:
             reminders.move(self.inp, step, allowed)
-            raise refuse(
-                f"outside the customer's contact hours: step {step.key} goes out at "
-                f"{allowed.isoformat()}"
-            )
+            raise commands.outside_hours(step, allowed)
         outcome = await self._send_step(step, [], self._escalation_due_at(), requested_by=req.actor)
         if step.key not in self.inp.sent_steps:
-            raise refuse(
-                f"step {step.key} could not go out now: {outcome.detail or outcome.status}"
-            )
+            raise commands.not_sent(step, outcome)
 
     async def _do_agency_ended(self, req: AgencyEndRequest) -> None:
-        """The agency no longer works the invoice: it is ours again, and the ladder goes on
-        (its next stage after that stage's wait, counted from now)."""
+        """The agency ended the placement: it is ours again, and the ladder goes on."""
         commands.check_agency_ended(self.inp, req)
         inp = self.inp
         await self._activity(

@@ -5,7 +5,11 @@ After the last dunning reminder the ladder's stages run in order (a policy witho
 classic ladder: the agency hand-off at ``escalate_after``). Each stage is due its ``wait`` after
 the stage before it (the first one after the escalation instant), no earlier than the grace
 after a hold was lifted; a notice also within the customer's contact hours. Interest is posted
-every ``interest_every`` while the invoice is open or escalated.
+every ``interest_every`` while the invoice is open or escalated; a stage's fees are posted
+before its message.
+
+An agency hand-off leaves the invoice escalated until the agency ends the placement; the ladder
+then goes on, its next stage's wait counted from then.
 
 The functions read the workflow's state (``InvoiceWorkflowInput``) and the escalation instant
 of its schedule; the few that change state say so.

@@ -30,6 +30,13 @@ def record_movement(inp: InvoiceWorkflowInput, amount_minor: int, at: datetime) 
         inp.movements.append(Movement(day.isoformat(), amount_minor))
 
 
+def apply(inp: InvoiceWorkflowInput, payment: PaymentSignal, now: datetime) -> RecordPaymentInput:
+    """A payment, or a refund or chargeback (any other ``kind``), applied at ``now``."""
+    if payment.kind == "payment":
+        return take_payment(inp, payment, now)
+    return reverse_payment(inp, payment, now)
+
+
 def take_payment(
     inp: InvoiceWorkflowInput, payment: PaymentSignal, now: datetime
 ) -> RecordPaymentInput:

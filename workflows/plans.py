@@ -24,6 +24,7 @@ from workflows.types import (
     PlanRequest,
     PlanState,
     PromiseRecord,
+    Rows,
 )
 
 # (instant, step key, kind, instalment) of a plan step.
@@ -133,12 +134,14 @@ def due_points(inp: InvoiceWorkflowInput, plan: PlanState, now: datetime) -> lis
 
 def miss(
     inp: InvoiceWorkflowInput, plan: PlanState, point: PlanPoint
-) -> tuple[list[EventSpec], PlanRecord]:
-    """The instalment of ``point``, a ``plan_broken`` step, was missed: the plan is broken."""
+) -> tuple[list[EventSpec], Rows]:
+    """The instalment of ``point``, a ``plan_broken`` step, was missed: the plan is broken,
+    and that counts against the customer. Returns the events and the rows to record."""
     _, key, _, inst = point
     inst.state = "missed"
     plan.done_steps.append(key)
-    return broken(inp, plan, inst)
+    events, record = broken(inp, plan, inst)
+    return events, {"plan": record, "customer_counter": "broken_plans"}
 
 
 def latest_reminder(plan: PlanState, points: list[PlanPoint]) -> tuple[PlanPoint, list[str]]:

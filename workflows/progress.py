@@ -8,7 +8,7 @@ the schedule's escalation instant.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TypedDict, Unpack
+from typing import Unpack
 
 from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at
 from workflows.plans import plan_points
@@ -21,27 +21,14 @@ from workflows.types import (
     PLAN,
     PROMISE,
     ChangeSet,
-    DisputeRecord,
     EventSpec,
     InvoiceState,
     InvoiceWorkflowInput,
     NextAction,
-    PlanRecord,
     PolicyChangeRequest,
-    PromiseRecord,
+    Rows,
     ScheduledStep,
-    TaskRecord,
 )
-
-
-class Rows(TypedDict, total=False):
-    """The rows a recorded change concerns besides the invoice (see ``ChangeSet``)."""
-
-    dispute: DisputeRecord | None
-    plan: PlanRecord | None
-    promise: PromiseRecord | None
-    task: TaskRecord | None
-    customer_counter: str | None
 
 
 def schedule_for(inp: InvoiceWorkflowInput) -> tuple[list[ScheduledStep], datetime]:
