@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 OPEN = "open"
 DISPUTED = "disputed"
@@ -467,6 +467,16 @@ class ChangeSet:
     promise: PromiseRecord | None = None
     task: TaskRecord | None = None
     customer_counter: str | None = None  # broken_promises or broken_plans, incremented
+
+
+class Rows(TypedDict, total=False):
+    """The rows a recorded change concerns besides the invoice (``ChangeSet``'s last fields)."""
+
+    dispute: DisputeRecord | None
+    plan: PlanRecord | None
+    promise: PromiseRecord | None
+    task: TaskRecord | None
+    customer_counter: str | None
 
 
 @dataclass
