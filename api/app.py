@@ -6,12 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
 from api import errors, web
+from api.bounds import bounded_integers
 from api.metrics import RequestObservability
 from api.routes import (
     actions,
@@ -66,6 +67,7 @@ def create_app(
         version="0.1.0",
         description="Accounts-receivable collections: one durable workflow per invoice.",
         lifespan=lifespan,
+        dependencies=[Depends(bounded_integers)],
     )
     app.state.settings = settings
     app.state.engine = engine
