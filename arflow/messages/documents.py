@@ -28,7 +28,7 @@ from fpdf.fonts import FontFace
 
 from arflow.messages.context import charge_lines
 from arflow.messages.render import local_date, money
-from arflow.reports.reports import BUCKETS, bucket_of
+from arflow.reports.aging import BUCKETS, bucket_of
 from models.reference import payment_reference
 
 if TYPE_CHECKING:
@@ -411,7 +411,7 @@ def statement_pdf(
     """A statement of account: the open items (balance > 0) with their due date, days
     overdue and balance, then per currency the aging bucket totals and the total.
 
-    Buckets are the aging report's (``arflow.reports.reports.bucket_of``): not yet due, 1-30, 31-60,
+    Buckets are the aging report's (``arflow.reports.aging.bucket_of``): not yet due, 1-30, 31-60,
     61-90 and over 90 days overdue.
     """
     loc, tz = customer.locale, customer.timezone
