@@ -46,8 +46,10 @@ from arflow.config import Role, Settings
 from arflow.invoices import service as services
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
-from arflow.reports import dashboard, history, reports
-from arflow.reports.reports import ReportFilter
+from arflow.reports import aging as aging_report
+from arflow.reports import dashboard, history
+from arflow.reports import kpis as kpi_report
+from arflow.reports.common import ReportFilter
 from models.collection import (
     DisputeCreate,
     NoteBody,
@@ -303,11 +305,11 @@ def logout(request: Request, _: CsrfChecked) -> Response:
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewer) -> Response:
     everything = ReportFilter()
-    kpis = reports.kpis(session, today - timedelta(days=29), today, today, everything)
-    aging = reports.aging(session, today, today, everything)
+    kpis = kpi_report.kpis(session, today - timedelta(days=29), today, today, everything)
+    aging = aging_report.aging(session, today, today, everything)
     aging_charts = []
     for row in aging.totals:
-        values = [getattr(row, f"{bucket}_minor") for bucket in reports.BUCKETS]
+        values = [getattr(row, f"{bucket}_minor") for bucket in aging_report.BUCKETS]
         texts = [money(v, row.currency) for v in values]
         aging_charts.append((row, charts.bar_chart(AGING_LABELS, values, texts)))
     trend = dashboard.dso_trend(session, today, months=6)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from arflow.config import get_settings
+from arflow.config import Settings, get_settings
 from arflow.statements_cli import statements_app
 
 if TYPE_CHECKING:
@@ -97,17 +97,7 @@ def run(
     env = dict(os.environ)
 
     def stop(*_: object) -> None:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        console.print("stopped")
-        sys.stdout.flush()
-        os._exit(0)
+        _stop(procs)
 
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -116,77 +106,16 @@ def run(
         if not address:
             address = f"127.0.0.1:{temporal_port}"
             ui_url = f"http://127.0.0.1:{ui_port}"
-            # State on disk: a killed run resumes its timers instead of losing them.
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(BIN / "temporal"),
-                        "server",
-                        "start-dev",
-                        "--ip",
-                        "127.0.0.1",
-                        "--port",
-                        str(temporal_port),
-                        "--ui-port",
-                        str(ui_port),
-                        "--db-filename",
-                        str(data / "temporal.db"),
-                        "--log-level",
-                        "warn",
-                        # Typed search attributes of invoice workflows (workflows/search.py).
-                        *SEARCH_ATTRIBUTE_ARGS,
-                    ]
-                )
-            )
+            procs.append(_start_temporal(temporal_port, ui_port, data))
             env["ARFLOW_TEMPORAL_ADDRESS"] = address
         console.print(f"waiting for Temporal at {address} ...")
         _wait_for_temporal(address)
         upgrade(make_engine(settings.database_url))
         procs.append(subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:create_app",
-                    "--factory",
-                    "--host",
-                    settings.api_host,
-                    "--port",
-                    str(settings.api_port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                cwd=ROOT,
-            )
-        )
+        procs.append(_start_api(settings.api_host, settings.api_port, env))
         _wait_for_http(f"{api_url}/healthz", procs[-1])
-        keys = settings.parsed_api_keys()
-        admin_key = next(k for k, r in keys.items() if r.value == "admin")
-        table = Table(title="arflow is running", show_header=False)
-        table.add_row("API", api_url)
-        table.add_row("API docs", f"{api_url}/docs")
-        table.add_row("Temporal UI", ui_url)
-        for key, role in keys.items():
-            table.add_row(
-                f"{role.value} key", key if settings.environment == "development" else "***"
-            )
-        table.add_row("database", settings.database_url)
-        if demo:
-            from arflow.demo import load
-
-            invoices = load(api_url, admin_key, settings.webhook_secret)
-            first = invoices[0]["id"]
-            table.add_row("demo invoices", ", ".join(str(i["id"]) for i in invoices))
-            table.add_row(
-                "try",
-                f"curl -H 'Authorization: Bearer {admin_key}' "
-                f"{api_url}/v1/invoices/{first}/timeline",
-            )
-        console.print(table)
+        console.print(_running(settings, api_url, ui_url, demo))
         console.print("reminders appear on the demo timelines within a minute; Ctrl-C stops")
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -194,6 +123,89 @@ def run(
     except KeyboardInterrupt:
         pass
     stop()
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> NoReturn:
+    """Stop the children, last started first, and end this process."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    console.print("stopped")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _start_temporal(temporal_port: int, ui_port: int, data: Path) -> subprocess.Popen[bytes]:
+    """The embedded Temporal dev server. State on disk: a killed run resumes its timers
+    instead of losing them."""
+    return subprocess.Popen(
+        [
+            str(BIN / "temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(temporal_port),
+            "--ui-port",
+            str(ui_port),
+            "--db-filename",
+            str(data / "temporal.db"),
+            "--log-level",
+            "warn",
+            # Typed search attributes of invoice workflows (workflows/search.py).
+            *SEARCH_ATTRIBUTE_ARGS,
+        ]
+    )
+
+
+def _start_api(host: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def _running(settings: Settings, api_url: str, ui_url: str, demo: bool) -> Table:
+    """What runs where, with the keys; loads the demo data first when ``demo``."""
+    keys = settings.parsed_api_keys()
+    admin_key = next(k for k, r in keys.items() if r.value == "admin")
+    table = Table(title="arflow is running", show_header=False)
+    table.add_row("API", api_url)
+    table.add_row("API docs", f"{api_url}/docs")
+    table.add_row("Temporal UI", ui_url)
+    for key, role in keys.items():
+        table.add_row(f"{role.value} key", key if settings.environment == "development" else "***")
+    table.add_row("database", settings.database_url)
+    if demo:
+        from arflow.demo import load
+
+        invoices = load(api_url, admin_key, settings.webhook_secret)
+        first = invoices[0]["id"]
+        table.add_row("demo invoices", ", ".join(str(i["id"]) for i in invoices))
+        table.add_row(
+            "try",
+            f"curl -H 'Authorization: Bearer {admin_key}' {api_url}/v1/invoices/{first}/timeline",
+        )
+    return table
 
 
 @app.command()

@@ -10,8 +10,13 @@ from fastapi.responses import Response
 
 from api.deps import SessionDep, Viewer
 from api.errors import unprocessable
-from arflow.reports import reports
-from arflow.reports.reports import AgingReport, ForecastReport, KpiReport, ReportFilter
+from arflow.reports import aging as aging_report
+from arflow.reports import forecast as forecast_report
+from arflow.reports import kpis as kpi_report
+from arflow.reports.aging import AgingReport
+from arflow.reports.common import MAX_DATE, MIN_DATE, ReportFilter
+from arflow.reports.forecast import ForecastReport
+from arflow.reports.kpis import KpiReport
 from models.types import CurrencyCode
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -58,9 +63,9 @@ FilterDep = Annotated[ReportFilter, Depends(report_filter)]
 
 
 def _check_range(name: str, value: date) -> None:
-    if not reports.MIN_DATE <= value <= reports.MAX_DATE:
+    if not MIN_DATE <= value <= MAX_DATE:
         raise unprocessable(
-            f"{name}: must be between {reports.MIN_DATE} and {reports.MAX_DATE}",
+            f"{name}: must be between {MIN_DATE} and {MAX_DATE}",
             [{"field": f"query.{name}", "message": "out of range"}],
         )
 
@@ -96,9 +101,9 @@ def aging(
 ) -> AgingReport | Response:
     day = as_of or today
     _check_range("as_of", day)
-    report = reports.aging(session, day, today, f)
+    report = aging_report.aging(session, day, today, f)
     if fmt == "csv":
-        return _csv(reports.aging_csv(report), f"aging-{day}")
+        return _csv(aging_report.aging_csv(report), f"aging-{day}")
     return report
 
 
@@ -140,9 +145,9 @@ def kpis(
             f"from ({start}) must not be after to ({end})",
             [{"field": "query.from", "message": "must not be after to"}],
         )
-    report = reports.kpis(session, start, end, today, f)
+    report = kpi_report.kpis(session, start, end, today, f)
     if fmt == "csv":
-        return _csv(reports.kpis_csv(report), f"kpis-{start}-{end}")
+        return _csv(kpi_report.kpis_csv(report), f"kpis-{start}-{end}")
     return report
 
 
@@ -172,7 +177,7 @@ def forecast(
     fmt: FormatQuery = "json",
     weeks: Annotated[int, Query(ge=1, le=52)] = 12,
 ) -> ForecastReport | Response:
-    report = reports.forecast(session, weeks, today, f)
+    report = forecast_report.forecast(session, weeks, today, f)
     if fmt == "csv":
-        return _csv(reports.forecast_csv(report), f"forecast-{today}")
+        return _csv(forecast_report.forecast_csv(report), f"forecast-{today}")
     return report

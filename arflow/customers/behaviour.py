@@ -3,7 +3,7 @@
 Computed on read, not stored as a snapshot: the figures are always current after every payment,
 promise and dispute event without a second write path beside the workflow's activities (the
 project's rule: one write path per fact), and they cost a handful of indexed aggregate queries
-per customer. Reports over many customers use ``arflow/reports/reports.py``.
+per customer. Reports over many customers use ``arflow/reports/``.
 
 Definitions (dates in the customer's time zone; figures with decimals rounded half up to 0.1):
 
@@ -21,6 +21,7 @@ Definitions (dates in the customer's time zone; figures with decimals rounded ha
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
@@ -122,9 +123,43 @@ def behaviour(session: Session, customer: Customer, now: datetime | None = None)
     now = now or utcnow()
     zone = ZoneInfo(customer.timezone)
     today = now.astimezone(zone).date()
+    invoices = _invoices_of(session, customer.id)
+    ids = _invoice_ids(customer.id)
+    paid = _paid_record(session, invoices, ids, zone)
+    balances, max_overdue = _balances(session, customer.id, invoices, today)
+    late = paid.days_late
+    return Behaviour(
+        customer_id=customer.id,
+        as_of=today,
+        invoice_count=sum(1 for i in invoices if i.status != "cancelled"),
+        open_invoices=sum(1 for i in invoices if i.status in OPEN_STATUSES),
+        paid_invoices=len(late),
+        written_off_invoices=sum(1 for i in invoices if i.status == "written_off"),
+        avg_days_late=_mean(late),
+        weighted_days_late=(
+            round1(Decimal(paid.weighted_num) / Decimal(paid.weighted_den))
+            if paid.weighted_den
+            else None
+        ),
+        max_days_late=max(late) if late else None,
+        avg_days_to_pay=_mean(paid.days_to_pay),
+        paid_on_time=sum(1 for d in late if d == 0),
+        paid_on_time_pct=pct(sum(1 for d in late if d == 0), len(late)),
+        broken_promises=customer.broken_promises,
+        broken_plans=customer.broken_plans,
+        promises=_status_counts(session, Promise, ids, "kept"),
+        plans=_status_counts(session, PaymentPlan, ids, "completed"),
+        disputes=_dispute_counts(session, ids),
+        balances=balances,
+        max_days_overdue=max_overdue,
+        credit=credit_status(customer, balances),
+    )
+
+
+def _invoices_of(session: Session, customer_id: int) -> list[_Inv]:
     # The columns the figures need, not whole rows: this runs with every payment, and a large
     # account has thousands of invoices.
-    invoices = [
+    return [
         _Inv(*row)
         for row in session.execute(
             sa_select(
@@ -135,12 +170,23 @@ def behaviour(session: Session, customer: Customer, now: datetime | None = None)
                 Invoice.balance_minor,
                 Invoice.issued_on,
                 Invoice.due_date,
-            ).where(Invoice.customer_id == customer.id)
+            ).where(Invoice.customer_id == customer_id)
         ).all()
     ]
-    ids = _invoice_ids(customer.id)
 
-    # Paid invoices and their last payment.
+
+@dataclass
+class _PaidRecord:
+    """Per paid invoice: days late and days to pay; and the amount-weighted lateness sums."""
+
+    days_late: list[int] = field(default_factory=list)
+    days_to_pay: list[int] = field(default_factory=list)
+    weighted_num: int = 0
+    weighted_den: int = 0
+
+
+def _paid_record(session: Session, invoices: list[_Inv], ids: Any, zone: ZoneInfo) -> _PaidRecord:
+    """Paid invoices and their last payment."""
     rows = session.exec(
         select(Payment.invoice_id, func.max(Payment.paid_at))
         .where(
@@ -151,21 +197,23 @@ def behaviour(session: Session, customer: Customer, now: datetime | None = None)
         .group_by(col(Payment.invoice_id))
     ).all()
     last_paid = {inv_id: _aware(at) for inv_id, at in rows if at is not None}
-    late: list[int] = []
-    to_pay: list[int] = []
-    weighted_num = 0
-    weighted_den = 0
+    record = _PaidRecord()
     for inv in invoices:
         if inv.status != "paid" or inv.id not in last_paid:
             continue
         paid_on = last_paid[inv.id].astimezone(zone).date()
         days_late = max(0, (paid_on - inv.due_date).days)
-        late.append(days_late)
-        to_pay.append((paid_on - inv.issued_on).days)
-        weighted_num += days_late * inv.amount_minor
-        weighted_den += inv.amount_minor
+        record.days_late.append(days_late)
+        record.days_to_pay.append((paid_on - inv.issued_on).days)
+        record.weighted_num += days_late * inv.amount_minor
+        record.weighted_den += inv.amount_minor
+    return record
 
-    # Balances per currency.
+
+def _balances(
+    session: Session, customer_id: int, invoices: list[_Inv], today: date
+) -> tuple[list[CurrencyBalance], int]:
+    """Balances per currency, and the days overdue of the oldest overdue open invoice."""
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     max_overdue = 0
     for inv in invoices:
@@ -180,7 +228,7 @@ def behaviour(session: Session, customer: Customer, now: datetime | None = None)
             max_overdue = max(max_overdue, (today - inv.due_date).days)
     for currency, amount in session.exec(
         select(UnbilledOrder.currency, func.sum(UnbilledOrder.amount_minor))
-        .where(UnbilledOrder.customer_id == customer.id)
+        .where(UnbilledOrder.customer_id == customer_id)
         .group_by(col(UnbilledOrder.currency))
     ).all():
         sums[currency]["unbilled"] += int(amount or 0)
@@ -196,31 +244,7 @@ def behaviour(session: Session, customer: Customer, now: datetime | None = None)
         )
         for currency, cell in sorted(sums.items())
     ]
-
-    return Behaviour(
-        customer_id=customer.id,
-        as_of=today,
-        invoice_count=sum(1 for i in invoices if i.status != "cancelled"),
-        open_invoices=sum(1 for i in invoices if i.status in OPEN_STATUSES),
-        paid_invoices=len(late),
-        written_off_invoices=sum(1 for i in invoices if i.status == "written_off"),
-        avg_days_late=_mean(late),
-        weighted_days_late=(
-            round1(Decimal(weighted_num) / Decimal(weighted_den)) if weighted_den else None
-        ),
-        max_days_late=max(late) if late else None,
-        avg_days_to_pay=_mean(to_pay),
-        paid_on_time=sum(1 for d in late if d == 0),
-        paid_on_time_pct=pct(sum(1 for d in late if d == 0), len(late)),
-        broken_promises=customer.broken_promises,
-        broken_plans=customer.broken_plans,
-        promises=_status_counts(session, Promise, ids, "kept"),
-        plans=_status_counts(session, PaymentPlan, ids, "completed"),
-        disputes=_dispute_counts(session, ids),
-        balances=balances,
-        max_days_overdue=max_overdue,
-        credit=credit_status(customer, balances),
-    )
+    return balances, max_overdue
 
 
 def credit_status(customer: Customer, balances: list[CurrencyBalance]) -> CreditStatus:

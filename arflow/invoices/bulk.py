@@ -728,34 +728,13 @@ async def import_invoices(
     run = _InvoiceImport(csv_file, engine, actor, indexed, settings.external_delivery)
     progress.add_total("validated", result.rows)
     progress.add_total("stored", result.rows)
-    queue: asyncio.Queue[tuple[InvoiceWorkflowInput, bool] | None] = asyncio.Queue(
-        maxsize=max(batch_size, 4 * concurrency)
-    )
-
-    async def starter(client: Client) -> None:
-        while (item := await queue.get()) is not None:
-            inp, new = item
-            if result.temporal_error is not None:
-                result.workflows_not_started += 1
-                continue
-            try:
-                started = await ensure_workflow(client, settings, inp, new)
-            except Exception as exc:  # noqa: BLE001 - stop starting, keep storing; reported
-                cause = exc.__cause__ if isinstance(exc, DomainError) else exc
-                result.temporal_error = result.temporal_error or (
-                    f"Temporal refused the workflow start of invoice {inp.invoice_id}: {cause}"
-                    if isinstance(cause, RPCError)
-                    else f"the workflow start of invoice {inp.invoice_id} failed: {exc!r}"
-                )
-                result.workflows_not_started += 1
-                continue
-            if started:
-                result.workflows_started += 1
-            else:
-                result.workflows_running += 1
-            progress.advance("workflows", 1)
-
-    starters = [asyncio.create_task(starter(client)) for _ in range(concurrency)] if client else []
+    queue: _StartQueue = asyncio.Queue(maxsize=max(batch_size, 4 * concurrency))
+    starters: list[asyncio.Task[None]] = []
+    if client:
+        starters = [
+            asyncio.create_task(_start_workflows(queue, client, settings, result, progress))
+            for _ in range(concurrency)
+        ]
     try:
         for rows in _batches(csv_file.rows, batch_size):
             batch = await asyncio.to_thread(run.store, rows)
@@ -780,3 +759,39 @@ async def import_invoices(
     write_rejects(result, csv_file)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+# Workflow starts waiting for a starter: (input, whether the invoice is new); None: no more.
+_StartQueue = asyncio.Queue[tuple[InvoiceWorkflowInput, bool] | None]
+
+
+async def _start_workflows(
+    queue: _StartQueue,
+    client: Client,
+    settings: Settings,
+    result: ImportResult,
+    progress: Progress,
+) -> None:
+    """One starter: starts the queued workflows until ``None``; after Temporal's first failure
+    it only counts what it was given as not started."""
+    while (item := await queue.get()) is not None:
+        inp, new = item
+        if result.temporal_error is not None:
+            result.workflows_not_started += 1
+            continue
+        try:
+            started = await ensure_workflow(client, settings, inp, new)
+        except Exception as exc:  # noqa: BLE001 - stop starting, keep storing; reported
+            cause = exc.__cause__ if isinstance(exc, DomainError) else exc
+            result.temporal_error = result.temporal_error or (
+                f"Temporal refused the workflow start of invoice {inp.invoice_id}: {cause}"
+                if isinstance(cause, RPCError)
+                else f"the workflow start of invoice {inp.invoice_id} failed: {exc!r}"
+            )
+            result.workflows_not_started += 1
+            continue
+        if started:
+            result.workflows_started += 1
+        else:
+            result.workflows_running += 1
+        progress.advance("workflows", 1)

@@ -61,40 +61,19 @@ class StepDelivery:
         """One step on one channel, at most once (see ``sending.py`` for the rules)."""
         sender = self.sender
         row = self._outbox_row(session, inp)
-        if row is not None and row.status == "consolidated":
-            # Another invoice's message already covered this step today.
-            if already_recorded(session, inp.invoice_id, f"step:{inp.step.key}:{row.channel}"):
-                return SendOutcome("sent")
-            return self._record_sent(session, inp, row, "consolidated")
-        if row is not None and row.status == "sending":
-            # An earlier attempt died (or timed out) while the provider had the request:
-            # it may have been accepted, so it is not sent again.
-            row.detail = "the attempt ended while the provider had the request"
-            return self._uncertain(session, inp, row)
         if row is not None:
-            done = sender.outcome_so_far(row)
-            if done is not None:
-                return done  # an earlier attempt finished: the same answer, nothing twice
+            earlier = self._earlier_attempt(session, inp, row)
+            if earlier is not None:
+                return earlier
         invoice = get_invoice(session, inp.invoice_id)
         customer = session.get(Customer, invoice.customer_id)
         assert customer is not None and customer.id is not None
         channel = inp.step.channel
         if row is None:
-            why = sender.unreachable(session, customer, channel)
-            if why is not None:
-                return self._not_sent(session, inp, invoice, customer, "blocked", why)
-            capped = sender.capped(session, inp, customer, invoice)
-            if capped is not None:
-                session.rollback()
-                return capped
-            others = sender.siblings(session, inp, invoice, customer)
-            try:
-                row = sender.queue(session, inp, invoice, customer, status="queued", others=others)
-                sender.cover(session, inp, row, others)
-                session.flush()
-            except IntegrityError:  # a concurrent attempt inserted it: its answer counts
-                session.rollback()
-                return SendOutcome("sent")
+            queued = self._queue_first_attempt(session, inp, invoice, customer)
+            if isinstance(queued, SendOutcome):
+                return queued  # blocked, deferred by a cap, or a concurrent attempt's
+            row = queued
         if channel == "call":
             sender.call_task(session, inp, row)
             return self._record_sent(session, inp, row, "task")
@@ -104,15 +83,66 @@ class StepDelivery:
         if not self.channel_is_external(channel):
             row.provider_id = sender.deliver(self._message(session, inp, row, invoice, customer))
             return self._record_sent(session, inp, row, "sent")
-        # A provider: mark the row ``sending`` and commit before calling out, so an attempt
-        # that dies while the provider has the request is never repeated (see above);
-        # outbox_id travels with the message.
+        return self._through_provider(session, inp, row, invoice, customer)
+
+    def _earlier_attempt(
+        self, session: Session, inp: SendReminderInput, row: OutboxMessage
+    ) -> SendOutcome | None:
+        """The answer when an earlier attempt (or a sibling) already has this step's row;
+        None when the row is still to be sent."""
+        if row.status == "consolidated":
+            # Another invoice's message already covered this step today.
+            if already_recorded(session, inp.invoice_id, f"step:{inp.step.key}:{row.channel}"):
+                return SendOutcome("sent")
+            return self._record_sent(session, inp, row, "consolidated")
+        if row.status == "sending":
+            # An earlier attempt died (or timed out) while the provider had the request:
+            # it may have been accepted, so it is not sent again.
+            row.detail = "the attempt ended while the provider had the request"
+            return self._uncertain(session, inp, row)
+        return self.sender.outcome_so_far(row)  # an earlier attempt finished: the same answer
+
+    def _queue_first_attempt(
+        self, session: Session, inp: SendReminderInput, invoice: Invoice, customer: Customer
+    ) -> OutboxMessage | SendOutcome:
+        """The step's outbox row, queued now; or the outcome when it is not to be sent."""
+        sender = self.sender
+        why = sender.unreachable(session, customer, inp.step.channel)
+        if why is not None:
+            return self._not_sent(session, inp, invoice, customer, "blocked", why)
+        capped = sender.capped(session, inp, customer, invoice)
+        if capped is not None:
+            session.rollback()
+            return capped
+        others = sender.siblings(session, inp, invoice, customer)
+        try:
+            row = sender.queue(session, inp, invoice, customer, status="queued", others=others)
+            sender.cover(session, inp, row, others)
+            session.flush()
+        except IntegrityError:  # a concurrent attempt inserted it: its answer counts
+            session.rollback()
+            return SendOutcome("sent")
+        return row
+
+    def _through_provider(
+        self,
+        session: Session,
+        inp: SendReminderInput,
+        row: OutboxMessage,
+        invoice: Invoice,
+        customer: Customer,
+    ) -> SendOutcome:
+        """A provider: mark the row ``sending`` and commit before calling out, so an attempt
+        that dies while the provider has the request is never repeated (see ``_earlier_attempt``);
+        outbox_id travels with the message."""
+        assert customer.id is not None
+        channel = inp.step.channel
         message = self._message(session, inp, row, invoice, customer)
         row.status = "sending"
         session.add(row)
         session.commit()
         try:
-            row.provider_id = sender.deliver(message)
+            row.provider_id = self.sender.deliver(message)
         except TransientDeliveryError:
             row.status = "queued"  # known not accepted: the retry may send it
             session.add(row)

@@ -28,7 +28,7 @@ from fpdf.fonts import FontFace
 
 from arflow.messages.context import charge_lines
 from arflow.messages.render import local_date, money
-from arflow.reports.reports import BUCKETS, bucket_of
+from arflow.reports.aging import BUCKETS, bucket_of
 from models.reference import payment_reference
 
 if TYPE_CHECKING:
@@ -411,7 +411,7 @@ def statement_pdf(
     """A statement of account: the open items (balance > 0) with their due date, days
     overdue and balance, then per currency the aging bucket totals and the total.
 
-    Buckets are the aging report's (``arflow.reports.reports.bucket_of``): not yet due, 1-30, 31-60,
+    Buckets are the aging report's (``arflow.reports.aging.bucket_of``): not yet due, 1-30, 31-60,
     61-90 and over 90 days overdue.
     """
     loc, tz = customer.locale, customer.timezone
@@ -482,13 +482,27 @@ def claim_summary_pdf(
         charges: its charges not waived, in order.
         messages: its reminders and notices that went out (outbox rows), in order.
     """
-    loc, tz, cur = customer.locale, customer.timezone, invoice.currency
+    loc, tz = customer.locale, customer.timezone
     lab = _labels(loc)
     title = lab["claim"].format(number=invoice.number)
     doc = _Document(seller, lab, title)
     doc.text_line(title, size=14, bold=True, h=8)
     doc.text_line(lab["stage"].format(stage=stage, date=local_date(as_of, tz, loc)))
     doc.ln(4)
+    _claim_parties(doc, lab, seller, invoice, customer)
+    received = _claim_payments(doc, lab, payments, invoice.currency, tz, loc)
+    charged = _claim_charges(doc, lab, charges, invoice.currency, tz, loc)
+    _claim_totals(doc, lab, invoice, received, balance_minor, charged, loc)
+    _claim_messages(doc, lab, messages, tz, loc)
+    _claim_placement(doc, lab, placement, tz, loc)
+    return doc.pdf_bytes()
+
+
+def _claim_parties(
+    doc: _Document, lab: dict[str, str], seller: Seller, invoice: Invoice, customer: Customer
+) -> None:
+    """Creditor, debtor and the invoice."""
+    loc, tz, cur = customer.locale, customer.timezone, invoice.currency
     creditor = " · ".join([seller.name, *_lines(seller.address)]) if seller.name else ""
     debtor = " · ".join([customer.name, *_lines(customer.address or "")])
     contact = ", ".join(x for x in (customer.email, customer.phone) if x)
@@ -504,6 +518,11 @@ def claim_summary_pdf(
         ]
     )
 
+
+def _claim_payments(
+    doc: _Document, lab: dict[str, str], payments: Sequence[Payment], cur: str, tz: str, loc: str
+) -> int:
+    """The payments received, listed; returns their net sum (reversals take money back)."""
     doc.text_line(lab["payments"], size=11, bold=True, h=7)
     received = 0
     if payments:
@@ -523,7 +542,18 @@ def claim_summary_pdf(
     else:
         doc.text_line(lab["no_payments"])
         doc.ln(4)
+    return received
 
+
+def _claim_charges(
+    doc: _Document,
+    lab: dict[str, str],
+    charges: Sequence[InvoiceCharge],
+    cur: str,
+    tz: str,
+    loc: str,
+) -> int:
+    """The late charges not waived, listed; returns their sum."""
     lines = charge_lines(charges, cur, tz, loc)
     charged = sum(int(line["amount_minor"]) for line in lines)
     doc.text_line(lab["charges"], size=11, bold=True, h=7)
@@ -542,7 +572,20 @@ def claim_summary_pdf(
     else:
         doc.text_line(lab["no_charges"])
         doc.ln(4)
+    return charged
 
+
+def _claim_totals(
+    doc: _Document,
+    lab: dict[str, str],
+    invoice: Invoice,
+    received: int,
+    balance_minor: int,
+    charged: int,
+    loc: str,
+) -> None:
+    """Invoice amount, received, other reductions, balance, charges and the total claimed."""
+    cur = invoice.currency
     totals = [[lab["invoice_amount"], money(invoice.amount_minor, cur, loc)]]
     totals.append([lab["received"], money(-received, cur, loc)])
     other = invoice.amount_minor - received - balance_minor
@@ -554,6 +597,11 @@ def claim_summary_pdf(
     totals.append([lab["claimed"], money(balance_minor + charged, cur, loc)])
     doc.grid(totals, widths=(135, 35), align=("LEFT", "RIGHT"), bold_last=True)
 
+
+def _claim_messages(
+    doc: _Document, lab: dict[str, str], messages: Sequence[OutboxMessage], tz: str, loc: str
+) -> None:
+    """The reminders and notices that went out."""
     doc.text_line(lab["messages"], size=11, bold=True, h=7)
     if messages:
         rows = [[lab["sent_on"], lab["step"], lab["channel"], lab["status"], lab["subject"]]]
@@ -572,6 +620,11 @@ def claim_summary_pdf(
         doc.text_line(lab["no_messages"])
         doc.ln(4)
 
+
+def _claim_placement(
+    doc: _Document, lab: dict[str, str], placement: AgencyPlacement | None, tz: str, loc: str
+) -> None:
+    """The agency placement, if any."""
     doc.text_line(lab["placement"], size=11, bold=True, h=7)
     if placement is not None:
         doc.facts(
@@ -585,4 +638,3 @@ def claim_summary_pdf(
         )
     else:
         doc.text_line(lab["no_placement"])
-    return doc.pdf_bytes()

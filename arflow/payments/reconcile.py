@@ -126,6 +126,43 @@ def store_statement(
     counts = {"lines": 0, "matched": 0, "unmatched": 0, "duplicate": 0, "ignored": 0}
     counts["rejected"] = len(parsed.errors)
     errors = [{"file": filename, "line": e.line_no, "reason": e.reason} for e in parsed.errors]
+    imp = _new_import(session, filename, content, parsed, account, source, actor)
+    assert imp.id is not None
+    book = load_book(session)
+    progress = _Progress(counts)
+    for line in parsed.lines:
+        counts["lines"] += 1
+        key = line_key(account, line)
+        known = session.exec(select(ReceivedLine).where(ReceivedLine.dedupe_key == key)).first()
+        if known is not None:
+            _seen_again(session, known, line, progress)
+            continue
+        _match_and_store(session, imp.id, key, line, book, progress)
+    _finish_import(session, imp, filename, counts, errors)
+    log.info("imported %s: %s", filename, counts)
+    return ImportResult(
+        imp.id, filename, parsed.format, counts, errors, progress.report, progress.payment_ids
+    )
+
+
+@dataclass
+class _Progress:
+    """What one statement file has done so far: counts, the per-line report, the payments."""
+
+    counts: dict[str, int]
+    report: list[dict[str, Any]] = field(default_factory=list)
+    payment_ids: list[int] = field(default_factory=list)
+
+
+def _new_import(
+    session: Session,
+    filename: str,
+    content: bytes,
+    parsed: ParsedStatement,
+    account: str | None,
+    source: str,
+    actor: str,
+) -> StatementImport:
     imp = StatementImport(
         filename=filename[:300],
         sha256=hashlib.sha256(content).hexdigest(),
@@ -137,54 +174,72 @@ def store_statement(
     )
     session.add(imp)
     session.flush()
-    assert imp.id is not None
-    book = load_book(session)
-    report: list[dict[str, Any]] = []
-    payment_ids: list[int] = []
-    for line in parsed.lines:
-        counts["lines"] += 1
-        key = line_key(account, line)
-        known = session.exec(select(ReceivedLine).where(ReceivedLine.dedupe_key == key)).first()
-        if known is not None:
-            counts["duplicate"] += 1
-            report.append({"line": line.line_no, "status": "duplicate", "id": known.id})
-            # A payment stored earlier but never delivered is delivered now.
-            payment_ids += [i for i in _undelivered(session, known) if i not in payment_ids]
-            continue
-        decision = decide(_receipt(line), book)
-        row = _received(key, imp.id, line, decision)
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        for alloc in decision.allocations:
-            payment, _ = store_payment(
-                session,
-                Payment(
-                    event_id=f"line:{row.id}:{alloc.invoice_id}",
-                    invoice_id=alloc.invoice_id,
-                    amount_minor=alloc.amount_minor * (1 if decision.kind == "payment" else -1),
-                    currency=line.currency,
-                    paid_at=booked_at(line.value_date or line.booking_date),
-                    method="bank_transfer",
-                    kind=decision.kind,
-                    source="bank",
-                    line_id=row.id,
-                ),
-            )
-            assert payment.id is not None
-            payment_ids.append(payment.id)
-        book.take(decision)
-        counts[decision.status] += 1
-        report.append(
-            {
-                "line": line.line_no,
-                "status": decision.status,
-                "id": row.id,
-                "amount_minor": line.amount_minor,
-                "invoices": [a.invoice_id for a in decision.allocations],
-                **({"reason": decision.reason} if decision.reason else {}),
-            }
+    return imp
+
+
+def _seen_again(
+    session: Session, known: ReceivedLine, line: StatementLine, progress: _Progress
+) -> None:
+    progress.counts["duplicate"] += 1
+    progress.report.append({"line": line.line_no, "status": "duplicate", "id": known.id})
+    # A payment stored earlier but never delivered is delivered now.
+    progress.payment_ids += [
+        i for i in _undelivered(session, known) if i not in progress.payment_ids
+    ]
+
+
+def _match_and_store(
+    session: Session,
+    import_id: int,
+    key: str,
+    line: StatementLine,
+    book: Book,
+    progress: _Progress,
+) -> None:
+    """A new line: decide where its money goes, keep the line, store its payments."""
+    decision = decide(_receipt(line), book)
+    row = _received(key, import_id, line, decision)
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    for alloc in decision.allocations:
+        payment, _ = store_payment(
+            session,
+            Payment(
+                event_id=f"line:{row.id}:{alloc.invoice_id}",
+                invoice_id=alloc.invoice_id,
+                amount_minor=alloc.amount_minor * (1 if decision.kind == "payment" else -1),
+                currency=line.currency,
+                paid_at=booked_at(line.value_date or line.booking_date),
+                method="bank_transfer",
+                kind=decision.kind,
+                source="bank",
+                line_id=row.id,
+            ),
         )
+        assert payment.id is not None
+        progress.payment_ids.append(payment.id)
+    book.take(decision)
+    progress.counts[decision.status] += 1
+    progress.report.append(
+        {
+            "line": line.line_no,
+            "status": decision.status,
+            "id": row.id,
+            "amount_minor": line.amount_minor,
+            "invoices": [a.invoice_id for a in decision.allocations],
+            **({"reason": decision.reason} if decision.reason else {}),
+        }
+    )
+
+
+def _finish_import(
+    session: Session,
+    imp: StatementImport,
+    filename: str,
+    counts: dict[str, int],
+    errors: list[dict[str, Any]],
+) -> None:
     imp.counts = counts
     imp.errors = errors
     session.add(imp)
@@ -194,8 +249,6 @@ def store_statement(
         # The same file imported at the same moment by someone else: theirs counts.
         session.rollback()
         raise conflict(f"{filename} is being imported concurrently; import it again") from None
-    log.info("imported %s: %s", filename, counts)
-    return ImportResult(imp.id, filename, parsed.format, counts, errors, report, payment_ids)
 
 
 def booked_at(day: date) -> datetime:
@@ -286,35 +339,9 @@ def apply_line(
     a customer's credit. Stores everything in one transaction; returns payments to deliver."""
     line = queued_line(session, line_id)
     assert line.id is not None
-    total = sum(amount for _, amount in allocations)
-    magnitude = abs(line.amount_minor)
     kind = "payment" if line.amount_minor > 0 else "refund"
-    if len({invoice_id for invoice_id, _ in allocations}) != len(allocations):
-        raise unprocessable("each invoice may appear once in allocations")
-    if total > magnitude:
-        raise unprocessable(f"allocations sum to {total}, more than the received {magnitude}")
-    rest = magnitude - total
-    if kind == "refund" and (rest or len(allocations) != 1):
-        raise unprocessable("a debit (refund, chargeback) is applied whole to one invoice")
-    if rest and credit_customer_id is None:
-        raise unprocessable(
-            f"{rest} of {magnitude} is not allocated: allocate it or name credit_customer_id"
-        )
-    invoices = []
-    for invoice_id, _ in allocations:
-        invoice = session.get(Invoice, invoice_id)
-        if invoice is None:
-            raise unprocessable(f"unknown invoice {invoice_id}")
-        if invoice.currency != line.currency:
-            raise unprocessable(
-                f"invoice {invoice.number} is in {invoice.currency}, the receipt in {line.currency}"
-            )
-        if kind == "payment" and invoice.status in CLOSED_STATUSES:
-            raise conflict(
-                f"invoice {invoice.number} is {invoice.status}; put the money on the "
-                "customer's credit instead"
-            )
-        invoices.append(invoice)
+    rest = _unallocated_rest(line, allocations, kind, credit_customer_id)
+    invoices = _invoices_to_apply(session, line, allocations, kind)
     if (
         rest
         and credit_customer_id is not None
@@ -341,22 +368,78 @@ def apply_line(
         payment_ids.append(payment.id)
         line.customer_id = line.customer_id or invoice.customer_id
     if rest and credit_customer_id is not None:
-        session.add(
-            CreditEntry(
-                dedupe_key=f"unallocated:{line.id}",
-                customer_id=credit_customer_id,
-                currency=line.currency,
-                amount_minor=rest,
-                kind="unallocated",
-                line_id=line.id,
-                actor=actor,
-                note=note,
-            )
-        )
+        _credit_rest(session, line, rest, credit_customer_id, actor, note)
     _resolve(line, APPLIED, actor, note)
     session.add(line)
     session.commit()
     return payment_ids
+
+
+def _unallocated_rest(
+    line: ReceivedLine,
+    allocations: list[tuple[int, int]],
+    kind: str,
+    credit_customer_id: int | None,
+) -> int:
+    """What the allocations leave of the receipt, once they are checked to add up."""
+    total = sum(amount for _, amount in allocations)
+    magnitude = abs(line.amount_minor)
+    if len({invoice_id for invoice_id, _ in allocations}) != len(allocations):
+        raise unprocessable("each invoice may appear once in allocations")
+    if total > magnitude:
+        raise unprocessable(f"allocations sum to {total}, more than the received {magnitude}")
+    rest = magnitude - total
+    if kind == "refund" and (rest or len(allocations) != 1):
+        raise unprocessable("a debit (refund, chargeback) is applied whole to one invoice")
+    if rest and credit_customer_id is None:
+        raise unprocessable(
+            f"{rest} of {magnitude} is not allocated: allocate it or name credit_customer_id"
+        )
+    return rest
+
+
+def _invoices_to_apply(
+    session: Session, line: ReceivedLine, allocations: list[tuple[int, int]], kind: str
+) -> list[Invoice]:
+    """The allocated invoices, each known, in the receipt's currency and (for a payment) open."""
+    invoices = []
+    for invoice_id, _ in allocations:
+        invoice = session.get(Invoice, invoice_id)
+        if invoice is None:
+            raise unprocessable(f"unknown invoice {invoice_id}")
+        if invoice.currency != line.currency:
+            raise unprocessable(
+                f"invoice {invoice.number} is in {invoice.currency}, the receipt in {line.currency}"
+            )
+        if kind == "payment" and invoice.status in CLOSED_STATUSES:
+            raise conflict(
+                f"invoice {invoice.number} is {invoice.status}; put the money on the "
+                "customer's credit instead"
+            )
+        invoices.append(invoice)
+    return invoices
+
+
+def _credit_rest(
+    session: Session,
+    line: ReceivedLine,
+    rest: int,
+    customer_id: int,
+    actor: str,
+    note: str | None,
+) -> None:
+    session.add(
+        CreditEntry(
+            dedupe_key=f"unallocated:{line.id}",
+            customer_id=customer_id,
+            currency=line.currency,
+            amount_minor=rest,
+            kind="unallocated",
+            line_id=line.id,
+            actor=actor,
+            note=note,
+        )
+    )
 
 
 def dismiss_line(session: Session, line_id: int, note: str, actor: str) -> ReceivedLine:

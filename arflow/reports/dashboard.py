@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, func, select
 
-from arflow.reports import reports
-from arflow.reports.reports import ReportFilter
+from arflow.reports.common import ReportFilter
+from arflow.reports.kpis import kpis
 from models import Customer, Dispute, Invoice, Promise
 
 
@@ -38,12 +38,12 @@ def month_starts(today: date, months: int) -> list[date]:
 
 
 def dso_trend(session: Session, today: date, months: int = 6) -> list[MonthDso]:
-    """DSO per month for the last ``months`` months, from ``reports.kpis`` over each month."""
+    """DSO per month for the last ``months`` months, from ``kpis`` over each month."""
     trend = []
     for first in month_starts(today, months):
         following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
         end = min(following - timedelta(days=1), today)
-        report = reports.kpis(session, first, end, today, ReportFilter())
+        report = kpis(session, first, end, today, ReportFilter())
         trend.append(
             MonthDso(
                 month=first,

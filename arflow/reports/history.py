@@ -143,7 +143,50 @@ def render(run_id: str, events: Iterable[HistoryEvent]) -> list[HistoryEntry]:
 
 
 def _describe(event: HistoryEvent, which: str, seen: _Seen) -> tuple[str, str, dict[str, Any]]:
-    at = _event_time(event)
+    if which in _RUN_EVENTS:
+        return _run_event(event, which)
+    if which in _TIMER_EVENTS:
+        return _timer(event, which, seen)
+    if which.startswith("activity_task_"):
+        return _activity(event, which, seen)
+    if which == "marker_recorded_event_attributes":
+        return _marker(event)
+    if which == "workflow_execution_signaled_event_attributes":
+        return _signal(event)
+    if which.startswith("workflow_execution_update_"):
+        return _update(event, which, seen)
+    if which == "workflow_task_failed_event_attributes":
+        wf = event.workflow_task_failed_event_attributes
+        details = _failure(wf.failure) | {"cause": WorkflowTaskFailedCause.Name(wf.cause)}
+        return "workflow_task_failed", f"Workflow task failed: {wf.failure.message}", details
+    if which == "workflow_task_timed_out_event_attributes":
+        return "workflow_task_timed_out", "Workflow task timed out", {}
+    kind = which.removesuffix("_event_attributes")
+    return kind, kind.replace("_", " ").capitalize(), {}
+
+
+_RUN_EVENTS = frozenset(
+    {
+        "workflow_execution_started_event_attributes",
+        "workflow_execution_completed_event_attributes",
+        "workflow_execution_continued_as_new_event_attributes",
+        "workflow_execution_failed_event_attributes",
+        "workflow_execution_terminated_event_attributes",
+        "workflow_execution_timed_out_event_attributes",
+        "workflow_execution_canceled_event_attributes",
+    }
+)
+_TIMER_EVENTS = frozenset(
+    {
+        "timer_started_event_attributes",
+        "timer_fired_event_attributes",
+        "timer_canceled_event_attributes",
+    }
+)
+
+
+def _run_event(event: HistoryEvent, which: str) -> tuple[str, str, dict[str, Any]]:
+    """The run's own life: started, completed, continued as new, failed, ended otherwise."""
     if which == "workflow_execution_started_event_attributes":
         a = event.workflow_execution_started_event_attributes
         details: dict[str, Any] = {
@@ -177,13 +220,14 @@ def _describe(event: HistoryEvent, which: str, seen: _Seen) -> tuple[str, str, d
         return "workflow_terminated", f"Workflow terminated: {t.reason}", {"reason": t.reason}
     if which == "workflow_execution_timed_out_event_attributes":
         return "workflow_timed_out", "Workflow timed out", {}
-    if which == "workflow_execution_canceled_event_attributes":
-        return "workflow_cancelled", "Workflow cancelled", {}
+    return "workflow_cancelled", "Workflow cancelled", {}
 
+
+def _timer(event: HistoryEvent, which: str, seen: _Seen) -> tuple[str, str, dict[str, Any]]:
     if which == "timer_started_event_attributes":
         ts = event.timer_started_event_attributes
         timeout = ts.start_to_fire_timeout.ToTimedelta()
-        fire_at = at + timeout
+        fire_at = _event_time(event) + timeout
         seen.timers[event.event_id] = fire_at
         return (
             "timer_started",
@@ -201,41 +245,25 @@ def _describe(event: HistoryEvent, which: str, seen: _Seen) -> tuple[str, str, d
             f"Timer {tf.timer_id} fired",
             {"timer_id": tf.timer_id, "started_event_id": tf.started_event_id},
         )
-    if which == "timer_canceled_event_attributes":
-        tc = event.timer_canceled_event_attributes
-        due = seen.timers.get(tc.started_event_id)
-        return (
-            "timer_cancelled",
-            f"Timer {tc.timer_id} cancelled" + (f" (was due {_iso(due)})" if due else ""),
-            {"timer_id": tc.timer_id, "started_event_id": tc.started_event_id},
-        )
+    tc = event.timer_canceled_event_attributes
+    due = seen.timers.get(tc.started_event_id)
+    return (
+        "timer_cancelled",
+        f"Timer {tc.timer_id} cancelled" + (f" (was due {_iso(due)})" if due else ""),
+        {"timer_id": tc.timer_id, "started_event_id": tc.started_event_id},
+    )
 
-    if which.startswith("activity_task_"):
-        return _activity(event, which, seen)
-    if which == "marker_recorded_event_attributes":
-        return _marker(event)
 
-    if which == "workflow_execution_signaled_event_attributes":
-        s = event.workflow_execution_signaled_event_attributes
-        fields = _pick(_first(s.input), SIGNAL_FIELDS.get(s.signal_name, ()))
-        details = {"signal_name": s.signal_name, "identity": s.identity} | fields
-        summary = f"Signal {s.signal_name}"
-        if "payment_id" in fields:
-            summary += f": {fields.get('kind', 'payment')} {fields['payment_id']}"
-            if "amount_minor" in fields:
-                summary += f" of {fields['amount_minor']} {fields.get('currency', '')} minor units"
-        return "signal_received", summary.rstrip(), details
-    if which.startswith("workflow_execution_update_"):
-        return _update(event, which, seen)
-
-    if which == "workflow_task_failed_event_attributes":
-        wf = event.workflow_task_failed_event_attributes
-        details = _failure(wf.failure) | {"cause": WorkflowTaskFailedCause.Name(wf.cause)}
-        return "workflow_task_failed", f"Workflow task failed: {wf.failure.message}", details
-    if which == "workflow_task_timed_out_event_attributes":
-        return "workflow_task_timed_out", "Workflow task timed out", {}
-    kind = which.removesuffix("_event_attributes")
-    return kind, kind.replace("_", " ").capitalize(), {}
+def _signal(event: HistoryEvent) -> tuple[str, str, dict[str, Any]]:
+    s = event.workflow_execution_signaled_event_attributes
+    fields = _pick(_first(s.input), SIGNAL_FIELDS.get(s.signal_name, ()))
+    details = {"signal_name": s.signal_name, "identity": s.identity} | fields
+    summary = f"Signal {s.signal_name}"
+    if "payment_id" in fields:
+        summary += f": {fields.get('kind', 'payment')} {fields['payment_id']}"
+        if "amount_minor" in fields:
+            summary += f" of {fields['amount_minor']} {fields.get('currency', '')} minor units"
+    return "signal_received", summary.rstrip(), details
 
 
 def _activity(event: HistoryEvent, which: str, seen: _Seen) -> tuple[str, str, dict[str, Any]]:
