@@ -1,8 +1,8 @@
 """The web dashboard at ``/app``: server-rendered Jinja2 pages and htmx fragments.
 
 Views only. Each one checks the session's role (the API's roles: viewer sees, specialist
-acts, admin also sees workflow history), calls the services, reports and route functions
-the JSON API uses, and renders a template. Rules live in those functions, not here.
+acts, admin also sees workflow history), calls the services and reports the JSON API's routes
+call, and renders a template. Rules live in those functions, not here.
 
 Sign-in: the API key typed into the login form is checked against ``ARFLOW_API_KEYS``; the
 session cookie (Starlette's signed ``SessionMiddleware`` cookie, ``ARFLOW_SESSION_SECRET``)
@@ -36,13 +36,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import charts
-from api.deps import Principal, SessionDep, SettingsDep
+from api.deps import Principal, SessionDep, SettingsDep, TodayDep
 from api.errors import ApiError, DomainError, status_of
-from api.routes import actions, jobs
-from api.routes import invoices as invoice_routes
-from api.routes.reports import TodayDep
 from arflow.charges.service import charges_of
 from arflow.config import Role, Settings
+from arflow.invoices import actions, jobs
 from arflow.invoices import service as services
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
@@ -57,6 +55,7 @@ from models.collection import (
     PromiseCreate,
 )
 from models.invoice import INVOICE_STATUSES
+from models.job import SendNowRequest
 from models.types import utcnow
 from workflows.types import (
     ActorRequest,
@@ -417,19 +416,18 @@ async def send_now_job(
     if not ids:
         return render(request, "fragments/error.html", status=422, message="select invoices first")
     try:
-        body = jobs.SendNowRequest(invoice_ids=ids)
+        body = SendNowRequest(invoice_ids=ids)
         job = await jobs.start_job(session, _temporal(request), settings, body, who.actor)
-        assert job.id is not None
-        shown = jobs.get_job(job.id, session, who)
+        shown = jobs.public(session, job)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     return render(request, "fragments/job.html", status=202, job=shown)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_progress(request: Request, job_id: int, session: SessionDep, who: WebViewer) -> Response:
+def job_progress(request: Request, job_id: int, session: SessionDep, _: WebViewer) -> Response:
     try:
-        job = jobs.get_job(job_id, session, who)
+        job = jobs.get_job(session, job_id)
     except (ApiError, DomainError) as exc:
         raise PageError(status_of(exc), exc.message) from exc
     name = "fragments/job.html" if _is_fragment(request) else "job.html"
@@ -439,9 +437,7 @@ def job_progress(request: Request, job_id: int, session: SessionDep, who: WebVie
 # -- one invoice ---------------------------------------------------------------------------------
 
 
-def _invoice_context(
-    session: SessionDep, settings: Settings, who: Principal, invoice_id: int
-) -> dict[str, Any]:
+def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -> dict[str, Any]:
     try:
         invoice = services.get_invoice(session, invoice_id)
     except (ApiError, DomainError) as exc:
@@ -452,8 +448,8 @@ def _invoice_context(
             invoice.customer_id, f"customer {invoice.customer_id}"
         ),
         "events": list(reversed(services.timeline(session, invoice_id))),
-        "messages": invoice_routes.get_messages(invoice_id, session, who),
-        "disputes": actions.list_disputes(invoice_id, session, who),
+        "messages": actions.messages(session, invoice_id),
+        "disputes": actions.list_disputes(session, invoice_id),
         "charges": charges_of(session, invoice_id),
         "actions": ACTION_TITLES,
     }
@@ -461,9 +457,9 @@ def _invoice_context(
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
 def invoice_page(
-    request: Request, invoice_id: int, session: SessionDep, settings: SettingsDep, who: WebViewer
+    request: Request, invoice_id: int, session: SessionDep, settings: SettingsDep, _: WebViewer
 ) -> Response:
-    context = _invoice_context(session, settings, who, invoice_id)
+    context = _invoice_context(session, settings, invoice_id)
     keys = {action: uuid.uuid4().hex for action in ACTION_TITLES}
     return render(request, "invoice.html", keys=keys, **context)
 
@@ -613,7 +609,7 @@ async def act(
         invoice = services.get_invoice(session, invoice_id)
         if action == "note":
             note: NoteBody = _body(NoteBody, {"text": _text(form, "text")})
-            actions.add_note(invoice_id, note, session, who, key)
+            actions.add_note(session, invoice_id, note.text, who.actor, key)
         else:
             update, body = _update_for(action, form, who, invoice.currency)
             await services.run_update(
@@ -623,7 +619,7 @@ async def act(
         return _form_again(request, action, invoice_id, form, 422, str(exc))
     except (ApiError, DomainError) as exc:
         return _form_again(request, action, invoice_id, form, status_of(exc), exc.message)
-    context = _invoice_context(session, settings, who, invoice_id)
+    context = _invoice_context(session, settings, invoice_id)
     done = render(
         request,
         "fragments/action_done.html",
@@ -660,8 +656,8 @@ def _form_again(
 
 
 @router.get("/worklist", response_class=HTMLResponse)
-def worklist(request: Request, session: SessionDep, who: WebViewer) -> Response:
-    tasks = actions.worklist(session, who, kind=None, status="open")
+def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
+    tasks = actions.worklist(session, kind=None, status="open")
     overdue = dashboard.disputes_past_sla(session, utcnow())
     broken = dashboard.broken_promises(session)
     invoice_ids = (

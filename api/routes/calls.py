@@ -3,11 +3,7 @@ specialist records how it went, and a promise made on the phone goes to the work
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -16,37 +12,13 @@ from api.errors import conflict, not_found
 from arflow.invoices import service as services
 from arflow.invoices.timeline import add_event
 from models import ContactBlock, Invoice, OutboxMessage, Task
-from models.collection import TaskPublic
+from models.collection import CallOutcome, CallResult, TaskPublic
 from models.types import utcnow
 from workflows.types import PromiseRequest
 
 router = APIRouter(prefix="/v1/call-tasks", tags=["specialist actions"])
-Outcome = Literal["reached", "no_answer", "left_voicemail", "wrong_number"]
 # How the call's outbox row ends: a conversation is a delivery, a wrong number a failure.
 ROW_STATUS = {"reached": "delivered", "wrong_number": "failed"}
-
-
-class PromiseOnCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    promised_date: date
-    amount_minor: StrictInt = Field(gt=0, le=10**15)
-
-
-class CallOutcome(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    outcome: Outcome
-    note: str = Field(default="", max_length=2000)
-    promise: PromiseOnCall | None = Field(
-        default=None, description="only with outcome reached: applied to the invoice's workflow"
-    )
-
-
-class CallResult(BaseModel):
-    task: TaskPublic
-    invoice_status: str
-    hold: str | None
 
 
 @router.post("/{task_id}/outcome", response_model=CallResult)

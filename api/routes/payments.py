@@ -2,59 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import uuid4
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlmodel import col, select
 
-from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.errors import not_found, unprocessable
-from api.routes.actions import IdempotencyKey
 from arflow.db import insert_unique
 from arflow.payments import reconcile
 from arflow.payments.service import apply_credit, credit_balances, deliver_all
 from arflow.payments.statements import CsvMapping
 from models import CreditEntry, Customer, ReceivedLine, StatementImport
-from models.bank import LINE_STATUSES, SavedCsvMapping
+from models.bank import (
+    LINE_STATUSES,
+    AppliedLine,
+    ApplyLine,
+    CreditEntryPublic,
+    CreditPublic,
+    CsvMappingIn,
+    CsvMappingPublic,
+    DismissLine,
+    ImportReport,
+    ReceivedLinePage,
+    ReceivedLinePublic,
+    SavedCsvMapping,
+    StatementImportPublic,
+    UseCredit,
+)
+from models.payment import DeliveryPublic
 
 router = APIRouter(prefix="/v1", tags=["payments in"])
 MAX_STATEMENT_BYTES = 20 * 1024 * 1024
-
-
-class DeliveryPublic(BaseModel):
-    payment_id: int
-    invoice_id: int
-    outcome: str = Field(description="delivered, reopened, recorded, duplicate or pending")
-
-
-class ImportReport(BaseModel):
-    import_id: int
-    filename: str
-    format: str
-    counts: dict[str, int] = Field(
-        description="lines, matched, unmatched, duplicate, ignored (debits that are not ours), "
-        "rejected (rows that could not be read: see errors)"
-    )
-    errors: list[dict[str, Any]]
-    lines: list[dict[str, Any]]
-    deliveries: list[DeliveryPublic]
-
-
-class StatementImportPublic(BaseModel):
-    id: int
-    filename: str
-    sha256: str
-    format: str
-    account_iban: str | None
-    statement_id: str | None
-    source: str
-    actor: str
-    counts: dict[str, int]
-    errors: list[dict[str, Any]]
-    imported_at: datetime
 
 
 @router.post("/bank-statements", status_code=201, response_model=ImportReport)
@@ -106,61 +86,6 @@ def list_imports(
 
 
 # -- unmatched queue --------------------------------------------------------------------
-
-
-class ReceivedLinePublic(BaseModel):
-    id: int
-    source: str
-    import_id: int | None
-    line_no: int | None
-    booking_date: date
-    amount_minor: int
-    currency: str
-    counterparty_name: str | None
-    counterparty_iban: str | None
-    remittance: str
-    structured_reference: str | None
-    status: str
-    rule: str | None
-    reason: str | None
-    customer_id: int | None
-    candidates: list[int]
-    resolved_by: str | None
-    resolved_at: datetime | None
-    note: str | None
-
-
-class ReceivedLinePage(BaseModel):
-    items: list[ReceivedLinePublic]
-    total: int
-
-
-class AllocationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    invoice_id: StrictInt = Field(gt=0)
-    amount_minor: StrictInt = Field(gt=0, le=10**15)
-
-
-class ApplyLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    allocations: list[AllocationIn] = Field(default_factory=list, max_length=200)
-    credit_customer_id: StrictInt | None = Field(
-        default=None, gt=0, description="who gets what is not allocated, as credit"
-    )
-    note: str | None = Field(default=None, max_length=1000)
-
-
-class DismissLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    note: str = Field(min_length=1, max_length=1000, description="why (e.g. sent back)")
-
-
-class AppliedLine(BaseModel):
-    line: ReceivedLinePublic
-    deliveries: list[DeliveryPublic]
 
 
 @router.get("/unmatched-payments", response_model=ReceivedLinePage)
@@ -220,24 +145,6 @@ def dismiss_unmatched(
 # -- CSV mappings -------------------------------------------------------------------------
 
 
-class CsvMappingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100)
-    columns: dict[str, Any] = Field(
-        description="CsvMapping fields: date, amount, currency or default_currency, "
-        "remittance, counterparty_name, counterparty_iban, transaction_id, value_date, "
-        "date_format, decimal_separator, thousands_separator, delimiter, encoding"
-    )
-
-
-class CsvMappingPublic(BaseModel):
-    id: int
-    name: str
-    config: dict[str, Any]
-    created_at: datetime
-
-
 @router.post("/csv-mappings", status_code=201, response_model=CsvMappingPublic)
 def create_mapping(body: CsvMappingIn, session: SessionDep, _: Specialist) -> SavedCsvMapping:
     """Save how one bank's CSV export reads (checked now, used by name on import)."""
@@ -255,32 +162,6 @@ def list_mappings(session: SessionDep, _: Viewer) -> list[SavedCsvMapping]:
 
 
 # -- customer credit ------------------------------------------------------------------------
-
-
-class CreditEntryPublic(BaseModel):
-    id: int
-    currency: str
-    amount_minor: int
-    kind: str
-    invoice_id: int | None
-    payment_id: int | None
-    line_id: int | None
-    actor: str
-    note: str | None
-    created_at: datetime
-
-
-class CreditPublic(BaseModel):
-    customer_id: int
-    balances: dict[str, int] = Field(description="credit per currency, minor units")
-    entries: list[CreditEntryPublic]
-
-
-class UseCredit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    invoice_id: StrictInt = Field(gt=0)
-    amount_minor: StrictInt = Field(gt=0, le=10**15)
 
 
 @router.get("/customers/{customer_id}/credit", response_model=CreditPublic)
