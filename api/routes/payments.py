@@ -6,15 +6,12 @@ from typing import Literal
 from uuid import uuid4
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from sqlmodel import col, select
 
 from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
-from api.errors import not_found, unprocessable
-from arflow.db import insert_unique
+from api.errors import unprocessable
 from arflow.payments import reconcile
-from arflow.payments.service import apply_credit, credit_balances, deliver_all
-from arflow.payments.statements import CsvMapping
-from models import CreditEntry, Customer, ReceivedLine, StatementImport
+from arflow.payments.service import apply_credit, credit_of
+from models import ReceivedLine, StatementImport
 from models.bank import (
     LINE_STATUSES,
     AppliedLine,
@@ -79,10 +76,7 @@ def list_imports(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> list[StatementImport]:
-    stmt = (
-        select(StatementImport).order_by(col(StatementImport.id).desc()).offset(offset).limit(limit)
-    )
-    return list(session.exec(stmt).all())
+    return reconcile.list_imports(session, limit, offset)
 
 
 # -- unmatched queue --------------------------------------------------------------------
@@ -99,7 +93,7 @@ def unmatched_payments(
     """Receipts waiting for a specialist (``status`` shows the others, e.g. ``matched``)."""
     assert status in LINE_STATUSES
     rows = reconcile.lines_of(session, status, limit, offset)
-    total = len(session.exec(select(ReceivedLine.id).where(ReceivedLine.status == status)).all())
+    total = reconcile.count_lines(session, status)
     return ReceivedLinePage(
         items=[ReceivedLinePublic.model_validate(r, from_attributes=True) for r in rows],
         total=total,
@@ -118,16 +112,16 @@ async def apply_unmatched(
     """Apply a queued receipt: amounts to invoices, any rest to a customer's credit."""
     if not body.allocations and body.credit_customer_id is None:
         raise unprocessable("give allocations, credit_customer_id, or both")
-    payment_ids = reconcile.apply_line(
+    line, deliveries = await reconcile.apply_and_deliver(
         session,
+        client,
+        settings,
         line_id,
         [(a.invoice_id, a.amount_minor) for a in body.allocations],
         body.credit_customer_id,
         body.note,
         who.actor,
     )
-    deliveries = await deliver_all(session, client, settings, payment_ids)
-    line = session.get(ReceivedLine, line_id)
     return AppliedLine(
         line=ReceivedLinePublic.model_validate(line, from_attributes=True),
         deliveries=[DeliveryPublic(**d.__dict__) for d in deliveries],
@@ -148,17 +142,12 @@ def dismiss_unmatched(
 @router.post("/csv-mappings", status_code=201, response_model=CsvMappingPublic)
 def create_mapping(body: CsvMappingIn, session: SessionDep, _: Specialist) -> SavedCsvMapping:
     """Save how one bank's CSV export reads (checked now, used by name on import)."""
-    try:
-        CsvMapping.from_dict({**body.columns, "name": body.name})
-    except ValueError as exc:
-        raise unprocessable(f"mapping {body.name!r}: {exc}") from None
-    row = SavedCsvMapping(name=body.name, config=body.columns)
-    return insert_unique(session, row, f"CSV mapping {body.name!r} already exists")
+    return reconcile.save_mapping(session, body.name, body.columns)
 
 
 @router.get("/csv-mappings", response_model=list[CsvMappingPublic])
 def list_mappings(session: SessionDep, _: Viewer) -> list[SavedCsvMapping]:
-    return list(session.exec(select(SavedCsvMapping).order_by(col(SavedCsvMapping.name))).all())
+    return reconcile.list_mappings(session)
 
 
 # -- customer credit ------------------------------------------------------------------------
@@ -166,16 +155,10 @@ def list_mappings(session: SessionDep, _: Viewer) -> list[SavedCsvMapping]:
 
 @router.get("/customers/{customer_id}/credit", response_model=CreditPublic)
 def customer_credit(customer_id: int, session: SessionDep, _: Viewer) -> CreditPublic:
-    if session.get(Customer, customer_id) is None:
-        raise not_found("customer", customer_id)
-    entries = session.exec(
-        select(CreditEntry)
-        .where(CreditEntry.customer_id == customer_id)
-        .order_by(col(CreditEntry.id))
-    ).all()
+    balances, entries = credit_of(session, customer_id)
     return CreditPublic(
         customer_id=customer_id,
-        balances=credit_balances(session, customer_id),
+        balances=balances,
         entries=[CreditEntryPublic.model_validate(e, from_attributes=True) for e in entries],
     )
 
