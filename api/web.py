@@ -57,14 +57,6 @@ from models.collection import (
 from models.invoice import INVOICE_STATUSES
 from models.job import SendNowRequest
 from models.types import utcnow
-from workflows.types import (
-    ActorRequest,
-    InstallmentRequest,
-    OpenDisputeRequest,
-    PauseRequest,
-    PlanRequest,
-    PromiseRequest,
-)
 
 log = logging.getLogger("arflow.web")
 HERE = Path(__file__).parent
@@ -532,33 +524,21 @@ def _installments(form: FormData, currency: str) -> list[dict[str, Any]]:
     return out
 
 
-def _update_for(action: str, form: FormData, who: Principal, currency: str) -> tuple[str, object]:
-    """The workflow update and request the JSON API sends for ``action`` (its route's body
-    model validates the form first)."""
+def _form_body(action: str, form: FormData, currency: str) -> Any:
+    """The JSON API's request body for ``action``, validated from the form (None for
+    send-now, which takes none)."""
     if action == "dispute":
-        dispute: DisputeCreate = _body(
+        return _body(
             DisputeCreate,
             {"reason": _text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
         )
-        request = OpenDisputeRequest(
-            reason=dispute.reason, actor=who.actor, amount_minor=dispute.amount_minor
-        )
-        return "open_dispute", request
     if action == "plan":
-        plan: PlanCreate = _body(
+        return _body(
             PlanCreate,
             {"installments": _installments(form, currency), "note": _text(form, "note")},
         )
-        return "set_plan", PlanRequest(
-            installments=[
-                InstallmentRequest(due_date=i.due_date.isoformat(), amount_minor=i.amount_minor)
-                for i in plan.installments
-            ],
-            note=plan.note,
-            actor=who.actor,
-        )
     if action == "promise":
-        promise: PromiseCreate = _body(
+        return _body(
             PromiseCreate,
             {
                 "promised_date": _text(form, "promised_date") or None,
@@ -566,27 +546,46 @@ def _update_for(action: str, form: FormData, who: Principal, currency: str) -> t
                 "note": _text(form, "note"),
             },
         )
-        return "promise", PromiseRequest(
-            promised_date=promise.promised_date.isoformat(),
-            amount_minor=promise.amount_minor,
-            actor=who.actor,
-            note=promise.note,
-        )
     if action == "pause":
-        pause: PauseBody = _body(
+        return _body(
             PauseBody, {"until": _text(form, "until") or None, "reason": _text(form, "reason")}
         )
-        return "pause", PauseRequest(
-            reason=pause.reason,
-            actor=who.actor,
-            until=pause.until.isoformat() if pause.until else None,
-        )
     if action == "resume":
-        resume: OptionalReason = _body(OptionalReason, {"reason": _text(form, "reason")})
-        return "resume", ActorRequest(reason=resume.reason, actor=who.actor)
+        return _body(OptionalReason, {"reason": _text(form, "reason")})
+    if action == "note":
+        return _body(NoteBody, {"text": _text(form, "text")})
     if action == "send-now":
-        return "send_now", ActorRequest(reason="send now", actor=who.actor)
+        return None
     raise PageError(404, f"unknown action {action!r}")
+
+
+async def _perform(
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    invoice_id: int,
+    body: Any,
+    actor: str,
+    key: str | None,
+) -> None:
+    """The same service call as the JSON API's route for ``body`` (a note is written
+    directly; the others go to the invoice's workflow)."""
+    if isinstance(body, NoteBody):
+        actions.add_note(session, invoice_id, body.text, actor, key)
+        return
+    on = (session, _temporal(request), settings, invoice_id)
+    if isinstance(body, DisputeCreate):
+        await actions.open_dispute(*on, body, actor, key)
+    elif isinstance(body, PlanCreate):
+        await actions.agree_plan(*on, body, actor, key)
+    elif isinstance(body, PromiseCreate):
+        await actions.promise(*on, body, actor, key)
+    elif isinstance(body, PauseBody):
+        await actions.pause(*on, body, actor, key)
+    elif isinstance(body, OptionalReason):
+        await actions.by_actor(*on, "resume", body.reason, actor, key)
+    else:
+        await actions.send_now(*on, actor, key)
 
 
 @router.post("/invoices/{invoice_id}/{action}", response_class=HTMLResponse)
@@ -599,7 +598,7 @@ async def act(
     who: WebSpecialist,
     _: CsrfChecked,
 ) -> Response:
-    """One action form: the same update (or note) as the JSON API; the form comes back with
+    """One action form: the same service call as the JSON API; the form comes back with
     the outcome, and on success the header, timeline and messages are swapped in as well."""
     if action not in ACTION_TITLES:
         raise PageError(404, f"unknown action {action!r}")
@@ -607,14 +606,8 @@ async def act(
     key = _text(form, "idempotency_key")[:100] or None
     try:
         invoice = services.get_invoice(session, invoice_id)
-        if action == "note":
-            note: NoteBody = _body(NoteBody, {"text": _text(form, "text")})
-            actions.add_note(session, invoice_id, note.text, who.actor, key)
-        else:
-            update, body = _update_for(action, form, who, invoice.currency)
-            await services.run_update(
-                session, _temporal(request), settings, invoice_id, update, body, key
-            )
+        body = _form_body(action, form, invoice.currency)
+        await _perform(request, session, settings, invoice_id, body, who.actor, key)
     except FormError as exc:
         return _form_again(request, action, invoice_id, form, 422, str(exc))
     except (ApiError, DomainError) as exc:

@@ -25,15 +25,6 @@ from models.collection import (
     TaskPublic,
 )
 from models.invoice import InvoiceEventPublic, InvoicePublic
-from workflows.types import (
-    ActorRequest,
-    InstallmentRequest,
-    OpenDisputeRequest,
-    PauseRequest,
-    PlanRequest,
-    PromiseRequest,
-    ResolveDisputeRequest,
-)
 
 router = APIRouter(prefix="/v1", tags=["specialist actions"])
 
@@ -49,12 +40,10 @@ async def open_dispute(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Reminders stop at once; the invoice is ``disputed`` until the dispute is resolved."""
-    request = OpenDisputeRequest(
-        reason=body.reason, actor=who.actor, amount_minor=body.amount_minor
+    invoice = await actions.open_dispute(
+        session, client, settings, invoice_id, body, who.actor, key
     )
-    return await services.run_action(
-        session, client, settings, invoice_id, "open_dispute", request, key
-    )
+    return services.public(invoice, settings)
 
 
 @router.get("/invoices/{invoice_id}/disputes", response_model=list[DisputePublic])
@@ -74,17 +63,10 @@ async def resolve_dispute(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Upheld (with an optional credit) or rejected (dunning resumes without a burst)."""
-    actions.dispute_to_resolve(session, invoice_id, dispute_id)
-    request = ResolveDisputeRequest(
-        dispute_id=dispute_id,
-        outcome=body.outcome,
-        note=body.note,
-        actor=who.actor,
-        credit_minor=body.credit_minor,
+    invoice = await actions.resolve_dispute(
+        session, client, settings, invoice_id, dispute_id, body, who.actor, key
     )
-    return await services.run_action(
-        session, client, settings, invoice_id, "resolve_dispute", request, key
-    )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/payment-plan", response_model=InvoicePublic)
@@ -98,17 +80,8 @@ async def agree_plan(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """The workflow follows the plan instead of the original due date."""
-    request = PlanRequest(
-        installments=[
-            InstallmentRequest(due_date=i.due_date.isoformat(), amount_minor=i.amount_minor)
-            for i in body.installments
-        ],
-        note=body.note,
-        actor=who.actor,
-    )
-    return await services.run_action(
-        session, client, settings, invoice_id, "set_plan", request, key
-    )
+    invoice = await actions.agree_plan(session, client, settings, invoice_id, body, who.actor, key)
+    return services.public(invoice, settings)
 
 
 @router.get("/invoices/{invoice_id}/payment-plan", response_model=PlanPublic)
@@ -127,10 +100,10 @@ async def cancel_plan(
     key: IdempotencyKey = None,
     reason: str = "",
 ) -> InvoicePublic:
-    request = ActorRequest(reason=reason, actor=who.actor)
-    return await services.run_action(
-        session, client, settings, invoice_id, "cancel_plan", request, key
+    invoice = await actions.by_actor(
+        session, client, settings, invoice_id, "cancel_plan", reason, who.actor, key
     )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/promise", response_model=InvoicePublic)
@@ -144,13 +117,8 @@ async def promise_to_pay(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Reminders wait until the promised date (plus the policy's grace)."""
-    request = PromiseRequest(
-        promised_date=body.promised_date.isoformat(),
-        amount_minor=body.amount_minor,
-        actor=who.actor,
-        note=body.note,
-    )
-    return await services.run_action(session, client, settings, invoice_id, "promise", request, key)
+    invoice = await actions.promise(session, client, settings, invoice_id, body, who.actor, key)
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/pause", response_model=InvoicePublic)
@@ -164,12 +132,8 @@ async def pause(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Nothing is sent until ``until`` (00:00 in the customer's zone) or a resume."""
-    request = PauseRequest(
-        reason=body.reason,
-        actor=who.actor,
-        until=body.until.isoformat() if body.until else None,
-    )
-    return await services.run_action(session, client, settings, invoice_id, "pause", request, key)
+    invoice = await actions.pause(session, client, settings, invoice_id, body, who.actor, key)
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/resume", response_model=InvoicePublic)
@@ -182,8 +146,11 @@ async def resume(
     key: IdempotencyKey = None,
     body: OptionalReason | None = None,
 ) -> InvoicePublic:
-    request = ActorRequest(reason=body.reason if body else "", actor=who.actor)
-    return await services.run_action(session, client, settings, invoice_id, "resume", request, key)
+    reason = body.reason if body else ""
+    invoice = await actions.by_actor(
+        session, client, settings, invoice_id, "resume", reason, who.actor, key
+    )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/write-off", response_model=InvoicePublic)
@@ -197,10 +164,10 @@ async def write_off(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Close as ``written_off``; the open balance stays recorded for reports."""
-    request = ActorRequest(reason=body.reason, actor=who.actor)
-    return await services.run_action(
-        session, client, settings, invoice_id, "write_off", request, key
+    invoice = await actions.by_actor(
+        session, client, settings, invoice_id, "write_off", body.reason, who.actor, key
     )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/assign", response_model=InvoicePublic)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
-from arflow.invoices import jobs
+from arflow.invoices import actions, jobs
 from arflow.invoices import service as services
 from models.invoice import InvoicePublic
 from models.job import JobPublic, SendNowRequest
-from workflows.types import ActorRequest
 
 router = APIRouter(prefix="/v1", tags=["one click"])
 
@@ -49,7 +48,5 @@ async def send_now_one(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Send this invoice's next reminder step now (409 with the reason when it cannot)."""
-    request = ActorRequest(reason="send now", actor=who.actor)
-    return await services.run_action(
-        session, client, settings, invoice_id, "send_now", request, key
-    )
+    invoice = await actions.send_now(session, client, settings, invoice_id, who.actor, key)
+    return services.public(invoice, settings)

@@ -1,19 +1,37 @@
-"""A specialist's own facts about one invoice and what they read: the collector who owns it,
-notes on its timeline, its disputes, payment plan and outbox messages, and the worklist.
+"""What a specialist does to one invoice and reads about it. Actions that change collection (a
+dispute, a plan, a promise, a pause) go to the invoice's workflow as updates and answer with
+the invoice's new state; the collector who owns it and notes on its timeline are our own facts,
+written directly. Also read here: its disputes, payment plan and outbox messages, the worklist.
 
-Actions that change collection (a dispute, a plan, a pause) go to the invoice's workflow as
-updates: ``arflow.invoices.service.run_action``."""
+The JSON API's routes and the dashboard's views both call these."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from temporalio.client import Client
 
+from arflow.config import Settings
 from arflow.errors import conflict, not_found
-from arflow.invoices.service import get_invoice
+from arflow.invoices.service import get_invoice, run_update
 from arflow.invoices.timeline import add_event
 from models import Dispute, Invoice, InvoiceEvent, OutboxMessage, PaymentPlan, Task
+from models.collection import DisputeCreate, DisputeResolve, PauseBody, PlanCreate, PromiseCreate
 from models.types import utcnow
+from workflows.types import (
+    ActorRequest,
+    InstallmentRequest,
+    OpenDisputeRequest,
+    PauseRequest,
+    PlanRequest,
+    PromiseRequest,
+    ResolveDisputeRequest,
+)
+
+#: The updates that take only a reason and the actor.
+ActorUpdate = Literal["resume", "cancel_plan", "write_off", "send_now"]
 
 
 def assign(session: Session, invoice_id: int, collector: str, actor: str) -> Invoice:
@@ -85,17 +103,6 @@ def list_disputes(session: Session, invoice_id: int) -> list[Dispute]:
     return list(session.exec(stmt).all())
 
 
-def dispute_to_resolve(session: Session, invoice_id: int, dispute_id: int) -> Dispute:
-    """The invoice's dispute ``dispute_id``, still open (404 when it is not this invoice's,
-    409 when it is resolved already)."""
-    dispute = session.get(Dispute, dispute_id)
-    if dispute is None or dispute.invoice_id != invoice_id:
-        raise not_found("dispute", dispute_id)
-    if dispute.status != "open":
-        raise conflict(f"dispute {dispute_id} is already {dispute.status}")
-    return dispute
-
-
 def get_plan(session: Session, invoice_id: int) -> PaymentPlan:
     """The invoice's latest payment plan."""
     get_invoice(session, invoice_id)
@@ -126,3 +133,146 @@ def messages(session: Session, invoice_id: int) -> list[OutboxMessage]:
         .order_by(col(OutboxMessage.id))
     )
     return list(session.exec(stmt).all())
+
+
+# -- actions the invoice's workflow decides (updates) -------------------------------------------
+# Each returns the invoice as it is after the workflow's answer; with a key, a double click
+# (or a retry) is applied once (``run_update``).
+
+
+async def _update(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    update: str,
+    request: object,
+    key: str | None,
+) -> Invoice:
+    invoice, _ = await run_update(session, client, settings, invoice_id, update, request, key)
+    return invoice
+
+
+async def open_dispute(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    body: DisputeCreate,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """Reminders stop at once; the invoice is ``disputed`` until the dispute is resolved."""
+    request = OpenDisputeRequest(reason=body.reason, actor=actor, amount_minor=body.amount_minor)
+    return await _update(session, client, settings, invoice_id, "open_dispute", request, key)
+
+
+async def resolve_dispute(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    dispute_id: int,
+    body: DisputeResolve,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """Upheld (with an optional credit) or rejected; 404 when the dispute is not this
+    invoice's, 409 when it is resolved already."""
+    dispute = session.get(Dispute, dispute_id)
+    if dispute is None or dispute.invoice_id != invoice_id:
+        raise not_found("dispute", dispute_id)
+    if dispute.status != "open":
+        raise conflict(f"dispute {dispute_id} is already {dispute.status}")
+    request = ResolveDisputeRequest(
+        dispute_id=dispute_id,
+        outcome=body.outcome,
+        note=body.note,
+        actor=actor,
+        credit_minor=body.credit_minor,
+    )
+    return await _update(session, client, settings, invoice_id, "resolve_dispute", request, key)
+
+
+async def agree_plan(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    body: PlanCreate,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """The workflow follows the plan instead of the original due date."""
+    request = PlanRequest(
+        installments=[
+            InstallmentRequest(due_date=i.due_date.isoformat(), amount_minor=i.amount_minor)
+            for i in body.installments
+        ],
+        note=body.note,
+        actor=actor,
+    )
+    return await _update(session, client, settings, invoice_id, "set_plan", request, key)
+
+
+async def promise(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    body: PromiseCreate,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """Reminders wait until the promised date (plus the policy's grace)."""
+    request = PromiseRequest(
+        promised_date=body.promised_date.isoformat(),
+        amount_minor=body.amount_minor,
+        actor=actor,
+        note=body.note,
+    )
+    return await _update(session, client, settings, invoice_id, "promise", request, key)
+
+
+async def pause(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    body: PauseBody,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """Nothing is sent until ``until`` (00:00 in the customer's zone) or a resume."""
+    request = PauseRequest(
+        reason=body.reason, actor=actor, until=body.until.isoformat() if body.until else None
+    )
+    return await _update(session, client, settings, invoice_id, "pause", request, key)
+
+
+async def by_actor(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    update: ActorUpdate,
+    reason: str,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """An update that takes only a reason: ``resume``, ``cancel_plan``, ``write_off`` or
+    ``send_now``."""
+    request = ActorRequest(reason=reason, actor=actor)
+    return await _update(session, client, settings, invoice_id, update, request, key)
+
+
+async def send_now(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    actor: str,
+    key: str | None = None,
+) -> Invoice:
+    """Send the invoice's next reminder step now (409 with the reason when it cannot)."""
+    return await by_actor(session, client, settings, invoice_id, "send_now", "send now", actor, key)

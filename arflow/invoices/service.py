@@ -356,23 +356,6 @@ async def run_update(
     return get_invoice(session, invoice_id), state
 
 
-async def run_action(
-    session: Session,
-    client: Client,
-    settings: Settings,
-    invoice_id: int,
-    update: str,
-    request: object,
-    idempotency_key: str | None = None,
-) -> InvoicePublic:
-    """A specialist action as a workflow update (``run_update``), answered with the invoice
-    as the API shows it."""
-    invoice, _ = await run_update(
-        session, client, settings, invoice_id, update, request, idempotency_key
-    )
-    return public(invoice, settings)
-
-
 async def cancel_invoice(
     session: Session,
     client: Client,
