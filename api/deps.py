@@ -1,13 +1,15 @@
-"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal."""
+"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal,
+the Idempotency-Key header and today's date."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from temporalio.client import Client
@@ -80,3 +82,21 @@ def require(role: Role) -> Callable[..., Principal]:
 Viewer = Annotated[Principal, Depends(require(Role.viewer))]
 Specialist = Annotated[Principal, Depends(require(Role.specialist))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="the same key again (a double click, a retry) applies the action once",
+    ),
+]
+
+
+def today_utc() -> date:
+    """Today's date in UTC (a dependency, so tests can fix the day)."""
+    return datetime.now(UTC).date()
+
+
+TodayDep = Annotated[date, Depends(today_utc)]

@@ -1,8 +1,8 @@
 """The web dashboard at ``/app``: server-rendered Jinja2 pages and htmx fragments.
 
 Views only. Each one checks the session's role (the API's roles: viewer sees, specialist
-acts, admin also sees workflow history), calls the services, reports and route functions
-the JSON API uses, and renders a template. Rules live in those functions, not here.
+acts, admin also sees workflow history), calls the services and reports the JSON API's routes
+call, and renders a template. Rules live in those functions, not here.
 
 Sign-in: the API key typed into the login form is checked against ``ARFLOW_API_KEYS``; the
 session cookie (Starlette's signed ``SessionMiddleware`` cookie, ``ARFLOW_SESSION_SECRET``)
@@ -36,13 +36,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import charts
-from api.deps import Principal, SessionDep, SettingsDep
+from api.deps import Principal, SessionDep, SettingsDep, TodayDep
 from api.errors import ApiError, DomainError, status_of
-from api.routes import actions, jobs
-from api.routes import invoices as invoice_routes
-from api.routes.reports import TodayDep
 from arflow.charges.service import charges_of
 from arflow.config import Role, Settings
+from arflow.invoices import actions, jobs
 from arflow.invoices import service as services
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
@@ -59,15 +57,8 @@ from models.collection import (
     PromiseCreate,
 )
 from models.invoice import INVOICE_STATUSES
+from models.job import SendNowRequest
 from models.types import utcnow
-from workflows.types import (
-    ActorRequest,
-    InstallmentRequest,
-    OpenDisputeRequest,
-    PauseRequest,
-    PlanRequest,
-    PromiseRequest,
-)
 
 log = logging.getLogger("arflow.web")
 HERE = Path(__file__).parent
@@ -419,19 +410,18 @@ async def send_now_job(
     if not ids:
         return render(request, "fragments/error.html", status=422, message="select invoices first")
     try:
-        body = jobs.SendNowRequest(invoice_ids=ids)
+        body = SendNowRequest(invoice_ids=ids)
         job = await jobs.start_job(session, _temporal(request), settings, body, who.actor)
-        assert job.id is not None
-        shown = jobs.get_job(job.id, session, who)
+        shown = jobs.public(session, job)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     return render(request, "fragments/job.html", status=202, job=shown)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_progress(request: Request, job_id: int, session: SessionDep, who: WebViewer) -> Response:
+def job_progress(request: Request, job_id: int, session: SessionDep, _: WebViewer) -> Response:
     try:
-        job = jobs.get_job(job_id, session, who)
+        job = jobs.get_job(session, job_id)
     except (ApiError, DomainError) as exc:
         raise PageError(status_of(exc), exc.message) from exc
     name = "fragments/job.html" if _is_fragment(request) else "job.html"
@@ -441,9 +431,7 @@ def job_progress(request: Request, job_id: int, session: SessionDep, who: WebVie
 # -- one invoice ---------------------------------------------------------------------------------
 
 
-def _invoice_context(
-    session: SessionDep, settings: Settings, who: Principal, invoice_id: int
-) -> dict[str, Any]:
+def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -> dict[str, Any]:
     try:
         invoice = services.get_invoice(session, invoice_id)
     except (ApiError, DomainError) as exc:
@@ -454,8 +442,8 @@ def _invoice_context(
             invoice.customer_id, f"customer {invoice.customer_id}"
         ),
         "events": list(reversed(services.timeline(session, invoice_id))),
-        "messages": invoice_routes.get_messages(invoice_id, session, who),
-        "disputes": actions.list_disputes(invoice_id, session, who),
+        "messages": actions.messages(session, invoice_id),
+        "disputes": actions.list_disputes(session, invoice_id),
         "charges": charges_of(session, invoice_id),
         "actions": ACTION_TITLES,
     }
@@ -463,9 +451,9 @@ def _invoice_context(
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
 def invoice_page(
-    request: Request, invoice_id: int, session: SessionDep, settings: SettingsDep, who: WebViewer
+    request: Request, invoice_id: int, session: SessionDep, settings: SettingsDep, _: WebViewer
 ) -> Response:
-    context = _invoice_context(session, settings, who, invoice_id)
+    context = _invoice_context(session, settings, invoice_id)
     keys = {action: uuid.uuid4().hex for action in ACTION_TITLES}
     return render(request, "invoice.html", keys=keys, **context)
 
@@ -538,33 +526,21 @@ def _installments(form: FormData, currency: str) -> list[dict[str, Any]]:
     return out
 
 
-def _update_for(action: str, form: FormData, who: Principal, currency: str) -> tuple[str, object]:
-    """The workflow update and request the JSON API sends for ``action`` (its route's body
-    model validates the form first)."""
+def _form_body(action: str, form: FormData, currency: str) -> Any:
+    """The JSON API's request body for ``action``, validated from the form (None for
+    send-now, which takes none)."""
     if action == "dispute":
-        dispute: DisputeCreate = _body(
+        return _body(
             DisputeCreate,
             {"reason": _text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
         )
-        request = OpenDisputeRequest(
-            reason=dispute.reason, actor=who.actor, amount_minor=dispute.amount_minor
-        )
-        return "open_dispute", request
     if action == "plan":
-        plan: PlanCreate = _body(
+        return _body(
             PlanCreate,
             {"installments": _installments(form, currency), "note": _text(form, "note")},
         )
-        return "set_plan", PlanRequest(
-            installments=[
-                InstallmentRequest(due_date=i.due_date.isoformat(), amount_minor=i.amount_minor)
-                for i in plan.installments
-            ],
-            note=plan.note,
-            actor=who.actor,
-        )
     if action == "promise":
-        promise: PromiseCreate = _body(
+        return _body(
             PromiseCreate,
             {
                 "promised_date": _text(form, "promised_date") or None,
@@ -572,27 +548,46 @@ def _update_for(action: str, form: FormData, who: Principal, currency: str) -> t
                 "note": _text(form, "note"),
             },
         )
-        return "promise", PromiseRequest(
-            promised_date=promise.promised_date.isoformat(),
-            amount_minor=promise.amount_minor,
-            actor=who.actor,
-            note=promise.note,
-        )
     if action == "pause":
-        pause: PauseBody = _body(
+        return _body(
             PauseBody, {"until": _text(form, "until") or None, "reason": _text(form, "reason")}
         )
-        return "pause", PauseRequest(
-            reason=pause.reason,
-            actor=who.actor,
-            until=pause.until.isoformat() if pause.until else None,
-        )
     if action == "resume":
-        resume: OptionalReason = _body(OptionalReason, {"reason": _text(form, "reason")})
-        return "resume", ActorRequest(reason=resume.reason, actor=who.actor)
+        return _body(OptionalReason, {"reason": _text(form, "reason")})
+    if action == "note":
+        return _body(NoteBody, {"text": _text(form, "text")})
     if action == "send-now":
-        return "send_now", ActorRequest(reason="send now", actor=who.actor)
+        return None
     raise PageError(404, f"unknown action {action!r}")
+
+
+async def _perform(
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    invoice_id: int,
+    body: Any,
+    actor: str,
+    key: str | None,
+) -> None:
+    """The same service call as the JSON API's route for ``body`` (a note is written
+    directly; the others go to the invoice's workflow)."""
+    if isinstance(body, NoteBody):
+        actions.add_note(session, invoice_id, body.text, actor, key)
+        return
+    on = (session, _temporal(request), settings, invoice_id)
+    if isinstance(body, DisputeCreate):
+        await actions.open_dispute(*on, body, actor, key)
+    elif isinstance(body, PlanCreate):
+        await actions.agree_plan(*on, body, actor, key)
+    elif isinstance(body, PromiseCreate):
+        await actions.promise(*on, body, actor, key)
+    elif isinstance(body, PauseBody):
+        await actions.pause(*on, body, actor, key)
+    elif isinstance(body, OptionalReason):
+        await actions.by_actor(*on, "resume", body.reason, actor, key)
+    else:
+        await actions.send_now(*on, actor, key)
 
 
 @router.post("/invoices/{invoice_id}/{action}", response_class=HTMLResponse)
@@ -605,7 +600,7 @@ async def act(
     who: WebSpecialist,
     _: CsrfChecked,
 ) -> Response:
-    """One action form: the same update (or note) as the JSON API; the form comes back with
+    """One action form: the same service call as the JSON API; the form comes back with
     the outcome, and on success the header, timeline and messages are swapped in as well."""
     if action not in ACTION_TITLES:
         raise PageError(404, f"unknown action {action!r}")
@@ -613,19 +608,13 @@ async def act(
     key = _text(form, "idempotency_key")[:100] or None
     try:
         invoice = services.get_invoice(session, invoice_id)
-        if action == "note":
-            note: NoteBody = _body(NoteBody, {"text": _text(form, "text")})
-            actions.add_note(invoice_id, note, session, who, key)
-        else:
-            update, body = _update_for(action, form, who, invoice.currency)
-            await services.run_update(
-                session, _temporal(request), settings, invoice_id, update, body, key
-            )
+        body = _form_body(action, form, invoice.currency)
+        await _perform(request, session, settings, invoice_id, body, who.actor, key)
     except FormError as exc:
         return _form_again(request, action, invoice_id, form, 422, str(exc))
     except (ApiError, DomainError) as exc:
         return _form_again(request, action, invoice_id, form, status_of(exc), exc.message)
-    context = _invoice_context(session, settings, who, invoice_id)
+    context = _invoice_context(session, settings, invoice_id)
     done = render(
         request,
         "fragments/action_done.html",
@@ -662,8 +651,8 @@ def _form_again(
 
 
 @router.get("/worklist", response_class=HTMLResponse)
-def worklist(request: Request, session: SessionDep, who: WebViewer) -> Response:
-    tasks = actions.worklist(session, who, kind=None, status="open")
+def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
+    tasks = actions.worklist(session, kind=None, status="open")
     overdue = dashboard.disputes_past_sla(session, utcnow())
     broken = dashboard.broken_promises(session)
     invoice_ids = (

@@ -1,14 +1,18 @@
 """Money coming in that is not yet tied to an invoice: statement imports, their lines (the
-unmatched queue), saved CSV column mappings, and customers' credit balances."""
+unmatched queue), saved CSV column mappings, and customers' credit balances; and how the API
+shows and takes them."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
+from models.payment import DeliveryPublic
 from models.types import UTCDateTime, utcnow
 
 # What became of a received line.
@@ -114,3 +118,132 @@ def overpayment(
         payment_id=payment_id,
         actor=actor,
     )
+
+
+# -- the API's view ------------------------------------------------------------------------
+
+
+class ImportReport(BaseModel):
+    import_id: int
+    filename: str
+    format: str
+    counts: dict[str, int] = PydanticField(
+        description="lines, matched, unmatched, duplicate, ignored (debits that are not ours), "
+        "rejected (rows that could not be read: see errors)"
+    )
+    errors: list[dict[str, Any]]
+    lines: list[dict[str, Any]]
+    deliveries: list[DeliveryPublic]
+
+
+class StatementImportPublic(BaseModel):
+    id: int
+    filename: str
+    sha256: str
+    format: str
+    account_iban: str | None
+    statement_id: str | None
+    source: str
+    actor: str
+    counts: dict[str, int]
+    errors: list[dict[str, Any]]
+    imported_at: datetime
+
+
+class ReceivedLinePublic(BaseModel):
+    id: int
+    source: str
+    import_id: int | None
+    line_no: int | None
+    booking_date: date
+    amount_minor: int
+    currency: str
+    counterparty_name: str | None
+    counterparty_iban: str | None
+    remittance: str
+    structured_reference: str | None
+    status: str
+    rule: str | None
+    reason: str | None
+    customer_id: int | None
+    candidates: list[int]
+    resolved_by: str | None
+    resolved_at: datetime | None
+    note: str | None
+
+
+class ReceivedLinePage(BaseModel):
+    items: list[ReceivedLinePublic]
+    total: int
+
+
+class AllocationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_id: StrictInt = PydanticField(gt=0)
+    amount_minor: StrictInt = PydanticField(gt=0, le=10**15)
+
+
+class ApplyLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allocations: list[AllocationIn] = PydanticField(default_factory=list, max_length=200)
+    credit_customer_id: StrictInt | None = PydanticField(
+        default=None, gt=0, description="who gets what is not allocated, as credit"
+    )
+    note: str | None = PydanticField(default=None, max_length=1000)
+
+
+class DismissLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = PydanticField(min_length=1, max_length=1000, description="why (e.g. sent back)")
+
+
+class AppliedLine(BaseModel):
+    line: ReceivedLinePublic
+    deliveries: list[DeliveryPublic]
+
+
+class CsvMappingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = PydanticField(min_length=1, max_length=100)
+    columns: dict[str, Any] = PydanticField(
+        description="CsvMapping fields: date, amount, currency or default_currency, "
+        "remittance, counterparty_name, counterparty_iban, transaction_id, value_date, "
+        "date_format, decimal_separator, thousands_separator, delimiter, encoding"
+    )
+
+
+class CsvMappingPublic(BaseModel):
+    id: int
+    name: str
+    config: dict[str, Any]
+    created_at: datetime
+
+
+class CreditEntryPublic(BaseModel):
+    id: int
+    currency: str
+    amount_minor: int
+    kind: str
+    invoice_id: int | None
+    payment_id: int | None
+    line_id: int | None
+    actor: str
+    note: str | None
+    created_at: datetime
+
+
+class CreditPublic(BaseModel):
+    customer_id: int
+    balances: dict[str, int] = PydanticField(description="credit per currency, minor units")
+    entries: list[CreditEntryPublic]
+
+
+class UseCredit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_id: StrictInt = PydanticField(gt=0)
+    amount_minor: StrictInt = PydanticField(gt=0, le=10**15)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, StrictInt, field_validator
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
@@ -169,3 +170,31 @@ class TaskPublic(SQLModel):
     due_at: datetime | None
     data: dict[str, Any]
     created_at: datetime
+
+
+# -- call tasks ---------------------------------------------------------------------------
+
+CallOutcomeKind = Literal["reached", "no_answer", "left_voicemail", "wrong_number"]
+
+
+class PromiseOnCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    promised_date: date
+    amount_minor: StrictInt = PydanticField(gt=0, le=10**15)
+
+
+class CallOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: CallOutcomeKind
+    note: str = PydanticField(default="", max_length=2000)
+    promise: PromiseOnCall | None = PydanticField(
+        default=None, description="only with outcome reached: applied to the invoice's workflow"
+    )
+
+
+class CallResult(BaseModel):
+    task: TaskPublic
+    invoice_status: str
+    hold: str | None

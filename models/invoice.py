@@ -6,7 +6,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, StrictInt, model_validator
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -198,6 +199,18 @@ class InvoicePublic(InvoiceBase):
             pay_url=pay_url,
             workflow_id=workflow_id,
         )
+
+
+class InvoicePage(BaseModel):
+    items: list[InvoicePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = PydanticField(min_length=1, max_length=500)
 
 
 class InvoiceEvent(SQLModel, table=True):

@@ -1,10 +1,13 @@
-"""Bulk jobs (one click, many invoices) and their per-invoice progress."""
+"""Bulk jobs (one click, many invoices) and their per-invoice progress; the send-now request
+and the job as the API shows it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, StrictInt, model_validator
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -37,3 +40,56 @@ class JobItem(SQLModel, table=True):
     status: str = Field(default="pending", max_length=20)
     detail: str | None = Field(default=None, max_length=500)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# -- the API's view of a job ------------------------------------------------------------------
+
+MAX_JOB_INVOICES = 10_000
+
+
+class SendNowFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str = PydanticField(
+        default="open", description="invoice status (only open ones can send)"
+    )
+    overdue_days_min: int | None = PydanticField(default=None, ge=0, le=3650)
+    segment: str | None = PydanticField(default=None, max_length=50)
+    customer_id: StrictInt | None = PydanticField(default=None, gt=0)
+    collector: str | None = PydanticField(default=None, max_length=100)
+    currency: str | None = PydanticField(default=None, min_length=3, max_length=3)
+
+
+class SendNowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_ids: list[StrictInt] | None = PydanticField(default=None, max_length=MAX_JOB_INVOICES)
+    filter: SendNowFilter | None = None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> SendNowRequest:
+        if (self.invoice_ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of invoice_ids or filter")
+        if self.invoice_ids is not None and not self.invoice_ids:
+            raise ValueError("invoice_ids must not be empty")
+        return self
+
+
+class JobItemPublic(BaseModel):
+    invoice_id: int
+    status: str = PydanticField(description="pending, sent, refused (with the reason) or failed")
+    detail: str | None
+    updated_at: datetime
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: str
+    status: str
+    requested_by: str
+    params: dict[str, Any]
+    total: int
+    counts: dict[str, int]
+    created_at: datetime
+    finished_at: datetime | None
+    items: list[JobItemPublic]

@@ -1,4 +1,4 @@
-"""Schemas of the payment webhook."""
+"""Schemas of the payment webhook, and of a payment delivered to its invoice."""
 
 from __future__ import annotations
 
@@ -46,3 +46,9 @@ class PaymentAck(BaseModel):
     payment_id: int | None = None
     invoice_id: int
     line_id: int | None = Field(default=None, description="the unmatched queue entry")
+
+
+class DeliveryPublic(BaseModel):
+    payment_id: int
+    invoice_id: int
+    outcome: str = Field(description="delivered, reopened, recorded, duplicate or pending")

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.app import create_app
-from api.routes.reports import today_utc
+from api.deps import today_utc
 from arflow.config import Settings
 from arflow.policies import service as policies
 from models import (

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
+import httpx
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.app import create_app
+from models import Job
 from tests.conftest import Harness
 from tests.test_actions import new_case
 from tests.test_api import error_of
@@ -118,3 +125,28 @@ async def test_send_now_outside_the_contact_window_waits_for_it(h: Harness) -> N
     assert c.steps() == []
     await h.env.sleep(morning - night + timedelta(minutes=1))
     assert c.steps() == ["before_due"]
+
+
+class _Unreachable:
+    """A Temporal client whose server does not answer."""
+
+    async def start_workflow(self, *args: Any, **kwargs: Any) -> Any:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_bulk_send_now_when_temporal_does_not_answer(h: Harness) -> None:
+    c = await new_case(h, due_in=10)
+    app = create_app(h.settings, engine=h.engine, temporal=cast(Client, _Unreachable()))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as http:
+        resp = await http.post(
+            "/v1/reminders/send-now", json={"invoice_ids": [c.id]}, headers=h.as_role("specialist")
+        )
+    assert resp.status_code == 503, resp.text
+    assert resp.json() == {
+        "error": {"code": "workflow_unavailable", "message": "Temporal did not answer; retry"}
+    }
+    with Session(h.engine) as session:
+        job = session.exec(select(Job).order_by(col(Job.id).desc())).first()
+    assert job is not None and job.status == "failed" and job.finished_at is not None
+    assert c.steps() == []

@@ -1,19 +1,14 @@
 """Specialist actions on one invoice. Those that change collection go to the invoice's
 workflow as updates and answer with the invoice's new state; assignment and notes are the
-API's own facts and are written directly."""
+API's own facts and are written directly (``arflow.invoices.actions``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Header
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
-
-from api.deps import Admin, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
-from api.errors import not_found
+from api.deps import Admin, IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from arflow.invoices import actions
 from arflow.invoices import service as services
-from arflow.invoices.timeline import add_event
 from models import Dispute, InvoiceEvent, PaymentPlan, Task
 from models.collection import (
     AssignBody,
@@ -30,41 +25,8 @@ from models.collection import (
     TaskPublic,
 )
 from models.invoice import InvoiceEventPublic, InvoicePublic
-from models.types import utcnow
-from workflows.types import (
-    ActorRequest,
-    InstallmentRequest,
-    OpenDisputeRequest,
-    PauseRequest,
-    PlanRequest,
-    PromiseRequest,
-    ResolveDisputeRequest,
-)
 
 router = APIRouter(prefix="/v1", tags=["specialist actions"])
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="the same key again (a double click, a retry) applies the action once",
-    ),
-]
-
-
-async def _act(
-    session: SessionDep,
-    settings: SettingsDep,
-    client: TemporalDep,
-    invoice_id: int,
-    update: str,
-    request: object,
-    key: str | None,
-) -> InvoicePublic:
-    invoice, _ = await services.run_update(
-        session, client, settings, invoice_id, update, request, key
-    )
-    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/disputes", response_model=InvoicePublic)
@@ -78,17 +40,15 @@ async def open_dispute(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Reminders stop at once; the invoice is ``disputed`` until the dispute is resolved."""
-    request = OpenDisputeRequest(
-        reason=body.reason, actor=who.actor, amount_minor=body.amount_minor
+    invoice = await actions.open_dispute(
+        session, client, settings, invoice_id, body, who.actor, key
     )
-    return await _act(session, settings, client, invoice_id, "open_dispute", request, key)
+    return services.public(invoice, settings)
 
 
 @router.get("/invoices/{invoice_id}/disputes", response_model=list[DisputePublic])
 def list_disputes(invoice_id: int, session: SessionDep, _: Viewer) -> list[Dispute]:
-    services.get_invoice(session, invoice_id)
-    stmt = select(Dispute).where(Dispute.invoice_id == invoice_id).order_by(col(Dispute.id))
-    return list(session.exec(stmt).all())
+    return actions.list_disputes(session, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/disputes/{dispute_id}/resolve", response_model=InvoicePublic)
@@ -103,19 +63,10 @@ async def resolve_dispute(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Upheld (with an optional credit) or rejected (dunning resumes without a burst)."""
-    dispute = session.get(Dispute, dispute_id)
-    if dispute is None or dispute.invoice_id != invoice_id:
-        raise not_found("dispute", dispute_id)
-    if dispute.status != "open":
-        raise services.conflict(f"dispute {dispute_id} is already {dispute.status}")
-    request = ResolveDisputeRequest(
-        dispute_id=dispute_id,
-        outcome=body.outcome,
-        note=body.note,
-        actor=who.actor,
-        credit_minor=body.credit_minor,
+    invoice = await actions.resolve_dispute(
+        session, client, settings, invoice_id, dispute_id, body, who.actor, key
     )
-    return await _act(session, settings, client, invoice_id, "resolve_dispute", request, key)
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/payment-plan", response_model=InvoicePublic)
@@ -129,29 +80,14 @@ async def agree_plan(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """The workflow follows the plan instead of the original due date."""
-    request = PlanRequest(
-        installments=[
-            InstallmentRequest(due_date=i.due_date.isoformat(), amount_minor=i.amount_minor)
-            for i in body.installments
-        ],
-        note=body.note,
-        actor=who.actor,
-    )
-    return await _act(session, settings, client, invoice_id, "set_plan", request, key)
+    invoice = await actions.agree_plan(session, client, settings, invoice_id, body, who.actor, key)
+    return services.public(invoice, settings)
 
 
 @router.get("/invoices/{invoice_id}/payment-plan", response_model=PlanPublic)
 def get_plan(invoice_id: int, session: SessionDep, _: Viewer) -> PaymentPlan:
     """The invoice's latest plan, each instalment ``pending``, ``paid``, ``late`` or ``missed``."""
-    services.get_invoice(session, invoice_id)
-    plan = session.exec(
-        select(PaymentPlan)
-        .where(PaymentPlan.invoice_id == invoice_id)
-        .order_by(col(PaymentPlan.id).desc())
-    ).first()
-    if plan is None:
-        raise not_found("payment plan of invoice", invoice_id)
-    return plan
+    return actions.get_plan(session, invoice_id)
 
 
 @router.delete("/invoices/{invoice_id}/payment-plan", response_model=InvoicePublic)
@@ -164,8 +100,10 @@ async def cancel_plan(
     key: IdempotencyKey = None,
     reason: str = "",
 ) -> InvoicePublic:
-    request = ActorRequest(reason=reason, actor=who.actor)
-    return await _act(session, settings, client, invoice_id, "cancel_plan", request, key)
+    invoice = await actions.by_actor(
+        session, client, settings, invoice_id, "cancel_plan", reason, who.actor, key
+    )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/promise", response_model=InvoicePublic)
@@ -179,13 +117,8 @@ async def promise_to_pay(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Reminders wait until the promised date (plus the policy's grace)."""
-    request = PromiseRequest(
-        promised_date=body.promised_date.isoformat(),
-        amount_minor=body.amount_minor,
-        actor=who.actor,
-        note=body.note,
-    )
-    return await _act(session, settings, client, invoice_id, "promise", request, key)
+    invoice = await actions.promise(session, client, settings, invoice_id, body, who.actor, key)
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/pause", response_model=InvoicePublic)
@@ -199,12 +132,8 @@ async def pause(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Nothing is sent until ``until`` (00:00 in the customer's zone) or a resume."""
-    request = PauseRequest(
-        reason=body.reason,
-        actor=who.actor,
-        until=body.until.isoformat() if body.until else None,
-    )
-    return await _act(session, settings, client, invoice_id, "pause", request, key)
+    invoice = await actions.pause(session, client, settings, invoice_id, body, who.actor, key)
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/resume", response_model=InvoicePublic)
@@ -217,8 +146,11 @@ async def resume(
     key: IdempotencyKey = None,
     body: OptionalReason | None = None,
 ) -> InvoicePublic:
-    request = ActorRequest(reason=body.reason if body else "", actor=who.actor)
-    return await _act(session, settings, client, invoice_id, "resume", request, key)
+    reason = body.reason if body else ""
+    invoice = await actions.by_actor(
+        session, client, settings, invoice_id, "resume", reason, who.actor, key
+    )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/write-off", response_model=InvoicePublic)
@@ -232,8 +164,10 @@ async def write_off(
     key: IdempotencyKey = None,
 ) -> InvoicePublic:
     """Close as ``written_off``; the open balance stays recorded for reports."""
-    request = ActorRequest(reason=body.reason, actor=who.actor)
-    return await _act(session, settings, client, invoice_id, "write_off", request, key)
+    invoice = await actions.by_actor(
+        session, client, settings, invoice_id, "write_off", body.reason, who.actor, key
+    )
+    return services.public(invoice, settings)
 
 
 @router.post("/invoices/{invoice_id}/assign", response_model=InvoicePublic)
@@ -245,21 +179,7 @@ def assign(
     who: Specialist,
 ) -> InvoicePublic:
     """The collector who owns the invoice (the API's own fact: no workflow involved)."""
-    invoice = services.get_invoice(session, invoice_id)
-    if invoice.collector != body.collector:
-        previous = invoice.collector
-        invoice.collector = body.collector
-        invoice.updated_at = utcnow()
-        session.add(invoice)
-        add_event(
-            session,
-            invoice_id,
-            "assigned",
-            {"collector": body.collector, "previous": previous},
-            actor=who.actor,
-        )
-        session.commit()
-        session.refresh(invoice)
+    invoice = actions.assign(session, invoice_id, body.collector, who.actor)
     return services.public(invoice, settings)
 
 
@@ -272,37 +192,7 @@ def add_note(
     key: IdempotencyKey = None,
 ) -> InvoiceEvent:
     """A free-text note on the timeline (closed invoices take notes too)."""
-    services.get_invoice(session, invoice_id)
-    dedupe = f"note:{key}" if key else None
-    if dedupe:
-        existing = session.exec(
-            select(InvoiceEvent).where(
-                InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.dedupe_key == dedupe
-            )
-        ).first()
-        if existing is not None:
-            return existing
-    note = InvoiceEvent(
-        invoice_id=invoice_id,
-        kind="note",
-        data={"text": body.text},
-        actor=who.actor,
-        dedupe_key=dedupe,
-        at=utcnow(),
-    )
-    session.add(note)
-    try:
-        session.commit()
-    except IntegrityError:  # the same key at the same moment: the other request stored it
-        session.rollback()
-        found = session.exec(
-            select(InvoiceEvent).where(
-                InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.dedupe_key == dedupe
-            )
-        ).one()
-        return found
-    session.refresh(note)
-    return note
+    return actions.add_note(session, invoice_id, body.text, who.actor, key)
 
 
 @router.get("/worklist", response_model=list[TaskPublic])
@@ -310,7 +200,4 @@ def worklist(
     session: SessionDep, _: Viewer, kind: str | None = None, status: str = "open"
 ) -> list[Task]:
     """Open tasks for specialists (e.g. disputes past their resolution deadline)."""
-    stmt = select(Task).where(Task.status == status)
-    if kind:
-        stmt = stmt.where(Task.kind == kind)
-    return list(session.exec(stmt.order_by(col(Task.due_at), col(Task.id))).all())
+    return actions.worklist(session, kind, status)

@@ -9,9 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from pydantic import ValidationError
 
-from api.deps import Admin, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.deps import Admin, IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.errors import ApiError, _describe
-from api.routes.actions import IdempotencyKey
 from arflow.agency import service as agency
 from arflow.invoices import service as services
 from models.agency import (

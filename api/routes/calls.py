@@ -1,52 +1,15 @@
 """Call tasks: a policy step on the ``call`` channel puts a call on the worklist; the
-specialist records how it went, and a promise made on the phone goes to the workflow."""
+specialist records how it went (``arflow.invoices.calls``)."""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep
-from api.errors import conflict, not_found
-from arflow.invoices import service as services
-from arflow.invoices.timeline import add_event
-from models import ContactBlock, Invoice, OutboxMessage, Task
-from models.collection import TaskPublic
-from models.types import utcnow
-from workflows.types import PromiseRequest
+from arflow.invoices import calls
+from models.collection import CallOutcome, CallResult, TaskPublic
 
 router = APIRouter(prefix="/v1/call-tasks", tags=["specialist actions"])
-Outcome = Literal["reached", "no_answer", "left_voicemail", "wrong_number"]
-# How the call's outbox row ends: a conversation is a delivery, a wrong number a failure.
-ROW_STATUS = {"reached": "delivered", "wrong_number": "failed"}
-
-
-class PromiseOnCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    promised_date: date
-    amount_minor: StrictInt = Field(gt=0, le=10**15)
-
-
-class CallOutcome(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    outcome: Outcome
-    note: str = Field(default="", max_length=2000)
-    promise: PromiseOnCall | None = Field(
-        default=None, description="only with outcome reached: applied to the invoice's workflow"
-    )
-
-
-class CallResult(BaseModel):
-    task: TaskPublic
-    invoice_status: str
-    hold: str | None
 
 
 @router.post("/{task_id}/outcome", response_model=CallResult)
@@ -61,81 +24,9 @@ async def call_outcome(
     """Record the call. ``reached`` starts the policy's call cooldown (no call for 7 days after
     a conversation); ``wrong_number`` blocks calls and SMS to that number, so the next steps
     fall back to other channels; a promise made on the call holds reminders like any promise."""
-    task = session.get(Task, task_id)
-    if task is None or task.kind != "call":
-        raise not_found("call task", task_id)
-    if task.status != "open":
-        raise conflict(f"call task {task_id} already has an outcome ({task.data.get('outcome')})")
-    if body.promise is not None and body.outcome != "reached":
-        raise conflict("a promise can only be recorded on a call that reached the customer")
-    invoice = services.get_invoice(session, task.invoice_id)
-    now = utcnow()
-    task.status = "done"
-    task.data = task.data | {
-        "outcome": body.outcome,
-        "by": who.actor,
-        "at": now.isoformat(),
-        **({"reached_at": now.isoformat()} if body.outcome == "reached" else {}),
-        **({"note": body.note} if body.note else {}),
-    }
-    session.add(task)
-    row = session.get(OutboxMessage, task.data.get("outbox_id") or 0)
-    if row is not None and body.outcome in ROW_STATUS:
-        row.status, row.updated_at = ROW_STATUS[body.outcome], now
-        session.add(row)
-    if body.outcome == "wrong_number":
-        _block_number(session, invoice, task)
-    add_event(
-        session,
-        task.invoice_id,
-        "call_outcome",
-        {"task_id": task_id, "outcome": body.outcome, "step": task.data.get("step")},
-        actor=who.actor,
-        dedupe_key=f"call:{task_id}",
-    )
-    session.commit()
-    if body.promise is not None:
-        invoice, _ = await services.run_update(
-            session,
-            client,
-            settings,
-            task.invoice_id,
-            "promise",
-            PromiseRequest(
-                promised_date=body.promise.promised_date.isoformat(),
-                amount_minor=body.promise.amount_minor,
-                actor=who.actor,
-                note=body.note or "promised on the phone",
-            ),
-            f"call-{task_id}-promise",
-        )
-    session.refresh(task)
+    task, invoice = await calls.record_outcome(session, client, settings, task_id, body, who.actor)
     return CallResult(
         task=TaskPublic.model_validate(task, from_attributes=True),
         invoice_status=invoice.status,
         hold=invoice.hold,
     )
-
-
-def _block_number(session: SessionDep, invoice: Invoice, task: Task) -> None:
-    for channel in ("call", "sms"):
-        exists = session.exec(
-            select(ContactBlock).where(
-                ContactBlock.customer_id == invoice.customer_id, ContactBlock.channel == channel
-            )
-        ).first()
-        if exists is None:
-            session.add(
-                ContactBlock(
-                    customer_id=invoice.customer_id,
-                    channel=channel,
-                    address=task.data.get("phone"),
-                    reason="wrong_number",
-                    source="specialist",
-                    detail=f"call task {task.id}",
-                )
-            )
-    try:
-        session.flush()
-    except IntegrityError:  # blocked concurrently: the block stands either way
-        session.rollback()

@@ -3,34 +3,23 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import col, select
 
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from arflow.invoices import actions
 from arflow.invoices import service as services
 from models import OutboxMessage
 from models.invoice import (
     INVOICE_STATUSES,
+    CancelBody,
     InvoiceCreate,
     InvoiceEventPublic,
+    InvoicePage,
     InvoicePublic,
     OutboxMessagePublic,
 )
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 Status = Literal[INVOICE_STATUSES]  # type: ignore[valid-type]
-
-
-class InvoicePage(BaseModel):
-    items: list[InvoicePublic]
-    total: int
-    limit: int
-    offset: int
-
-
-class CancelBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=500)
 
 
 @router.post(
@@ -116,13 +105,7 @@ def get_timeline(invoice_id: int, session: SessionDep, _: Viewer) -> list[Invoic
 
 @router.get("/{invoice_id}/messages", response_model=list[OutboxMessagePublic])
 def get_messages(invoice_id: int, session: SessionDep, _: Viewer) -> list[OutboxMessage]:
-    services.get_invoice(session, invoice_id)
-    stmt = (
-        select(OutboxMessage)
-        .where(OutboxMessage.invoice_id == invoice_id)
-        .order_by(col(OutboxMessage.id))
-    )
-    return list(session.exec(stmt).all())
+    return actions.messages(session, invoice_id)
 
 
 @router.post("/{invoice_id}/cancel", response_model=InvoicePublic)

@@ -2,59 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import uuid4
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from sqlmodel import col, select
 
-from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
-from api.errors import not_found, unprocessable
-from api.routes.actions import IdempotencyKey
-from arflow.db import insert_unique
+from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.errors import unprocessable
 from arflow.payments import reconcile
-from arflow.payments.service import apply_credit, credit_balances, deliver_all
-from arflow.payments.statements import CsvMapping
-from models import CreditEntry, Customer, ReceivedLine, StatementImport
-from models.bank import LINE_STATUSES, SavedCsvMapping
+from arflow.payments.service import apply_credit, credit_of
+from models import ReceivedLine, StatementImport
+from models.bank import (
+    LINE_STATUSES,
+    AppliedLine,
+    ApplyLine,
+    CreditEntryPublic,
+    CreditPublic,
+    CsvMappingIn,
+    CsvMappingPublic,
+    DismissLine,
+    ImportReport,
+    ReceivedLinePage,
+    ReceivedLinePublic,
+    SavedCsvMapping,
+    StatementImportPublic,
+    UseCredit,
+)
+from models.payment import DeliveryPublic
 
 router = APIRouter(prefix="/v1", tags=["payments in"])
 MAX_STATEMENT_BYTES = 20 * 1024 * 1024
-
-
-class DeliveryPublic(BaseModel):
-    payment_id: int
-    invoice_id: int
-    outcome: str = Field(description="delivered, reopened, recorded, duplicate or pending")
-
-
-class ImportReport(BaseModel):
-    import_id: int
-    filename: str
-    format: str
-    counts: dict[str, int] = Field(
-        description="lines, matched, unmatched, duplicate, ignored (debits that are not ours), "
-        "rejected (rows that could not be read: see errors)"
-    )
-    errors: list[dict[str, Any]]
-    lines: list[dict[str, Any]]
-    deliveries: list[DeliveryPublic]
-
-
-class StatementImportPublic(BaseModel):
-    id: int
-    filename: str
-    sha256: str
-    format: str
-    account_iban: str | None
-    statement_id: str | None
-    source: str
-    actor: str
-    counts: dict[str, int]
-    errors: list[dict[str, Any]]
-    imported_at: datetime
 
 
 @router.post("/bank-statements", status_code=201, response_model=ImportReport)
@@ -99,68 +76,10 @@ def list_imports(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> list[StatementImport]:
-    stmt = (
-        select(StatementImport).order_by(col(StatementImport.id).desc()).offset(offset).limit(limit)
-    )
-    return list(session.exec(stmt).all())
+    return reconcile.list_imports(session, limit, offset)
 
 
 # -- unmatched queue --------------------------------------------------------------------
-
-
-class ReceivedLinePublic(BaseModel):
-    id: int
-    source: str
-    import_id: int | None
-    line_no: int | None
-    booking_date: date
-    amount_minor: int
-    currency: str
-    counterparty_name: str | None
-    counterparty_iban: str | None
-    remittance: str
-    structured_reference: str | None
-    status: str
-    rule: str | None
-    reason: str | None
-    customer_id: int | None
-    candidates: list[int]
-    resolved_by: str | None
-    resolved_at: datetime | None
-    note: str | None
-
-
-class ReceivedLinePage(BaseModel):
-    items: list[ReceivedLinePublic]
-    total: int
-
-
-class AllocationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    invoice_id: StrictInt = Field(gt=0)
-    amount_minor: StrictInt = Field(gt=0, le=10**15)
-
-
-class ApplyLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    allocations: list[AllocationIn] = Field(default_factory=list, max_length=200)
-    credit_customer_id: StrictInt | None = Field(
-        default=None, gt=0, description="who gets what is not allocated, as credit"
-    )
-    note: str | None = Field(default=None, max_length=1000)
-
-
-class DismissLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    note: str = Field(min_length=1, max_length=1000, description="why (e.g. sent back)")
-
-
-class AppliedLine(BaseModel):
-    line: ReceivedLinePublic
-    deliveries: list[DeliveryPublic]
 
 
 @router.get("/unmatched-payments", response_model=ReceivedLinePage)
@@ -174,7 +93,7 @@ def unmatched_payments(
     """Receipts waiting for a specialist (``status`` shows the others, e.g. ``matched``)."""
     assert status in LINE_STATUSES
     rows = reconcile.lines_of(session, status, limit, offset)
-    total = len(session.exec(select(ReceivedLine.id).where(ReceivedLine.status == status)).all())
+    total = reconcile.count_lines(session, status)
     return ReceivedLinePage(
         items=[ReceivedLinePublic.model_validate(r, from_attributes=True) for r in rows],
         total=total,
@@ -193,16 +112,16 @@ async def apply_unmatched(
     """Apply a queued receipt: amounts to invoices, any rest to a customer's credit."""
     if not body.allocations and body.credit_customer_id is None:
         raise unprocessable("give allocations, credit_customer_id, or both")
-    payment_ids = reconcile.apply_line(
+    line, deliveries = await reconcile.apply_and_deliver(
         session,
+        client,
+        settings,
         line_id,
         [(a.invoice_id, a.amount_minor) for a in body.allocations],
         body.credit_customer_id,
         body.note,
         who.actor,
     )
-    deliveries = await deliver_all(session, client, settings, payment_ids)
-    line = session.get(ReceivedLine, line_id)
     return AppliedLine(
         line=ReceivedLinePublic.model_validate(line, from_attributes=True),
         deliveries=[DeliveryPublic(**d.__dict__) for d in deliveries],
@@ -220,81 +139,26 @@ def dismiss_unmatched(
 # -- CSV mappings -------------------------------------------------------------------------
 
 
-class CsvMappingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100)
-    columns: dict[str, Any] = Field(
-        description="CsvMapping fields: date, amount, currency or default_currency, "
-        "remittance, counterparty_name, counterparty_iban, transaction_id, value_date, "
-        "date_format, decimal_separator, thousands_separator, delimiter, encoding"
-    )
-
-
-class CsvMappingPublic(BaseModel):
-    id: int
-    name: str
-    config: dict[str, Any]
-    created_at: datetime
-
-
 @router.post("/csv-mappings", status_code=201, response_model=CsvMappingPublic)
 def create_mapping(body: CsvMappingIn, session: SessionDep, _: Specialist) -> SavedCsvMapping:
     """Save how one bank's CSV export reads (checked now, used by name on import)."""
-    try:
-        CsvMapping.from_dict({**body.columns, "name": body.name})
-    except ValueError as exc:
-        raise unprocessable(f"mapping {body.name!r}: {exc}") from None
-    row = SavedCsvMapping(name=body.name, config=body.columns)
-    return insert_unique(session, row, f"CSV mapping {body.name!r} already exists")
+    return reconcile.save_mapping(session, body.name, body.columns)
 
 
 @router.get("/csv-mappings", response_model=list[CsvMappingPublic])
 def list_mappings(session: SessionDep, _: Viewer) -> list[SavedCsvMapping]:
-    return list(session.exec(select(SavedCsvMapping).order_by(col(SavedCsvMapping.name))).all())
+    return reconcile.list_mappings(session)
 
 
 # -- customer credit ------------------------------------------------------------------------
 
 
-class CreditEntryPublic(BaseModel):
-    id: int
-    currency: str
-    amount_minor: int
-    kind: str
-    invoice_id: int | None
-    payment_id: int | None
-    line_id: int | None
-    actor: str
-    note: str | None
-    created_at: datetime
-
-
-class CreditPublic(BaseModel):
-    customer_id: int
-    balances: dict[str, int] = Field(description="credit per currency, minor units")
-    entries: list[CreditEntryPublic]
-
-
-class UseCredit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    invoice_id: StrictInt = Field(gt=0)
-    amount_minor: StrictInt = Field(gt=0, le=10**15)
-
-
 @router.get("/customers/{customer_id}/credit", response_model=CreditPublic)
 def customer_credit(customer_id: int, session: SessionDep, _: Viewer) -> CreditPublic:
-    if session.get(Customer, customer_id) is None:
-        raise not_found("customer", customer_id)
-    entries = session.exec(
-        select(CreditEntry)
-        .where(CreditEntry.customer_id == customer_id)
-        .order_by(col(CreditEntry.id))
-    ).all()
+    balances, entries = credit_of(session, customer_id)
     return CreditPublic(
         customer_id=customer_id,
-        balances=credit_balances(session, customer_id),
+        balances=balances,
         entries=[CreditEntryPublic.model_validate(e, from_attributes=True) for e in entries],
     )
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from api.deps import SessionDep, Viewer
+from api.deps import SessionDep, TodayDep, Viewer
 from api.errors import unprocessable
 from arflow.reports import aging as aging_report
 from arflow.reports import forecast as forecast_report
@@ -31,12 +31,6 @@ denominator is zero; in CSV they are plain numbers. Days are UTC calendar days.
 Cancelled invoices are void and count nowhere."""
 
 
-def today_utc() -> date:
-    """Today's date in UTC (a dependency, so tests can fix the day)."""
-    return datetime.now(UTC).date()
-
-
-TodayDep = Annotated[date, Depends(today_utc)]
 Format = Literal["json", "csv"]
 FormatQuery = Annotated[
     Format, Query(alias="format", description="json (default) or csv (text/csv)")

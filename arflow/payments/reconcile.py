@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from arflow.config import Settings
+from arflow.db import insert_unique
 from arflow.errors import Invalid, conflict, not_found, unprocessable
 from arflow.payments.matching import Book, Decision, Item, Payer, Receipt, decide
 from arflow.payments.service import Delivery, deliver_all, store_payment
@@ -315,6 +316,31 @@ async def import_statement(
     return result, await deliver_all(session, client, settings, result.payment_ids)
 
 
+def list_imports(session: Session, limit: int, offset: int) -> list[StatementImport]:
+    """The statement imports, newest first."""
+    stmt = (
+        select(StatementImport).order_by(col(StatementImport.id).desc()).offset(offset).limit(limit)
+    )
+    return list(session.exec(stmt).all())
+
+
+# -- saved CSV mappings ---------------------------------------------------------------------
+
+
+def save_mapping(session: Session, name: str, columns: dict[str, Any]) -> SavedCsvMapping:
+    """Save how one bank's CSV export reads (checked now, used by name on import)."""
+    try:
+        CsvMapping.from_dict({**columns, "name": name})
+    except ValueError as exc:
+        raise unprocessable(f"mapping {name!r}: {exc}") from None
+    row = SavedCsvMapping(name=name, config=columns)
+    return insert_unique(session, row, f"CSV mapping {name!r} already exists")
+
+
+def list_mappings(session: Session) -> list[SavedCsvMapping]:
+    return list(session.exec(select(SavedCsvMapping).order_by(col(SavedCsvMapping.name))).all())
+
+
 # -- the unmatched queue --------------------------------------------------------------------
 
 
@@ -442,6 +468,22 @@ def _credit_rest(
     )
 
 
+async def apply_and_deliver(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    line_id: int,
+    allocations: list[tuple[int, int]],
+    credit_customer_id: int | None,
+    note: str | None,
+    actor: str,
+) -> tuple[ReceivedLine | None, list[Delivery]]:
+    """``apply_line``, then its payments delivered to their workflows; the line as it is now."""
+    payment_ids = apply_line(session, line_id, allocations, credit_customer_id, note, actor)
+    deliveries = await deliver_all(session, client, settings, payment_ids)
+    return session.get(ReceivedLine, line_id), deliveries
+
+
 def dismiss_line(session: Session, line_id: int, note: str, actor: str) -> ReceivedLine:
     line = queued_line(session, line_id)
     _resolve(line, DISMISSED, actor, note)
@@ -467,3 +509,7 @@ def lines_of(session: Session, status: str, limit: int, offset: int) -> list[Rec
         .limit(limit)
     )
     return list(session.exec(stmt).all())
+
+
+def count_lines(session: Session, status: str) -> int:
+    return len(session.exec(select(ReceivedLine.id).where(ReceivedLine.status == status)).all())

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from arflow import gateway
 from arflow.charges.service import settle_charges
 from arflow.config import Settings
-from arflow.errors import DomainError, NotFound, Unavailable, conflict, unprocessable
+from arflow.errors import DomainError, NotFound, Unavailable, conflict, not_found, unprocessable
 from arflow.invoices.service import (
     find_referenced,
     get_invoice,
@@ -90,6 +90,18 @@ def credit_balances(session: Session, customer_id: int) -> dict[str, int]:
         .group_by(col(CreditEntry.currency))
     ).all()
     return {currency: int(total) for currency, total in rows if total}
+
+
+def credit_of(session: Session, customer_id: int) -> tuple[dict[str, int], list[CreditEntry]]:
+    """The customer's credit per currency and every entry of it, oldest first."""
+    if session.get(Customer, customer_id) is None:
+        raise not_found("customer", customer_id)
+    entries = session.exec(
+        select(CreditEntry)
+        .where(CreditEntry.customer_id == customer_id)
+        .order_by(col(CreditEntry.id))
+    ).all()
+    return credit_balances(session, customer_id), list(entries)
 
 
 def _credit_after_close(session: Session, invoice: Invoice, payment: Payment) -> None:

@@ -1,0 +1,114 @@
+"""One click, many invoices: the send-now job. The invoices are chosen (by id or by a filter),
+the job and one item per invoice are stored, and its workflow is started; the job shows its
+per-invoice progress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+
+from arflow import gateway
+from arflow.config import Settings
+from arflow.errors import Unavailable, not_found, unprocessable
+from models import Customer, Invoice, Job, JobItem
+from models.job import MAX_JOB_INVOICES, JobItemPublic, JobPublic, SendNowRequest
+from models.types import utcnow
+
+
+def selected(session: Session, body: SendNowRequest) -> list[int]:
+    """The ids of the invoices ``body`` names or its filter selects (422 when none, or when an
+    id is unknown, or when the filter selects more than a job takes)."""
+    if body.invoice_ids is not None:
+        ids = list(dict.fromkeys(body.invoice_ids))
+        found = set(session.exec(select(Invoice.id).where(col(Invoice.id).in_(ids))).all())
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise unprocessable(f"unknown invoices {missing[:20]}")
+        return ids
+    flt = body.filter
+    assert flt is not None
+    stmt = select(Invoice.id).where(Invoice.status == flt.status)
+    if flt.overdue_days_min is not None:
+        cutoff = datetime.now(UTC) - timedelta(days=flt.overdue_days_min)
+        stmt = stmt.where(Invoice.due_at < cutoff)
+    if flt.segment is not None:
+        stmt = stmt.join(Customer, col(Customer.id) == col(Invoice.customer_id)).where(
+            Customer.segment == flt.segment
+        )
+    if flt.customer_id is not None:
+        stmt = stmt.where(Invoice.customer_id == flt.customer_id)
+    if flt.collector is not None:
+        stmt = stmt.where(Invoice.collector == flt.collector)
+    if flt.currency is not None:
+        stmt = stmt.where(Invoice.currency == flt.currency.upper())
+    ids = [i for i in session.exec(stmt.order_by(col(Invoice.id))).all() if i is not None]
+    if not ids:
+        raise unprocessable("the filter selects no invoice")
+    if len(ids) > MAX_JOB_INVOICES:
+        raise unprocessable(f"the filter selects {len(ids)} invoices; at most {MAX_JOB_INVOICES}")
+    return ids
+
+
+def public(session: Session, job: Job) -> JobPublic:
+    """A job as the API shows it: its items and how many are in each status."""
+    items = session.exec(
+        select(JobItem).where(JobItem.job_id == job.id).order_by(col(JobItem.invoice_id))
+    ).all()
+    counts = {"pending": 0, "sent": 0, "refused": 0, "failed": 0}
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    assert job.id is not None
+    return JobPublic(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        requested_by=job.requested_by,
+        params=job.params,
+        total=job.total,
+        counts=counts,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        items=[JobItemPublic.model_validate(i, from_attributes=True) for i in items],
+    )
+
+
+async def start_job(
+    session: Session, client: Client, settings: Settings, body: SendNowRequest, actor: str
+) -> Job:
+    """Store a send-now job for the selected invoices and start its workflow. When Temporal
+    does not answer, the job is marked failed and ``Unavailable`` is raised (retry)."""
+    ids = selected(session, body)
+    job = Job(
+        kind="send_now",
+        requested_by=actor,
+        params=body.model_dump(mode="json", exclude_none=True),
+        total=len(ids),
+    )
+    session.add(job)
+    session.flush()
+    assert job.id is not None
+    session.add_all(JobItem(job_id=job.id, invoice_id=i) for i in ids)
+    session.commit()
+    try:
+        await gateway.start_send_now_job(client, settings, job.id)
+    except Unavailable:
+        job.status, job.finished_at = "failed", utcnow()
+        session.add(job)
+        session.commit()
+        raise
+    return job
+
+
+def get_job(session: Session, job_id: int) -> JobPublic:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return public(session, job)
+
+
+def list_jobs(session: Session, limit: int = 50) -> list[JobPublic]:
+    """The latest jobs, newest first."""
+    jobs = session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit)).all()
+    return [public(session, j) for j in jobs]
