@@ -9,7 +9,7 @@ to post charges) and turn a domain ``NotFound`` into a non-retryable failure.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,9 +21,7 @@ from arflow.customers.segments import ensure_default_segments
 from arflow.db import SessionFactory
 from arflow.errors import NotFound
 from arflow.invoices import recording
-from arflow.messages.channels import Channel
 from arflow.messages.delivery import StepDelivery
-from arflow.messages.documents import Seller
 from arflow.payments import recording as payments
 from workflows.types import (
     ChangeResult,
@@ -51,21 +49,10 @@ def not_found_is_final() -> Iterator[None]:
 class InvoiceActivities:
     """Bound methods are registered on the worker; dependencies come in through the constructor."""
 
-    def __init__(
-        self,
-        sessions: SessionFactory,
-        channel: Channel,
-        pay_url: Callable[[int, str, str], str],
-        print_folder: str = "data/print",
-        seller: Seller | None = None,
-        default_locale: str = "en",
-        unsubscribe_url: Callable[[int], str] | None = None,
-    ) -> None:
+    def __init__(self, sessions: SessionFactory, delivery: StepDelivery) -> None:
         self.sessions = sessions
+        self.delivery = delivery  # sends one step on one channel (channels, templates, PDFs)
         self.segments_ready = False  # the default segments exist (none is ever deleted)
-        self.delivery = StepDelivery(
-            channel, pay_url, print_folder, seller, default_locale, unsubscribe_url
-        )
 
     @activity.defn(name="send_reminder")
     def send_reminder(self, inp: SendReminderInput) -> SendOutcome:

@@ -31,6 +31,7 @@ from arflow import observability
 from arflow.config import Settings, get_settings
 from arflow.customers.unsubscribe import unsubscribe_url
 from arflow.db import make_engine, session_factory
+from arflow.messages.delivery import StepDelivery
 from arflow.messages.documents import Seller
 from arflow.messages.providers import channel_for
 from arflow.schedules import (
@@ -70,8 +71,7 @@ def build_worker(
     sessions = session_factory(engine)
     channel = channel_for(settings)
     seller = Seller.from_settings(settings)
-    acts = InvoiceActivities(
-        sessions=sessions,
+    delivery = StepDelivery(
         channel=channel,
         pay_url=settings.pay_url,
         print_folder=settings.print_folder,
@@ -79,6 +79,7 @@ def build_worker(
         default_locale=settings.default_locale,
         unsubscribe_url=partial(unsubscribe_url, settings),
     )
+    acts = InvoiceActivities(sessions, delivery)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
