@@ -33,7 +33,6 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from api import charts
 from api.deps import Principal, SessionDep, SettingsDep, TodayDep
@@ -467,11 +466,6 @@ async def invoice_history(
         found = await history.invoice_history(_temporal(request), settings, invoice_id)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
-    except RPCError as exc:
-        log.warning("history of invoice %s: %s", invoice_id, exc)
-        return render(
-            request, "fragments/error.html", status=503, message="Temporal did not answer; retry"
-        )
     return render(request, "fragments/history.html", history=found)
 
 

@@ -248,9 +248,16 @@ async def _pages(call: Callable[..., Awaitable[Any]], request: Any) -> set[str]:
 
 async def workflow_runs(client: Client, workflow_id: str) -> dict[str, Sequence[HistoryEvent]]:
     """Every run of ``workflow_id`` with its events (the admin's history view); {} when
-    there is none. RPC errors other than "not found" pass through.
+    there is none; ``Unavailable`` when Temporal did not answer."""
+    try:
+        return await _workflow_runs(client, workflow_id)
+    except RPCError as exc:
+        log.warning("history of %s: %s", workflow_id, exc)
+        raise _unavailable() from exc
 
-    Runs come from visibility (which may lag a moment) and from the chain of the latest run
+
+async def _workflow_runs(client: Client, workflow_id: str) -> dict[str, Sequence[HistoryEvent]]:
+    """Runs come from visibility (which may lag a moment) and from the chain of the latest run
     back through ``continued_execution_run_id`` / ``first_execution_run_id``."""
     handle = client.get_workflow_handle(workflow_id)
     try:

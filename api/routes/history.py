@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from temporalio.service import RPCError
 
 from api.deps import Admin, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError
 from arflow.invoices import service as services
 from arflow.reports import history
 from arflow.reports.history import InvoiceHistory
@@ -27,7 +25,4 @@ async def workflow_history(
     reopening. No payload beyond those fields is shown. ``temporal_ui_url`` opens the
     workflow in the Temporal Web UI."""
     services.get_invoice(session, invoice_id)
-    try:
-        return await history.invoice_history(client, settings, invoice_id)
-    except RPCError as exc:
-        raise ApiError(503, "workflow_unavailable", "Temporal did not answer; retry") from exc
+    return await history.invoice_history(client, settings, invoice_id)

@@ -425,7 +425,8 @@ def assemble(
 
 
 async def invoice_history(client: Client, settings: Settings, invoice_id: int) -> InvoiceHistory:
-    """The readable history of every run of the invoice's workflow (RPCError: Temporal down)."""
+    """The readable history of every run of the invoice's workflow (``Unavailable``: Temporal
+    did not answer)."""
     workflow_id = settings.workflow_id(invoice_id)
     runs = await load(client, workflow_id)
     return assemble(invoice_id, workflow_id, ui_url(settings, workflow_id), runs)
