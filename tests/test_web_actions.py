@@ -1,0 +1,91 @@
+"""The dashboard's action forms reach the invoice's workflow through the same domain calls as
+the JSON API (arflow.invoices.actions): each form, once submitted, shows its confirmation and
+leaves the same event on the timeline as the API's route would."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import API_KEYS, Harness, harness
+
+CSRF_IN_PAGE = re.compile(r'"X-CSRF-Token": "([^"]+)"')
+CSRF_IN_FORM = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+async def h(ts_env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with harness(ts_env, engine, tmp_path) as h:
+        yield h
+
+
+async def _login(h: Harness, role: str) -> dict[str, str]:
+    form = await h.http.get("/app/login")
+    token = CSRF_IN_FORM.search(form.text)
+    assert token, form.text
+    resp = await h.http.post(
+        "/app/login", data={"api_key": API_KEYS[role], "csrf_token": token[1], "next": "/app"}
+    )
+    assert resp.status_code == 303, resp.text
+    page = await h.http.get("/app/worklist")
+    found = CSRF_IN_PAGE.search(page.text)
+    assert found, page.text
+    return {"X-CSRF-Token": found[1], "HX-Request": "true"}
+
+
+def _kinds(h: Harness, invoice_id: int) -> list[str]:
+    return [e.kind for e in h.events(invoice_id)]
+
+
+async def test_each_form_sends_its_update_and_the_timeline_says_so(h: Harness) -> None:
+    customer = await h.customer()
+    invoice = await h.invoice(customer["id"])
+    path = f"/app/invoices/{invoice['id']}"
+    headers = await _login(h, "specialist")
+    today = (await h.env.get_current_time()).date()
+
+    steps = [
+        ("send-now", {}, "Reminder sent.", "reminder_sent", None),
+        ("pause", {"reason": "customer on holiday"}, "Reminders paused.", "paused", "paused"),
+        ("resume", {"reason": "back"}, "Reminders resumed.", "resumed", None),
+        (
+            "promise",
+            {"promised_date": (today + timedelta(days=5)).isoformat(), "amount": "1200.00"},
+            "Promise recorded.",
+            "promise_to_pay",
+            "promise",
+        ),
+        (
+            "plan",
+            {
+                "installments": "\n".join(
+                    f"{(today + timedelta(days=d)).isoformat()} 600.00" for d in (10, 40)
+                ),
+                "note": "two halves",
+            },
+            "Payment plan agreed.",
+            "plan_agreed",
+            "plan",
+        ),
+    ]
+    for action, form, done, kind, hold in steps:
+        resp = await h.http.post(f"{path}/{action}", data=form, headers=headers)
+        assert resp.status_code == 200, (action, resp.text)
+        assert done in resp.text
+        assert kind in _kinds(h, invoice["id"]), (action, _kinds(h, invoice["id"]))
+        state = (await h.get(f"/v1/invoices/{invoice['id']}")).json()
+        assert state["hold"] == hold, (action, state)
+
+    note = await h.http.post(f"{path}/note", data={"text": "called, agreed"}, headers=headers)
+    assert note.status_code == 200, note.text
+    notes = [e.data for e in h.events(invoice["id"]) if e.kind == "note"]
+    assert notes == [{"text": "called, agreed"}]
+    # Every action carries who did it, as the API's routes record it.
+    actors = {e.actor for e in h.events(invoice["id"]) if e.kind != "created"}
+    assert all(a.startswith("specialist:") for a in actors), actors
