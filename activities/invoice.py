@@ -9,17 +9,14 @@ to post charges) and turn a domain ``NotFound`` into a non-retryable failure.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.failures import not_found_is_final
 from arflow.charges.service import charges_due, post_charge
 from arflow.customers.segments import ensure_default_segments
 from arflow.db import SessionFactory
-from arflow.errors import NotFound
 from arflow.invoices import recording
 from arflow.messages.delivery import StepDelivery
 from arflow.payments import recording as payments
@@ -35,15 +32,6 @@ from workflows.types import (
 )
 
 log = logging.getLogger("arflow.activities")
-
-
-@contextmanager
-def not_found_is_final() -> Iterator[None]:
-    """A row that does not exist will not appear on a retry: fail the activity for good."""
-    try:
-        yield
-    except NotFound as exc:
-        raise ApplicationError(exc.message, non_retryable=True) from exc
 
 
 class InvoiceActivities:

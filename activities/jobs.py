@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlmodel import select
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
+from activities.failures import not_found_is_final
 from arflow import gateway
 from arflow.config import Settings
 from arflow.db import SessionFactory
 from arflow.errors import Conflict, Invalid, Unavailable
 from arflow.gateway import NoWorkflow
-from models import Job, JobItem
-from models.types import utcnow
+from arflow.invoices import jobs
 from workflows.types import ActorRequest
 
 log = logging.getLogger("arflow.jobs")
@@ -34,36 +32,16 @@ class JobActivities:
         self.settings = settings
 
     def _start(self, job_id: int) -> tuple[str, list[int]]:
-        with self.sessions() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise ApplicationError(f"job {job_id} not found", non_retryable=True)
-            job.status = "running"
-            session.add(job)
-            session.commit()
-            pending = session.exec(
-                select(JobItem.invoice_id).where(
-                    JobItem.job_id == job_id, JobItem.status == "pending"
-                )
-            ).all()
-            return job.requested_by, list(pending)
+        with self.sessions() as session, not_found_is_final():
+            return jobs.start_running(session, job_id)
 
     def _record(self, job_id: int, invoice_id: int, status: str, detail: str | None) -> None:
         with self.sessions() as session:
-            item = session.exec(
-                select(JobItem).where(JobItem.job_id == job_id, JobItem.invoice_id == invoice_id)
-            ).one()
-            item.status, item.detail, item.updated_at = status, detail, utcnow()
-            session.add(item)
-            session.commit()
+            jobs.record_item(session, job_id, invoice_id, status, detail)
 
     def _finish(self, job_id: int) -> None:
         with self.sessions() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.status, job.finished_at = "done", utcnow()
-            session.add(job)
-            session.commit()
+            jobs.finish(session, job_id)
 
     @activity.defn(name="run_send_now_job")
     async def run_send_now_job(self, job_id: int) -> None:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from sqlmodel import col, select
 from temporalio import activity
 
 from arflow import gateway
 from arflow.config import Settings
-from arflow.customers.profiles import refresh_customer, switch_policies
+from arflow.customers.profiles import switch_policies
 from arflow.db import SessionFactory
-from arflow.invoices.recording import segment_move
-from arflow.invoices.timeline import WORKFLOW_ACTOR
-from models import Invoice
+from arflow.invoices import recording
 from models.types import utcnow
-from workflows.types import CLOSED_STATUSES, SegmentMove, StatementRun
+from workflows.types import SegmentMove, StatementRun
 
 
 class SegmentActivities:
@@ -33,18 +30,10 @@ class SegmentActivities:
         at = run.at or utcnow()
         counts = {"customers": 0, "moved": 0, "holds_changed": 0}
         with self.sessions() as session:
-            ids = session.exec(
-                select(Invoice.customer_id)
-                .where(col(Invoice.status).not_in(CLOSED_STATUSES))
-                .distinct()
-                .order_by(col(Invoice.customer_id))
-            ).all()
-            for customer_id in ids:
-                refreshed = refresh_customer(session, customer_id, WORKFLOW_ACTOR, at)
-                session.commit()
+            for customer_id in recording.customers_to_review(session):
+                hold_changed, move = recording.review_customer(session, customer_id, at)
                 counts["customers"] += 1
-                counts["holds_changed"] += refreshed.hold.changed
-                move = segment_move(customer_id, refreshed)
+                counts["holds_changed"] += hold_changed
                 if move is not None:
                     counts["moved"] += 1
                     await self._start(move)

@@ -1,16 +1,11 @@
-"""The inbox import activity: every file in the statement inbox folder, imported once.
-
-A file is moved to ``processed/`` once imported, or to ``failed/`` with a ``.error.txt`` beside
-it when it cannot be read at all. A crash between import and move imports the file again on
-the retry, which finds every line already taken (duplicates) and moves it then. CSV files need
-a saved mapping, named in the file name: ``anything@mapping-name.csv``.
+"""The inbox import activity: every file in the statement inbox folder, imported once (see
+``arflow.payments.inbox``: which files, where they go once imported or rejected). The
+activity keeps the heartbeats and the delivery of the stored payments to their workflows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
@@ -18,17 +13,10 @@ from temporalio import activity
 from arflow.config import Settings
 from arflow.db import SessionFactory
 from arflow.errors import DomainError
-from arflow.payments.reconcile import ImportResult, store_statement
+from arflow.payments import inbox
+from arflow.payments.reconcile import ImportResult
 from arflow.payments.service import deliver_all, redeliver
 from workflows.types import InboxFile, InboxResult
-
-log = logging.getLogger("arflow.inbox")
-
-
-def mapping_of(path: Path) -> str | None:
-    """``bank-export@sparkasse.csv`` -> ``sparkasse``."""
-    stem = path.stem
-    return stem.rpartition("@")[2] if "@" in stem else None
 
 
 class StatementActivities:
@@ -38,36 +26,26 @@ class StatementActivities:
 
     def _store(self, path: Path, content: bytes) -> ImportResult:
         with self.sessions() as session:
-            return store_statement(
-                session,
-                path.name,
-                content,
-                mapping=mapping_of(path),
-                source="inbox",
-                actor="schedule:statement-inbox",
-            )
+            return inbox.import_file(session, path, content)
 
     @activity.defn(name="import_inbox")
     async def import_inbox(self) -> InboxResult:
         folder = Path(self.settings.inbox_folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        files = inbox.inbox_files(folder)
         client = activity.client()
         result = InboxResult()
-        for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name[0] != "."):
+        for path in files:
             activity.heartbeat(path.name)
             content = path.read_bytes()
             try:
                 imported = await asyncio.to_thread(self._store, path, content)
             except DomainError as exc:
-                log.warning("statement %s failed: %s", path.name, exc.message)
-                _move(path, folder / "failed").with_suffix(".error.txt").write_text(
-                    exc.message + "\n"
-                )
+                inbox.reject(folder, path, exc.message)
                 result.files.append(InboxFile(path.name, "failed", error=exc.message))
                 continue
             with self.sessions() as session:
                 await deliver_all(session, client, self.settings, imported.payment_ids)
-            _move(path, folder / "processed")
+            inbox.processed(folder, path)
             result.files.append(
                 InboxFile(path.name, "imported", imported.import_id, imported.counts)
             )
@@ -78,12 +56,3 @@ class StatementActivities:
 
     def all(self) -> list[object]:
         return [self.import_inbox]
-
-
-def _move(path: Path, folder: Path) -> Path:
-    """Move ``path`` into ``folder`` under a time-stamped name (files never overwrite)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    target = folder / f"{stamp}-{path.name}"
-    path.rename(target)
-    return target

@@ -272,6 +272,3 @@ def record_end(
             "commission_minor": placement.commission_minor,
         }
     add_event(session, invoice_id, f"agency_{outcome}", data, actor=actor, dedupe_key=ENDED_KEY)
-
-
-# -- activities ---------------------------------------------------------------------------

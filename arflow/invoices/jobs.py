@@ -112,3 +112,42 @@ def list_jobs(session: Session, limit: int = 50) -> list[JobPublic]:
     """The latest jobs, newest first."""
     jobs = session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit)).all()
     return [public(session, j) for j in jobs]
+
+
+# -- running a job (the run_send_now_job activity) ------------------------------------------
+
+
+def start_running(session: Session, job_id: int) -> tuple[str, list[int]]:
+    """Mark the job running (commits); who requested it and its invoices still pending.
+    ``NotFound`` when the job does not exist."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    job.status = "running"
+    session.add(job)
+    session.commit()
+    pending = session.exec(
+        select(JobItem.invoice_id).where(JobItem.job_id == job_id, JobItem.status == "pending")
+    ).all()
+    return job.requested_by, list(pending)
+
+
+def record_item(
+    session: Session, job_id: int, invoice_id: int, status: str, detail: str | None
+) -> None:
+    """Record how the job's invoice went (commits)."""
+    item = session.exec(
+        select(JobItem).where(JobItem.job_id == job_id, JobItem.invoice_id == invoice_id)
+    ).one()
+    item.status, item.detail, item.updated_at = status, detail, utcnow()
+    session.add(item)
+    session.commit()
+
+
+def finish(session: Session, job_id: int) -> None:
+    """Mark the job done (commits)."""
+    job = session.get(Job, job_id)
+    assert job is not None
+    job.status, job.finished_at = "done", utcnow()
+    session.add(job)
+    session.commit()

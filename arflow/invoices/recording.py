@@ -6,11 +6,12 @@ in the same transaction (``refresh``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date, datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from arflow.customers.profiles import CustomerRefresh, refresh_customer
 from arflow.invoices.service import get_invoice
@@ -20,7 +21,7 @@ from arflow.invoices.timeline import (
     commit_once,
     set_next_action,
 )
-from models import Customer, Dispute, InvoiceEvent, PaymentPlan, Promise, Task
+from models import Customer, Dispute, Invoice, InvoiceEvent, PaymentPlan, Promise, Task
 from models.types import utcnow
 from workflows.types import (
     CLOSED_STATUSES,
@@ -231,3 +232,23 @@ def segment_move(customer_id: int, refreshed: CustomerRefresh) -> SegmentMove | 
         invoice_ids=moved.invoice_ids,
         event_id=moved.event_id,
     )
+
+
+def customers_to_review(session: Session) -> Sequence[int]:
+    """The customers with an invoice still open, by id (the daily review)."""
+    return session.exec(
+        select(Invoice.customer_id)
+        .where(col(Invoice.status).not_in(CLOSED_STATUSES))
+        .distinct()
+        .order_by(col(Invoice.customer_id))
+    ).all()
+
+
+def review_customer(
+    session: Session, customer_id: int, at: datetime
+) -> tuple[bool, SegmentMove | None]:
+    """Re-evaluate one customer (segment and credit hold) in a transaction of its own
+    (commits): whether the hold changed, and the switch the new segment calls for, if any."""
+    refreshed = refresh_customer(session, customer_id, WORKFLOW_ACTOR, at)
+    session.commit()
+    return refreshed.hold.changed, segment_move(customer_id, refreshed)
