@@ -44,14 +44,25 @@ def _integer_params(dependant: Dependant) -> Iterator[tuple[str, str]]:
         yield from _integer_params(sub)
 
 
+_CACHED = "_arflow_integer_params"
+
+
+def _route_integer_params(route: Any) -> tuple[tuple[str, str], ...]:
+    """The integer parameters of one route, found once per route (not on every request) and
+    kept on the route object itself (routes compare by value and do not hash)."""
+    found: tuple[tuple[str, str], ...] | None = getattr(route, _CACHED, None)
+    if found is None:
+        dependant = getattr(route, "dependant", None)
+        found = tuple(_integer_params(dependant)) if dependant is not None else ()
+        setattr(route, _CACHED, found)
+    return found
+
+
 def bounded_integers(request: Request) -> None:
-    """422 for an integer path or query parameter outside the signed 64-bit range."""
+    """422 for an integer path or query parameter outside the signed 32-bit range."""
     route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
     errors = []
-    for where, name in _integer_params(dependant):
+    for where, name in _route_integer_params(route) if route is not None else ():
         source = request.path_params if where == "path" else request.query_params
         values = [source[name]] if where == "path" else request.query_params.getlist(name)
         for value in values if name in source else []:
