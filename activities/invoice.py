@@ -8,7 +8,6 @@ to post charges) and turn a domain ``NotFound`` into a non-retryable failure.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from temporalio import activity
@@ -30,8 +29,6 @@ from workflows.types import (
     SendOutcome,
     SendReminderInput,
 )
-
-log = logging.getLogger("arflow.activities")
 
 
 class InvoiceActivities:

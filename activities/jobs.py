@@ -71,7 +71,7 @@ class JobActivities:
                 invoice_id,
                 "send_now",
                 ActorRequest(reason=f"send-now job {job_id}", actor=actor),
-                update_id_=f"job-{job_id}-{invoice_id}",
+                update_id=f"job-{job_id}-{invoice_id}",
             )
         except NoWorkflow:
             return "refused", "the invoice has no running workflow (closed)"

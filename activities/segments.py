@@ -6,9 +6,9 @@ from temporalio import activity
 
 from arflow import gateway
 from arflow.config import Settings
-from arflow.customers.profiles import switch_policies
 from arflow.db import SessionFactory
 from arflow.invoices import recording
+from arflow.invoices.service import switch_policies
 from models.types import utcnow
 from workflows.types import SegmentMove, StatementRun
 

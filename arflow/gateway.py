@@ -131,7 +131,7 @@ async def reopen_with_payment(
         raise _unavailable() from exc
 
 
-def update_id(update: str, idempotency_key: str | None) -> str | None:
+def idempotent_update_id(update: str, idempotency_key: str | None) -> str | None:
     """The update's id for a request's Idempotency-Key: the same key is applied once."""
     return f"{update}:{idempotency_key}" if idempotency_key else None
 
@@ -142,20 +142,20 @@ async def update_invoice(
     invoice_id: int,
     update: str,
     request: object,
-    idempotency_key: str | None = None,
-    update_id_: str | None = None,
+    update_id: str | None = None,
 ) -> InvoiceState:
     """Send an update to the invoice's workflow and wait for its answer (the new state).
 
     The workflow's validator or handler refuses with a reason: ``Invalid`` for a bad request
-    (``InvalidInput``), else ``Conflict``, both with code ``refused``. ``update_id_`` names the
-    update directly (a job's per-invoice id); otherwise the Idempotency-Key makes it."""
+    (``InvalidInput``), else ``Conflict``, both with code ``refused``. The same ``update_id``
+    again is applied once and answered with the first outcome (``idempotent_update_id`` makes
+    one from a request's Idempotency-Key; a send-now job names each invoice's)."""
     handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
     try:
         state: InvoiceState = await handle.execute_update(
             update,
             request,
-            id=update_id_ or update_id(update, idempotency_key),
+            id=update_id,
             result_type=InvoiceState,
         )
     except WorkflowUpdateFailedError as exc:

@@ -12,6 +12,7 @@ from api.deps import Admin, OptionalTemporalDep, SessionDep, SettingsDep, Specia
 from arflow.customers import credit, profiles, segments
 from arflow.customers.events import customer_events
 from arflow.customers.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
+from arflow.invoices.service import switch_policies
 from models import CustomerEvent, Segment, UnbilledOrder
 from models.profile import (
     CreditCheckRequest,
@@ -80,7 +81,7 @@ async def _switch(
             result.policy_change_invoice_ids, "Temporal is not connected"
         )
         return
-    result.policy_switch_failed = await profiles.switch_policies(
+    result.policy_switch_failed = await switch_policies(
         session,
         client,
         settings,

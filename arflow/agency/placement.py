@@ -8,14 +8,13 @@ import hashlib
 import hmac
 import io
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
 from sqlmodel import Session, select
@@ -26,9 +25,6 @@ from arflow.invoices.timeline import (
 )
 from models import Agency, AgencyPlacement
 from models.types import utcnow
-
-log = logging.getLogger("arflow.agency")
-T = TypeVar("T")
 
 #: the drop folder used when no agency is configured (``settings.agency_folder``)
 BUILTIN_AGENCY = "file-drop"

@@ -27,12 +27,6 @@ from workflows.charges import (
 from workflows.types import PostChargesInput
 
 
-def _add_event(
-    session: Session, invoice_id: int, kind: str, data: dict[str, object], actor: str, key: str
-) -> None:
-    add_event(session, invoice_id, kind, dict(data), actor=actor, dedupe_key=key)
-
-
 def find_charge(session: Session, invoice_id: int, dedupe_key: str) -> InvoiceCharge | None:
     return session.exec(
         select(InvoiceCharge).where(
@@ -117,7 +111,7 @@ def post_charge(
     try:
         session.flush()
         assert row.id is not None
-        _add_event(
+        add_event(
             session,
             invoice_id,
             "charge_posted",
@@ -129,8 +123,8 @@ def post_charge(
                 **({"stage": line.stage} if line.stage else {}),
                 **({"period_to": line.period_to.isoformat()} if line.period_to else {}),
             },
-            actor,
-            f"charge:{line.dedupe_key}",
+            actor=actor,
+            dedupe_key=f"charge:{line.dedupe_key}",
         )
         session.commit()
     except IntegrityError:
@@ -178,7 +172,7 @@ def settle_charges(
         if left == 0:
             break
     if settled:
-        _add_event(
+        add_event(
             session,
             invoice_id,
             "charges_settled",
@@ -187,8 +181,8 @@ def settle_charges(
                 "settled_minor": amount_minor - left,
                 "charges": settled,
             },
-            actor,
-            f"charges_settled:{payment_id}",
+            actor=actor,
+            dedupe_key=f"charges_settled:{payment_id}",
         )
     return left
 
@@ -231,7 +225,7 @@ def waive_charge(
     row.waived_by = actor
     row.waive_reason = reason
     session.add(row)
-    _add_event(
+    add_event(
         session,
         invoice_id,
         "charge_waived",
@@ -242,8 +236,8 @@ def waive_charge(
             "currency": row.currency,
             "reason": reason,
         },
-        actor,
-        f"waive:{charge_id}",
+        actor=actor,
+        dedupe_key=f"waive:{charge_id}",
     )
     try:
         session.commit()

@@ -9,10 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
-from temporalio.client import Client
 
-from arflow import gateway
-from arflow.config import Settings
 from arflow.customers.behaviour import Behaviour, behaviour
 from arflow.customers.credit import HoldState, reassess
 from arflow.customers.events import record_customer_event
@@ -23,10 +20,9 @@ from arflow.customers.segments import (
     reevaluate_segment,
     segment_for,
 )
-from arflow.errors import DomainError, conflict, not_found, unprocessable
-from models import Customer, DunningPolicy, Invoice
+from arflow.errors import not_found, unprocessable
+from models import Customer
 from models.profile import ProfileUpdate
-from workflows.types import CLOSED_STATUSES, PolicyChangeRequest
 
 # ProfileUpdate field -> Customer column
 COLUMNS = {
@@ -206,42 +202,3 @@ def reevaluate_customers(
         if refreshed.segment.changed or refreshed.hold.changed:
             out.append(_result(get_customer(session, customer_id), refreshed, []))
     return out
-
-
-async def switch_policies(
-    session: Session,
-    client: Client,
-    settings: Settings,
-    invoice_ids: list[int],
-    policy_name: str,
-    actor: str,
-    reason: str,
-    segment: str | None = None,
-) -> dict[int, str]:
-    """Have each invoice's workflow follow ``policy_name`` from its next step on; the invoices
-    whose workflow refused (closed meanwhile) or did not answer, with the reason."""
-    policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
-    if policy is None:
-        return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
-    failed: dict[int, str] = {}
-    for invoice_id in invoice_ids:
-        request = PolicyChangeRequest(
-            policy=policy.spec(), actor=actor, reason=reason, segment=segment
-        )
-        try:
-            invoice = session.get(Invoice, invoice_id)
-            if invoice is None:
-                raise not_found("invoice", invoice_id)
-            if invoice.status in CLOSED_STATUSES:
-                raise conflict(f"invoice {invoice_id} is already {invoice.status}")
-            await gateway.update_invoice(client, settings, invoice_id, "change_policy", request)
-        except DomainError as exc:
-            failed[invoice_id] = exc.message
-            continue
-        session.expire_all()
-        invoice = session.get(Invoice, invoice_id)
-        assert invoice is not None
-        invoice.policy_id = policy.id or invoice.policy_id
-        session.add(invoice)
-        session.commit()
-    return failed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from datetime import UTC, timedelta
 from typing import TypeVar
 
@@ -15,15 +14,11 @@ from temporalio.client import Client
 
 from arflow import gateway
 from arflow.config import Settings
-from arflow.errors import (
-    conflict,
-    not_found,
-    unprocessable,
-)
+from arflow.customers.segments import policy_for_customer
+from arflow.errors import DomainError, conflict, not_found, unprocessable
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent
-from models.bank import SavedCsvMapping
 from models.invoice import InvoiceCreate, InvoicePublic
 from models.types import utcnow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
@@ -35,11 +30,10 @@ from workflows.types import (
     CancelRequest,
     InvoiceState,
     InvoiceWorkflowInput,
+    PolicyChangeRequest,
 )
 
-log = logging.getLogger("arflow.api")
 T = TypeVar("T", Customer, Invoice)
-R = TypeVar("R", Customer, DunningPolicy, SavedCsvMapping)
 
 
 # -- invoices -------------------------------------------------------------------
@@ -90,8 +84,6 @@ def _resolve_policy(
             raise unprocessable(f"unknown policy {body.policy_name!r}")
         return policy
     if customer is not None:
-        from arflow.customers.segments import policy_for_customer  # imports this module
-
         found = policy_for_customer(session, customer)
         if found is not None:
             return found
@@ -350,7 +342,12 @@ async def run_update(
     if invoice.status in CLOSED_STATUSES:
         raise conflict(f"invoice {invoice_id} is already {invoice.status}")
     state = await gateway.update_invoice(
-        client, settings, invoice_id, update, request, idempotency_key
+        client,
+        settings,
+        invoice_id,
+        update,
+        request,
+        gateway.idempotent_update_id(update, idempotency_key),
     )
     session.expire_all()
     return get_invoice(session, invoice_id), state
@@ -370,3 +367,36 @@ async def cancel_invoice(
     if state.status != "cancelled":
         raise conflict(f"invoice {invoice_id} became {state.status} before it could be cancelled")
     return invoice
+
+
+async def switch_policies(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_ids: list[int],
+    policy_name: str,
+    actor: str,
+    reason: str,
+    segment: str | None = None,
+) -> dict[int, str]:
+    """Have each invoice's workflow follow ``policy_name`` from its next step on; the invoices
+    whose workflow refused (closed meanwhile) or did not answer, with the reason."""
+    policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
+    if policy is None:
+        return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
+    failed: dict[int, str] = {}
+    for invoice_id in invoice_ids:
+        request = PolicyChangeRequest(
+            policy=policy.spec(), actor=actor, reason=reason, segment=segment
+        )
+        try:
+            invoice, _ = await run_update(
+                session, client, settings, invoice_id, "change_policy", request
+            )
+        except DomainError as exc:
+            failed[invoice_id] = exc.message
+            continue
+        invoice.policy_id = policy.id or invoice.policy_id
+        session.add(invoice)
+        session.commit()
+    return failed
