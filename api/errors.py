@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arflow.errors import (
@@ -92,6 +93,16 @@ def install(app: FastAPI) -> None:
         details = _describe(list(exc.errors()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return JSONResponse(_body("invalid", summary, details), status_code=422)
+
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the request carried (an id beyond its INTEGER column,
+        # say): the request is wrong, and its transaction is rolled back with the session.
+        log.warning(
+            "database refused a value on %s %s: %s", request.method, request.url.path, exc.orig
+        )
+        message = "a value in the request is out of range for this field"
+        return JSONResponse(_body("invalid", message), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -50,3 +50,13 @@ async def test_the_largest_integer_still_reaches_the_route(h: Harness) -> None:
     page = await h.get("/v1/invoices", offset=str(2**31 - 1))
     assert page.status_code == 200, page.text
     assert page.json()["items"] == []
+
+
+async def test_an_id_beyond_the_column_in_a_body_is_a_422_and_starts_nothing(h: Harness) -> None:
+    # PostgreSQL's INTEGER ids refuse it in the query (DataError); SQLite finds no such invoice.
+    for ids in ([int(HUGE[:17])], [2**31]):
+        resp = await h.post("/v1/reminders/send-now", {"invoice_ids": ids})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["code"] == "invalid"
+    jobs = await h.get("/v1/jobs")
+    assert jobs.json() == []
