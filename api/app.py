@@ -97,10 +97,9 @@ def create_app(
         pay,
         agency,
         legal,
-        codec,
     ):
         app.include_router(module.router)
-    codec.install_cors(app, settings.temporal_ui_url)
+    codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
 
     @app.get("/healthz", tags=["ops"])

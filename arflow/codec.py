@@ -146,7 +146,7 @@ def _children(message: Message) -> Iterator[Message]:
         if field.message_type.GetOptions().map_entry:
             if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
                 yield from value.values()
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif field.is_repeated:
             yield from value
         else:
             yield value

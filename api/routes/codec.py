@@ -4,8 +4,9 @@
 {name: base64}, "data": base64}]}`` (the JSON form of Temporal's ``Payloads``), with the
 namespace in ``X-Namespace``. Admins only (a decoded payload is what the encryption hides): an admin API key as bearer
 token (the CLI's ``--codec-auth``), or, for the Web UI, which cannot send a fixed header, an
-admin's dashboard session cookie (the UI with ``TEMPORAL_CODEC_INCLUDE_CREDENTIALS``). The UI
-calls from its own origin (``temporal_ui_url``), hence the CORS rules of ``install_cors``.
+admin's dashboard session cookie: the UI with ``TEMPORAL_CODEC_INCLUDE_CREDENTIALS`` calls
+``/app/codec``, where that cookie (path ``/app``) is sent. The UI calls from its own origin
+(``temporal_ui_url``), hence the CORS rules of ``install``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import binascii
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -74,11 +75,12 @@ class CodecPayloads(BaseModel):
 
 def codec_admin(request: Request, creds: BearerCreds) -> Principal:
     """An admin's bearer key or, without an Authorization header, an admin's session."""
-    if creds is None:
-        who = signed_in(request)
-        if who is not None and who.role is Role.admin:
-            return who
-    return require(Role.admin)(request, creds)
+    who = signed_in(request) if creds is None else None
+    if who is None:
+        return require(Role.admin)(request, creds)
+    if who.role is not Role.admin:
+        raise HTTPException(403, "decoding payloads needs the admin role")
+    return who
 
 
 CodecAdmin = Annotated[Principal, Depends(codec_admin)]
@@ -139,14 +141,17 @@ class _CodecCors:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/codec/"):
+        if scope["type"] == "http" and scope["path"].startswith(("/codec/", "/app/codec/")):
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
 
-def install_cors(app: FastAPI, ui_url: str) -> None:
-    """Let the Temporal Web UI at ``ui_url`` call the codec endpoints from the browser."""
+def install(app: FastAPI, ui_url: str) -> None:
+    """The endpoints at ``/codec``, again at ``/app/codec`` (where the dashboard's session
+    cookie, path ``/app``, reaches them), and CORS for the Web UI at ``ui_url``."""
+    app.include_router(router)
+    app.include_router(router, prefix="/app", include_in_schema=False)
     parts = urlsplit(ui_url)
     app.add_middleware(_CodecCors, origin=f"{parts.scheme}://{parts.netloc}")
 
