@@ -118,7 +118,6 @@ def data_converter(settings: Settings) -> DataConverter:
     )
 
 
-
 async def decode_in_place(payload_codec: PayloadCodec, messages: Sequence[Message]) -> None:
     """Decrypt every payload inside ``messages`` (history events, say) where it stands, and
     give encoded failures their message and stack trace back: what the admin's history view
@@ -141,10 +140,11 @@ async def decode_in_place(payload_codec: PayloadCodec, messages: Sequence[Messag
 
 def _children(message: Message) -> Iterator[Message]:
     for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
+        kind = field.message_type
+        if kind is None:
             continue
-        if field.message_type.GetOptions().map_entry:
-            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+        if kind.GetOptions().map_entry:
+            if kind.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
                 yield from value.values()
         elif field.is_repeated:
             yield from value

@@ -266,7 +266,9 @@ async def harness(
     )
     client = env.client
     if settings.codec_keys:  # the codec on: every client of the test encrypts as in production
-        client = Client(**{**env.client.config(), "data_converter": data_converter(settings)})
+        config = env.client.config()
+        config["data_converter"] = data_converter(settings)
+        client = Client(**config)
     app = create_app(settings, engine=engine, temporal=client)
     with Session(engine) as session:
         policies.ensure_default_policy(session)

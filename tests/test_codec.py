@@ -165,9 +165,7 @@ def from_json(body: dict[str, Any]) -> list[Payload]:
 
 
 @pytest.fixture
-async def hc(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> Any:
+async def hc(ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path) -> Any:
     """The harness with the codec on (keys k1, k0)."""
     async with harness(ts_env, sqlite_engine, tmp_path, codec_keys=CODEC_KEYS) as h:
         yield h
@@ -291,9 +289,11 @@ async def test_history_holds_no_personal_data_with_the_codec_on(
         await ts_env.sleep(timedelta(minutes=5))
 
         raw = await ts_env.client.get_workflow_handle(inv["workflow_id"]).fetch_history()
-        assert [e.event_id for e in raw.events if e.HasField(
-            "workflow_execution_update_accepted_event_attributes"
-        )], "the dispute went to the workflow as an update"
+        assert [
+            e.event_id
+            for e in raw.events
+            if e.HasField("workflow_execution_update_accepted_event_attributes")
+        ], "the dispute went to the workflow as an update"
         assert leaks(raw) == []
 
         # With the codec the update's input reads as sent.

@@ -2,11 +2,12 @@
 
 ``POST /codec/decode`` and ``POST /codec/encode`` take and return ``{"payloads": [{"metadata":
 {name: base64}, "data": base64}]}`` (the JSON form of Temporal's ``Payloads``), with the
-namespace in ``X-Namespace``. Admins only (a decoded payload is what the encryption hides): an admin API key as bearer
-token (the CLI's ``--codec-auth``), or, for the Web UI, which cannot send a fixed header, an
-admin's dashboard session cookie: the UI with ``TEMPORAL_CODEC_INCLUDE_CREDENTIALS`` calls
-``/app/codec``, where that cookie (path ``/app``) is sent. The UI calls from its own origin
-(``temporal_ui_url``), hence the CORS rules of ``install``.
+namespace in ``X-Namespace``. Admins only (a decoded payload is what the encryption hides):
+an admin API key as bearer token (the CLI's ``--codec-auth``), or, for the Web UI, which
+cannot send a fixed header, an admin's dashboard session cookie: the UI with
+``TEMPORAL_CODEC_INCLUDE_CREDENTIALS`` calls ``/app/codec``, where that cookie (path
+``/app``) is sent. The UI calls from its own origin (``temporal_ui_url``), hence the CORS
+rules of ``install``.
 """
 
 from __future__ import annotations
@@ -154,4 +155,3 @@ def install(app: FastAPI, ui_url: str) -> None:
     app.include_router(router, prefix="/app", include_in_schema=False)
     parts = urlsplit(ui_url)
     app.add_middleware(_CodecCors, origin=f"{parts.scheme}://{parts.netloc}")
-
