@@ -280,6 +280,9 @@ async def test_history_holds_no_personal_data_with_the_codec_on(
         await ts_env.sleep(timedelta(days=33))  # reminders out: activities ran
         opened = await h.post(f"/v1/invoices/{inv['id']}/disputes", {"reason": REASON})
         assert opened.status_code == 200, opened.text
+        twice = await h.post(f"/v1/invoices/{inv['id']}/disputes", {"reason": REASON})
+        assert twice.status_code == 409  # the workflow's refusal reads through the codec
+        assert "already has an open dispute" in twice.json()["error"]["message"]
         dispute_id = (await h.get(f"/v1/invoices/{inv['id']}/disputes")).json()[0]["id"]
         resolved = await h.post(
             f"/v1/invoices/{inv['id']}/disputes/{dispute_id}/resolve",
