@@ -46,6 +46,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _bearer = HTTPBearer(auto_error=False)
+BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Principal:
 def require(role: Role) -> Callable[..., Principal]:
     def dependency(
         request: Request,
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        creds: BearerCreds,
     ) -> Principal:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(

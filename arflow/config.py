@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from enum import StrEnum
@@ -148,6 +150,14 @@ class Settings(BaseSettings):
     company_name: str = Field(default="", description="seller name on invoice copies, letters")
     company_address: str = Field(default="", description="seller postal address, one per line")
     company_iban: str = Field(default="", description="the account customers pay to")
+    # -- encryption of Temporal payloads (arflow/codec.py) ------------------------------------
+    codec_keys: str = Field(
+        default="",
+        repr=False,
+        description='"kid:base64key,kid:base64key" (AES, 16/24/32 bytes): the first encrypts '
+        "what goes to Temporal, all decrypt; empty: payloads are stored in clear (required "
+        "in production)",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_outside_development(self) -> Settings:
@@ -170,6 +180,34 @@ class Settings(BaseSettings):
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"ARFLOW_PAY_LINK_TEMPLATE is malformed: {exc!r}") from None
         return self
+
+    @model_validator(mode="after")
+    def _codec_keys_valid(self) -> Settings:
+        self.parsed_codec_keys()  # fail at start-up on a malformed key list
+        if self.environment == "production" and not self.codec_keys:
+            raise ValueError("ARFLOW_CODEC_KEYS must be set in production")
+        return self
+
+    def parsed_codec_keys(self) -> list[tuple[str, bytes]]:
+        """``kid:base64key,...`` as (kid, key) pairs, the encrypting one first; raises
+        ValueError naming the bad entry's key id (never the key)."""
+        keys: list[tuple[str, bytes]] = []
+        for entry in filter(None, (e.strip() for e in self.codec_keys.split(","))):
+            kid, sep, encoded = (part.strip() for part in entry.partition(":"))
+            if not sep or not kid:
+                raise ValueError("ARFLOW_CODEC_KEYS entries are kid:base64key")
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except binascii.Error:
+                raise ValueError(f"ARFLOW_CODEC_KEYS key {kid!r} is not base64") from None
+            if len(key) not in (16, 24, 32):
+                raise ValueError(
+                    f"ARFLOW_CODEC_KEYS key {kid!r} has {len(key)} bytes; AES needs 16, 24 or 32"
+                )
+            if kid in dict(keys):
+                raise ValueError(f"ARFLOW_CODEC_KEYS names key id {kid!r} twice")
+            keys.append((kid, key))
+        return keys
 
     def parsed_api_keys(self) -> dict[str, Role]:
         """``key:role,key:role`` as a mapping; raises ValueError naming the bad entry."""

@@ -284,6 +284,7 @@ def test_production_starts_with_real_secrets() -> None:
         webhook_secret="a-real-secret",
         api_keys="k1:admin",
         session_secret="another-real-secret",
+        codec_keys="k1:" + "A" * 43 + "=",
     )
     assert settings.environment == "production"
     assert settings.webhook_secret == "a-real-secret"
@@ -298,6 +299,7 @@ def test_compose_environment_builds_valid_settings(monkeypatch: pytest.MonkeyPat
         "ARFLOW_API_KEYS": "k1:admin,k2:viewer",
         "ARFLOW_WEBHOOK_SECRET": "a-real-secret",
         "ARFLOW_SESSION_SECRET": "another-real-secret",
+        "ARFLOW_CODEC_KEYS": "k1:" + "A" * 43 + "=",
     }
 
     def interpolate(value: str) -> str:
