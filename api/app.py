@@ -17,6 +17,7 @@ from api.metrics import RequestObservability
 from api.routes import (
     actions,
     agency,
+    approvals,
     calls,
     charges,
     customers,
@@ -94,6 +95,7 @@ def create_app(
         pay,
         agency,
         legal,
+        approvals,
     ):
         app.include_router(module.router)
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
