@@ -281,7 +281,10 @@ class DunningPolicy(DunningPolicyBase, table=True):
     consolidate: bool = Field(default=False)
     # Policies stored before this column existed get 0 (migration 0014): every credit by a
     # specialist needs a second pair of eyes until an admin sets a threshold.
-    dispute_credit_approval_minor: int | None = Field(default=0, sa_type=BigInteger)
+    # No column default: the ORM would write it over an explicit null ("no threshold").
+    dispute_credit_approval_minor: int | None = Field(
+        default=0, sa_column=Column(BigInteger, nullable=True)
+    )
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     ladder: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
