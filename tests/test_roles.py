@@ -94,17 +94,23 @@ async def test_an_admin_cancels_after_a_reminder(h: Harness) -> None:
 # -- dispute credits: four eyes --------------------------------------------------------------
 
 
-async def disputed_case(h: Harness, threshold: int | None = 10_000) -> tuple[Case, int]:
-    """An invoice of 1,200.00 under a policy whose credits above ``threshold`` need approval,
-    with an open dispute; (case, dispute id)."""
-    policy = await h.policy(
-        escalate_after="P45D",
-        steps=[{"key": "late", "offset": "P1D"}],
-        dispute_credit_approval_minor=threshold,
-    )
+DEFAULT = "default"
+
+
+async def disputed_case(h: Harness, threshold: int | str | None = DEFAULT) -> tuple[Case, int]:
+    """An invoice of 1,200.00 with an open dispute, under a policy whose credits above
+    ``threshold`` need approval (the default policy: every credit); (case, dispute id)."""
+    chosen: dict[str, Any] = {}
+    if threshold != DEFAULT:
+        policy = await h.policy(
+            escalate_after="P45D",
+            steps=[{"key": "late", "offset": "P1D"}],
+            dispute_credit_approval_minor=threshold,
+        )
+        chosen["policy_id"] = policy["id"]
     now = await h.env.get_current_time()
     cust = await h.customer()
-    inv = await h.invoice(cust["id"], policy_id=policy["id"], amount_minor=120_000)
+    inv = await h.invoice(cust["id"], amount_minor=120_000, **chosen)
     c = Case(h, inv, now, now.date() + timedelta(days=30))
     resp = await c.act("/disputes", {"reason": "two items damaged"})
     assert resp.status_code == 200, resp.text
@@ -183,7 +189,7 @@ async def test_a_second_specialist_approves_and_the_credit_is_applied(h: Harness
 
 
 async def test_a_declined_credit_is_recorded_and_nothing_is_credited(h: Harness) -> None:
-    c, dispute_id = await disputed_case(h)
+    c, dispute_id = await disputed_case(h, threshold=10_000)
     pending = await ask_credit(c, dispute_id)
     resp = await h.post(
         f"/v1/approvals/{pending['id']}/decline", {"note": "photos show no damage"}, role="admin"
