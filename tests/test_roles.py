@@ -146,6 +146,7 @@ async def test_a_credit_above_the_threshold_waits_for_approval(h: Harness) -> No
     assert (await ask_credit(c, dispute_id))["id"] == pending["id"]
     listed = (await h.get("/v1/approvals", invoice_id=c.id)).json()
     assert [a["id"] for a in listed] == [pending["id"]]
+    assert (await h.get("/v1/approvals", status="approved")).json() == []
     # while it waits, the dispute cannot be resolved another way
     other = await c.act(f"/disputes/{dispute_id}/resolve", {"outcome": "rejected", "note": "x"})
     assert other.status_code == 409, other.text
@@ -277,14 +278,24 @@ async def test_raising_a_credit_limit_is_an_admins(h: Harness) -> None:
 
 
 async def test_the_invoice_page_shows_a_pending_credit(h: Harness) -> None:
+    """The dashboard shows the pending credit, and offers a specialist no form that would
+    cancel, write off or credit around these rules."""
     c, dispute_id = await disputed_case(h)
     pending = await ask_credit(c, dispute_id)
     form = await h.http.get("/app/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
     assert token, form.text
-    data = {"api_key": API_KEYS["viewer"], "csrf_token": token[1], "next": "/app"}
+    data = {"api_key": API_KEYS["specialist"], "csrf_token": token[1], "next": "/app"}
     assert (await h.http.post("/app/login", data=data)).status_code == 303
     page = await h.http.get(f"/app/invoices/{c.id}")
     assert page.status_code == 200
     assert f'id="approval-{pending["id"]}"' in page.text
     assert "waits for approval" in page.text
+    csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+    assert csrf, page.text
+    headers = {"X-CSRF-Token": csrf[1], "HX-Request": "true"}
+    for action in ("cancel", "write-off", "resolve", "approve"):
+        resp = await h.http.post(f"/app/invoices/{c.id}/{action}", data={}, headers=headers)
+        assert resp.status_code == 404, (action, resp.text)
+    invoice = await c.get()
+    assert (invoice["status"], invoice["balance_minor"]) == ("disputed", 120_000)

@@ -19,10 +19,10 @@ router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 def list_approvals(
     session: SessionDep,
     _: Viewer,
-    status: Literal["pending", "approved", "declined"] | None = "pending",
+    status: Literal["pending", "approved", "declined", "all"] = "pending",
     invoice_id: int | None = Query(None, ge=1),
 ) -> list[CreditApproval]:
-    """Pending ones unless ``status`` says otherwise, oldest first."""
+    """Pending ones unless ``status`` says otherwise (``all``: every one), oldest first."""
     return approvals.list_approvals(session, status, invoice_id)
 
 

@@ -24,7 +24,7 @@ from arflow.invoices.timeline import add_event
 from models import CreditApproval, Dispute, DunningPolicy, Invoice, Task
 from models.collection import DisputeResolve
 from models.types import utcnow
-from workflows.types import ResolveDisputeRequest
+from workflows.types import CLOSED_STATUSES, ResolveDisputeRequest
 
 TASK_KIND = "credit_approval"
 
@@ -61,6 +61,8 @@ def request_approval(
     The same request again (a double click, a retry) answers with the one stored; another
     while one is pending is a 409."""
     assert invoice.id is not None and dispute.id is not None
+    if invoice.status in CLOSED_STATUSES:
+        raise conflict(f"invoice {invoice.id} is already {invoice.status}")
     if body.credit_minor > invoice.balance_minor:
         raise unprocessable(
             f"credit must be between 0 and the open balance {invoice.balance_minor}"
@@ -129,9 +131,10 @@ def request_approval(
 def list_approvals(
     session: Session, status: str | None = None, invoice_id: int | None = None
 ) -> list[CreditApproval]:
-    """Approvals (in ``status``, of one invoice if given), oldest first."""
+    """Approvals (in ``status``, every one for None or ``all``; of one invoice if given),
+    oldest first."""
     stmt = select(CreditApproval)
-    if status is not None:
+    if status is not None and status != "all":
         stmt = stmt.where(CreditApproval.status == status)
     if invoice_id is not None:
         stmt = stmt.where(CreditApproval.invoice_id == invoice_id)
