@@ -186,8 +186,7 @@ def update_profile(
 def _limit_change(customer: Customer, wanted: dict[str, Any]) -> str | None:
     """``raised``, ``lowered``, ``set`` or None (the limit stays as it is). No limit (null)
     is the highest of all: clearing one raises it, setting one where there was none (``set``)
-    lowers it. A
-    limit moved to another currency cannot be compared, so it counts as raised."""
+    lowers it. A limit moved to another currency cannot be compared: it counts as raised."""
     if "credit_limit_minor" not in wanted and "credit_currency" not in wanted:
         return None
     old = (customer.credit_limit_minor, customer.credit_currency)
