@@ -218,9 +218,10 @@ async def approve(
 ) -> tuple[CreditApproval, Invoice]:
     """Approve and send the resolution to the workflow, as the requester's with ``who`` as
     approver. The requester may not approve their own (403). The update's id is the
-    approval's, so an approval retried after a lost answer is applied once. When the
-    workflow refuses (the dispute was settled meanwhile, the balance is lower than the
-    credit now), the approval stays pending with the reason in the 409/422."""
+    approval's (never a client's Idempotency-Key), so an approval retried after a lost answer
+    is applied once. When the workflow refuses (the dispute was settled meanwhile, the
+    balance is lower than the credit now), the approval stays pending with the reason in the
+    409/422."""
     approval = get_approval(session, approval_id)
     _check_pending(approval)
     if who.actor == approval.requested_by:
@@ -243,7 +244,7 @@ async def approve(
             approval.invoice_id,
             "resolve_dispute",
             request,
-            f"approval-{approval_id}",
+            update_id=f"credit-approval:{approval_id}",
         )
     except BaseException:
         _release(session, approval, who)

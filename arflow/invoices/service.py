@@ -332,12 +332,14 @@ async def run_update(
     update: str,
     request: object,
     idempotency_key: str | None = None,
+    update_id: str | None = None,
 ) -> tuple[Invoice, InvoiceState]:
     """Send a specialist action to the invoice's workflow as an update and wait for its answer.
 
     The workflow's validator or handler refuses with a reason: 409 for the invoice's state,
     422 for the request. With an ``Idempotency-Key``, the key is the update's id, so a double
-    click (or a retry) is applied once and answered with the first outcome.
+    click (or a retry) is applied once and answered with the first outcome. ``update_id``: an
+    id of our own instead (outside the keys' ``update:key`` space, so no key can take it).
     """
     invoice = get_invoice(session, invoice_id)
     if invoice.status in CLOSED_STATUSES:
@@ -348,7 +350,7 @@ async def run_update(
         invoice_id,
         update,
         request,
-        gateway.idempotent_update_id(update, idempotency_key),
+        update_id or gateway.idempotent_update_id(update, idempotency_key),
     )
     session.expire_all()
     return get_invoice(session, invoice_id), state
