@@ -18,9 +18,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from models import CreditApproval, Task
+from models import CreditApproval, Invoice, Task
 from tests.conftest import API_KEYS, Harness, harness
 from tests.test_actions import Case, new_case
+from tests.test_api import eventually
+from tests.webhook import signed_payment
 
 SECOND_SPECIALIST = "test-specialist-2"
 KEYS = ",".join([*(f"{k}:{r}" for r, k in API_KEYS.items()), f"{SECOND_SPECIALIST}:specialist"])
@@ -46,6 +48,13 @@ async def h(
 async def as_second(h: Harness, path: str, body: Any = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {SECOND_SPECIALIST}"}
     return await h.http.post(path, json=body, headers=headers)
+
+
+def status_of(h: Harness, invoice_id: int) -> str:
+    with Session(h.engine) as s:
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None
+        return invoice.status
 
 
 def forbidden(resp: httpx.Response) -> str:
@@ -203,6 +212,23 @@ async def test_a_declined_credit_is_recorded_and_nothing_is_credited(h: Harness)
     assert (await h.get("/v1/worklist", kind="credit_approval")).json() == []
     # the dispute is still open: resolved another way now
     resp = await c.act(f"/disputes/{dispute_id}/resolve", {"outcome": "rejected", "note": "ok"})
+    assert resp.status_code == 200, resp.text
+
+
+async def test_an_approval_the_workflow_refuses_stays_pending(h: Harness) -> None:
+    """The invoice was paid in full while the credit waited: the workflow refuses it, nothing
+    is credited and the approval can still be declined."""
+    c, dispute_id = await disputed_case(h)
+    pending = await ask_credit(c, dispute_id)
+    paid = await signed_payment(h, invoice_id=c.id, amount_minor=120_000)
+    assert paid.status_code == 200, paid.text
+    assert await eventually(lambda: status_of(h, c.id) == "paid")
+    refused = await as_second(h, f"/v1/approvals/{pending['id']}/approve")
+    assert refused.status_code == 409, refused.text
+    assert (await h.get(f"/v1/approvals/{pending['id']}")).json()["status"] == "pending"
+    assert (await c.get())["balance_minor"] == 0
+    assert "credit_approval_approved" not in c.kinds()
+    resp = await as_second(h, f"/v1/approvals/{pending['id']}/decline", {"note": "paid"})
     assert resp.status_code == 200, resp.text
 
 
