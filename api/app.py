@@ -17,6 +17,7 @@ from api.metrics import RequestObservability
 from api.routes import (
     actions,
     agency,
+    approvals,
     calls,
     charges,
     codec,
@@ -97,6 +98,7 @@ def create_app(
         pay,
         agency,
         legal,
+        approvals,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI

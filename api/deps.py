@@ -1,11 +1,10 @@
-"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal,
-the Idempotency-Key header and today's date."""
+"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal
+(``arflow.access.Principal``, re-exported here), the Idempotency-Key header and today's date."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from temporalio.client import Client
 
+from arflow.access import Principal
 from arflow.config import Role, Settings
 
 
@@ -47,16 +47,6 @@ OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _bearer = HTTPBearer(auto_error=False)
 BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: Role
-    key_id: str  # a hash prefix of the key: recorded on the timeline, never the key itself
-
-    @property
-    def actor(self) -> str:
-        return f"{self.role.value}:{self.key_id}"
 
 
 def require(role: Role) -> Callable[..., Principal]:

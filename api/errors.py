@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from arflow.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     Invalid,
     NotFound,
     Unauthenticated,
@@ -44,6 +45,7 @@ STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Invalid: 422,
     Unauthenticated: 401,
+    Forbidden: 403,
     Unavailable: 503,
 }
 

@@ -1,6 +1,7 @@
 """SQLModel tables and the Pydantic schemas around them."""
 
 from models.agency import Agency, AgencyUpdate, LegalCase
+from models.approval import CreditApproval
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
@@ -19,6 +20,7 @@ __all__ = [
     "LegalCase",
     "AgencyPlacement",
     "ContactBlock",
+    "CreditApproval",
     "CreditEntry",
     "Customer",
     "CustomerEvent",

@@ -117,7 +117,7 @@ async def cancel_invoice(
     client: TemporalDep,
     who: Specialist,
 ) -> InvoicePublic:
-    invoice = await services.cancel_invoice(
-        session, client, settings, invoice_id, body.reason, who.actor
-    )
+    """Close as ``cancelled`` (the debt leaves the reports). A specialist may cancel only
+    before any reminder was sent for the invoice; after that it needs an admin (403)."""
+    invoice = await services.cancel_invoice(session, client, settings, invoice_id, body.reason, who)
     return services.public(invoice, settings)

@@ -13,12 +13,13 @@ from sqlmodel import Session, col, func, select
 from temporalio.client import Client
 
 from arflow import gateway
+from arflow.access import Principal
 from arflow.config import Settings
 from arflow.customers.segments import policy_for_customer
-from arflow.errors import DomainError, conflict, not_found, unprocessable
+from arflow.errors import DomainError, conflict, forbidden, not_found, unprocessable
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
-from models import Customer, DunningPolicy, Invoice, InvoiceEvent
+from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage
 from models.invoice import InvoiceCreate, InvoicePublic
 from models.types import utcnow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
@@ -331,12 +332,14 @@ async def run_update(
     update: str,
     request: object,
     idempotency_key: str | None = None,
+    update_id: str | None = None,
 ) -> tuple[Invoice, InvoiceState]:
     """Send a specialist action to the invoice's workflow as an update and wait for its answer.
 
     The workflow's validator or handler refuses with a reason: 409 for the invoice's state,
     422 for the request. With an ``Idempotency-Key``, the key is the update's id, so a double
-    click (or a retry) is applied once and answered with the first outcome.
+    click (or a retry) is applied once and answered with the first outcome. ``update_id``: an
+    id of our own instead (outside the keys' ``update:key`` space, so no key can take it).
     """
     invoice = get_invoice(session, invoice_id)
     if invoice.status in CLOSED_STATUSES:
@@ -347,10 +350,33 @@ async def run_update(
         invoice_id,
         update,
         request,
-        gateway.idempotent_update_id(update, idempotency_key),
+        update_id or gateway.idempotent_update_id(update, idempotency_key),
     )
     session.expire_all()
     return get_invoice(session, invoice_id), state
+
+
+#: Outbox states of a message that reached (or may have reached) the customer.
+_NOT_SENT = ("queued", "blocked", "failed")
+
+
+def reminder_sent(session: Session, invoice_id: int) -> bool:
+    """Whether any reminder step of the invoice went out: a ``reminder_sent`` event on its
+    timeline, or an outbox message past ``queued`` that was not blocked or failed (one in
+    flight counts: the customer may have it)."""
+    event = session.exec(
+        select(InvoiceEvent.id).where(
+            InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.kind == "reminder_sent"
+        )
+    ).first()
+    if event is not None:
+        return True
+    message = session.exec(
+        select(OutboxMessage.id).where(
+            OutboxMessage.invoice_id == invoice_id, col(OutboxMessage.status).not_in(_NOT_SENT)
+        )
+    ).first()
+    return message is not None
 
 
 async def cancel_invoice(
@@ -359,11 +385,17 @@ async def cancel_invoice(
     settings: Settings,
     invoice_id: int,
     reason: str,
-    actor: str,
+    who: Principal,
 ) -> Invoice:
-    invoice, state = await run_update(
-        session, client, settings, invoice_id, "cancel", CancelRequest(reason=reason, actor=actor)
-    )
+    """Cancel the invoice: its debt leaves the reports, so once a reminder went out only an
+    admin may (before that, a specialist may undo an invoice issued in error). 403 otherwise."""
+    get_invoice(session, invoice_id)
+    if not who.is_admin and reminder_sent(session, invoice_id):
+        raise forbidden(
+            f"invoice {invoice_id} had a reminder sent: cancelling it needs the admin role"
+        )
+    request = CancelRequest(reason=reason, actor=who.actor)
+    invoice, state = await run_update(session, client, settings, invoice_id, "cancel", request)
     if state.status != "cancelled":
         raise conflict(f"invoice {invoice_id} became {state.status} before it could be cancelled")
     return invoice
