@@ -4,13 +4,15 @@
 ``api.deps.idempotency_key``: the key is claimed in ``idempotency_keys`` (per caller,
 operation and resource) before the route runs, and the route's successful response is kept.
 The same key again answers that response with ``Idempotent-Replayed: true``; with a different
-request it is a 422; while the first request still runs, a 409. A route that failed releases
+request it is a 422; while the first request still runs, the second waits a few seconds for
+its answer, then gets a 409. A route that failed releases
 the key (it changed nothing), so the retry runs. Routers that take the key use
 ``route_class=IdempotentRoute``; a test checks that none is missed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -27,6 +29,9 @@ from arflow.idempotency import Outcome
 from models.idempotency import MAX_KEY_LENGTH, MAX_RESOURCE_LENGTH
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+#: How long a request waits for the first request with its key to answer, then 409.
+WAIT_FOR_FIRST = 5.0
+POLL = 0.05
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -63,8 +68,14 @@ async def _once(request: Request, handler: Handler, operation: str) -> Response:
     ):
         return await handler(request)
     body_hash = idempotency.request_hash(request.url.query, await request.body())
-    with Session(request.app.state.engine) as session:
-        claim = idempotency.claim(session, principal, operation, resource, key, body_hash)
+    claim = _claim(request, principal, operation, resource, key, body_hash)
+    waited = 0.0
+    while claim.outcome == Outcome.in_progress and waited < WAIT_FOR_FIRST:
+        # A double click: the first request usually answers within moments; give the
+        # second its answer rather than a 409.
+        await asyncio.sleep(POLL)
+        waited += POLL
+        claim = _claim(request, principal, operation, resource, key, body_hash)
     if claim.outcome == Outcome.replay:
         assert claim.status is not None
         return Response(
@@ -102,6 +113,13 @@ async def _once(request: Request, handler: Handler, operation: str) -> Response:
     else:
         _release(request, claim.record_id)
     return response
+
+
+def _claim(
+    request: Request, principal: str, operation: str, resource: str, key: str, body_hash: str
+) -> idempotency.Claim:
+    with Session(request.app.state.engine) as session:
+        return idempotency.claim(session, principal, operation, resource, key, body_hash)
 
 
 def _release(request: Request, record_id: int) -> None:

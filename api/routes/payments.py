@@ -52,7 +52,9 @@ async def import_bank_statement(
     queue. The same file (or an overlapping statement) again applies nothing twice."""
     content = await file.read(MAX_STATEMENT_BYTES + 1)
     if len(content) > MAX_STATEMENT_BYTES:
-        raise ApiError(413, "too_large", f"a statement is at most {MAX_STATEMENT_BYTES} bytes")
+        raise ApiError(
+            413, "too_large", f"the statement is larger than {MAX_STATEMENT_BYTES} bytes"
+        )
     result, deliveries = await reconcile.import_statement(
         session,
         client,
