@@ -6,6 +6,7 @@ apply it once (time-skipping server, SQLite)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -14,10 +15,11 @@ from sqlmodel import Session, select
 from api.app import create_app
 from api.idempotency import IdempotentRoute, takes_key
 from arflow.config import Settings
-from models import Dispute, IdempotencyRecord
+from models import Dispute, IdempotencyRecord, Promise
 from tests.conftest import Harness
 from tests.test_actions import new_case
 from tests.test_api import error_of
+from tests.test_payments import paid, status_becomes
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -89,17 +91,23 @@ async def test_a_key_of_255_characters_is_taken_and_256_is_a_422_naming_the_head
 
 
 async def test_a_key_outlives_the_workflow_run(h: Harness) -> None:
-    """The key is in our database, not in the run's update ids: a new run (continue-as-new,
-    or none at all) still answers the retry with the first response."""
+    """The key is in our database, not in one run's update ids: after the invoice's workflow
+    starts a new run (here a chargeback reopening it; continue-as-new alike), the retry is
+    answered with the first response and the promise is not made twice."""
     c = await new_case(h)
     key = {"Idempotency-Key": "k-3"}
-    first = await c.act("/pause", {"reason": "holiday"}, **key)
+    promise = {"promised_date": (c.due + timedelta(days=5)).isoformat(), "amount_minor": 120_000}
+    first = await c.act("/promise", promise, **key)
     assert first.status_code == 200, first.text
-    await h.client.get_workflow_handle(c.inv["workflow_id"]).terminate("a new run")
-    again = await c.act("/pause", {"reason": "holiday"}, **key)
+    await paid(c, 120_000)
+    await status_becomes(c, "paid")
+    assert (await paid(c, 120_000, type="chargeback"))["status"] == "reopened"
+    await status_becomes(c, "open")
+    again = await c.act("/promise", promise, **key)
     assert (again.status_code, again.headers.get(REPLAYED)) == (200, "true"), again.text
     assert again.json() == first.json()
-    assert c.kinds().count("paused") == 1
+    with Session(h.engine) as s:
+        assert len(s.exec(select(Promise).where(Promise.invoice_id == c.id)).all()) == 1
 
 
 async def test_racing_requests_with_one_key_apply_it_once(h: Harness) -> None:
