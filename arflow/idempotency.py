@@ -97,7 +97,7 @@ def claim(
         return Claim(Outcome.replay, found.id, found.status, found.response_body)
     if found.created_at < utcnow() - STALE_AFTER:
         # Take the dead request's claim over; of two takers the conditional update lets one.
-        taken = session.execute(
+        taken = session.exec(
             update(IdempotencyRecord)
             .where(
                 col(IdempotencyRecord.id) == found.id,
@@ -107,14 +107,14 @@ def claim(
             .values(created_at=utcnow())
         )
         session.commit()
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
+        if taken.rowcount == 1:
             return Claim(Outcome.claimed, record_id=found.id)
     return Claim(Outcome.in_progress)
 
 
 def complete(session: Session, record_id: int, status: int, body: str) -> None:
     """Keep the first response: later requests with the key get it back."""
-    session.execute(
+    session.exec(
         update(IdempotencyRecord)
         .where(col(IdempotencyRecord.id) == record_id)
         .values(status=status, response_body=body, completed_at=utcnow())

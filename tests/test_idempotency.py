@@ -10,12 +10,16 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from api.app import create_app
 from api.idempotency import IdempotentRoute, takes_key
+from arflow import idempotency
 from arflow.config import Settings
+from arflow.idempotency import Outcome
 from models import Dispute, IdempotencyRecord, Promise
+from models.types import utcnow
 from tests.conftest import Harness
 from tests.test_actions import new_case
 from tests.test_api import error_of
@@ -154,3 +158,29 @@ def test_every_route_that_takes_the_key_keeps_its_first_response() -> None:
     assert len(keyed) >= 12
     missed = [r.path for r in keyed if not isinstance(r.original_route, IdempotentRoute)]
     assert missed == []
+
+
+def test_a_claim_left_by_a_dead_request_can_be_taken_over(sqlite_engine: Engine) -> None:
+    """A process killed mid-request leaves its claim unanswered: after ``STALE_AFTER`` the
+    next request with the key runs (once), before that it is told to wait."""
+    args = ("p" * 64, "pause", "/v1/invoices/1/pause", "k", "h" * 64)
+    with Session(sqlite_engine) as s:
+        first = idempotency.claim(s, *args)
+        assert first.outcome == Outcome.claimed
+        assert idempotency.claim(s, *args).outcome == Outcome.in_progress
+        row = s.get(IdempotencyRecord, first.record_id)
+        assert row is not None
+        row.created_at = utcnow() - idempotency.STALE_AFTER - timedelta(seconds=1)
+        s.add(row)
+        s.commit()
+        taken = idempotency.claim(s, *args)
+        assert (taken.outcome, taken.record_id) == (Outcome.claimed, first.record_id)
+        assert idempotency.claim(s, *args).outcome == Outcome.in_progress
+        idempotency.complete(s, first.record_id, 200, '{"ok": true}')
+        replay = idempotency.claim(s, *args)
+        assert (replay.outcome, replay.status, replay.body) == (
+            Outcome.replay,
+            200,
+            '{"ok": true}',
+        )
+        assert idempotency.claim(s, *args[:4], "other").outcome == Outcome.mismatch
