@@ -166,7 +166,7 @@ def test_a_claim_left_by_a_dead_request_can_be_taken_over(sqlite_engine: Engine)
     args = ("p" * 64, "pause", "/v1/invoices/1/pause", "k", "h" * 64)
     with Session(sqlite_engine) as s:
         first = idempotency.claim(s, *args)
-        assert first.outcome == Outcome.claimed
+        assert first.outcome == Outcome.claimed and first.record_id is not None
         assert idempotency.claim(s, *args).outcome == Outcome.in_progress
         row = s.get(IdempotencyRecord, first.record_id)
         assert row is not None
