@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from api import errors, web
 from api.bounds import bounded_integers
+from api.limits import BodyLimit
 from api.metrics import RequestObservability
 from api.routes import (
     actions,
@@ -78,6 +79,7 @@ def create_app(
     app.state.temporal = temporal
     app.state.api_keys = settings.parsed_api_keys()
     errors.install(app)
+    app.add_middleware(BodyLimit)  # 413 before any route reads an oversized body
     app.add_middleware(RequestObservability, workflow_id=settings.workflow_id)
     for module in (
         customers,

@@ -13,8 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from temporalio.client import Client
 
+from arflow import idempotency
 from arflow.access import Principal
 from arflow.config import Role, Settings
+from models.idempotency import MAX_KEY_LENGTH
 
 
 def get_settings(request: Request) -> Settings:
@@ -75,14 +77,41 @@ Specialist = Annotated[Principal, Depends(require(Role.specialist))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="the same key again (a double click, a retry) applies the action once",
-    ),
-]
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def principal_id(request: Request) -> str | None:
+    """Who sent the request, for scoping idempotency keys: the sha256 of its API key, or None
+    without a known one (the route's role check answers 401 then)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    keys: dict[str, Role] = request.app.state.api_keys
+    if scheme.lower() != "bearer" or token not in keys:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def idempotency_key(
+    request: Request,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            max_length=MAX_KEY_LENGTH,
+            description="the same key again (a double click, a retry) applies the action once "
+            "and answers with the first response (header Idempotent-Replayed: true); the same "
+            "key with a different request is a 422",
+        ),
+    ] = None,
+) -> str | None:
+    """The key as the domain uses it: scoped to the caller and of a fixed length (the first
+    response itself is kept and replayed by ``api.idempotency.IdempotentRoute``)."""
+    if not key:
+        return None
+    return idempotency.scoped_key(principal_id(request) or "", key)
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 
 def today_utc() -> date:

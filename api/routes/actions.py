@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import Admin, IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.idempotency import IdempotentRoute
 from arflow.invoices import actions
 from arflow.invoices import service as services
 from models import CreditApproval, Dispute, InvoiceEvent, PaymentPlan, Task
@@ -28,7 +29,7 @@ from models.collection import (
 )
 from models.invoice import InvoiceEventPublic, InvoicePublic
 
-router = APIRouter(prefix="/v1", tags=["specialist actions"])
+router = APIRouter(prefix="/v1", tags=["specialist actions"], route_class=IdempotentRoute)
 
 
 @router.post("/invoices/{invoice_id}/disputes", response_model=InvoicePublic)

@@ -66,7 +66,7 @@ async def list_invoices(
     ids = None
     if source == "temporal":
         found = await services.indexed_invoice_ids(
-            client, settings, status, stage, segment, limit=5000
+            session, client, settings, status, stage, segment, limit=5000
         )
         ids, status, stage, segment = found, None, None, None
     rows, total = services.list_invoices(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, timedelta
 from typing import TypeVar
 
@@ -19,8 +20,9 @@ from arflow.customers.segments import policy_for_customer
 from arflow.errors import DomainError, conflict, forbidden, not_found, unprocessable
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
-from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage
-from models.invoice import InvoiceCreate, InvoicePublic
+from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage, Segment
+from models.invoice import INVOICE_STATUSES, InvoiceCreate, InvoicePublic
+from models.policy import KEY_PATTERN
 from models.types import utcnow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
 from workflows.search import SEGMENT as SEGMENT_KEY
@@ -290,7 +292,44 @@ def list_invoices(
     return list(rows), int(total)
 
 
+_STEP_KEY = re.compile(KEY_PATTERN)
+
+
+def _visibility_filters(
+    session: Session, status: str | None, stage: str | None, segment: str | None
+) -> None:
+    """Refuse values the workflows never carry, before they reach a visibility query: a
+    status outside ``INVOICE_STATUSES``, a stage that is not a step key, a segment no customer
+    or segment rule has (a quote or backslash in them broke the query, whose error text the
+    client then read)."""
+    problems = []
+    if status is not None and status not in INVOICE_STATUSES:
+        problems.append({"field": "status", "message": f"unknown status {status!r}"})
+    if stage is not None and not _STEP_KEY.fullmatch(stage):
+        problems.append(
+            {"field": "stage", "message": "a reminder step key: lowercase letters, digits, _ -"}
+        )
+    if segment is not None:
+        known = (
+            session.exec(
+                select(Customer.segment).where(Customer.segment == segment).limit(1)
+            ).first()
+            or session.exec(select(Segment.name).where(Segment.name == segment)).first()
+        )
+        if known is None:
+            problems.append({"field": "segment", "message": f"unknown segment {segment!r}"})
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise unprocessable(summary, problems)
+
+
+def _quoted(value: str) -> str:
+    """A visibility query string literal (backslash and double quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 async def indexed_invoice_ids(
+    session: Session,
     client: Client,
     settings: Settings,
     status: str | None,
@@ -299,13 +338,13 @@ async def indexed_invoice_ids(
     limit: int,
 ) -> list[int]:
     """Invoice ids found through Temporal visibility by the workflows' search attributes."""
+    _visibility_filters(session, status, stage, segment)
     clauses = ["WorkflowType = 'InvoiceWorkflow'"]
     for key, value in ((STATUS_KEY, status), (STAGE_KEY, stage), (SEGMENT_KEY, segment)):
         if value is not None:
-            escaped = value.replace("'", "")
-            clauses.append(f"{key.name} = '{escaped}'")
+            clauses.append(f"{key.name} = {_quoted(value)}")
     prefix = f"{settings.workflow_id_prefix}invoice-"
-    clauses.append(f"WorkflowId STARTS_WITH '{prefix}'")
+    clauses.append(f"WorkflowId STARTS_WITH {_quoted(prefix)}")
     ids: list[int] = []
     async for workflow_id in gateway.list_workflow_ids(client, " AND ".join(clauses), limit):
         suffix = workflow_id.removeprefix(prefix)
