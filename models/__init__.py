@@ -6,6 +6,7 @@ from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
+from models.deployment import Deployment
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
@@ -22,6 +23,7 @@ __all__ = [
     "CreditEntry",
     "Customer",
     "CustomerEvent",
+    "Deployment",
     "Dispute",
     "DunningPolicy",
     "Invoice",
