@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 import httpx
@@ -39,7 +40,13 @@ SEARCH_ATTRIBUTE_ARGS = [
 ]
 
 
-def _wait_for_temporal(address: str, timeout: float = 30.0) -> None:
+def _wait_for_temporal(
+    address: str,
+    timeout: float = 30.0,
+    exited: Callable[[], tuple[str, int] | None] = lambda: None,
+) -> None:
+    """Until a client connects to ``address``; raises when ``exited()`` names a child that
+    has ended (the dev server could not start), or after ``timeout`` seconds."""
     from temporalio.client import Client
 
     async def probe() -> None:
@@ -49,6 +56,8 @@ def _wait_for_temporal(address: str, timeout: float = 30.0) -> None:
                 await Client.connect(address)
                 return
             except Exception:
+                if ended := exited():
+                    raise RuntimeError(f"the {ended[0]} exited with {ended[1]}") from None
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.3)
@@ -104,20 +113,18 @@ class _Children:
         return None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to every group (last started first), up to ``timeout`` seconds to end,
-        then SIGKILL to whatever is left of each group."""
+        """Last started first (the API and the worker while Temporal still answers them):
+        SIGTERM to its group, up to ``timeout`` seconds to end, then SIGKILL to whatever is
+        left of the group (grandchildren that outlived their parent too)."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
         for _, proc in reversed(self.procs):
             _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, proc in reversed(self.procs):
             try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        for _, proc in reversed(self.procs):
-            _signal_group(proc, signal.SIGKILL)  # grandchildren that outlived their parent too
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
 
@@ -182,7 +189,7 @@ def run(
             children.start("Temporal dev server", _temporal_args(temporal_port, ui_port, data), env)
             env["ARFLOW_TEMPORAL_ADDRESS"] = address
         console.print(f"waiting for Temporal at {address} ...")
-        _wait_for_temporal(address)
+        _wait_for_temporal(address, exited=children.exited)
         children.start("worker", [sys.executable, str(ROOT / "worker.py")], env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         api_proc = children.start("API", _api_args(settings.api_host, settings.api_port), env)
