@@ -65,6 +65,10 @@ class Run:
     ui_port: int
 
     @property
+    def log(self) -> Path:
+        return self.tmp / "run.log"
+
+    @property
     def data(self) -> Path:
         return self.tmp / "data"
 
@@ -84,20 +88,17 @@ class Run:
         )
         return env
 
-    def start(self, *args: str, failing_demo: bool = False) -> subprocess.Popen[str]:
+    def start(self, *args: str, failing_demo: bool = False) -> subprocess.Popen[bytes]:
         ports = ["--temporal-port", str(self.temporal_port), "--ui-port", str(self.ui_port)]
         if failing_demo:
             cmd = [sys.executable, "-c", FAILING_DEMO, "run", *ports, *args]
         else:
             cmd = [str(BIN / "arflow"), "run", *ports, *args]
-        return subprocess.Popen(
-            cmd,
-            env=self.env(),
-            cwd=self.tmp,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        # Output to a file, not a pipe: orphans would hold a pipe open after the run exits.
+        with self.log.open("w") as out:
+            return subprocess.Popen(
+                cmd, env=self.env(), cwd=self.tmp, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def processes(self) -> list[psutil.Process]:
         """Every live process started by this run (they inherit the token)."""
@@ -122,12 +123,10 @@ class Run:
                     taken.append(port)
         return taken
 
-    def wait_healthy(self, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    def wait_healthy(self, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert proc.poll() is None, (
-                f"arflow run exited early: {proc.stdout and proc.stdout.read()}"
-            )
+            assert proc.poll() is None, f"arflow run exited early:\n{self.log.read_text()}"
             try:
                 if httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=1).is_success:
                     return
@@ -148,14 +147,17 @@ def run(tmp_path: Path) -> Iterator[Run]:
             pass
 
 
-def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
+def _finish(run: Run, proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
+    """The exit code and output of ``arflow run``."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"arflow run did not exit within {timeout} s:\n{out}") from None
-    return proc.returncode, out
+        proc.wait()
+        raise AssertionError(
+            f"arflow run did not exit within {timeout} s:\n{run.log.read_text()}"
+        ) from None
+    return proc.returncode, run.log.read_text()
 
 
 def _assert_all_gone(run: Run) -> None:
@@ -167,11 +169,11 @@ def _assert_all_gone(run: Run) -> None:
 
 
 def test_a_failing_demo_load_stops_every_child_and_frees_the_ports(run: Run) -> None:
-    code, out = _finish(run.start(failing_demo=True))
+    code, out = _finish(run, run.start(failing_demo=True))
+    _assert_all_gone(run)  # so the next run finds its ports free
     assert code == 1, out
     assert "arflow run failed" in out and "the demo data cannot be loaded" in out, out
     assert "Traceback" not in out, out
-    _assert_all_gone(run)  # so the next run finds its ports free
 
 
 def test_sigterm_during_a_run_stops_every_child(run: Run) -> None:
@@ -180,7 +182,7 @@ def test_sigterm_during_a_run_stops_every_child(run: Run) -> None:
     children = [p for p in run.processes() if p.pid != proc.pid]
     assert len(children) >= 3, [p.cmdline() for p in children]  # dev server, worker, API
     proc.send_signal(signal.SIGTERM)
-    code, out = _finish(proc)
+    code, out = _finish(run, proc)
     assert code == 0, out
     assert "SIGTERM: stopping" in out and "Traceback" not in out, out
     _assert_all_gone(run)
@@ -190,7 +192,7 @@ def test_a_port_in_use_names_its_holder_and_starts_nothing(run: Run) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", run.api_port))
         held.listen()
-        code, out = _finish(run.start("--no-demo"), timeout=30)
+        code, out = _finish(run, run.start("--no-demo"), timeout=30)
         assert code == 2, out
         flat = " ".join(out.split())
         assert f"API port {run.api_port}" in flat, out
@@ -238,7 +240,7 @@ def test_a_fresh_database_beside_another_databases_store_is_refused(run: Run) ->
     run.data.mkdir(parents=True)
     (run.data / "temporal.db").write_bytes(b"the old store")
     (run.data / "temporal.db.deployment").write_text(uuid.uuid4().hex + "\n")
-    code, out = _finish(run.start("--no-demo"), timeout=40)
+    code, out = _finish(run, run.start("--no-demo"), timeout=40)
     flat = " ".join(out.split())
     assert code == 2, out
     assert "belongs to another database" in flat, out
