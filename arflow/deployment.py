@@ -53,7 +53,8 @@ def bind_temporal_store(engine: Engine, data_dir: Path) -> str:
     """Check that ``data_dir``'s Temporal store belongs to this database and record that it
     does; the deployment id.
 
-    A store without a marker was written before markers existed: it is taken as this
+    Without a store (a first run, or the store removed) the marker is (re)written. A store
+    without a marker was written before markers existed: it is taken as this
     database's when the database has invoices (an existing installation keeps its workflow
     ids); beside a database without invoices it is refused, as it may hold the workflows of
     a database that was deleted.
@@ -68,7 +69,7 @@ def bind_temporal_store(engine: Engine, data_dir: Path) -> str:
         f"Either restore the database that belongs to it, or remove {store} (and {marker}) "
         "to start with an empty Temporal store: the workflows in it are lost."
     )
-    if marker.exists():
+    if store.exists() and marker.exists():
         theirs = marker.read_text().strip()
         if theirs != ours:
             raise StoreMismatch(

@@ -281,3 +281,12 @@ def test_a_new_store_is_bound_to_its_database(tmp_path: Path) -> None:
     upgrade(engine)
     ours = bind_temporal_store(engine, tmp_path / "data")
     assert (tmp_path / "data" / "temporal.db.deployment").read_text().strip() == ours
+
+
+def test_a_removed_store_starts_afresh_whatever_its_marker_said(tmp_path: Path) -> None:
+    """The remedy the refusal names: remove the store (the marker may stay behind)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'arflow.db'}")
+    upgrade(engine)
+    (tmp_path / "temporal.db.deployment").write_text("another-database\n")
+    ours = bind_temporal_store(engine, tmp_path)
+    assert (tmp_path / "temporal.db.deployment").read_text().strip() == ours
