@@ -207,7 +207,9 @@ def run(
         status = 2
     except Exception as exc:  # reported in one line; the finally below stops the children
         console.print(
-            f"[red]arflow run failed:[/red] {type(exc).__name__}: {exc}",
+            "arflow run failed:",
+            f"{type(exc).__name__}: {exc}",
+            style="red",
             markup=False,
             highlight=False,
         )

@@ -27,9 +27,8 @@ def _free(host: str, port: int) -> bool:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
+            # Anything else (an address not on this machine, say) is the child's to report.
+            return exc.errno != errno.EADDRINUSE
     return True
 
 
