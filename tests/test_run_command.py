@@ -188,6 +188,17 @@ def test_sigterm_during_a_run_stops_every_child(run: Run) -> None:
     _assert_all_gone(run)
 
 
+def test_a_child_that_dies_stops_the_others(run: Run) -> None:
+    proc = run.start("--no-demo")
+    run.wait_healthy(proc)
+    [worker] = [p for p in run.processes() if any("worker.py" in a for a in p.cmdline())]
+    worker.kill()
+    code, out = _finish(run, proc, timeout=40)
+    _assert_all_gone(run)
+    assert code == 1, out
+    assert "the worker exited with -9; stopping" in " ".join(out.split()), out
+
+
 def test_a_port_in_use_names_its_holder_and_starts_nothing(run: Run) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", run.api_port))
