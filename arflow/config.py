@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         "what goes to Temporal, all decrypt; empty: payloads are stored in clear (required "
         "in production)",
     )
+    bank_accounts: str = Field(
+        default="",
+        description="IBANs of our accounts, comma-separated: statement lines of other accounts "
+        "are reported, not applied; default: company_iban",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_outside_development(self) -> Settings:
@@ -243,6 +248,12 @@ class Settings(BaseSettings):
         """What makes a pay link unguessable (references are sequential)."""
         key = hashlib.sha256(b"pay:" + self.webhook_secret.encode()).digest()
         return hmac.new(key, reference.encode(), hashlib.sha256).hexdigest()[:20]
+
+    @property
+    def our_ibans(self) -> list[str]:
+        """Our accounts (``bank_accounts``, else ``company_iban``), upper case without spaces."""
+        listed = self.bank_accounts or self.company_iban
+        return [iban.replace(" ", "").upper() for iban in listed.split(",") if iban.strip()]
 
     @property
     def effective_log_format(self) -> str:

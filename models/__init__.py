@@ -8,6 +8,7 @@ from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
 from models.idempotency import IdempotencyRecord
+from models.deployment import Deployment
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
@@ -25,6 +26,7 @@ __all__ = [
     "CreditEntry",
     "Customer",
     "CustomerEvent",
+    "Deployment",
     "Dispute",
     "DunningPolicy",
     "IdempotencyRecord",
