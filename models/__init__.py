@@ -7,8 +7,8 @@ from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
-from models.idempotency import IdempotencyRecord
 from models.deployment import Deployment
+from models.idempotency import IdempotencyRecord
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
