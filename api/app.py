@@ -19,6 +19,7 @@ from api.routes import (
     agency,
     calls,
     charges,
+    collectors,
     customers,
     history,
     invoices,
@@ -94,6 +95,7 @@ def create_app(
         pay,
         agency,
         legal,
+        collectors,
     ):
         app.include_router(module.router)
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages

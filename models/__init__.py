@@ -4,6 +4,7 @@ from models.agency import Agency, AgencyUpdate, LegalCase
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
+from models.collector import Collector
 from models.contact import ContactBlock
 from models.customer import Customer
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
@@ -18,6 +19,7 @@ __all__ = [
     "AgencyUpdate",
     "LegalCase",
     "AgencyPlacement",
+    "Collector",
     "ContactBlock",
     "CreditEntry",
     "Customer",

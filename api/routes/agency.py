@@ -28,10 +28,13 @@ MAX_UPDATE_BYTES = 64 * 1024  # read before the signature is checked: keep it sm
 
 
 @router.post("/agencies", response_model=AgencyPublic, status_code=201)
-def create_agency(body: AgencyCreate, session: SessionDep, _: Admin) -> AgencyPublic:
-    """A webhook agency needs ``endpoint_url``, a file agency a ``folder``; ``secret`` signs
-    what we send it and what it sends us."""
-    return AgencyPublic.model_validate(agency.create_agency(session, body))
+def create_agency(
+    body: AgencyCreate, session: SessionDep, settings: SettingsDep, _: Admin
+) -> AgencyPublic:
+    """A webhook agency needs ``endpoint_url`` (https, on a public address), a file agency a
+    ``folder`` (inside the data folder: relative to it, or absolute within it); ``secret``
+    signs what we send it and what it sends us."""
+    return AgencyPublic.model_validate(agency.create_agency(session, settings, body))
 
 
 @router.get("/agencies", response_model=list[AgencyPublic])
