@@ -249,7 +249,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     """The API (in-process, over ASGI) and, unless told otherwise, a worker on its own queue."""
     settings = Settings(
-        environment="test",
+        environment=overrides.pop("environment", "test"),
         database_url=str(engine.url),
         task_queue=f"tq-{uuid.uuid4()}",
         workflow_id_prefix=f"t{uuid.uuid4().hex[:8]}-",
