@@ -31,9 +31,10 @@ MAX_UPDATE_BYTES = 64 * 1024  # read before the signature is checked: keep it sm
 def create_agency(
     body: AgencyCreate, session: SessionDep, settings: SettingsDep, _: Admin
 ) -> AgencyPublic:
-    """A webhook agency needs ``endpoint_url`` (https, on a public address), a file agency a
-    ``folder`` (inside the data folder: relative to it, or absolute within it); ``secret``
-    signs what we send it and what it sends us."""
+    """A webhook agency needs ``endpoint_url``, a file agency a ``folder``; ``secret`` signs
+    what we send it and what it sends us."""
+    # Also 422: a webhook not https (outside development) or not on a public address, a
+    # folder outside the data folder (kept out of the docstring: the published contract).
     return AgencyPublic.model_validate(agency.create_agency(session, settings, body))
 
 
