@@ -219,7 +219,7 @@ def test_the_migration_lists_the_collectors_already_assigned(tmp_path: Path) -> 
     command.downgrade(config, "0016-1")  # the data as it was before the list
     command.upgrade(config, "0016")
     with Session(db) as s:
-        rows = s.exec(select(Collector).order_by(Collector.name)).all()  # type: ignore[arg-type]
+        rows = s.exec(select(Collector).order_by(Collector.name)).all()
     assert [(c.name, c.email, c.active) for c in rows] == [
         ("Jana.Weber@acme.example", "jana.weber@acme.example", True),
         ("ann", None, True),
