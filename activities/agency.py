@@ -33,7 +33,13 @@ class AgencyActivities:
     @classmethod
     def from_settings(cls, sessions: SessionFactory, settings: Settings) -> AgencyActivities:
         return cls(
-            sessions, adapter_factory(settings.agency_folder, settings.agency_timeout_seconds)
+            sessions,
+            adapter_factory(
+                settings.agency_folder,
+                settings.agency_timeout_seconds,
+                root=settings.data_dir,
+                allow_loopback=settings.agency_loopback_allowed,
+            ),
         )
 
     @activity.defn(name="escalate")

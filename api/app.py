@@ -22,6 +22,7 @@ from api.routes import (
     calls,
     charges,
     codec,
+    collectors,
     customers,
     history,
     invoices,
@@ -101,6 +102,7 @@ def create_app(
         agency,
         legal,
         approvals,
+        collectors,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     legal_dir: str = Field(
         default="", description="folder for legal-stage documents; default data_dir/legal"
     )
+    agency_allow_loopback: bool = Field(
+        default=True,
+        description="let agency webhooks reach loopback addresses (local fake agencies); "
+        "honoured in development and test only",
+    )
     agency_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -276,6 +281,15 @@ class Settings(BaseSettings):
     @property
     def agency_folder(self) -> str:
         return self.agency_dir or f"{self.data_dir.rstrip('/')}/agency"
+
+    @property
+    def is_development(self) -> bool:
+        """development or test: local addresses and plain http are allowed for agencies."""
+        return self.environment in ("development", "test")
+
+    @property
+    def agency_loopback_allowed(self) -> bool:
+        return self.agency_allow_loopback and self.is_development
 
     @property
     def legal_folder(self) -> str:

@@ -5,6 +5,7 @@ from models.approval import CreditApproval
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
+from models.collector import Collector
 from models.contact import ContactBlock
 from models.customer import Customer
 from models.deployment import Deployment
@@ -21,6 +22,7 @@ __all__ = [
     "AgencyUpdate",
     "LegalCase",
     "AgencyPlacement",
+    "Collector",
     "ContactBlock",
     "CreditApproval",
     "CreditEntry",

@@ -10,6 +10,7 @@ import hmac
 import io
 import json
 import math
+import socket
 import threading
 import time
 import uuid
@@ -225,7 +226,9 @@ def test_webhook_adapter_posts_signed_json_with_an_idempotency_key(
     agency_server: AgencyServer,
 ) -> None:
     agency_server.answer = {"reference": "CC-2026-17"}
-    adapter = WebhookAgencyAdapter("Collect Co", agency_server.url, SECRET, timeout=2)
+    adapter = WebhookAgencyAdapter(
+        "Collect Co", agency_server.url, SECRET, timeout=2, allow_loopback=True
+    )
     assert adapter.place(_placement()) == "CC-2026-17"
     adapter.recall(_recall())
 
@@ -262,7 +265,9 @@ def test_webhook_adapter_posts_signed_json_with_an_idempotency_key(
 
 
 def test_webhook_adapter_without_a_reference_in_the_answer(agency_server: AgencyServer) -> None:
-    adapter = WebhookAgencyAdapter("Collect Co", agency_server.url, SECRET, timeout=2)
+    adapter = WebhookAgencyAdapter(
+        "Collect Co", agency_server.url, SECRET, timeout=2, allow_loopback=True
+    )
     assert adapter.place(_placement()) == "Collect Co:invoice-42"
     agency_server.answer = {"reference": "x" * 301}  # too long to store: ours instead
     assert adapter.place(_placement()) == "Collect Co:invoice-42"
@@ -275,7 +280,9 @@ def test_webhook_adapter_raises_on_anything_but_2xx(
     agency_server: AgencyServer, status: int
 ) -> None:
     agency_server.status = status
-    adapter = WebhookAgencyAdapter("Collect Co", agency_server.url, SECRET, timeout=2)
+    adapter = WebhookAgencyAdapter(
+        "Collect Co", agency_server.url, SECRET, timeout=2, allow_loopback=True
+    )
     with pytest.raises(AgencyDeliveryError, match=f"answered {status}"):
         adapter.place(_placement())
     with pytest.raises(AgencyDeliveryError, match=f"answered {status}"):
@@ -284,9 +291,11 @@ def test_webhook_adapter_raises_on_anything_but_2xx(
 
 def test_webhook_adapter_raises_when_unreachable_or_slow(agency_server: AgencyServer) -> None:
     with pytest.raises(AgencyDeliveryError, match="ConnectError"):
-        WebhookAgencyAdapter("Gone", _closed_port_url(), SECRET, timeout=2).place(_placement())
+        WebhookAgencyAdapter(
+            "Gone", _closed_port_url(), SECRET, timeout=2, allow_loopback=True
+        ).place(_placement())
     agency_server.delay = 1.0
-    slow = WebhookAgencyAdapter("Slow", agency_server.url, SECRET, timeout=0.2)
+    slow = WebhookAgencyAdapter("Slow", agency_server.url, SECRET, timeout=0.2, allow_loopback=True)
     started = time.monotonic()
     with pytest.raises(AgencyDeliveryError, match="ReadTimeout"):
         slow.place(_placement())
@@ -364,7 +373,8 @@ def _events(engine: Engine, invoice_id: int) -> list[InvoiceEvent]:
 
 
 def _activities(engine: Engine, folder: Path) -> AgencyActivities:
-    return AgencyActivities(session_factory(engine), adapter_factory(str(folder), timeout=2))
+    factory = adapter_factory(str(folder), timeout=2, root=str(folder.parent), allow_loopback=True)
+    return AgencyActivities(session_factory(engine), factory)
 
 
 def test_escalate_without_agencies_uses_the_drop_folder_once(
@@ -609,7 +619,11 @@ def _placement_row(h: Harness, invoice_id: int) -> AgencyPlacement:
     return _row(h.engine, AgencyPlacement, invoice_id=invoice_id)
 
 
-async def test_agencies_are_created_by_admins_and_listed_without_their_secret(h: Harness) -> None:
+async def test_agencies_are_created_by_admins_and_listed_without_their_secret(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: public)  # cc.example's DNS
     hook = await _create_agency(
         h,
         name="Collect & Co",
@@ -632,7 +646,7 @@ async def test_agencies_are_created_by_admins_and_listed_without_their_secret(h:
     assert resp.status_code == 403
     dup = await h.post(
         "/v1/agencies",
-        {"name": "Drop", "delivery": "file", "folder": "/x", "secret": SECRET},
+        {"name": "Drop", "delivery": "file", "folder": "x", "secret": SECRET},
         role="admin",
     )
     assert dup.status_code == 409

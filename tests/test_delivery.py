@@ -164,14 +164,19 @@ async def test_one_click_unsubscribe(fakes: tuple[Harness, FakeProvider]) -> Non
 async def test_a_key_account_hears_from_its_collector_in_person(
     fakes: tuple[Harness, FakeProvider],
 ) -> None:
-    """The key-account segment sends as the collector: the account's assigned collector is
-    the sender and gets the replies; the team's address stays the sending address."""
+    """The key-account segment sends as the collector: the account's assigned collector (from
+    the managed list) is the sender and gets the replies; the team's address stays the
+    sending address."""
     h, fake = fakes
     fake.answer(Answer(202, headers={"X-Message-Id": "sg-ka"}))
     pol = await h.policy(
         escalate_after="P30D", steps=[{"key": "due", "offset": "PT0S", "channel": "email"}]
     )
     cust = await h.customer()
+    listed = await h.post(
+        "/v1/collectors", {"name": "Jana Weber", "email": "jana.weber@acme.example"}, "admin"
+    )
+    assert listed.status_code == 201, listed.text
     resp = await h.http.put(
         f"/v1/customers/{cust['id']}/profile",
         json={"segment": "key_account", "assigned_collector": "jana.weber@acme.example"},
@@ -188,8 +193,5 @@ async def test_a_key_account_hears_from_its_collector_in_person(
     await h.env.sleep(timedelta(hours=1, minutes=1))
     [sent] = fake.requests
     body = sent.json()
-    assert body["from"] == {
-        "email": "billing@arflow.example.com",
-        "name": "jana.weber@acme.example",
-    }
+    assert body["from"] == {"email": "billing@arflow.example.com", "name": "Jana Weber"}
     assert body["reply_to"] == {"email": "jana.weber@acme.example"}

@@ -435,6 +435,10 @@ async def test_default_segments_and_their_policies(api: Api) -> None:
 
 async def test_segment_order_pinning_and_events(api: Api) -> None:
     a = api.ids["A"]
+    listed = await api.send(
+        "POST", "/v1/collectors", {"name": "ann", "email": "ann@ar.example"}, "admin"
+    )
+    assert listed.status_code == 201, listed.text  # only a listed collector can be assigned
     # A's risk without a credit limit: 4 + 13 + 20 + 5 + 10 + 5 = 57: standard stays.
     first = await api.send("PUT", f"/v1/customers/{a}/profile", {"assigned_collector": " ann "})
     assert first.status_code == 200, first.text

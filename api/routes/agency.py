@@ -29,10 +29,14 @@ MAX_UPDATE_BYTES = 64 * 1024  # read before the signature is checked: keep it sm
 
 
 @router.post("/agencies", response_model=AgencyPublic, status_code=201)
-def create_agency(body: AgencyCreate, session: SessionDep, _: Admin) -> AgencyPublic:
+def create_agency(
+    body: AgencyCreate, session: SessionDep, settings: SettingsDep, _: Admin
+) -> AgencyPublic:
     """A webhook agency needs ``endpoint_url``, a file agency a ``folder``; ``secret`` signs
     what we send it and what it sends us."""
-    return AgencyPublic.model_validate(agency.create_agency(session, body))
+    # Also 422: a webhook not https (outside development) or not on a public address, a
+    # folder outside the data folder (kept out of the docstring: the published contract).
+    return AgencyPublic.model_validate(agency.create_agency(session, settings, body))
 
 
 @router.get("/agencies", response_model=list[AgencyPublic])

@@ -9,17 +9,20 @@ import hmac
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 
+from arflow.agency.targets import UnsafeTarget, confined_folder, public_addresses
 from arflow.invoices.timeline import (
     add_event,
 )
@@ -104,30 +107,50 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 # -- adapters -------------------------------------------------------------------------------
 
 
+#: a text cell starting with one of these is a formula to a spreadsheet (OWASP: CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: a reference taken from an agency's answer: an identifier, nothing more
+REFERENCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/#-]{0,299}")
+
+
+def formula_safe(value: Any) -> Any:
+    """A CSV cell the agency's spreadsheet shows as text: a text value that would start a
+    formula gets a leading ``'``. Numbers (amounts, ids) stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv(record: dict[str, Any], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)  # RFC 4180: CRLF line ends, quotes where needed
     writer.writerow(columns)
-    writer.writerow(["" if record[c] is None else record[c] for c in columns])
+    writer.writerow(["" if record[c] is None else formula_safe(record[c]) for c in columns])
     return out.getvalue()
 
 
 class FileAgencyAdapter:
     """One placement file per invoice (and a recall file on recall) in a folder the agency
     picks up, as JSON or CSV. Written atomically: a hidden temporary file, then a rename, so
-    the agency never reads half a file and a retry rewrites the same file."""
+    the agency never reads half a file and a retry rewrites the same file.
+
+    With ``root`` (an agency an admin configured), the folder must stay inside it: checked
+    again before every write, since a folder may have been replaced by a symbolic link since
+    it was configured."""
 
     def __init__(
         self,
         folder: str | os.PathLike[str],
         file_format: str = "json",
         name: str = BUILTIN_AGENCY,
+        root: str | None = None,
     ) -> None:
         if file_format not in ("json", "csv"):
             raise ValueError(f"unknown file format {file_format!r}: json or csv")
         self.folder = Path(folder)
         self.file_format = file_format
         self.name = name
+        self.root = root
 
     def place(self, request: PlacementRequest) -> str:
         columns = [f.name for f in fields(PlacementRequest)]
@@ -138,19 +161,30 @@ class FileAgencyAdapter:
         columns = [f.name for f in fields(RecallRequest)]
         self._write(f"recall-invoice-{request.invoice_id}", request.record(), columns)
 
+    def _checked_folder(self) -> Path:
+        if self.root is None:
+            return self.folder  # the built-in drop folder: the operator's own setting
+        try:
+            return confined_folder(str(self.folder), self.root)
+        except UnsafeTarget as exc:
+            raise AgencyDeliveryError(f"agency {self.name!r}: {exc}") from None
+
     def _write(self, stem: str, record: dict[str, Any], columns: list[str]) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.folder / f"{stem}.{self.file_format}"
+        self._checked_folder().mkdir(parents=True, exist_ok=True)  # nothing through a link
+        folder = self._checked_folder()  # and still inside once it exists
+        target = folder / f"{stem}.{self.file_format}"
         if self.file_format == "csv":
             text = _csv(record, columns)
         else:
             text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-        tmp = self.folder / f".{target.name}.tmp"
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        tmp = folder / f".{target.name}.tmp"
+        tmp.unlink(missing_ok=True)  # a left-over, or a link planted to write elsewhere
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with open(os.open(tmp, flags, 0o644), "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # replaces a link at target, never writes through it
         return target
 
 
@@ -159,8 +193,14 @@ class WebhookAgencyAdapter:
 
     Headers: ``X-Arflow-Timestamp`` (unix seconds), ``X-Arflow-Signature: v1=<hex>`` (see
     ``signature``) and ``Idempotency-Key: invoice-<id>-<type>``, the same on every retry.
-    Any answer but 2xx, or no answer within ``timeout`` seconds, raises. The agency's
-    reference is the ``reference`` of its JSON answer, if it gives one."""
+    Any answer but 2xx (a redirect too: it is not followed), or no answer within ``timeout``
+    seconds, raises. The agency's reference is the ``reference`` of its JSON answer, if it
+    gives one that looks like an identifier; nothing else of the answer is kept.
+
+    Before each request the host is resolved and every address checked
+    (``targets.public_addresses``; loopback only with ``allow_loopback``), and the request
+    goes to the address checked, with the host name in ``Host`` and for TLS (SNI and the
+    certificate check): a name that resolves elsewhere a moment later is never reached."""
 
     def __init__(
         self,
@@ -169,44 +209,73 @@ class WebhookAgencyAdapter:
         secret: str,
         timeout: float = 5.0,
         transport: httpx.BaseTransport | None = None,
+        allow_loopback: bool = False,
     ) -> None:
         self.name = name
         self.endpoint_url = endpoint_url
         self.secret = secret
         self.timeout = timeout
         self.transport = transport
+        self.allow_loopback = allow_loopback
 
     def place(self, request: PlacementRequest) -> str:
         answer = self._post("placement", request.invoice_id, request.record())
         reference = answer.get("reference") if isinstance(answer, dict) else None
-        if isinstance(reference, str) and 0 < len(reference) <= 300:
+        if isinstance(reference, str) and REFERENCE_PATTERN.fullmatch(reference):
             return reference
         return f"{self.name}:invoice-{request.invoice_id}"
 
     def recall(self, request: RecallRequest) -> None:
         self._post("recall", request.invoice_id, request.record())
 
+    def _pinned(self, kind: str, invoice_id: int) -> tuple[str, str, str]:
+        """(the URL with the checked address for the host, the ``Host`` header, the name
+        TLS checks); ``AgencyDeliveryError`` when the host is no place to send to."""
+        parts = urlsplit(self.endpoint_url)
+        host = parts.hostname
+        try:
+            if parts.scheme not in ("http", "https") or not host:
+                raise UnsafeTarget("endpoint_url is not an http(s) URL")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            address = public_addresses(host, port, self.allow_loopback)[0]
+        except (UnsafeTarget, ValueError) as exc:
+            raise AgencyDeliveryError(
+                f"the {kind} of invoice {invoice_id} to agency {self.name!r} was not sent: {exc}"
+            ) from None
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+        host_header = parts.netloc.rpartition("@")[2]
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        return url, host_header, host
+
     def _post(self, kind: str, invoice_id: int, record: dict[str, Any]) -> Any:
         body = json.dumps({"type": kind} | record, sort_keys=True, separators=(",", ":")).encode()
         stamp = str(int(time.time()))
+        url, host_header, server_name = self._pinned(kind, invoice_id)
         headers = {
+            "Host": host_header,
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: signature(self.secret, stamp, body),
             IDEMPOTENCY_HEADER: f"invoice-{invoice_id}-{kind}",
         }
         try:
-            with httpx.Client(timeout=self.timeout, transport=self.transport) as client:
-                resp = client.post(self.endpoint_url, content=body, headers=headers)
+            with httpx.Client(
+                timeout=self.timeout, transport=self.transport, follow_redirects=False
+            ) as client:
+                resp = client.post(
+                    url, content=body, headers=headers, extensions={"sni_hostname": server_name}
+                )
         except httpx.HTTPError as exc:
             raise AgencyDeliveryError(
                 f"{kind} of invoice {invoice_id} to agency {self.name!r} failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         if not resp.is_success:
+            # The status only: what the agency wrote back is not ours to store or log.
             raise AgencyDeliveryError(
                 f"agency {self.name!r} answered {resp.status_code} to the {kind} of invoice "
-                f"{invoice_id}: {resp.text[:200]}"
+                f"{invoice_id}"
             )
         try:
             return resp.json()
@@ -217,8 +286,12 @@ class WebhookAgencyAdapter:
 AdapterFactory = Callable[[Agency | None], AgencyAdapter]
 
 
-def adapter_factory(builtin_folder: str, timeout: float = 5.0) -> AdapterFactory:
-    """The adapter for an ``Agency`` row; None: the built-in drop folder."""
+def adapter_factory(
+    builtin_folder: str, timeout: float = 5.0, *, root: str, allow_loopback: bool = False
+) -> AdapterFactory:
+    """The adapter for an ``Agency`` row; None: the built-in drop folder. An agency's drop
+    folder stays inside ``root`` (the data folder); its webhook reaches public addresses
+    only (and loopback with ``allow_loopback``: development and test)."""
 
     def adapter_for(agency: Agency | None) -> AgencyAdapter:
         if agency is None:
@@ -226,10 +299,16 @@ def adapter_factory(builtin_folder: str, timeout: float = 5.0) -> AdapterFactory
         if agency.delivery == "webhook":
             if not agency.endpoint_url:
                 raise ApplicationError(f"agency {agency.name!r} has no endpoint_url")
-            return WebhookAgencyAdapter(agency.name, agency.endpoint_url, agency.secret, timeout)
+            return WebhookAgencyAdapter(
+                agency.name,
+                agency.endpoint_url,
+                agency.secret,
+                timeout,
+                allow_loopback=allow_loopback,
+            )
         if not agency.folder:
             raise ApplicationError(f"agency {agency.name!r} has no folder")
-        return FileAgencyAdapter(agency.folder, agency.file_format, agency.name)
+        return FileAgencyAdapter(agency.folder, agency.file_format, agency.name, root=root)
 
     return adapter_for
 

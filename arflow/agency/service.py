@@ -32,6 +32,7 @@ from arflow.agency.placement import (
     record_end,
     signature,
 )
+from arflow.agency.targets import UnsafeTarget, check_endpoint_url, confined_folder
 from arflow.config import Settings
 from arflow.errors import (
     DomainError,
@@ -62,10 +63,25 @@ UPDATE_TOLERANCE_SECONDS = 300
 # -- configuration --------------------------------------------------------------------------
 
 
-def create_agency(session: Session, body: AgencyCreate) -> Agency:
-    """Store a new agency; a new default agency takes over from the previous one."""
+def create_agency(session: Session, settings: Settings, body: AgencyCreate) -> Agency:
+    """Store a new agency; a new default agency takes over from the previous one. 422 for a
+    webhook that is not https (outside development and test) or whose host resolves to an
+    address that is not public, and for a drop folder outside the data folder (see
+    ``targets``: the worker checks both again before each use)."""
     if body.name.casefold() == BUILTIN_AGENCY:
         raise unprocessable(f"the name {BUILTIN_AGENCY!r} is the built-in drop folder's")
+    try:
+        if body.endpoint_url is not None:
+            check_endpoint_url(
+                body.endpoint_url,
+                require_https=not settings.is_development,
+                allow_loopback=settings.agency_loopback_allowed,
+            )
+        if body.folder is not None:
+            confined_folder(body.folder, settings.data_dir)
+    except UnsafeTarget as exc:
+        field = "endpoint_url" if body.endpoint_url is not None else "folder"
+        raise unprocessable(str(exc), [{"field": field, "message": str(exc)}]) from None
     if body.is_default:
         session.exec(update(Agency).values(is_default=False))
     agency = Agency.model_validate(body.model_dump())

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from arflow.access import Principal
 from arflow.customers.behaviour import Behaviour, behaviour
+from arflow.customers.collectors import known_collector
 from arflow.customers.credit import HoldState, reassess
 from arflow.customers.events import record_customer_event
 from arflow.customers.risk import Risk, risk
@@ -159,6 +160,8 @@ def update_profile(
     given = body.model_fields_set
     if body.segment is not None and body.segment not in {s.name for s in load_segments(session)}:
         raise unprocessable(f"unknown segment {body.segment!r}")
+    if body.assigned_collector is not None:
+        known_collector(session, body.assigned_collector)  # the managed list's only
     wanted: dict[str, Any] = {COLUMNS[name]: getattr(body, name) for name in given}
     if "credit_limit_minor" in wanted and wanted["credit_limit_minor"] is None:
         wanted["credit_currency"] = None

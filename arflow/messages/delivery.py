@@ -14,6 +14,7 @@ from dataclasses import replace
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from arflow.customers.collectors import reply_to_of
 from arflow.customers.contacts import block
 from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
@@ -202,14 +203,40 @@ class StepDelivery:
         message = outbound(row, inp, customer.id, pay_url, attachments, html)
         if inp.step.channel == "email" and self.unsubscribe_url is not None:
             message = replace(message, unsubscribe_url=self.unsubscribe_url(customer.id))
-        collector = invoice.collector or customer.assigned_collector
-        if inp.step.channel == "email" and collector:
+        assigned = invoice.collector or customer.assigned_collector
+        if inp.step.channel == "email" and assigned:
             segment = segment_of(session, customer)
             if segment is not None and segment.sender == "collector":
-                # Key accounts hear from their collector in person (the invoice's, else the
-                # account's): their name as the sender, replies to them when it is an address.
-                reply_to = collector if "@" in collector else None
-                message = replace(message, sender_name=collector, reply_to=reply_to)
+                message = self._from_collector(session, inp, message, assigned)
+        return message
+
+    def _from_collector(
+        self, session: Session, inp: SendReminderInput, message: OutboundMessage, assigned: str
+    ) -> OutboundMessage:
+        """Key accounts hear from their collector in person (the invoice's, else the
+        account's): the listed collector's name as the sender and its listed address as
+        Reply-To. A collector the list does not know (or has deactivated, or has no address
+        for) is no Reply-To: the team's own is used, and that fallback is recorded once per
+        step (the caller's transaction commits it)."""
+        collector, fallback = reply_to_of(session, assigned)
+        if collector is not None:
+            message = replace(message, sender_name=collector.name, reply_to=collector.email)
+        if fallback is not None:
+            key = f"reply_to_fallback:{inp.step.key}"
+            if not already_recorded(session, inp.invoice_id, key):
+                add_event(
+                    session,
+                    inp.invoice_id,
+                    "reply_to_fallback",
+                    {
+                        "step": inp.step.key,
+                        "collector_id": collector.id if collector is not None else None,
+                        "collector": assigned[:100],
+                        "reason": fallback,
+                        "reply_to": "email_reply_to",
+                    },
+                    dedupe_key=key,
+                )
         return message
 
     def _not_sent(
