@@ -97,6 +97,7 @@ async def prod(
         with_worker=False,
         environment="production",
         session_secret="production-session-secret-0123",
+        codec_keys="k1:" + "A" * 43 + "=",
     ) as h:
         yield h
 
