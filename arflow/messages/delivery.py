@@ -275,7 +275,7 @@ class StepDelivery:
             {"step": inp.step.key, "channel": inp.step.channel, "outcome": status, "reason": why},
             dedupe_key=f"unavailable:{inp.step.key}:{inp.step.channel}",
         )
-        session.commit()
+        commit_once(session, inp.invoice_id, f"unavailable:{inp.step.key}:{inp.step.channel}")
         return SendOutcome(status, why)
 
     def _outbox_row(self, session: Session, inp: SendReminderInput) -> OutboxMessage | None:
