@@ -38,7 +38,6 @@ from models import Customer, Invoice, OutboxMessage, Task
 from models.types import utcnow
 from workflows.types import SendOutcome, SendReminderInput
 
-
 QUEUE_ATTEMPTS = 3  # rounds of queueing a step when siblings' messages keep winning the race
 
 
