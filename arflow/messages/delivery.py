@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from arflow.customers.contacts import block
+from arflow.invoices import tasks
 from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
@@ -299,6 +300,7 @@ class StepDelivery:
         row.updated_at = now
         session.add(row)
         record_skipped(session, inp.invoice_id, inp.skipped, "a later step was already due")
+        tasks.step_delivered(session, inp.invoice_id, row.channel, status)
         add_event(
             session,
             inp.invoice_id,
