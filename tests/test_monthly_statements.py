@@ -13,8 +13,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
+from arflow.messages.channels import OutboxOnlyChannel
+from arflow.messages.documents import Seller
+from arflow.messages.statements import send_statement
+from arflow.policies.service import ensure_default_policy
 from arflow.schedules import ensure_monthly_statement_schedule
-from models import ContactBlock, StatementSent
+from models import ContactBlock, Customer, Invoice, StatementSent
 from tests.conftest import Harness, harness
 from tests.test_delivery import PROVIDERS
 from tests.test_providers import Answer, FakeProvider
@@ -95,11 +99,6 @@ async def test_a_statement_outside_the_contact_window_waits_for_it(h: Harness) -
 
 def test_a_deferred_statement_is_recorded_with_the_window_opening(sqlite_engine: Engine) -> None:
     """The domain alone: outside the window nothing is sent and the row says until when."""
-    from arflow.messages.channels import OutboxOnlyChannel
-    from arflow.messages.documents import Seller
-    from arflow.messages.statements import send_statement
-    from arflow.policies.service import ensure_default_policy
-    from models import Customer, Invoice
 
     at = datetime(2026, 3, 15, 7, 0, tzinfo=UTC)
     with Session(sqlite_engine) as s:

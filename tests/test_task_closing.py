@@ -6,7 +6,7 @@ a later message goes out, a legal review once the invoice is closed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +57,11 @@ def assert_closed(engine: Engine, invoice_id: int, kind: str, reason: str) -> No
 async def overdue_dispute(h: Harness) -> Any:
     c = await new_case(h)
     assert (await c.act("/disputes", {"reason": "wrong quantity"})).status_code == 200
-    deadline = datetime_of((await c.get())["next_action"]["at"])
+    deadline = datetime.fromisoformat((await c.get())["next_action"]["at"])
     await c.sleep_until(deadline + timedelta(minutes=1))
     [task] = tasks_of(h.engine, c.id, "dispute_overdue")
     assert task.status == "open"
     return c
-
-
-def datetime_of(text: str) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text)
 
 
 async def test_dispute_overdue_closes_when_the_dispute_is_resolved(h: Harness) -> None:
