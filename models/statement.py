@@ -17,7 +17,11 @@ class StatementSent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     customer_id: int = Field(foreign_key="customers.id", index=True)
     period: str = Field(max_length=7, description="YYYY-MM")
-    status: str = Field(max_length=20, description="queued, sent, uncertain, blocked, failed")
+    status: str = Field(
+        max_length=20,
+        description="queued, deferred (outside the contact window), sending, sent, uncertain, "
+        "blocked, failed",
+    )
     open_items: int = 0
     detail: str | None = Field(default=None, max_length=500)
     provider_id: str | None = Field(default=None, max_length=300)

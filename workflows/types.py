@@ -540,6 +540,18 @@ class InboxResult:
 @dataclass
 class StatementRun:
     at: datetime | None = None  # the run's instant; None: the workflow's now
+    # Monthly statements: the instant of this pass (a later pass of the same run sends the
+    # statements deferred to their contact window); None: ``at``.
+    now: datetime | None = None
+
+
+@dataclass
+class StatementPass:
+    """One pass of the monthly statement run: how many statements went each way, and when
+    the earliest one deferred to its customer's contact window may go (None: none was)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    next_at: datetime | None = None
 
 
 @dataclass

@@ -124,7 +124,7 @@ def remove_contact_block(
     """Use the channel again (e.g. the customer gave a new address)."""
     if session.get(Customer, customer_id) is None:
         raise not_found("customer", customer_id)
-    if not contacts.unblock(session, customer_id, channel):
+    if not provider_events.lift_block(session, customer_id, channel, principal.actor):
         raise ApiError(404, "not_found", f"no {channel} block for customer {customer_id}")
     session.commit()
     log.info(

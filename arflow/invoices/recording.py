@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from arflow.customers.profiles import CustomerRefresh, refresh_customer
+from arflow.invoices import tasks
 from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
@@ -54,6 +55,7 @@ def record_closed(session: Session, inp: RecordClosedInput) -> None:
     invoice.updated_at = now
     set_next_action(invoice, None)
     session.add(invoice)
+    tasks.invoice_closed(session, inp.invoice_id, inp.status, inp.actor)
     commit_once(session, inp.invoice_id, key)
 
 
@@ -115,6 +117,11 @@ def _apply_change(session: Session, change: ChangeSet) -> ChangeResult:
         )
     if change.status != invoice.status and change.status in CLOSED_STATUSES:
         invoice.closed_at = now
+        tasks.invoice_closed(session, change.invoice_id, change.status, change.actor)
+    if change.dispute is not None and change.dispute.status != "open" and result.dispute_id:
+        tasks.dispute_resolved(
+            session, change.invoice_id, result.dispute_id, change.dispute.status, change.actor
+        )
     invoice.status = change.status
     invoice.hold = change.hold
     invoice.balance_minor = change.balance_minor

@@ -16,11 +16,13 @@ from sqlmodel import Session, select
 
 from arflow.customers.collectors import reply_to_of
 from arflow.customers.contacts import block
+from arflow.invoices import tasks
 from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
     add_event,
     already_recorded,
+    commit_once,
     record_skipped,
     set_next_action,
 )
@@ -37,6 +39,12 @@ from arflow.messages.sending import (
 from models import Customer, Invoice, OutboxMessage, Task
 from models.types import utcnow
 from workflows.types import SendOutcome, SendReminderInput
+
+QUEUE_ATTEMPTS = 3  # rounds of queueing a step when siblings' messages keep winning the race
+
+
+class StepRaced(RuntimeError):
+    """Siblings' messages kept winning: the activity fails and Temporal retries it."""
 
 
 class StepDelivery:
@@ -106,24 +114,53 @@ class StepDelivery:
     def _queue_first_attempt(
         self, session: Session, inp: SendReminderInput, invoice: Invoice, customer: Customer
     ) -> OutboxMessage | SendOutcome:
-        """The step's outbox row, queued now; or the outcome when it is not to be sent."""
+        """The step's outbox row, queued now; or the outcome when it is not to be sent.
+
+        A concurrent insert may win a unique key this needs (many of one customer's steps
+        falling due at once: after a restart, every morning at ``send_at``). When it is this
+        step's row (a sibling's consolidated message covered it, or a concurrent attempt
+        queued it), the outcome is recorded for the row that won (``_after_conflict``); when
+        it is a sibling this message meant to cover (the sibling queued its own message in
+        the meantime), nothing of ours was stored and the step is queued again, without it.
+        """
         sender = self.sender
-        why = sender.unreachable(session, customer, inp.step.channel)
-        if why is not None:
-            return self._not_sent(session, inp, invoice, customer, "blocked", why)
-        capped = sender.capped(session, inp, customer, invoice)
-        if capped is not None:
-            session.rollback()
-            return capped
-        others = sender.siblings(session, inp, invoice, customer)
-        try:
-            row = sender.queue(session, inp, invoice, customer, status="queued", others=others)
-            sender.cover(session, inp, row, others)
-            session.flush()
-        except IntegrityError:  # a concurrent attempt inserted it: its answer counts
-            session.rollback()
-            return SendOutcome("sent")
-        return row
+        for _ in range(QUEUE_ATTEMPTS):
+            why = sender.unreachable(session, customer, inp.step.channel)
+            if why is not None:
+                return self._not_sent(session, inp, invoice, customer, "blocked", why)
+            capped = sender.capped(session, inp, customer, invoice)
+            if capped is not None:
+                session.rollback()
+                return capped
+            others = sender.siblings(session, inp, invoice, customer)
+            try:
+                row = sender.queue(session, inp, invoice, customer, status="queued", others=others)
+                sender.cover(session, inp, row, others)
+                session.flush()
+            except IntegrityError:
+                outcome = self._after_conflict(session, inp)
+                if outcome is not None:
+                    return outcome
+                continue  # a sibling's own message won: queue again without it
+            return row
+        raise StepRaced(
+            f"step {inp.step.key} of invoice {inp.invoice_id} lost {QUEUE_ATTEMPTS} races "
+            "with its siblings' messages"
+        )
+
+    def _after_conflict(
+        self, session: Session, inp: SendReminderInput
+    ) -> OutboxMessage | SendOutcome | None:
+        """After a unique key was taken by a concurrent insert: this step's outcome, recorded
+        on the timeline in a fresh transaction for the outbox row that won (or that row, when
+        it is still to be sent); None when this step has no row (the conflict was on a
+        sibling's)."""
+        session.rollback()
+        row = self._outbox_row(session, inp)
+        if row is None:
+            return None
+        earlier = self._earlier_attempt(session, inp, row)
+        return earlier if earlier is not None else row
 
     def _through_provider(
         self,
@@ -254,8 +291,10 @@ class StepDelivery:
             try:
                 row = self.sender.queue(session, inp, invoice, customer, status, detail=why[:500])
             except IntegrityError:
-                session.rollback()
-                return SendOutcome(status, why)
+                outcome = self._after_conflict(session, inp)
+                if not isinstance(outcome, SendOutcome):
+                    raise
+                return outcome
         add_event(
             session,
             inp.invoice_id,
@@ -263,7 +302,7 @@ class StepDelivery:
             {"step": inp.step.key, "channel": inp.step.channel, "outcome": status, "reason": why},
             dedupe_key=f"unavailable:{inp.step.key}:{inp.step.channel}",
         )
-        session.commit()
+        commit_once(session, inp.invoice_id, f"unavailable:{inp.step.key}:{inp.step.channel}")
         return SendOutcome(status, why)
 
     def _outbox_row(self, session: Session, inp: SendReminderInput) -> OutboxMessage | None:
@@ -288,6 +327,7 @@ class StepDelivery:
         row.updated_at = now
         session.add(row)
         record_skipped(session, inp.invoice_id, inp.skipped, "a later step was already due")
+        tasks.step_delivered(session, inp.invoice_id, row.channel, status)
         add_event(
             session,
             inp.invoice_id,
@@ -316,5 +356,6 @@ class StepDelivery:
         invoice.updated_at = now
         set_next_action(invoice, inp.next_action)
         session.add(invoice)
-        session.commit()
+        # A concurrent attempt (a covered step racing its retry) may have recorded it first.
+        commit_once(session, inp.invoice_id, f"step:{step.key}:{step.channel}")
         return SendOutcome(status if status in ("task", "printed", "uncertain") else "sent")

@@ -27,6 +27,7 @@ from twilio.request_validator import RequestValidator
 
 from arflow.customers import contacts
 from arflow.errors import Unauthenticated
+from arflow.invoices import tasks
 from arflow.messages.providers import TWILIO_UNREACHABLE
 from models import Customer, Invoice, OutboxMessage
 from models.types import utcnow
@@ -164,6 +165,17 @@ def settle(session: Session, row: OutboxMessage, status: str, detail: str | None
         row.detail = detail[:500]
     row.updated_at = utcnow()
     session.add(row)
+    assert row.id is not None
+    tasks.delivery_settled(session, row.invoice_id, row.id, status)
+    return True
+
+
+def lift_block(session: Session, customer_id: int, channel: str, actor: str) -> bool:
+    """Use the channel again (a new address, START; the caller commits): the steps no
+    channel could take are no longer a task for anyone. False when there was no block."""
+    if not contacts.unblock(session, customer_id, channel):
+        return False
+    tasks.contact_fixed(session, customer_id, channel, actor)
     return True
 
 
@@ -270,5 +282,5 @@ def apply_twilio_inbound(session: Session, params: Mapping[str, str]) -> str | N
         else:
             found = contacts.find(session, customer_id, "sms")
             if found is not None and found.reason in SMS_LIFTED_BY_START:
-                contacts.unblock(session, customer_id, "sms")
+                lift_block(session, customer_id, "sms", actor="twilio")
     return "stop" if keyword in SMS_OPT_OUT else "start"

@@ -209,8 +209,11 @@ class ReminderSender:
             policy = session.get(DunningPolicy, other.policy_id)
             steps = {s["key"]: s for s in (policy.steps if policy else [])}
             step = steps.get(other.next_action_step or "")
-            if step is not None and step.get("channel", "email") == inp.step.channel:
-                found.append((other, str(step["key"])))
+            if step is None or step.get("channel", "email") != inp.step.channel:
+                continue
+            if has_row(session, other.id or 0, str(step["key"]), inp.step.channel):
+                continue  # its own message (or another's cover) is already on its way
+            found.append((other, str(step["key"])))
         return sorted(found, key=lambda pair: pair[0].due_at)
 
     def cover(
@@ -352,6 +355,20 @@ class ReminderSender:
             balance_minor=balance_minor,
         )
         return Attachment(f"invoice-{invoice.number}.pdf", pdf)
+
+
+def has_row(session: Session, invoice_id: int, step_key: str, channel: str) -> bool:
+    """Whether the invoice's step already has its outbox row on ``channel``."""
+    return (
+        session.exec(
+            select(OutboxMessage.id).where(
+                OutboxMessage.invoice_id == invoice_id,
+                OutboxMessage.step_key == step_key,
+                OutboxMessage.channel == channel,
+            )
+        ).first()
+        is not None
+    )
 
 
 def deadline(inp: SendReminderInput) -> datetime | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from arflow.charges.service import settle_charges
+from arflow.invoices import tasks
 from arflow.invoices.recording import refresh
 from arflow.invoices.service import get_invoice
 from arflow.invoices.timeline import (
@@ -85,6 +86,7 @@ def record_payment(session: Session, inp: RecordPaymentInput) -> SegmentMove | N
         if inp.status_after in CLOSED_STATUSES:
             invoice.closed_at = now
             invoice.hold = None
+            tasks.invoice_closed(session, inp.invoice_id, inp.status_after, WORKFLOW_ACTOR)
         else:
             invoice.closed_at = None
     set_next_action(invoice, inp.next_action)
