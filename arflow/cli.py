@@ -86,10 +86,15 @@ def run(
     ui_port: int = typer.Option(8233, help="Temporal Web UI port (embedded server)"),
     temporal_port: int = typer.Option(7233, help="Temporal gRPC port (embedded server)"),
 ) -> None:
-    """Start the embedded Temporal dev server, the worker and the API; load demo data."""
+    """Start the embedded Temporal dev server, the worker and the API; load demo data.
+
+    Runs in ``ARFLOW_ENVIRONMENT=development`` (development keys and secrets allowed), for
+    itself and its children, unless the environment or ``.env`` sets another one."""
     from arflow.db import make_engine
     from arflow.migrate import upgrade
 
+    _development_unless_set()
+    get_settings.cache_clear()
     settings = get_settings()
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -123,6 +128,16 @@ def run(
     except KeyboardInterrupt:
         pass
     stop()
+
+
+def _development_unless_set() -> None:
+    """Settings default to production (fail closed); the laptop stack is development."""
+    from dotenv import dotenv_values
+
+    if "ARFLOW_ENVIRONMENT" not in os.environ and not dotenv_values(".env").get(
+        "ARFLOW_ENVIRONMENT"
+    ):
+        os.environ["ARFLOW_ENVIRONMENT"] = "development"
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> NoReturn:
