@@ -15,7 +15,6 @@ from api import errors, web
 from api.bounds import bounded_integers
 from api.deps import too_many_attempts
 from api.metrics import RequestObservability
-from api.security import FailureLimiter, SecurityHeaders, client_address
 from api.routes import (
     actions,
     agency,
@@ -36,6 +35,7 @@ from api.routes import (
     unsubscribe,
     webhooks,
 )
+from api.security import FailureLimiter, SecurityHeaders, client_address
 from arflow import observability
 from arflow.config import Settings, get_settings, same_secret
 from arflow.db import make_engine
@@ -131,7 +131,8 @@ def _serve_metrics(app: FastAPI, token: str) -> None:
             if scheme.lower() != "bearer" or not same_secret(offered.strip(), token):
                 limiter.failed(address)
                 raise HTTPException(
-                    401, "metrics need the ARFLOW_METRICS_TOKEN bearer token",
+                    401,
+                    "metrics need the ARFLOW_METRICS_TOKEN bearer token",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         body, content_type = observability.metrics_exposition()

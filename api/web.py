@@ -37,8 +37,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
-from starlette.datastructures import FormData
 from sqlmodel import Session as SqlSession
+from starlette.datastructures import FormData
 from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
@@ -321,7 +321,9 @@ async def login(request: Request, settings: SettingsDep, _: CsrfChecked) -> Resp
 
 
 @router.post("/logout")
-def logout(request: Request, session: SessionDep, settings: SettingsDep, _: CsrfChecked) -> Response:
+def logout(
+    request: Request, session: SessionDep, settings: SettingsDep, _: CsrfChecked
+) -> Response:
     sid, started = request.session.get("sid"), request.session.get("iat")
     if isinstance(sid, str):
         started = started if isinstance(started, int) else int(time.time())

@@ -38,7 +38,12 @@ REQUIRED_ON_API_AND_WORKER = (
     "ARFLOW_LINK_SECRET",
     "ARFLOW_ENVIRONMENT",
 )
-SECRETS = ("ARFLOW_WEBHOOK_SECRET", "ARFLOW_API_KEYS", "ARFLOW_SESSION_SECRET", "ARFLOW_LINK_SECRET")
+SECRETS = (
+    "ARFLOW_WEBHOOK_SECRET",
+    "ARFLOW_API_KEYS",
+    "ARFLOW_SESSION_SECRET",
+    "ARFLOW_LINK_SECRET",
+)
 REAL = {
     "webhook_secret": "w" * 32,
     "session_secret": "s" * 32,
@@ -47,6 +52,10 @@ REAL = {
 }
 # ${NAME:?message}: compose refuses to start when NAME is unset or empty.
 REQUIRED_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?[^}]*\}")
+
+
+def _real(**overrides: Any) -> dict[str, Any]:
+    return REAL | overrides
 
 
 def _compose() -> dict[str, Any]:
@@ -292,7 +301,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_production_refuses_the_default_webhook_secret() -> None:
     with pytest.raises(ValidationError, match="ARFLOW_WEBHOOK_SECRET"):
-        Settings(**REAL | {"environment": "production", "webhook_secret": DEFAULT_WEBHOOK_SECRET})
+        Settings(**_real(environment="production", webhook_secret=DEFAULT_WEBHOOK_SECRET))
     with pytest.raises(ValidationError, match="ARFLOW_WEBHOOK_SECRET"):
         Settings(environment="production")
 
@@ -300,18 +309,18 @@ def test_production_refuses_the_default_webhook_secret() -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_production_refuses_the_default_api_keys() -> None:
     with pytest.raises(ValidationError, match="ARFLOW_API_KEYS"):
-        Settings(**REAL | {"environment": "production", "api_keys": DEFAULT_API_KEYS})
+        Settings(**_real(environment="production", api_keys=DEFAULT_API_KEYS))
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_production_refuses_the_default_session_secret() -> None:
     with pytest.raises(ValidationError, match="ARFLOW_SESSION_SECRET"):
-        Settings(**REAL | {"environment": "production", "session_secret": DEFAULT_SESSION_SECRET})
+        Settings(**_real(environment="production", session_secret=DEFAULT_SESSION_SECRET))
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_production_starts_with_real_secrets() -> None:
-    settings = Settings(**REAL | {"environment": "production"})
+    settings = Settings(**_real(environment="production"))
     assert settings.environment == "production"
     assert settings.webhook_secret == "w" * 32
     assert settings.parsed_api_keys() == {"k" * 32: "admin"}

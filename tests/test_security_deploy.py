@@ -158,7 +158,7 @@ async def test_metrics_need_the_token_and_production_hides_them_and_the_docs(
         refused = await http.get("/metrics", headers={"Authorization": "Bearer wrong"})
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "unauthorized"
-        odd = await http.get("/metrics", headers={"Authorization": "Bearer é".encode("latin-1")})
+        odd = await http.get("/metrics", headers={b"Authorization": "Bearer é".encode("latin-1")})
         assert odd.status_code == 401
         served = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert served.status_code == 200 and "arflow_http_requests_total" in served.text
@@ -307,7 +307,7 @@ async def test_non_ascii_tokens_are_refused_not_a_500(
         assert (await prod.get(f"/pay/{reference}?t={t}")).status_code == 404
     assert (await prod.get("/u/1.k1.%C3%A9")).status_code == 404
     assert (await prod.post("/u/1.k1.%C3%A9")).status_code == 404
-    odd_key = {"Authorization": "Bearer clé".encode("latin-1")}
+    odd_key = {b"Authorization": "Bearer clé".encode("latin-1")}
     assert (await prod.get("/v1/customers", headers=odd_key)).status_code == 401
     header = f"t={int(time.time())},v1=é"
     with pytest.raises(Unauthenticated):
@@ -355,8 +355,8 @@ async def test_links_use_their_own_secret_with_a_key_id_and_rotate(sqlite_engine
     retired = rotated.model_copy(update={"link_secrets_old": ""})
     async with await client_for(retired, sqlite_engine) as http:
         assert (await http.get(f"/pay/{reference}?t={old_token}")).status_code == 404
-        assert (await http.get(f"/pay/{reference}?t={retired.pay_token(reference)}")).status_code == (
-            200
-        )
+        assert (
+            await http.get(f"/pay/{reference}?t={retired.pay_token(reference)}")
+        ).status_code == (200)
     with pytest.raises(ValidationError, match="ARFLOW_LINK_SECRETS_OLD"):
         production(sqlite_engine, link_secrets_old="no-colon-here")

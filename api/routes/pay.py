@@ -18,6 +18,7 @@ from models.reference import invoice_id_of
 
 router = APIRouter(tags=["customers"], include_in_schema=False)
 
+
 @router.get("/pay/{reference}", response_class=HTMLResponse)
 def pay_page(
     reference: str, session: SessionDep, settings: SettingsDep, t: str = Query(default="")
