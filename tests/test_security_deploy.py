@@ -238,9 +238,9 @@ async def test_a_session_ends_at_its_absolute_lifetime_however_busy(
         assert (await login(http, STRONG["viewer"])).status_code == 303
         started = time.time()
         for minutes in (4, 8):  # in use every 4 minutes: never idle
-            monkeypatch.setattr(web.time, "time", lambda m=minutes: started + m * 60)
+            monkeypatch.setattr(time, "time", lambda m=minutes: started + m * 60)
             assert (await http.get("/app/worklist")).status_code == 200
-        monkeypatch.setattr(web.time, "time", lambda: started + 601)
+        monkeypatch.setattr(time, "time", lambda: started + 601)
         late = await http.get("/app/worklist")
     assert late.status_code == 303 and late.headers["location"].startswith("/app/login")
 
