@@ -28,6 +28,7 @@ from activities.monthly import MonthlyStatementActivities
 from activities.segments import SegmentActivities
 from activities.statements import StatementActivities
 from arflow import observability
+from arflow.codec import data_converter
 from arflow.config import Settings, get_settings
 from arflow.customers.unsubscribe import unsubscribe_url
 from arflow.db import make_engine, session_factory
@@ -111,6 +112,7 @@ async def serve(settings: Settings) -> None:
     client = await Client.connect(
         settings.temporal_address or "127.0.0.1:7233",
         namespace=settings.temporal_namespace,
+        data_converter=data_converter(settings),
         runtime=observability.temporal_runtime(),
     )
     engine = make_engine(settings.database_url)

@@ -20,6 +20,7 @@ from api.routes import (
     agency,
     calls,
     charges,
+    codec,
     customers,
     history,
     invoices,
@@ -37,6 +38,7 @@ from api.routes import (
 )
 from api.security import FailureLimiter, SecurityHeaders, client_address
 from arflow import observability
+from arflow.codec import data_converter
 from arflow.config import Settings, get_settings, same_secret
 from arflow.db import make_engine
 from arflow.policies import service as policy_service
@@ -61,6 +63,7 @@ def create_app(
             app.state.temporal = await Client.connect(
                 settings.temporal_address or "127.0.0.1:7233",
                 namespace=settings.temporal_namespace,
+                data_converter=data_converter(settings),
             )
         yield
 
@@ -103,6 +106,7 @@ def create_app(
         legal,
     ):
         app.include_router(module.router)
+    codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
     app.add_middleware(SecurityHeaders)  # outermost: the session and error pages get it too
 

@@ -47,6 +47,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _bearer = HTTPBearer(auto_error=False)
+BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def key_role(keys: dict[str, Role], offered: str) -> Role | None:
 def require(role: Role) -> Callable[..., Principal]:
     def dependency(
         request: Request,
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        creds: BearerCreds,
     ) -> Principal:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(

@@ -46,7 +46,7 @@ def _wait_for_temporal(address: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                await Client.connect(address)
+                await Client.connect(address)  # only a probe: no payloads, no converter
                 return
             except Exception:
                 if time.monotonic() > deadline:

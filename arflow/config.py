@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -206,6 +208,14 @@ class Settings(BaseSettings):
     company_name: str = Field(default="", description="seller name on invoice copies, letters")
     company_address: str = Field(default="", description="seller postal address, one per line")
     company_iban: str = Field(default="", description="the account customers pay to")
+    # -- encryption of Temporal payloads (arflow/codec.py) ------------------------------------
+    codec_keys: str = Field(
+        default="",
+        repr=False,
+        description='"kid:base64key,kid:base64key" (AES, 16/24/32 bytes): the first encrypts '
+        "what goes to Temporal, all decrypt; empty: payloads are stored in clear (required "
+        "in production)",
+    )
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:
@@ -267,6 +277,37 @@ class Settings(BaseSettings):
                 f"ARFLOW_METRICS_TOKEN is shorter than {MIN_SECRET_LENGTH} characters; "
                 f"{GENERATE_HINT}"
             )
+
+    @model_validator(mode="after")
+    def _codec_keys_valid(self) -> Settings:
+        self.parsed_codec_keys()  # fail at start-up on a malformed key list
+        if self.environment not in RELAXED_ENVIRONMENTS and not self.codec_keys:
+            raise ValueError(
+                f"ARFLOW_CODEC_KEYS must be set with ARFLOW_ENVIRONMENT={self.environment} "
+                '(kid:base64key; README, "Encrypted payloads")'
+            )
+        return self
+
+    def parsed_codec_keys(self) -> list[tuple[str, bytes]]:
+        """``kid:base64key,...`` as (kid, key) pairs, the encrypting one first; raises
+        ValueError naming the bad entry's key id (never the key)."""
+        keys: list[tuple[str, bytes]] = []
+        for entry in filter(None, (e.strip() for e in self.codec_keys.split(","))):
+            kid, sep, encoded = (part.strip() for part in entry.partition(":"))
+            if not sep or not kid:
+                raise ValueError("ARFLOW_CODEC_KEYS entries are kid:base64key")
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except binascii.Error:
+                raise ValueError(f"ARFLOW_CODEC_KEYS key {kid!r} is not base64") from None
+            if len(key) not in (16, 24, 32):
+                raise ValueError(
+                    f"ARFLOW_CODEC_KEYS key {kid!r} has {len(key)} bytes; AES needs 16, 24 or 32"
+                )
+            if kid in dict(keys):
+                raise ValueError(f"ARFLOW_CODEC_KEYS names key id {kid!r} twice")
+            keys.append((kid, key))
+        return keys
 
     def parsed_api_keys(self) -> dict[str, Role]:
         """``key:role,key:role`` as a mapping; raises ValueError naming the bad entry."""

@@ -38,6 +38,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from arflow.codec import decode_in_place
 from arflow.config import Settings
 from arflow.errors import Conflict, Invalid, Unavailable
 from arflow.observability import WORKFLOW_STARTS
@@ -281,6 +282,8 @@ async def _workflow_runs(client: Client, workflow_id: str) -> dict[str, Sequence
                 raise
             continue
         events = history.events
+        if client.data_converter.payload_codec is not None:
+            await decode_in_place(client.data_converter.payload_codec, events)
         runs[run_id] = events
         if events and events[0].HasField("workflow_execution_started_event_attributes"):
             started = events[0].workflow_execution_started_event_attributes

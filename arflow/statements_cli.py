@@ -36,6 +36,7 @@ async def _import(files: list[Path], mapping: str | None, as_json: bool) -> int:
     from sqlmodel import Session
     from temporalio.client import Client
 
+    from arflow.codec import data_converter
     from arflow.db import make_engine
     from arflow.errors import DomainError
     from arflow.payments.reconcile import import_statement
@@ -43,7 +44,9 @@ async def _import(files: list[Path], mapping: str | None, as_json: bool) -> int:
     settings = get_settings()
     engine = make_engine(settings.database_url)
     client = await Client.connect(
-        settings.temporal_address or "127.0.0.1:7233", namespace=settings.temporal_namespace
+        settings.temporal_address or "127.0.0.1:7233",
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(settings),
     )
     failed = False
     reports = []

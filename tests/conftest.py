@@ -34,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from arflow.cli import SEARCH_ATTRIBUTE_ARGS
+from arflow.codec import data_converter
 from arflow.config import Settings
 from arflow.db import make_engine
 from arflow.migrate import upgrade
@@ -59,6 +60,10 @@ DATABASES = [
 ]
 API_KEYS = {"admin": "test-admin", "specialist": "test-specialist", "viewer": "test-viewer"}
 WEBHOOK_SECRET = "test-webhook-secret"
+# Two AES-256 keys for tests that switch the payload codec on (``codec_keys=CODEC_KEYS``).
+CODEC_KEY_OLD = "k0:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+CODEC_KEY_NEW = "k1:" + "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+CODEC_KEYS = f"{CODEC_KEY_NEW},{CODEC_KEY_OLD}"
 
 
 # -- the PyGILState exit crash (sdk-python #300): exit with the tests' status, skip teardown ----
@@ -263,20 +268,25 @@ async def harness(
         data_dir=str(tmp_path / "data"),
         **overrides,
     )
-    app = create_app(settings, engine=engine, temporal=env.client)
+    client = env.client
+    if settings.codec_keys:  # the codec on: every client of the test encrypts as in production
+        config = env.client.config()
+        config["data_converter"] = data_converter(settings)
+        client = Client(**config)
+    app = create_app(settings, engine=engine, temporal=client)
     with Session(engine) as session:
         policies.ensure_default_policy(session)
     transport = httpx.ASGITransport(app=app)
     async with AsyncExitStack() as stack:
         if with_worker:
-            await stack.enter_async_context(build_worker(env.client, settings, engine))
+            await stack.enter_async_context(build_worker(client, settings, engine))
         http = await stack.enter_async_context(
             httpx.AsyncClient(transport=transport, base_url="http://arflow.test")
         )
         try:
-            yield Harness(env=env, client=env.client, engine=engine, settings=settings, http=http)
+            yield Harness(env=env, client=client, engine=engine, settings=settings, http=http)
         finally:
-            await _terminate_all(env.client, engine, settings, wait_for_start=with_worker)
+            await _terminate_all(client, engine, settings, wait_for_start=with_worker)
 
 
 async def _terminate_all(

@@ -27,6 +27,7 @@ async def h(ts_env: WorkflowEnvironment, engine: Engine, tmp_path: Path) -> Asyn
         (f"/v1/invoices/{HUGE}", {}, "path.invoice_id"),
         (f"/v1/invoices/{2**31}", {}, "path.invoice_id"),
         (f"/v1/customers/{HUGE}", {}, "path.customer_id"),
+        (f"/v1/customers/{2**64 - 1}", {}, "path.customer_id"),  # the issue's own example
         (f"/v1/customers/{HUGE}/contact-blocks", {}, "path.customer_id"),
         ("/v1/invoices", {"offset": HUGE}, "query.offset"),
         ("/v1/invoices", {"customer_id": f"-{HUGE}"}, "query.customer_id"),

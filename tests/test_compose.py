@@ -49,6 +49,7 @@ REAL = {
     "session_secret": "s" * 32,
     "link_secret": "l" * 32,
     "api_keys": f"{'k' * 32}:admin",
+    "codec_keys": "k1:" + "A" * 43 + "=",
 }
 # ${NAME:?message}: compose refuses to start when NAME is unset or empty.
 REQUIRED_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?[^}]*\}")
@@ -335,6 +336,7 @@ def test_compose_environment_builds_valid_settings(monkeypatch: pytest.MonkeyPat
         "ARFLOW_WEBHOOK_SECRET": "w" * 32,
         "ARFLOW_SESSION_SECRET": "s" * 32,
         "ARFLOW_LINK_SECRET": "l" * 32,
+        "ARFLOW_CODEC_KEYS": "k1:" + "A" * 43 + "=",
     }
 
     def interpolate(value: str) -> str:

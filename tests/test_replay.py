@@ -21,15 +21,22 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from arflow.codec import data_converter
+from arflow.config import Settings
 from arflow.invoices import service as services
 from arflow.policies import service as policies
 from models import Customer, Invoice
-from tests.conftest import harness
+from tests.conftest import CODEC_KEYS, harness
 from tests.webhook import signed_payment
 from workflows.invoice import InvoiceWorkflow
 from workflows.schedule import default_due_at
 
 HISTORIES = Path(__file__).parent / "histories"
+# The production converter with the codec on: histories saved before it (unencrypted) replay.
+REPLAYER = Replayer(
+    workflows=[InvoiceWorkflow],
+    data_converter=data_converter(Settings(environment="test", codec_keys=CODEC_KEYS)),
+)
 
 
 async def run_lifecycle(
@@ -96,7 +103,7 @@ async def test_a_fresh_history_replays(
     ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     history = await run_lifecycle(ts_env, sqlite_engine, tmp_path)
-    result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
+    result = await REPLAYER.replay_workflow(history)
     assert result.replay_failure is None
 
 
@@ -104,14 +111,14 @@ async def test_a_fresh_ladder_history_replays(
     ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     history = await run_ladder_lifecycle(ts_env, sqlite_engine, tmp_path)
-    result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
+    result = await REPLAYER.replay_workflow(history)
     assert result.replay_failure is None
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.name)
 async def test_saved_histories_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await Replayer(workflows=[InvoiceWorkflow]).replay_workflow(history)
+    result = await REPLAYER.replay_workflow(history)
     assert result.replay_failure is None
 
 

@@ -41,6 +41,7 @@ PRODUCTION: dict[str, Any] = {
     "webhook_secret": secrets.token_urlsafe(32),
     "session_secret": secrets.token_urlsafe(32),
     "link_secret": secrets.token_urlsafe(32),
+    "codec_keys": "k1:" + "A" * 43 + "=",
 }
 
 

@@ -35,6 +35,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from arflow import gateway
+from arflow.codec import data_converter
 from arflow.config import Settings
 from arflow.errors import DomainError
 from arflow.invoices.service import (
@@ -685,7 +686,11 @@ async def connect_temporal(settings: Settings) -> tuple[Client | None, str | Non
     serves), or None and why not."""
     address = settings.temporal_address or "127.0.0.1:7233"
     try:
-        client = await Client.connect(address, namespace=settings.temporal_namespace)
+        client = await Client.connect(
+            address,
+            namespace=settings.temporal_namespace,
+            data_converter=data_converter(settings),
+        )
     except Exception as exc:  # noqa: BLE001 - any failure to connect means: store, do not start
         why = str(exc).splitlines()[0] if str(exc) else repr(exc)
         if "Connection refused" in why:
