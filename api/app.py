@@ -14,10 +14,12 @@ from temporalio.client import Client
 from api import errors, web
 from api.bounds import bounded_integers
 from api.deps import too_many_attempts
+from api.limits import BodyLimit
 from api.metrics import RequestObservability
 from api.routes import (
     actions,
     agency,
+    approvals,
     calls,
     charges,
     codec,
@@ -84,6 +86,7 @@ def create_app(
     app.state.api_keys = settings.parsed_api_keys()
     app.state.auth_failures = FailureLimiter(settings.auth_failures_per_minute)
     errors.install(app)
+    app.add_middleware(BodyLimit)  # 413 before any route reads an oversized body
     app.add_middleware(RequestObservability, workflow_id=settings.workflow_id)
     for module in (
         customers,
@@ -104,6 +107,7 @@ def create_app(
         pay,
         agency,
         legal,
+        approvals,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI

@@ -1,11 +1,10 @@
-"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal,
-the Idempotency-Key header and today's date."""
+"""FastAPI dependencies as annotated aliases: settings, session, Temporal client, principal
+(``arflow.access.Principal``, re-exported here), the Idempotency-Key header and today's date."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated
 
@@ -15,7 +14,10 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api.security import client_address, limiter_of
+from arflow import idempotency
+from arflow.access import Principal
 from arflow.config import Role, Settings, same_secret
+from models.idempotency import MAX_KEY_LENGTH
 
 
 def get_settings(request: Request) -> Settings:
@@ -48,16 +50,6 @@ OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _bearer = HTTPBearer(auto_error=False)
 BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: Role
-    key_id: str  # a hash prefix of the key: recorded on the timeline, never the key itself
-
-    @property
-    def actor(self) -> str:
-        return f"{self.role.value}:{self.key_id}"
 
 
 def too_many_attempts(retry_after: int) -> HTTPException:
@@ -108,14 +100,41 @@ Specialist = Annotated[Principal, Depends(require(Role.specialist))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="the same key again (a double click, a retry) applies the action once",
-    ),
-]
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def principal_id(request: Request) -> str | None:
+    """Who sent the request, for scoping idempotency keys: the sha256 of its API key, or None
+    without a known one (the route's role check answers 401 then)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    keys: dict[str, Role] = request.app.state.api_keys
+    if scheme.lower() != "bearer" or token not in keys:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def idempotency_key(
+    request: Request,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            max_length=MAX_KEY_LENGTH,
+            description="the same key again (a double click, a retry) applies the action once "
+            "and answers with the first response (header Idempotent-Replayed: true); the same "
+            "key with a different request is a 422",
+        ),
+    ] = None,
+) -> str | None:
+    """The key as the domain uses it: scoped to the caller and of a fixed length (the first
+    response itself is kept and replayed by ``api.idempotency.IdempotentRoute``)."""
+    if not key:
+        return None
+    return idempotency.scoped_key(principal_id(request) or "", key)
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 
 def today_utc() -> date:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from arflow.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     Invalid,
     NotFound,
     Unauthenticated,
@@ -44,6 +45,7 @@ STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Invalid: 422,
     Unauthenticated: 401,
+    Forbidden: 403,
     Unavailable: 503,
 }
 
@@ -57,7 +59,8 @@ def status_of(exc: DomainError | ApiError) -> int:
     return 500
 
 
-def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The JSON error body every 4xx and 5xx carries (middleware answering early uses it too)."""
     err: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         err["details"] = details
@@ -79,20 +82,20 @@ def _describe(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=status)
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = _describe(list(exc.errors()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-        return JSONResponse(_body("invalid", summary, details), status_code=422)
+        return JSONResponse(error_body("invalid", summary, details), status_code=422)
 
     @app.exception_handler(DataError)
     async def _out_of_range(request: Request, exc: DataError) -> JSONResponse:
@@ -102,7 +105,7 @@ def install(app: FastAPI) -> None:
             "database refused a value on %s %s: %s", request.method, request.url.path, exc.orig
         )
         message = "a value in the request is out of range for this field"
-        return JSONResponse(_body("invalid", message), status_code=422)
+        return JSONResponse(error_body("invalid", message), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -111,10 +114,11 @@ def install(app: FastAPI) -> None:
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
+            413: "too_large",
             429: "too_many_attempts",
         }
         return JSONResponse(
-            _body(code.get(exc.status_code, "error"), str(exc.detail)),
+            error_body(code.get(exc.status_code, "error"), str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -122,7 +126,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(_body("internal", "internal error"), status_code=500)
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
 
 __all__ = [
@@ -130,6 +134,7 @@ __all__ = [
     "DomainError",
     "HTTPException",
     "conflict",
+    "error_body",
     "install",
     "not_found",
     "status_of",

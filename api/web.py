@@ -2,7 +2,9 @@
 
 Views only. Each one checks the session's role (the API's roles: viewer sees, specialist
 acts, admin also sees workflow history), calls the services and reports the JSON API's routes
-call, and renders a template. Rules live in those functions, not here.
+call, and renders a template. Rules live in those functions, not here: the ones that depend
+on who acts (cancel after a reminder, a credit above the approval threshold, a raised credit
+limit) take the session's ``Principal``, as the API's routes pass theirs.
 
 Sign-in: the API key typed into the login form is checked against ``ARFLOW_API_KEYS``; the
 session cookie (Starlette's signed ``SessionMiddleware`` cookie, ``ARFLOW_SESSION_SECRET``)
@@ -49,7 +51,7 @@ from api.security import client_address, limiter_of
 from arflow import web_sessions
 from arflow.charges.service import charges_of
 from arflow.config import Role, Settings, same_secret
-from arflow.invoices import actions, jobs
+from arflow.invoices import actions, approvals, jobs
 from arflow.invoices import service as services
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
@@ -487,6 +489,7 @@ def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -
         "events": list(reversed(services.timeline(session, invoice_id))),
         "messages": actions.messages(session, invoice_id),
         "disputes": actions.list_disputes(session, invoice_id),
+        "approvals": approvals.list_approvals(session, "pending", invoice_id),
         "charges": charges_of(session, invoice_id),
         "actions": ACTION_TITLES,
     }

@@ -42,6 +42,13 @@ class Invalid(DomainError):
     default_code = "invalid"
 
 
+class Forbidden(DomainError):
+    """The sender is known but their role may not do this (a specialist cancelling after a
+    reminder went out, raising a credit limit, approving their own credit)."""
+
+    default_code = "forbidden"
+
+
 class Unauthenticated(DomainError):
     """A signed request whose signature, timestamp or key does not check out."""
 
@@ -63,6 +70,10 @@ def conflict(message: str, details: Any = None) -> Conflict:
     return Conflict(message, details)
 
 
+def forbidden(message: str, details: Any = None) -> Forbidden:
+    return Forbidden(message, details)
+
+
 def unprocessable(message: str, details: Any = None) -> Invalid:
     return Invalid(message, details)
 
@@ -70,11 +81,13 @@ def unprocessable(message: str, details: Any = None) -> Invalid:
 __all__ = [
     "Conflict",
     "DomainError",
+    "Forbidden",
     "Invalid",
     "NotFound",
     "Unauthenticated",
     "Unavailable",
     "conflict",
+    "forbidden",
     "not_found",
     "unprocessable",
 ]

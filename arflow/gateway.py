@@ -198,7 +198,12 @@ async def list_workflow_ids(client: Client, query: str, limit: int) -> AsyncIter
         async for wf in client.list_workflows(query, limit=limit):
             yield wf.id
     except RPCError as exc:
-        raise Unavailable(f"Temporal visibility: {exc}", code="visibility_unavailable") from exc
+        # The server's text may quote the query or name internals: logged, never answered.
+        log.warning("visibility query failed (%s): %s", exc.status, exc.message)
+        raise Unavailable(
+            "Temporal visibility is unavailable; retry, or list with source=database",
+            code="visibility_unavailable",
+        ) from exc
 
 
 # -- history ------------------------------------------------------------------------

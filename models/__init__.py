@@ -1,11 +1,13 @@
 """SQLModel tables and the Pydantic schemas around them."""
 
 from models.agency import Agency, AgencyUpdate, LegalCase
+from models.approval import CreditApproval
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
+from models.idempotency import IdempotencyRecord
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
@@ -20,11 +22,13 @@ __all__ = [
     "LegalCase",
     "AgencyPlacement",
     "ContactBlock",
+    "CreditApproval",
     "CreditEntry",
     "Customer",
     "CustomerEvent",
     "Dispute",
     "DunningPolicy",
+    "IdempotencyRecord",
     "Invoice",
     "InvoiceCharge",
     "InvoiceEvent",

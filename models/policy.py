@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
@@ -204,6 +204,13 @@ class DunningPolicyBase(SQLModel):
         default=True,
         description="one message for a customer's steps due the same day on the same channel",
     )
+    dispute_credit_approval_minor: int | None = Field(
+        default=0,
+        ge=0,
+        le=10**15,
+        description="a dispute credit above this amount (minor units of the invoice's currency) "
+        "needs an admin or a second specialist; 0: every credit does; null: no approval needed",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> DunningPolicyBase:
@@ -272,6 +279,12 @@ class DunningPolicy(DunningPolicyBase, table=True):
     max_calls_per_week: int = Field(default=0)
     call_cooldown: str = Field(default="P0D", max_length=40)
     consolidate: bool = Field(default=False)
+    # Policies stored before this column existed get 0 (migration 0014): every credit by a
+    # specialist needs a second pair of eyes until an admin sets a threshold.
+    # No column default: the ORM would write it over an explicit null ("no threshold").
+    dispute_credit_approval_minor: int | None = Field(
+        default=0, sa_column=Column(BigInteger, nullable=True)
+    )
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     ladder: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")

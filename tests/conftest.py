@@ -256,18 +256,19 @@ async def harness(
     with_worker: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
-    """The API (in-process, over ASGI) and, unless told otherwise, a worker on its own queue."""
-    settings = Settings(
-        environment="test",
-        database_url=str(engine.url),
-        task_queue=f"tq-{uuid.uuid4()}",
-        workflow_id_prefix=f"t{uuid.uuid4().hex[:8]}-",
-        workflow_sandbox_passthrough=False,  # the full sandbox checks our workflow code
-        api_keys=",".join(f"{k}:{r}" for r, k in API_KEYS.items()),
-        webhook_secret=WEBHOOK_SECRET,
-        data_dir=str(tmp_path / "data"),
-        **overrides,
-    )
+    """The API (in-process, over ASGI) and, unless told otherwise, a worker on its own queue.
+    ``overrides`` are settings (``api_keys`` too: a test may add keys)."""
+    given: dict[str, Any] = {
+        "environment": "test",
+        "database_url": str(engine.url),
+        "task_queue": f"tq-{uuid.uuid4()}",
+        "workflow_id_prefix": f"t{uuid.uuid4().hex[:8]}-",
+        "workflow_sandbox_passthrough": False,  # the full sandbox checks our workflow code
+        "api_keys": ",".join(f"{k}:{r}" for r, k in API_KEYS.items()),
+        "webhook_secret": WEBHOOK_SECRET,
+        "data_dir": str(tmp_path / "data"),
+    }
+    settings = Settings(**(given | overrides))
     client = env.client
     if settings.codec_keys:  # the codec on: every client of the test encrypts as in production
         config = env.client.config()

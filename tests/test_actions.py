@@ -137,9 +137,11 @@ async def test_upheld_dispute_with_credit(h: Harness) -> None:
     )
     assert too_much.status_code == 422
     assert "open balance" in error_of(too_much)
+    # (credits by an admin: a specialist's need a second person, see test_roles.py)
     resp = await c.act(
         f"/disputes/{dispute_id}/resolve",
         {"outcome": "upheld", "credit_minor": 20_000, "note": "two items damaged"},
+        role="admin",
     )
     assert resp.json()["status"] == "open"
     assert resp.json()["balance_minor"] == 100_000
@@ -149,6 +151,7 @@ async def test_upheld_dispute_with_credit(h: Harness) -> None:
     resp = await c.act(
         f"/disputes/{second}/resolve",
         {"outcome": "upheld", "credit_minor": 100_000, "note": "nothing delivered"},
+        role="admin",
     )
     assert (resp.json()["status"], resp.json()["balance_minor"]) == ("credited", 0)
     handle = h.client.get_workflow_handle_for(InvoiceWorkflow.run, c.inv["workflow_id"])

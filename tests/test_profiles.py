@@ -555,10 +555,13 @@ async def test_profile_validation_and_roles(api: Api) -> None:
         await api.send("PUT", f"/v1/customers/{a}/profile", {}, who="viewer")
     ).status_code == 403
     assert (await api.send("PUT", "/v1/customers/999999/profile", {})).status_code == 404
-    # A limit cleared takes its currency with it.
+    # A limit cleared takes its currency with it (moving a limit to another currency and
+    # clearing it both raise it: the admin's).
     await api.send("PUT", f"/v1/customers/{a}/profile",
-                   {"credit_limit_minor": 5, "credit_currency": "USD"})  # fmt: skip
-    cleared = await api.send("PUT", f"/v1/customers/{a}/profile", {"credit_limit_minor": None})
+                   {"credit_limit_minor": 5, "credit_currency": "USD"}, who="admin")  # fmt: skip
+    cleared = await api.send(
+        "PUT", f"/v1/customers/{a}/profile", {"credit_limit_minor": None}, who="admin"
+    )
     assert cleared.json()["profile"]["credit_currency"] is None
     got = await api.get(f"/v1/customers/{a}/profile")
     assert got["profile"]["credit_limit_minor"] is None

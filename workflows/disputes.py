@@ -78,7 +78,13 @@ def resolve(inp: InvoiceWorkflowInput, req: ResolveDisputeRequest, now: datetime
     events = [
         EventSpec(
             f"dispute_{req.outcome}",
-            {"dispute_id": dispute.dispute_id, "credit_minor": credit, "note": req.note},
+            {
+                "dispute_id": dispute.dispute_id,
+                "credit_minor": credit,
+                "note": req.note,
+                # set only on an approved credit: earlier histories' events stay as they were
+                **({"approved_by": req.approved_by} if req.approved_by else {}),
+            },
         )
     ]
     record = DisputeRecord(

@@ -247,6 +247,7 @@ class ResolveDisputeRequest:
     note: str
     actor: str
     credit_minor: int = 0
+    approved_by: str | None = None  # the second actor of a credit that needed approval
 
 
 @dataclass

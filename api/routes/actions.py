@@ -5,11 +5,14 @@ API's own facts and are written directly (``arflow.invoices.actions``)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from api.deps import Admin, IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.idempotency import IdempotentRoute
 from arflow.invoices import actions
 from arflow.invoices import service as services
-from models import Dispute, InvoiceEvent, PaymentPlan, Task
+from models import CreditApproval, Dispute, InvoiceEvent, PaymentPlan, Task
+from models.approval import CreditApprovalPublic
 from models.collection import (
     AssignBody,
     DisputeCreate,
@@ -26,7 +29,7 @@ from models.collection import (
 )
 from models.invoice import InvoiceEventPublic, InvoicePublic
 
-router = APIRouter(prefix="/v1", tags=["specialist actions"])
+router = APIRouter(prefix="/v1", tags=["specialist actions"], route_class=IdempotentRoute)
 
 
 @router.post("/invoices/{invoice_id}/disputes", response_model=InvoicePublic)
@@ -51,7 +54,16 @@ def list_disputes(invoice_id: int, session: SessionDep, _: Viewer) -> list[Dispu
     return actions.list_disputes(session, invoice_id)
 
 
-@router.post("/invoices/{invoice_id}/disputes/{dispute_id}/resolve", response_model=InvoicePublic)
+@router.post(
+    "/invoices/{invoice_id}/disputes/{dispute_id}/resolve",
+    response_model=InvoicePublic,
+    responses={
+        202: {
+            "model": CreditApprovalPublic,
+            "description": "the credit waits for an admin or a second specialist",
+        }
+    },
+)
 async def resolve_dispute(
     invoice_id: int,
     dispute_id: int,
@@ -61,12 +73,17 @@ async def resolve_dispute(
     client: TemporalDep,
     who: Specialist,
     key: IdempotencyKey = None,
-) -> InvoicePublic:
-    """Upheld (with an optional credit) or rejected (dunning resumes without a burst)."""
-    invoice = await actions.resolve_dispute(
-        session, client, settings, invoice_id, dispute_id, body, who.actor, key
+) -> InvoicePublic | JSONResponse:
+    """Upheld (with an optional credit) or rejected (dunning resumes without a burst). A
+    specialist's credit above the policy's ``dispute_credit_approval_minor`` is not applied:
+    202 with the pending approval (``POST /v1/approvals/{id}/approve``)."""
+    outcome = await actions.resolve_dispute(
+        session, client, settings, invoice_id, dispute_id, body, who, key
     )
-    return services.public(invoice, settings)
+    if isinstance(outcome, CreditApproval):
+        shown = CreditApprovalPublic.model_validate(outcome)
+        return JSONResponse(shown.model_dump(mode="json"), status_code=202)
+    return services.public(outcome, settings)
 
 
 @router.post("/invoices/{invoice_id}/payment-plan", response_model=InvoicePublic)

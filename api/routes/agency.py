@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from api.deps import Admin, IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.errors import ApiError, _describe
+from api.idempotency import IdempotentRoute
 from arflow.agency import service as agency
 from arflow.invoices import service as services
 from models.agency import (
@@ -23,7 +24,7 @@ from models.agency import (
 from models.collection import ReasonBody
 from models.invoice import InvoicePublic
 
-router = APIRouter(prefix="/v1", tags=["agencies"])
+router = APIRouter(prefix="/v1", tags=["agencies"], route_class=IdempotentRoute)
 MAX_UPDATE_BYTES = 64 * 1024  # read before the signature is checked: keep it small
 
 

@@ -66,7 +66,7 @@ async def list_invoices(
     ids = None
     if source == "temporal":
         found = await services.indexed_invoice_ids(
-            client, settings, status, stage, segment, limit=5000
+            session, client, settings, status, stage, segment, limit=5000
         )
         ids, status, stage, segment = found, None, None, None
     rows, total = services.list_invoices(
@@ -117,7 +117,7 @@ async def cancel_invoice(
     client: TemporalDep,
     who: Specialist,
 ) -> InvoicePublic:
-    invoice = await services.cancel_invoice(
-        session, client, settings, invoice_id, body.reason, who.actor
-    )
+    """Close as ``cancelled`` (the debt leaves the reports). A specialist may cancel only
+    before any reminder was sent for the invoice; after that it needs an admin (403)."""
+    invoice = await services.cancel_invoice(session, client, settings, invoice_id, body.reason, who)
     return services.public(invoice, settings)

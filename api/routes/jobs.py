@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.idempotency import IdempotentRoute
 from arflow.invoices import actions, jobs
 from arflow.invoices import service as services
 from models.invoice import InvoicePublic
 from models.job import JobPublic, SendNowRequest
 
-router = APIRouter(prefix="/v1", tags=["one click"])
+router = APIRouter(prefix="/v1", tags=["one click"], route_class=IdempotentRoute)
 
 
 @router.post("/reminders/send-now", status_code=202, response_model=JobPublic)

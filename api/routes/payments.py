@@ -8,7 +8,9 @@ from uuid import uuid4
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
-from api.errors import unprocessable
+from api.errors import ApiError, unprocessable
+from api.idempotency import IdempotentRoute
+from api.limits import max_body
 from arflow.payments import reconcile
 from arflow.payments.service import apply_credit, credit_of
 from models import ReceivedLine, StatementImport
@@ -30,11 +32,14 @@ from models.bank import (
 )
 from models.payment import DeliveryPublic
 
-router = APIRouter(prefix="/v1", tags=["payments in"])
+router = APIRouter(prefix="/v1", tags=["payments in"], route_class=IdempotentRoute)
 MAX_STATEMENT_BYTES = 20 * 1024 * 1024
+#: Room for the multipart envelope (boundaries, part headers, the mapping field) around the file.
+MULTIPART_ROOM = 64 * 1024
 
 
 @router.post("/bank-statements", status_code=201, response_model=ImportReport)
+@max_body(MAX_STATEMENT_BYTES + MULTIPART_ROOM)
 async def import_bank_statement(
     session: SessionDep,
     settings: SettingsDep,
@@ -47,7 +52,9 @@ async def import_bank_statement(
     queue. The same file (or an overlapping statement) again applies nothing twice."""
     content = await file.read(MAX_STATEMENT_BYTES + 1)
     if len(content) > MAX_STATEMENT_BYTES:
-        raise unprocessable(f"statement larger than {MAX_STATEMENT_BYTES} bytes")
+        raise ApiError(
+            413, "too_large", f"the statement is larger than {MAX_STATEMENT_BYTES} bytes"
+        )
     result, deliveries = await reconcile.import_statement(
         session,
         client,

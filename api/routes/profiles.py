@@ -60,8 +60,9 @@ async def put_profile(
     """Set profile attributes or pin a segment (``segment: null`` unpins); the segment and the
     credit hold are re-evaluated and every change is recorded on the customer's timeline.
     When the segment changes, the customer's open invoices switch to its policy from their
-    next step on (``policy_changed`` on each timeline)."""
-    result = profiles.update_profile(session, customer_id, body, who.actor, now)
+    next step on (``policy_changed`` on each timeline). Raising the credit limit (or
+    clearing it) needs an admin; a specialist may lower it."""
+    result = profiles.update_profile(session, customer_id, body, who, now)
     await _switch(result, session, settings, client, who.actor)
     return result
 

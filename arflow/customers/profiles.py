@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
+from arflow.access import Principal
 from arflow.customers.behaviour import Behaviour, behaviour
 from arflow.customers.credit import HoldState, reassess
 from arflow.customers.events import record_customer_event
@@ -20,7 +21,7 @@ from arflow.customers.segments import (
     reevaluate_segment,
     segment_for,
 )
-from arflow.errors import not_found, unprocessable
+from arflow.errors import forbidden, not_found, unprocessable
 from models import Customer
 from models.profile import ProfileUpdate
 
@@ -146,11 +147,13 @@ def update_profile(
     session: Session,
     customer_id: int,
     body: ProfileUpdate,
-    actor: str,
+    who: Principal,
     now: datetime | None = None,
 ) -> ProfileResult:
     """Set the attributes given (``null`` clears; a limit cleared takes its currency with it),
-    record ``profile_updated``, re-evaluate the segment and the credit hold, commit."""
+    record ``profile_updated``, re-evaluate the segment and the credit hold, commit. Raising
+    the credit limit needs an admin (403 for a specialist); lowering it does not."""
+    actor = who.actor
     customer = get_customer(session, customer_id)
     assert customer.id is not None
     given = body.model_fields_set
@@ -159,6 +162,10 @@ def update_profile(
     wanted: dict[str, Any] = {COLUMNS[name]: getattr(body, name) for name in given}
     if "credit_limit_minor" in wanted and wanted["credit_limit_minor"] is None:
         wanted["credit_currency"] = None
+    limit_change = _limit_change(customer, wanted)
+    before = (customer.credit_limit_minor, customer.credit_currency)
+    if limit_change == "raised" and not who.is_admin:
+        raise forbidden("raising a credit limit needs the admin role (lowering it does not)")
     changes: dict[str, dict[str, Any]] = {}
     for column, value in wanted.items():
         old = getattr(customer, column)
@@ -168,10 +175,57 @@ def update_profile(
     if changes:
         session.add(customer)
         record_customer_event(session, customer.id, "profile_updated", {"changes": changes}, actor)
+        if limit_change == "raised":
+            _record_raise(session, customer, before, who)
         session.flush()
     refreshed = refresh_customer(session, customer.id, actor, now)
     session.commit()
     return _result(customer, refreshed, sorted(changes))
+
+
+def _limit_change(customer: Customer, wanted: dict[str, Any]) -> str | None:
+    """``raised``, ``lowered``, ``set`` or None (the limit stays as it is). No limit (null)
+    is the highest of all: clearing one raises it, setting one where there was none (``set``)
+    lowers it. A limit moved to another currency cannot be compared: it counts as raised."""
+    if "credit_limit_minor" not in wanted and "credit_currency" not in wanted:
+        return None
+    old = (customer.credit_limit_minor, customer.credit_currency)
+    new = (
+        wanted.get("credit_limit_minor", old[0]),
+        wanted.get("credit_currency", old[1]),
+    )
+    if new == old:
+        return None
+    if new[0] is None:
+        return "raised"
+    if old[0] is None:
+        return "set"
+    if new[1] != old[1] or new[0] > old[0]:
+        return "raised"
+    return "lowered"
+
+
+def _record_raise(
+    session: Session, customer: Customer, before: tuple[int | None, str | None], who: Principal
+) -> None:
+    """``credit_limit_raised`` on the customer's timeline beside ``profile_updated``: a raise
+    is an admin's decision, so its requester and approver are that admin. (A lower limit is
+    anyone's to set and ``profile_updated`` says who did.)"""
+    assert customer.id is not None
+    record_customer_event(
+        session,
+        customer.id,
+        "credit_limit_raised",
+        {
+            "from_minor": before[0],
+            "from_currency": before[1],
+            "to_minor": customer.credit_limit_minor,
+            "to_currency": customer.credit_currency,
+            "requested_by": who.actor,
+            "approved_by": who.actor,
+        },
+        who.actor,
+    )
 
 
 def _result(customer: Customer, refreshed: CustomerRefresh, changed: list[str]) -> ProfileResult:

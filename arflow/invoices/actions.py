@@ -13,11 +13,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
+from arflow.access import Principal
 from arflow.config import Settings
 from arflow.errors import conflict, not_found
+from arflow.invoices import approvals
 from arflow.invoices.service import get_invoice, run_update
 from arflow.invoices.timeline import add_event
-from models import Dispute, Invoice, InvoiceEvent, OutboxMessage, PaymentPlan, Task
+from models import (
+    CreditApproval,
+    Dispute,
+    Invoice,
+    InvoiceEvent,
+    OutboxMessage,
+    PaymentPlan,
+    Task,
+)
 from models.collection import DisputeCreate, DisputeResolve, PauseBody, PlanCreate, PromiseCreate
 from models.types import utcnow
 from workflows.types import (
@@ -174,21 +184,33 @@ async def resolve_dispute(
     invoice_id: int,
     dispute_id: int,
     body: DisputeResolve,
-    actor: str,
+    who: Principal,
     key: str | None = None,
-) -> Invoice:
+) -> Invoice | CreditApproval:
     """Upheld (with an optional credit) or rejected; 404 when the dispute is not this
-    invoice's, 409 when it is resolved already."""
+    invoice's, 409 when it is resolved already or a credit for it waits for approval.
+    A specialist's credit above the policy's threshold is not applied: it answers with the
+    pending ``CreditApproval`` (``arflow.invoices.approvals``)."""
+    invoice = get_invoice(session, invoice_id)
     dispute = session.get(Dispute, dispute_id)
     if dispute is None or dispute.invoice_id != invoice_id:
         raise not_found("dispute", dispute_id)
     if dispute.status != "open":
         raise conflict(f"dispute {dispute_id} is already {dispute.status}")
+    if approvals.needs_approval(session, invoice, body, who):
+        return approvals.request_approval(session, invoice, dispute, body, who)
+    waiting = approvals.pending_for(session, dispute_id)
+    if waiting is not None:
+        raise conflict(
+            f"a credit for dispute {dispute_id} is waiting for approval (approval "
+            f"{waiting.id}): approve or decline it first",
+            {"approval_id": waiting.id},
+        )
     request = ResolveDisputeRequest(
         dispute_id=dispute_id,
         outcome=body.outcome,
         note=body.note,
-        actor=actor,
+        actor=who.actor,
         credit_minor=body.credit_minor,
     )
     return await _update(session, client, settings, invoice_id, "resolve_dispute", request, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, timedelta
 from typing import TypeVar
 
@@ -13,13 +14,15 @@ from sqlmodel import Session, col, func, select
 from temporalio.client import Client
 
 from arflow import gateway
+from arflow.access import Principal
 from arflow.config import Settings
 from arflow.customers.segments import policy_for_customer
-from arflow.errors import DomainError, conflict, not_found, unprocessable
+from arflow.errors import DomainError, conflict, forbidden, not_found, unprocessable
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
-from models import Customer, DunningPolicy, Invoice, InvoiceEvent
-from models.invoice import InvoiceCreate, InvoicePublic
+from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage, Segment
+from models.invoice import INVOICE_STATUSES, InvoiceCreate, InvoicePublic
+from models.policy import KEY_PATTERN
 from models.types import utcnow
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
 from workflows.search import SEGMENT as SEGMENT_KEY
@@ -289,7 +292,44 @@ def list_invoices(
     return list(rows), int(total)
 
 
+_STEP_KEY = re.compile(KEY_PATTERN)
+
+
+def _visibility_filters(
+    session: Session, status: str | None, stage: str | None, segment: str | None
+) -> None:
+    """Refuse values the workflows never carry, before they reach a visibility query: a
+    status outside ``INVOICE_STATUSES``, a stage that is not a step key, a segment no customer
+    or segment rule has (a quote or backslash in them broke the query, whose error text the
+    client then read)."""
+    problems = []
+    if status is not None and status not in INVOICE_STATUSES:
+        problems.append({"field": "status", "message": f"unknown status {status!r}"})
+    if stage is not None and not _STEP_KEY.fullmatch(stage):
+        problems.append(
+            {"field": "stage", "message": "a reminder step key: lowercase letters, digits, _ -"}
+        )
+    if segment is not None:
+        known = (
+            session.exec(
+                select(Customer.segment).where(Customer.segment == segment).limit(1)
+            ).first()
+            or session.exec(select(Segment.name).where(Segment.name == segment)).first()
+        )
+        if known is None:
+            problems.append({"field": "segment", "message": f"unknown segment {segment!r}"})
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise unprocessable(summary, problems)
+
+
+def _quoted(value: str) -> str:
+    """A visibility query string literal (backslash and double quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 async def indexed_invoice_ids(
+    session: Session,
     client: Client,
     settings: Settings,
     status: str | None,
@@ -298,13 +338,13 @@ async def indexed_invoice_ids(
     limit: int,
 ) -> list[int]:
     """Invoice ids found through Temporal visibility by the workflows' search attributes."""
+    _visibility_filters(session, status, stage, segment)
     clauses = ["WorkflowType = 'InvoiceWorkflow'"]
     for key, value in ((STATUS_KEY, status), (STAGE_KEY, stage), (SEGMENT_KEY, segment)):
         if value is not None:
-            escaped = value.replace("'", "")
-            clauses.append(f"{key.name} = '{escaped}'")
+            clauses.append(f"{key.name} = {_quoted(value)}")
     prefix = f"{settings.workflow_id_prefix}invoice-"
-    clauses.append(f"WorkflowId STARTS_WITH '{prefix}'")
+    clauses.append(f"WorkflowId STARTS_WITH {_quoted(prefix)}")
     ids: list[int] = []
     async for workflow_id in gateway.list_workflow_ids(client, " AND ".join(clauses), limit):
         suffix = workflow_id.removeprefix(prefix)
@@ -331,12 +371,14 @@ async def run_update(
     update: str,
     request: object,
     idempotency_key: str | None = None,
+    update_id: str | None = None,
 ) -> tuple[Invoice, InvoiceState]:
     """Send a specialist action to the invoice's workflow as an update and wait for its answer.
 
     The workflow's validator or handler refuses with a reason: 409 for the invoice's state,
     422 for the request. With an ``Idempotency-Key``, the key is the update's id, so a double
-    click (or a retry) is applied once and answered with the first outcome.
+    click (or a retry) is applied once and answered with the first outcome. ``update_id``: an
+    id of our own instead (outside the keys' ``update:key`` space, so no key can take it).
     """
     invoice = get_invoice(session, invoice_id)
     if invoice.status in CLOSED_STATUSES:
@@ -347,10 +389,33 @@ async def run_update(
         invoice_id,
         update,
         request,
-        gateway.idempotent_update_id(update, idempotency_key),
+        update_id or gateway.idempotent_update_id(update, idempotency_key),
     )
     session.expire_all()
     return get_invoice(session, invoice_id), state
+
+
+#: Outbox states of a message that reached (or may have reached) the customer.
+_NOT_SENT = ("queued", "blocked", "failed")
+
+
+def reminder_sent(session: Session, invoice_id: int) -> bool:
+    """Whether any reminder step of the invoice went out: a ``reminder_sent`` event on its
+    timeline, or an outbox message past ``queued`` that was not blocked or failed (one in
+    flight counts: the customer may have it)."""
+    event = session.exec(
+        select(InvoiceEvent.id).where(
+            InvoiceEvent.invoice_id == invoice_id, InvoiceEvent.kind == "reminder_sent"
+        )
+    ).first()
+    if event is not None:
+        return True
+    message = session.exec(
+        select(OutboxMessage.id).where(
+            OutboxMessage.invoice_id == invoice_id, col(OutboxMessage.status).not_in(_NOT_SENT)
+        )
+    ).first()
+    return message is not None
 
 
 async def cancel_invoice(
@@ -359,11 +424,17 @@ async def cancel_invoice(
     settings: Settings,
     invoice_id: int,
     reason: str,
-    actor: str,
+    who: Principal,
 ) -> Invoice:
-    invoice, state = await run_update(
-        session, client, settings, invoice_id, "cancel", CancelRequest(reason=reason, actor=actor)
-    )
+    """Cancel the invoice: its debt leaves the reports, so once a reminder went out only an
+    admin may (before that, a specialist may undo an invoice issued in error). 403 otherwise."""
+    get_invoice(session, invoice_id)
+    if not who.is_admin and reminder_sent(session, invoice_id):
+        raise forbidden(
+            f"invoice {invoice_id} had a reminder sent: cancelling it needs the admin role"
+        )
+    request = CancelRequest(reason=reason, actor=who.actor)
+    invoice, state = await run_update(session, client, settings, invoice_id, "cancel", request)
     if state.status != "cancelled":
         raise conflict(f"invoice {invoice_id} became {state.status} before it could be cancelled")
     return invoice

@@ -70,6 +70,11 @@ def _decode(content: bytes, filename: str, mapping: CsvMapping) -> str:
             f"{filename}: is not {mapping.encoding} (byte 0x{content[exc.start]:02x} on line "
             f"{line_no}); set the encoding of mapping {mapping.name!r}, e.g. cp1252"
         ) from None
+    except UnicodeError:  # a codec that decodes nothing at all, e.g. "undefined"
+        raise StatementError(
+            f"{filename}: cannot be read as {mapping.encoding}; set the encoding of mapping "
+            f"{mapping.name!r}, e.g. utf-8 or cp1252"
+        ) from None
 
 
 def _rows(text: str, filename: str, mapping: CsvMapping) -> Iterator[tuple[int, list[str]]]:

@@ -115,9 +115,13 @@ class CsvMapping:
     @classmethod
     def _encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r}, e.g. utf-8 or cp1252") from None
+        # Bytes-to-bytes codecs (zlib_codec, base64_codec, ...) are found too, but cannot
+        # decode a file to text: the import failed later with a 500.
+        if not info._is_text_encoding:
+            raise ValueError(f"{value!r} is not a text encoding; use e.g. utf-8 or cp1252")
         return value
 
     @model_validator(mode="after")
