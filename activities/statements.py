@@ -26,7 +26,7 @@ class StatementActivities:
 
     def _store(self, path: Path, content: bytes) -> ImportResult:
         with self.sessions() as session:
-            return inbox.import_file(session, path, content)
+            return inbox.import_file(session, path, content, self.settings.our_ibans)
 
     @activity.defn(name="import_inbox")
     async def import_inbox(self) -> InboxResult:

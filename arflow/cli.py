@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -39,7 +40,13 @@ SEARCH_ATTRIBUTE_ARGS = [
 ]
 
 
-def _wait_for_temporal(address: str, timeout: float = 30.0) -> None:
+def _wait_for_temporal(
+    address: str,
+    timeout: float = 30.0,
+    exited: Callable[[], tuple[str, int] | None] = lambda: None,
+) -> None:
+    """Until a client connects to ``address``; raises when ``exited()`` names a child that
+    has ended (the dev server could not start), or after ``timeout`` seconds."""
     from temporalio.client import Client
 
     async def probe() -> None:
@@ -49,6 +56,8 @@ def _wait_for_temporal(address: str, timeout: float = 30.0) -> None:
                 await Client.connect(address)  # only a probe: no payloads, no converter
                 return
             except Exception:
+                if ended := exited():
+                    raise RuntimeError(f"the {ended[0]} exited with {ended[1]}") from None
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.3)
@@ -80,6 +89,56 @@ def migrate() -> None:
     console.print("database is at the latest migration")
 
 
+class _Stopped(Exception):
+    """SIGTERM, SIGINT or SIGHUP asked ``arflow run`` to stop."""
+
+
+class _Children:
+    """The processes ``arflow run`` starts, each in its own process group (so whatever it
+    starts goes with it), stopped together on every way out of the run."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def exited(self) -> tuple[str, int] | None:
+        """The first child that has ended, with its exit code; None while all run."""
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Last started first (the API and the worker while Temporal still answers them):
+        SIGTERM to its group, up to ``timeout`` seconds to end, then SIGKILL to whatever is
+        left of the group (grandchildren that outlived their parent too)."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        for _, proc in reversed(self.procs):
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+def _raise_stopped(signum: int, _frame: object) -> NoReturn:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 @app.command()
 def run(
     demo: bool = typer.Option(True, help="load demo customers and invoices"),
@@ -88,46 +147,81 @@ def run(
 ) -> None:
     """Start the embedded Temporal dev server, the worker and the API; load demo data.
 
-    Runs in ``ARFLOW_ENVIRONMENT=development`` (development keys and secrets allowed), for
-    itself and its children, unless the environment or ``.env`` sets another one."""
+    Every way out (an error, Ctrl-C, SIGTERM, a component that exits) stops all of them.
+    Exit status: 0 stopped by a signal; 1 a component or the demo load failed; 2 a port is
+    taken, or the Temporal store belongs to another database. Runs in
+    ``ARFLOW_ENVIRONMENT=development`` (development keys and secrets allowed), for itself and
+    its children, unless the environment or ``.env`` sets another one.
+    """
     from arflow.db import make_engine
+    from arflow.deployment import StoreMismatch, bind_temporal_store
     from arflow.migrate import upgrade
+    from arflow.ports import busy_ports
 
     _development_unless_set()
     get_settings.cache_clear()
     settings = get_settings()
     data = Path(settings.data_dir)
+    embedded = not settings.temporal_address
+    wanted = [("API", settings.api_host, settings.api_port)]
+    if embedded:
+        wanted += [("Temporal", "127.0.0.1", temporal_port), ("Temporal UI", "127.0.0.1", ui_port)]
+    if settings.worker_metrics_port:
+        wanted.append(("worker metrics", "0.0.0.0", settings.worker_metrics_port))
+    taken = busy_ports(wanted)
+    if taken:
+        console.print("[red]arflow run cannot start: ports are in use[/red]")
+        for line in taken:
+            console.print(f"  {line}", markup=False, highlight=False)
+        console.print("Stop that process (or choose other ports) and run again.")
+        raise typer.Exit(2)
     data.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
+    children = _Children()
     env = dict(os.environ)
-
-    def stop(*_: object) -> None:
-        _stop(procs)
-
-    signal.signal(signal.SIGTERM, stop)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _raise_stopped)
+    status = 0
     try:
         address = settings.temporal_address
         ui_url = settings.temporal_ui_url
-        if not address:
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        if embedded:
+            bind_temporal_store(engine, data)
             address = f"127.0.0.1:{temporal_port}"
             ui_url = f"http://127.0.0.1:{ui_port}"
-            procs.append(_start_temporal(temporal_port, ui_port, data))
+            children.start("Temporal dev server", _temporal_args(temporal_port, ui_port, data), env)
             env["ARFLOW_TEMPORAL_ADDRESS"] = address
         console.print(f"waiting for Temporal at {address} ...")
-        _wait_for_temporal(address)
-        upgrade(make_engine(settings.database_url))
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=ROOT))
+        _wait_for_temporal(address, exited=children.exited)
+        children.start("worker", [sys.executable, str(ROOT / "worker.py")], env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        procs.append(_start_api(settings.api_host, settings.api_port, env))
-        _wait_for_http(f"{api_url}/healthz", procs[-1])
+        api_proc = children.start("API", _api_args(settings.api_host, settings.api_port), env)
+        _wait_for_http(f"{api_url}/healthz", api_proc)
         console.print(_running(settings, api_url, ui_url, demo))
         console.print("reminders appear on the demo timelines within a minute; Ctrl-C stops")
-        while all(p.poll() is None for p in procs):
+        while (ended := children.exited()) is None:
             time.sleep(0.5)
-        console.print("[red]a component exited; stopping[/red]")
-    except KeyboardInterrupt:
-        pass
-    stop()
+        console.print(f"[red]the {ended[0]} exited with {ended[1]}; stopping[/red]")
+        status = 1
+    except _Stopped as stop:
+        console.print(f"{stop}: stopping")
+    except StoreMismatch as exc:
+        console.print("arflow run cannot start:", exc, style="red", markup=False, highlight=False)
+        status = 2
+    except Exception as exc:  # reported in one line; the finally below stops the children
+        console.print(
+            "arflow run failed:",
+            f"{type(exc).__name__}: {exc}",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+        status = 1
+    finally:
+        children.stop()
+    console.print("stopped")
+    raise typer.Exit(status)
 
 
 def _development_unless_set() -> None:
@@ -140,63 +234,42 @@ def _development_unless_set() -> None:
         os.environ["ARFLOW_ENVIRONMENT"] = "development"
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> NoReturn:
-    """Stop the children, last started first, and end this process."""
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in reversed(procs):
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    console.print("stopped")
-    sys.stdout.flush()
-    os._exit(0)
-
-
-def _start_temporal(temporal_port: int, ui_port: int, data: Path) -> subprocess.Popen[bytes]:
+def _temporal_args(temporal_port: int, ui_port: int, data: Path) -> list[str]:
     """The embedded Temporal dev server. State on disk: a killed run resumes its timers
     instead of losing them."""
-    return subprocess.Popen(
-        [
-            str(BIN / "temporal"),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(temporal_port),
-            "--ui-port",
-            str(ui_port),
-            "--db-filename",
-            str(data / "temporal.db"),
-            "--log-level",
-            "warn",
-            # Typed search attributes of invoice workflows (workflows/search.py).
-            *SEARCH_ATTRIBUTE_ARGS,
-        ]
-    )
+    return [
+        str(BIN / "temporal"),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(temporal_port),
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(data / "temporal.db"),
+        "--log-level",
+        "warn",
+        # Typed search attributes of invoice workflows (workflows/search.py).
+        *SEARCH_ATTRIBUTE_ARGS,
+    ]
 
 
-def _start_api(host: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
+def _api_args(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
 
 
 def _running(settings: Settings, api_url: str, ui_url: str, demo: bool) -> Table:

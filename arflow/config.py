@@ -216,6 +216,11 @@ class Settings(BaseSettings):
         "what goes to Temporal, all decrypt; empty: payloads are stored in clear (required "
         "in production)",
     )
+    bank_accounts: str = Field(
+        default="",
+        description="IBANs of our accounts, comma-separated: statement lines of other accounts "
+        "are reported, not applied; default: company_iban",
+    )
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_development(self) -> Settings:
@@ -376,6 +381,12 @@ class Settings(BaseSettings):
     @property
     def serves_api_docs(self) -> bool:
         return self.is_relaxed if self.api_docs is None else self.api_docs
+
+    @property
+    def our_ibans(self) -> list[str]:
+        """Our accounts (``bank_accounts``, else ``company_iban``), upper case without spaces."""
+        listed = self.bank_accounts or self.company_iban
+        return [iban.replace(" ", "").upper() for iban in listed.split(",") if iban.strip()]
 
     @property
     def effective_log_format(self) -> str:

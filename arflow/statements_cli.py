@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -69,7 +70,14 @@ async def _import(files: list[Path], mapping: str | None, as_json: bool) -> int:
                 continue
         pending = sum(1 for d in deliveries if d.outcome == "pending")
         failed |= bool(result.errors) or bool(pending)
-        reports.append({"file": str(path), **result.counts, "errors": result.errors})
+        reports.append(
+            {
+                "file": str(path),
+                **result.counts,
+                "errors": result.errors,
+                "accounts": result.accounts,
+            }
+        )
         if not as_json:
             table = Table(title=f"{path.name} ({result.format}, import {result.import_id})")
             for key, value in result.counts.items():
@@ -77,8 +85,25 @@ async def _import(files: list[Path], mapping: str | None, as_json: bool) -> int:
             if pending:
                 table.add_row("[yellow]not yet delivered[/yellow]", str(pending))
             console.print(table)
+            if len(result.accounts) > 1:
+                console.print(_accounts_table(result.accounts))
             for err in result.errors:
                 console.print(f"  line {err['line']}: {err['reason']}")
     if as_json:
         print(json.dumps(reports, indent=2))
     return 1 if failed else 0
+
+
+_ACCOUNT_COLUMNS = ("statements", "lines", "matched", "unmatched", "duplicate", "skipped")
+
+
+def _accounts_table(accounts: list[dict[str, Any]]) -> Table:
+    """Per account of a multi-account file; lines of accounts not ours are skipped."""
+    table = Table("account", "ours", *_ACCOUNT_COLUMNS, title="per account")
+    for account in accounts:
+        table.add_row(
+            account["account"],
+            "yes" if account["ours"] else "no",
+            *(str(account[c]) for c in _ACCOUNT_COLUMNS),
+        )
+    return table

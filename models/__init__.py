@@ -7,6 +7,7 @@ from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
+from models.deployment import Deployment
 from models.idempotency import IdempotencyRecord
 from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
 from models.job import Job, JobItem
@@ -26,6 +27,7 @@ __all__ = [
     "CreditEntry",
     "Customer",
     "CustomerEvent",
+    "Deployment",
     "Dispute",
     "DunningPolicy",
     "IdempotencyRecord",

@@ -41,6 +41,11 @@ class StatementImport(SQLModel, table=True):
     errors: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    accounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False, server_default="[]"),
+        description="per account of the file: its statements and counts (AccountCounts)",
+    )
     imported_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -123,17 +128,37 @@ def overpayment(
 # -- the API's view ------------------------------------------------------------------------
 
 
+class AccountCounts(BaseModel):
+    """One account of an imported file (a file may hold statements of several accounts)."""
+
+    account: str = PydanticField(description="the IBAN, or the account as the file names it")
+    account_iban: str | None
+    ours: bool = PydanticField(description="one of our accounts (bank_accounts): lines applied")
+    statements: int
+    statement_ids: list[str]
+    lines: int
+    matched: int
+    unmatched: int
+    duplicate: int
+    ignored: int
+    rejected: int
+    skipped: int = PydanticField(description="lines not applied: the account is not ours")
+
+
 class ImportReport(BaseModel):
     import_id: int
     filename: str
     format: str
     counts: dict[str, int] = PydanticField(
         description="lines, matched, unmatched, duplicate, ignored (debits that are not ours), "
-        "rejected (rows that could not be read: see errors)"
+        "rejected (rows that could not be read: see errors); lines of our accounts only"
     )
     errors: list[dict[str, Any]]
     lines: list[dict[str, Any]]
     deliveries: list[DeliveryPublic]
+    accounts: list[AccountCounts] = PydanticField(
+        default_factory=list, description="per account of the file, ours and others"
+    )
 
 
 class StatementImportPublic(BaseModel):
@@ -148,6 +173,7 @@ class StatementImportPublic(BaseModel):
     counts: dict[str, int]
     errors: list[dict[str, Any]]
     imported_at: datetime
+    accounts: list[AccountCounts] = PydanticField(default_factory=list)
 
 
 class ReceivedLinePublic(BaseModel):

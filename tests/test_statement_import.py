@@ -15,7 +15,7 @@ from sqlmodel import Session, func, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from arflow.payments.statements.sample import ACCOUNT, Entry, camt053
+from arflow.payments.statements.sample import ACCOUNT, Entry, camt053, camt053_accounts
 from arflow.schedules import ensure_statement_schedule
 from models import Payment, ReceivedLine, StatementImport
 from models.reference import payment_reference
@@ -362,3 +362,159 @@ async def test_cli_imports_a_statement_file(
             lambda: [e.kind for e in h.events(inv["id"])].count("payment_applied") == 1,
             timeout=20,
         )
+
+
+# -- files with statements of several accounts -----------------------------------------------
+
+
+def _iban(n: int) -> str:
+    """A valid German IBAN for account number ``n``."""
+    bban = f"37040044{n:010d}"
+    return f"DE{98 - int(bban + '131400') % 97:02d}{bban}"
+
+
+def mt940_accounts(statements: list[tuple[str, list[tuple[int, str]]]]) -> bytes:
+    """A multi-account MT940 export: per ``(account, [(amount_minor, remittance)])`` one
+    message, as banks export all accounts of a customer in one file."""
+    messages = []
+    for n, (account, lines) in enumerate(statements, start=1):
+        fields = [":20:STARTUMSE", f":25:{account}", f":28C:{n}/1", ":60F:C261120EUR0,00"]
+        for i, (amount, text) in enumerate(lines, start=1):
+            mark = "C" if amount > 0 else "D"
+            major, minor = divmod(abs(amount), 100)
+            fields += [
+                f":61:2611201120{mark}{major},{minor:02d}NTRFNONREF//B{n}-{i}",
+                f":86:{text}",
+            ]
+        fields += [":62F:C261120EUR0,00", "-"]
+        messages.append("\r\n".join(fields))
+    return "\r\n".join(messages).encode()
+
+
+async def test_mt940_of_twenty_accounts_applies_ours_and_reports_the_others(
+    ts_env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> None:
+    accounts = [_iban(i) for i in range(20)]
+    ours = accounts[3:6]
+    async with harness(
+        ts_env, engine, tmp_path, company_iban=ours[0], bank_accounts=",".join(ours)
+    ) as h:
+        cust = await h.customer(name="Acme GmbH")
+        paid = [await h.invoice(cust["id"], amount_minor=1_000 * (i + 1)) for i in range(3)]
+        untouched = await h.invoice(cust["id"], amount_minor=5_000)
+        # Ours pay an invoice each; every foreign account has a line naming the untouched
+        # invoice with its exact amount: it would match, were it applied.
+        statements = [
+            (
+                account,
+                [
+                    (
+                        1_000 * (ours.index(account) + 1),
+                        f"Rechnung {paid[ours.index(account)]['number']}",
+                    )
+                ]
+                if account in ours
+                else [(5_000, f"Rechnung {untouched['number']}"), (-200, "Gebuehren")],
+            )
+            for account in accounts
+        ]
+        resp = await upload(h, mt940_accounts(statements), name="all-accounts.sta")
+        assert resp.status_code == 201, resp.text
+        report = resp.json()
+        assert report["counts"] == {
+            "lines": 3,
+            "matched": 3,
+            "unmatched": 0,
+            "duplicate": 0,
+            "ignored": 0,
+            "rejected": 0,
+        }
+        per = {a["account"]: a for a in report["accounts"]}
+        assert list(per) == accounts
+        for account in ours:
+            assert per[account] | {"statement_ids": []} == {
+                "account": account,
+                "account_iban": account,
+                "ours": True,
+                "statements": 1,
+                "statement_ids": [],
+                "lines": 1,
+                "matched": 1,
+                "unmatched": 0,
+                "duplicate": 0,
+                "ignored": 0,
+                "rejected": 0,
+                "skipped": 0,
+            }
+        foreign = [per[a] for a in accounts if a not in ours]
+        assert len(foreign) == 17
+        assert {(a["ours"], a["lines"], a["skipped"], a["matched"]) for a in foreign} == {
+            (False, 2, 2, 0)
+        }
+        skipped = [line for line in report["lines"] if line["status"] == "skipped"]
+        assert len(skipped) == 34 and "is not ours" in skipped[0]["reason"]
+        assert rows(h.engine, ReceivedLine) == 3
+        assert rows(h.engine, Payment) == 3
+        for _ in range(100):
+            if await statuses(h, paid) == ["paid"] * 3:
+                break
+            await asyncio.sleep(0.05)
+        assert await statuses(h, [*paid, untouched]) == ["paid", "paid", "paid", "open"]
+        [listed] = (await h.get("/v1/bank-statements")).json()
+        assert listed["account_iban"] is None
+        assert [a["skipped"] for a in listed["accounts"]] == [
+            0 if a in ours else 2 for a in accounts
+        ]
+        # The same file again: ours are duplicates, the others skipped again.
+        again = (await upload(h, mt940_accounts(statements), name="all-accounts.sta")).json()
+        assert (again["counts"]["lines"], again["counts"]["duplicate"]) == (3, 3)
+        assert rows(h.engine, Payment) == 3
+
+
+async def test_camt053_of_two_accounts_applies_only_ours(
+    ts_env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> None:
+    async with harness(ts_env, engine, tmp_path, company_iban=ACCOUNT) as h:
+        cust = await h.customer(name="Globex Corp")
+        inv = await h.invoice(cust["id"], amount_minor=7_500)
+        other = await h.invoice(cust["id"], amount_minor=8_000)
+        content = camt053_accounts(
+            [
+                (ACCOUNT, "OURS-1", [Entry(7_500, f"invoice {inv['number']}", tx_id="A1")]),
+                (
+                    ACME_IBAN,
+                    "THEIRS-1",
+                    [
+                        Entry(8_000, f"invoice {other['number']}", tx_id="A1"),
+                        Entry(100, "interest", tx_id="A2"),
+                    ],
+                ),
+                (ACCOUNT, "OURS-2", [Entry(-300, "bank fee", tx_id="A3")]),
+            ]
+        )
+        report = (await upload(h, content)).json()
+        assert (report["counts"]["lines"], report["counts"]["matched"]) == (2, 1)
+        assert [
+            (a["account"], a["ours"], a["statements"], a["statement_ids"], a["lines"])
+            + (a["matched"], a["ignored"], a["skipped"])
+            for a in report["accounts"]
+        ] == [
+            (ACCOUNT, True, 2, ["OURS-1", "OURS-2"], 2, 1, 1, 0),
+            (ACME_IBAN, False, 1, ["THEIRS-1"], 2, 0, 0, 2),
+        ]
+        assert rows(h.engine, Payment) == 1
+        for _ in range(100):
+            if await statuses(h, [inv]) == ["paid"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await statuses(h, [inv, other]) == ["paid", "open"]
+
+
+async def test_several_accounts_without_ours_configured_is_refused(h: Harness) -> None:
+    content = camt053_accounts(
+        [(ACCOUNT, "S1", [Entry(100, "x", tx_id="B1")]), (ACME_IBAN, "S2", [Entry(5, "y")])]
+    )
+    resp = await upload(h, content)
+    assert resp.status_code == 422, resp.text
+    assert "ARFLOW_BANK_ACCOUNTS" in error_of(resp)
+    assert rows(h.engine, StatementImport) == rows(h.engine, ReceivedLine) == 0

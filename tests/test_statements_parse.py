@@ -837,9 +837,6 @@ def test_mapping_from_dict_requires_the_columns() -> None:
 # --- whole-file errors ----------------------------------------------------------------------
 
 
-TWO_ACCOUNTS = (
-    f"f: holds statements of 2 accounts ({OUR_IBAN}, {ACME_IBAN}); import one file per account"
-)
 NAMESPACED = '<?xml version="1.0"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:{}"/>'
 
 
@@ -890,19 +887,6 @@ NAMESPACED = '<?xml version="1.0"?><Document xmlns="urn:iso:std:iso:20022:tech:x
         (
             read("bank_export.csv"),
             "f: is a CSV export; choose the column mapping for this bank to import it",
-        ),
-        (
-            camt(
-                entry()
-                + "</Stmt><Stmt><Id>S2</Id><Acct><Id><IBAN>"
-                + ACME_IBAN
-                + "</IBAN></Id></Acct>"
-            ),
-            TWO_ACCOUNTS,
-        ),
-        (
-            mt940(":61:2603130313C5,00NTRFNONREF") + b"\r\n" + mt940(account=ACME_IBAN),
-            TWO_ACCOUNTS,
         ),
     ],
 )
@@ -970,3 +954,60 @@ def test_damaged_files_never_crash(name: str, mapping: CsvMapping) -> None:
             outcomes["refused"] += 1
     assert outcomes["parsed"] > 0
     assert outcomes["refused"] > 0
+
+
+# --- files with statements of several accounts ----------------------------------------------
+
+
+def test_camt_with_statements_of_two_accounts_keeps_each_account() -> None:
+    content = camt(
+        entry()
+        + "</Stmt><Stmt><Id>S2</Id><Acct><Id><IBAN>"
+        + ACME_IBAN
+        + "</IBAN></Id></Acct>"
+        + entry(amount='<Amt Ccy="EUR">7.00</Amt>')
+        + entry(amount='<Amt Ccy="EUR">8.00</Amt>')
+    )
+    parsed = parse_statement(content, filename="f")
+    assert (parsed.account_iban, parsed.statement_id) == (None, "S1")
+    assert parsed.accounts == [OUR_IBAN, ACME_IBAN]
+    assert [
+        (s.account_iban, s.statement_id, [x.amount_minor for x in s.lines])
+        for s in parsed.statements
+    ] == [(OUR_IBAN, "S1", [1000]), (ACME_IBAN, "S2", [700, 800])]
+    assert [x.line_no for x in parsed.lines] == [1, 2, 3]
+
+
+def test_mt940_with_twenty_accounts_and_two_statements_of_one() -> None:
+    ibans = [_iban(i) for i in range(20)]
+    messages = [
+        mt940(f":61:2603130313C{i + 1},00NTRFNONREF", account=a) for i, a in enumerate(ibans)
+    ]
+    messages.append(mt940(":61:2603140314C99,00NTRFNONREF", account=ibans[0]))
+    parsed = parse_statement(b"\r\n".join(messages), filename="f")
+    assert parsed.errors == []
+    assert parsed.accounts == ibans
+    assert len(parsed.statements) == 21
+    assert [(s.account_iban, [x.amount_minor for x in s.lines]) for s in parsed.statements] == [
+        *((a, [(i + 1) * 100]) for i, a in enumerate(ibans)),
+        (ibans[0], [9900]),
+    ]
+    assert parsed.account_iban is None and len(parsed.lines) == 21
+
+
+def test_mt940_statement_without_an_account_continues_the_one_before() -> None:
+    second = b"\r\n".join(
+        line
+        for line in mt940(":61:2603140314C2,00NTRFNONREF").split(b"\r\n")
+        if b":25:" not in line
+    )
+    parsed = parse_statement(mt940(":61:2603130313C1,00NTRFNONREF") + b"\r\n" + second)
+    assert parsed.account_iban == OUR_IBAN
+    assert [s.account_iban for s in parsed.statements] == [OUR_IBAN, OUR_IBAN]
+
+
+def _iban(n: int) -> str:
+    """A valid German IBAN for account number ``n`` (check digits computed)."""
+    bban = f"37040044{n:010d}"
+    digits = int(bban + "131400")  # D=13, E=14, then 00
+    return f"DE{98 - digits % 97:02d}{bban}"

@@ -1,7 +1,7 @@
 """revoked dashboard sessions
 
 Revision ID: 0013
-Revises: 0015
+Revises: 0017
 Create Date: 2026-12-03 14:20:00.000000
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = '0013'
-down_revision: str | None = '0015'
+down_revision: str | None = '0017'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -16,6 +16,7 @@ from arflow.payments.service import apply_credit, credit_of
 from models import ReceivedLine, StatementImport
 from models.bank import (
     LINE_STATUSES,
+    AccountCounts,
     AppliedLine,
     ApplyLine,
     CreditEntryPublic,
@@ -73,6 +74,7 @@ async def import_bank_statement(
         errors=result.errors,
         lines=result.lines,
         deliveries=[DeliveryPublic(**d.__dict__) for d in deliveries],
+        accounts=[AccountCounts(**a) for a in result.accounts],
     )
 
 

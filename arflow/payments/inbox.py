@@ -9,6 +9,7 @@ a saved mapping, named in the file name: ``anything@mapping-name.csv``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def inbox_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name[0] != ".")
 
 
-def import_file(session: Session, path: Path, content: bytes) -> ImportResult:
+def import_file(
+    session: Session, path: Path, content: bytes, our_ibans: Collection[str] = ()
+) -> ImportResult:
     """Store the statement ``content`` read from ``path`` (``DomainError`` when it cannot be
-    read at all)."""
+    read at all); lines of accounts other than ``our_ibans`` are reported, not applied."""
     return store_statement(
         session,
         path.name,
@@ -41,6 +44,7 @@ def import_file(session: Session, path: Path, content: bytes) -> ImportResult:
         mapping=mapping_of(path),
         source="inbox",
         actor="schedule:statement-inbox",
+        our_ibans=our_ibans,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -53,6 +54,9 @@ class ImportResult:
     errors: list[dict[str, Any]]
     lines: list[dict[str, Any]] = field(default_factory=list)
     payment_ids: list[int] = field(default_factory=list)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    """Per account of the file: statements, lines, matched, unmatched, duplicate, ignored,
+    rejected and skipped (lines of an account that is not ours: reported, not applied)."""
 
 
 def line_key(account: str | None, line: StatementLine) -> str:
@@ -119,30 +123,113 @@ def store_statement(
     mapping: str | None,
     source: str,
     actor: str,
+    our_ibans: Collection[str] = (),
 ) -> ImportResult:
     """Parse, match and store one statement file in one transaction. Raises ApiError 422
-    naming the file when it cannot be read at all; bad rows are reported, good rows kept."""
+    naming the file when it cannot be read at all; bad rows are reported, good rows kept.
+
+    A file may hold statements of several accounts. Only lines of ours (``our_ibans``,
+    ``Settings.our_ibans``) are applied; the others are counted per account as skipped.
+    Without ``our_ibans`` a single-account file is taken as ours (a file of several is
+    refused: which of them are ours cannot be told).
+    """
     parsed = parse(filename, content, get_mapping(session, mapping))
-    account = compact_iban(parsed.account_iban)
+    ours = _ours(parsed, {compact_iban(i) for i in our_ibans} - {None}, filename)
     counts = {"lines": 0, "matched": 0, "unmatched": 0, "duplicate": 0, "ignored": 0}
     counts["rejected"] = len(parsed.errors)
     errors = [{"file": filename, "line": e.line_no, "reason": e.reason} for e in parsed.errors]
-    imp = _new_import(session, filename, content, parsed, account, source, actor)
+    imp = _new_import(
+        session, filename, content, parsed, compact_iban(parsed.account_iban), source, actor
+    )
     assert imp.id is not None
     book = load_book(session)
     progress = _Progress(counts)
-    for line in parsed.lines:
-        counts["lines"] += 1
-        key = line_key(account, line)
-        known = session.exec(select(ReceivedLine).where(ReceivedLine.dedupe_key == key)).first()
-        if known is not None:
-            _seen_again(session, known, line, progress)
+    accounts: dict[str, dict[str, Any]] = {}
+    for statement, mine in zip(parsed.per_statement(), ours, strict=True):
+        account = compact_iban(statement.account_iban)
+        per = _account_report(accounts, account or statement.account_id or "-", account, mine)
+        per["statements"] += 1
+        if statement.statement_id:
+            per["statement_ids"].append(statement.statement_id)
+        per["lines"] += len(statement.lines)
+        per["rejected"] += len(statement.errors)
+        if not mine:
+            per["skipped"] += len(statement.lines)
+            progress.report += [
+                {
+                    "line": line.line_no,
+                    "status": "skipped",
+                    "amount_minor": line.amount_minor,
+                    "reason": f"account {per['account']} is not ours",
+                }
+                for line in statement.lines
+            ]
             continue
-        _match_and_store(session, imp.id, key, line, book, progress)
+        before = dict(counts)
+        for line in statement.lines:
+            counts["lines"] += 1
+            key = line_key(account, line)
+            known = session.exec(select(ReceivedLine).where(ReceivedLine.dedupe_key == key)).first()
+            if known is not None:
+                _seen_again(session, known, line, progress)
+                continue
+            _match_and_store(session, imp.id, key, line, book, progress)
+        for name in ("matched", "unmatched", "duplicate", "ignored"):
+            per[name] += counts[name] - before[name]
+    imp.accounts = list(accounts.values())
     _finish_import(session, imp, filename, counts, errors)
     log.info("imported %s: %s", filename, counts)
     return ImportResult(
-        imp.id, filename, parsed.format, counts, errors, progress.report, progress.payment_ids
+        imp.id,
+        filename,
+        parsed.format,
+        counts,
+        errors,
+        progress.report,
+        progress.payment_ids,
+        list(accounts.values()),
+    )
+
+
+def _ours(parsed: ParsedStatement, our_ibans: set[str | None], filename: str) -> list[bool]:
+    """For each statement of the file, whether its account is ours (its lines are applied).
+
+    With ``our_ibans``: an account with one of them is ours, one with another IBAN is not; an
+    account the file names without an IBAN (a ``BLZ/account number``) is ours only as the
+    file's one account. Without: a file of one account is ours, one of several is refused.
+    """
+    several = len(parsed.accounts) > 1
+    if not our_ibans:
+        if several:
+            raise Invalid(
+                f"{filename}: holds statements of {len(parsed.accounts)} accounts "
+                f"({', '.join(parsed.accounts)}); set ARFLOW_BANK_ACCOUNTS (or "
+                "ARFLOW_COMPANY_IBAN) to our accounts so that their lines are applied and the "
+                "others' reported",
+                {"file": filename, "accounts": parsed.accounts},
+                code="bad_statement",
+            )
+        return [True for _ in parsed.per_statement()]
+    return [
+        not several if iban is None else iban in our_ibans
+        for iban in (compact_iban(s.account_iban) for s in parsed.per_statement())
+    ]
+
+
+def _account_report(
+    accounts: dict[str, dict[str, Any]], label: str, iban: str | None, ours: bool
+) -> dict[str, Any]:
+    names = ("statements", "lines", "matched", "unmatched", "duplicate", "ignored", "rejected")
+    return accounts.setdefault(
+        label,
+        {
+            "account": label,
+            "account_iban": iban,
+            "ours": ours,
+            **dict.fromkeys(names, 0),
+            "skipped": 0,
+            "statement_ids": [],
+        },
     )
 
 
@@ -311,7 +398,13 @@ async def import_statement(
     actor: str,
 ) -> tuple[ImportResult, list[Delivery]]:
     result = store_statement(
-        session, filename, content, mapping=mapping, source=source, actor=actor
+        session,
+        filename,
+        content,
+        mapping=mapping,
+        source=source,
+        actor=actor,
+        our_ibans=settings.our_ibans,
     )
     return result, await deliver_all(session, client, settings, result.payment_ids)
 

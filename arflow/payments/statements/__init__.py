@@ -9,6 +9,7 @@ from __future__ import annotations
 from arflow.payments.statements.mapping import CsvMapping
 from arflow.payments.statements.parse import FORMATS, detect_format, parse_statement
 from arflow.payments.statements.types import (
+    AccountStatement,
     LineError,
     ParsedStatement,
     StatementError,
@@ -17,6 +18,7 @@ from arflow.payments.statements.types import (
 from arflow.payments.statements.values import currency_exponent, to_minor_units
 
 __all__ = [
+    "AccountStatement",
     "FORMATS",
     "CsvMapping",
     "LineError",

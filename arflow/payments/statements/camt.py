@@ -31,10 +31,12 @@ from decimal import Decimal
 from functools import lru_cache
 
 from arflow.payments.statements.types import (
+    AccountStatement,
     LineError,
     ParsedStatement,
     StatementError,
     StatementLine,
+    file_statement,
 )
 from arflow.payments.statements.values import (
     clean_text,
@@ -70,10 +72,10 @@ def xml_format(root_tag: str, filename: str) -> str:
 
 def parse_camt053(content: bytes, filename: str) -> ParsedStatement:
     """Every Ntry/TxDtls of a camt.053 file as a statement line; bad entries become errors.
+    A file may hold several Stmt, of several accounts: each keeps its own.
 
     Raises:
-        StatementError: not well-formed XML, not camt.053, no statement, or statements for
-            more than one account.
+        StatementError: not well-formed XML, not camt.053, or no statement.
     """
     root = _parse_xml(content, filename)
     xml_format(root.tag, filename)
@@ -81,19 +83,12 @@ def parse_camt053(content: bytes, filename: str) -> ParsedStatement:
     statements = doc.findall(root, "BkToCstmrStmt/Stmt")
     if not statements:
         raise StatementError(f"{filename}: camt.053 document without a Stmt")
-    accounts = [_account(doc, stmt) for stmt in statements]
-    ids = {account_id for _, account_id in accounts}
-    if len(ids) > 1:
-        listed = ", ".join(sorted(str(i) for i in ids))
-        raise StatementError(
-            f"{filename}: holds statements of {len(ids)} accounts ({listed}); "
-            "import one file per account"
-        )
-    lines: list[StatementLine] = []
-    errors: list[LineError] = []
+    parts: list[AccountStatement] = []
     ordinal = 0
     entry_no = 0
     for stmt in statements:
+        lines: list[StatementLine] = []
+        errors: list[LineError] = []
         for entry in doc.findall(stmt, "Ntry"):
             entry_no += 1
             details: list[ET.Element | None] = list(doc.findall(entry, "NtryDtls/TxDtls"))
@@ -107,15 +102,9 @@ def parse_camt053(content: bytes, filename: str) -> ParsedStatement:
                     lines.append(_Entry(doc, entry, tx, index, len(slots)).line(ordinal))
                 except ValueError as exc:
                     errors.append(LineError(ordinal, f"{where}: {exc}"))
-    iban, account_id = accounts[0]
-    return ParsedStatement(
-        format=FORMAT,
-        account_iban=iban,
-        statement_id=doc.text(statements[0], "Id"),
-        lines=lines,
-        errors=errors,
-        account_id=account_id,
-    )
+        iban, account_id = _account(doc, stmt)
+        parts.append(AccountStatement(iban, account_id, doc.text(stmt, "Id"), lines, errors))
+    return file_statement(FORMAT, parts)
 
 
 def refuse_unsafe_xml(content: bytes, filename: str) -> None:

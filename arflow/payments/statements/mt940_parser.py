@@ -27,10 +27,12 @@ from typing import Any
 import mt940
 
 from arflow.payments.statements.types import (
+    AccountStatement,
     LineError,
     ParsedStatement,
     StatementError,
     StatementLine,
+    file_statement,
 )
 from arflow.payments.statements.values import (
     clean_text,
@@ -87,43 +89,43 @@ def looks_like_mt940(text: str) -> bool:
 
 
 def parse_mt940(content: bytes, filename: str) -> ParsedStatement:
-    """Every ``:61:`` of an MT940 file as a statement line; bad ones become errors.
+    """Every ``:61:`` of an MT940 file as a statement line; bad ones become errors. A file
+    may hold several statements, of several accounts (a multi-account export): each keeps its
+    own account (its ``:25:``; a statement without one continues the one before).
 
     Raises:
-        StatementError: no account (``:25:``) field, or statements of several accounts in
-            one file.
+        StatementError: no account (``:25:``) field.
     """
     statements = _statements(_fields(decode_text(content)))
     if not any(s.first("25") for s in statements):
         raise StatementError(f"{filename}: MT940 without an account (:25:) field")
-    accounts = {f.value.strip() for s in statements if (f := s.first("25"))}
-    if len(accounts) > 1:
-        listed = ", ".join(sorted(accounts))
-        raise StatementError(
-            f"{filename}: holds statements of {len(accounts)} accounts ({listed}); "
-            "import one file per account"
-        )
+    parts: list[AccountStatement] = []
+    account = ""
+    for statement in statements:
+        found = statement.first("25")
+        account = found.value.strip() if found else account
+        parts.append(_account_statement(statement, account))
+    return file_statement(FORMAT, parts)
+
+
+def _account_statement(statement: _Statement, account: str) -> AccountStatement:
     lines: list[StatementLine] = []
     errors: list[LineError] = []
-    for statement in statements:
-        currency = statement.currency()
-        for field, details in _statement_lines(statement):
-            try:
-                if currency is None:
-                    raise ValueError("no currency: the statement has no :60F: or :62F: balance")
-                lines.append(_line(field, details, currency))
-            except ValueError as exc:
-                errors.append(LineError(field.line_no, str(exc)))
-    account = next(iter(accounts))
-    first = statements[0]
-    number = first.first("28C", "28") or first.first("20")
-    return ParsedStatement(
-        format=FORMAT,
+    currency = statement.currency()
+    for field, details in _statement_lines(statement):
+        try:
+            if currency is None:
+                raise ValueError("no currency: the statement has no :60F: or :62F: balance")
+            lines.append(_line(field, details, currency))
+        except ValueError as exc:
+            errors.append(LineError(field.line_no, str(exc)))
+    number = statement.first("28C", "28") or statement.first("20")
+    return AccountStatement(
         account_iban=_account_iban(account),
+        account_id=account or None,
         statement_id=number.value.strip() if number else None,
         lines=lines,
         errors=errors,
-        account_id=account or None,
     )
 
 

@@ -23,18 +23,26 @@ class Entry:
     booked: date = date(2026, 11, 20)
 
 
-def camt053(entries: list[Entry], statement_id: str = "STMT-1") -> bytes:
-    body = "".join(_entry(e) for e in entries)
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">
-  <BkToCstmrStmt>
-    <GrpHdr><MsgId>{statement_id}</MsgId><CreDtTm>2026-11-21T06:00:00</CreDtTm></GrpHdr>
+def camt053(entries: list[Entry], statement_id: str = "STMT-1", account: str = ACCOUNT) -> bytes:
+    return camt053_accounts([(account, statement_id, entries)])
+
+
+def camt053_accounts(statements: list[tuple[str, str, list[Entry]]]) -> bytes:
+    """One file with a Stmt per ``(account IBAN, statement id, entries)``."""
+    body = "".join(
+        f"""
     <Stmt>
       <Id>{statement_id}</Id>
       <CreDtTm>2026-11-21T06:00:00</CreDtTm>
-      <Acct><Id><IBAN>{ACCOUNT}</IBAN></Id><Ccy>EUR</Ccy></Acct>
-      {body}
-    </Stmt>
+      <Acct><Id><IBAN>{account}</IBAN></Id><Ccy>EUR</Ccy></Acct>
+      {"".join(_entry(e) for e in entries)}
+    </Stmt>"""
+        for account, statement_id, entries in statements
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">
+  <BkToCstmrStmt>
+    <GrpHdr><MsgId>{statements[0][1]}</MsgId><CreDtTm>2026-11-21T06:00:00</CreDtTm></GrpHdr>{body}
   </BkToCstmrStmt>
 </Document>
 """.encode()

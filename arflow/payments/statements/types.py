@@ -48,8 +48,25 @@ class LineError:
 
 
 @dataclass(frozen=True)
+class AccountStatement:
+    """One statement of one account inside a file (an MT940 message from ``:20:``, a camt.053
+    ``Stmt``): a file may hold several, of several accounts."""
+
+    account_iban: str | None
+    account_id: str | None
+    statement_id: str | None
+    lines: list[StatementLine]
+    errors: list[LineError]
+
+
+@dataclass(frozen=True)
 class ParsedStatement:
-    """A statement file turned into lines, plus the rows that could not be read."""
+    """A statement file turned into lines, plus the rows that could not be read.
+
+    ``lines`` and ``errors`` are those of the whole file; ``statements`` the same lines per
+    statement and account. ``account_iban``, ``account_id`` and ``statement_id`` are the
+    file's when it holds one account, else None (the statements carry theirs).
+    """
 
     format: str
     account_iban: str | None
@@ -59,3 +76,38 @@ class ParsedStatement:
     account_id: str | None = None
     """The account as the file names it (camt ``Acct/Id/IBAN`` or ``Othr/Id``, MT940 ``:25:``),
     also when it is not an IBAN, such as a German ``BLZ/account number``."""
+    statements: list[AccountStatement] = field(default_factory=list, compare=False, repr=False)
+    """The same lines per statement (not compared: a view of ``lines`` and ``errors``)."""
+
+    def per_statement(self) -> list[AccountStatement]:
+        """The statements of the file; one for a format without (CSV)."""
+        if self.statements:
+            return self.statements
+        return [
+            AccountStatement(
+                self.account_iban, self.account_id, self.statement_id, self.lines, self.errors
+            )
+        ]
+
+    @property
+    def accounts(self) -> list[str]:
+        """The accounts the file holds statements of, in file order."""
+        seen = [s.account_iban or s.account_id or "" for s in self.per_statement()]
+        return list(dict.fromkeys(seen))
+
+
+def file_statement(
+    fmt: str, statements: list[AccountStatement], *, statement_id: str | None = None
+) -> ParsedStatement:
+    """The file's ``ParsedStatement`` of its ``statements`` (at least one)."""
+    accounts = {(s.account_iban, s.account_id) for s in statements}
+    iban, account_id = next(iter(accounts)) if len(accounts) == 1 else (None, None)
+    return ParsedStatement(
+        format=fmt,
+        account_iban=iban,
+        statement_id=statement_id if statement_id is not None else statements[0].statement_id,
+        lines=[line for s in statements for line in s.lines],
+        errors=[error for s in statements for error in s.errors],
+        account_id=account_id,
+        statements=statements,
+    )
