@@ -3,7 +3,10 @@
 #   API (default):  uvicorn api.app:create_app --factory --host 0.0.0.0 --port 8000
 #   worker:         python worker.py
 #   migrations:     alembic upgrade head      (URL from ARFLOW_DATABASE_URL)
-# All configuration comes from ARFLOW_* environment variables (arflow/config.py).
+# All configuration comes from ARFLOW_* environment variables (arflow/config.py). Settings
+# default to ARFLOW_ENVIRONMENT=production, which refuses to start without ARFLOW_API_KEYS,
+# ARFLOW_WEBHOOK_SECRET, ARFLOW_SESSION_SECRET and ARFLOW_LINK_SECRET of 32+ characters each
+# (docker-compose.yml lists them; the README says how to generate them).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

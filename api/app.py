@@ -6,13 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
 from api import errors, web
 from api.bounds import bounded_integers
+from api.deps import too_many_attempts
 from api.limits import BodyLimit
 from api.metrics import RequestObservability
 from api.routes import (
@@ -38,9 +39,10 @@ from api.routes import (
     unsubscribe,
     webhooks,
 )
+from api.security import FailureLimiter, SecurityHeaders, client_address
 from arflow import observability
 from arflow.codec import data_converter
-from arflow.config import Settings, get_settings
+from arflow.config import Settings, get_settings, same_secret
 from arflow.db import make_engine
 from arflow.policies import service as policy_service
 
@@ -68,17 +70,22 @@ def create_app(
             )
         yield
 
+    docs = settings.serves_api_docs
     app = FastAPI(
         title="arflow",
         version="0.1.0",
         description="Accounts-receivable collections: one durable workflow per invoice.",
         lifespan=lifespan,
         dependencies=[Depends(bounded_integers)],
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.temporal = temporal
     app.state.api_keys = settings.parsed_api_keys()
+    app.state.auth_failures = FailureLimiter(settings.auth_failures_per_minute)
     errors.install(app)
     app.add_middleware(BodyLimit)  # 413 before any route reads an oversized body
     app.add_middleware(RequestObservability, workflow_id=settings.workflow_id)
@@ -107,14 +114,36 @@ def create_app(
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
+    app.add_middleware(SecurityHeaders)  # outermost: the session and error pages get it too
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    if settings.metrics_token or settings.is_relaxed:
+        _serve_metrics(app, settings.metrics_token)
+    return app
+
+
+def _serve_metrics(app: FastAPI, token: str) -> None:
+    """``GET /metrics``: with ``ARFLOW_METRICS_TOKEN`` set, only for ``Authorization: Bearer
+    <token>`` (a wrong token counts as a failed sign-in); without one it is served openly in
+    development and test, and not at all in production (create_app does not call this)."""
+
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if token:
+            scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+            limiter, address = request.app.state.auth_failures, client_address(request)
+            wait = limiter.retry_after(address)
+            if wait is not None:
+                raise too_many_attempts(wait)
+            if scheme.lower() != "bearer" or not same_secret(offered.strip(), token):
+                limiter.failed(address)
+                raise HTTPException(
+                    401,
+                    "metrics need the ARFLOW_METRICS_TOKEN bearer token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         body, content_type = observability.metrics_exposition()
         return Response(body, media_type=content_type)
-
-    return app

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+# The legend's swatches repeat these as CSS classes .series-N in api/static/app.css.
 PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2")
 BUCKET_COLOURS = ("#16a34a", "#ca8a04", "#ea580c", "#dc2626", "#7f1d1d")
 

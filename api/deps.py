@@ -13,9 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from temporalio.client import Client
 
+from api.security import client_address, limiter_of
 from arflow import idempotency
 from arflow.access import Principal
-from arflow.config import Role, Settings
+from arflow.config import Role, Settings, same_secret
 from models.idempotency import MAX_KEY_LENGTH
 
 
@@ -51,6 +52,23 @@ _bearer = HTTPBearer(auto_error=False)
 BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+def too_many_attempts(retry_after: int) -> HTTPException:
+    return HTTPException(
+        429,
+        f"too many failed attempts from this address; retry in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def key_role(keys: dict[str, Role], offered: str) -> Role | None:
+    """The role of ``offered`` among ``keys``, compared in constant time (bytes)."""
+    found = None
+    for key, role in keys.items():
+        if same_secret(key, offered):
+            found = role
+    return found
+
+
 def require(role: Role) -> Callable[..., Principal]:
     def dependency(
         request: Request,
@@ -60,9 +78,14 @@ def require(role: Role) -> Callable[..., Principal]:
             raise HTTPException(
                 401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"}
             )
+        limiter, address = limiter_of(request), client_address(request)
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            raise too_many_attempts(wait)
         keys: dict[str, Role] = request.app.state.api_keys
-        found = keys.get(creds.credentials)
+        found = key_role(keys, creds.credentials)
         if found is None:
+            limiter.failed(address)
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if found.rank < role.rank:
             raise HTTPException(403, f"this action needs the {role.value} role")

@@ -115,6 +115,7 @@ def install(app: FastAPI) -> None:
             404: "not_found",
             405: "method_not_allowed",
             413: "too_large",
+            429: "too_many_attempts",
         }
         return JSONResponse(
             error_body(code.get(exc.status_code, "error"), str(exc.detail)),

@@ -13,6 +13,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from arflow.observability import HTTP_DURATION, HTTP_REQUESTS, log_context
 
 _INVOICE_IN_PATH = re.compile(r"^/v1/invoices/(\d+)(?:/|$)")
+#: The ``method`` label's values: any other token a client sends is counted as OTHER, so a
+#: client cannot grow the metric without bound.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 class RequestObservability:
@@ -46,6 +55,6 @@ class RequestObservability:
                 await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
+            method = method_label(scope.get("method", ""))
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)

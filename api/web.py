@@ -12,6 +12,12 @@ keeps an HMAC of the key, never the key, so removing a key from the settings end
 sessions and changing its role changes theirs. Every POST must carry the session's CSRF
 token (``X-CSRF-Token`` header, which htmx sends from ``hx-headers`` on ``<body>``, or a
 ``csrf_token`` form field).
+
+A session ends after ``ARFLOW_SESSION_IDLE_SECONDS`` unused (the cookie's signed timestamp,
+renewed on every answer) and ``ARFLOW_SESSION_ABSOLUTE_SECONDS`` after sign-in, however busy.
+Logging out records the session's id as revoked (``models.web_session``), so a copy of the
+cookie replayed afterwards is refused. Failed sign-ins count towards the per-address limit
+shared with the API's bearer keys (``api.security.FailureLimiter``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -32,15 +39,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from sqlmodel import Session as SqlSession
 from starlette.datastructures import FormData
 from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
 from api import charts
-from api.deps import Principal, SessionDep, SettingsDep, TodayDep
+from api.deps import Principal, SessionDep, SettingsDep, TodayDep, key_role
 from api.errors import ApiError, DomainError, status_of
+from api.security import client_address, limiter_of
+from arflow import web_sessions
 from arflow.charges.service import charges_of
-from arflow.config import Role, Settings
+from arflow.config import Role, Settings, same_secret
 from arflow.invoices import actions, approvals, jobs
 from arflow.invoices import service as services
 from arflow.messages.render import money
@@ -64,7 +74,6 @@ from models.types import utcnow
 log = logging.getLogger("arflow.web")
 HERE = Path(__file__).parent
 SESSION_COOKIE = "arflow_session"
-SESSION_MAX_AGE = 12 * 3600
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 PAGE_SIZE = 25
@@ -126,7 +135,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         SessionMiddleware,
         secret_key=settings.session_secret,
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE,
+        max_age=settings.session_idle_seconds,
         path="/app",
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
@@ -182,15 +191,27 @@ def _key_mac(settings: Settings, key: str) -> str:
 
 
 def signed_in(request: Request) -> Principal | None:
-    """The principal of the session's API key, as the API would see that key; None if none."""
-    mac = request.session.get("key")
-    if not isinstance(mac, str):
+    """The principal of the session's API key, as the API would see that key; None if none,
+    or when the session is past its absolute lifetime or was logged out."""
+    if hasattr(request.state, "principal"):
+        found: Principal | None = request.state.principal
+        return found
+    request.state.principal = None
+    mac, sid, started = (request.session.get(k) for k in ("key", "sid", "iat"))
+    if not (isinstance(mac, str) and isinstance(sid, str) and isinstance(started, int)):
         return None
     settings: Settings = request.app.state.settings
+    if time.time() >= started + settings.session_absolute_seconds:
+        return None
     keys: dict[str, Role] = request.app.state.api_keys
     for key, role in keys.items():
-        if hmac.compare_digest(_key_mac(settings, key), mac):
-            return Principal(role=role, key_id=hashlib.sha256(key.encode()).hexdigest()[:8])
+        if same_secret(_key_mac(settings, key), mac):
+            with SqlSession(request.app.state.engine) as db:
+                if web_sessions.is_revoked(db, sid):
+                    return None
+            who = Principal(role=role, key_id=hashlib.sha256(key.encode()).hexdigest()[:8])
+            request.state.principal = who
+            return who
     return None
 
 
@@ -276,17 +297,40 @@ async def login(request: Request, settings: SettingsDep, _: CsrfChecked) -> Resp
     form = await request.form()
     key = _text(form, "api_key")
     target = _safe_next(form.get("next"))
+    limiter, address = limiter_of(request), client_address(request)
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        page = render(
+            request,
+            "error.html",
+            status=429,
+            code=429,
+            message=f"Too many failed sign-ins from this address; try again in {wait} s.",
+        )
+        page.headers["Retry-After"] = str(wait)
+        return page
     keys: dict[str, Role] = request.app.state.api_keys
-    if not key or key not in keys:
+    if not key or key_role(keys, key) is None:
+        limiter.failed(address)
         return render(request, "login.html", status=401, next=target, error="unknown API key")
     request.session.clear()  # a fresh session (and CSRF token) for the signed-in user
     request.session["key"] = _key_mac(settings, key)
+    request.session["sid"] = secrets.token_urlsafe(24)
+    request.session["iat"] = int(time.time())
+    request.state.__dict__.pop("principal", None)
     csrf_token(request)
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request, _: CsrfChecked) -> Response:
+def logout(
+    request: Request, session: SessionDep, settings: SettingsDep, _: CsrfChecked
+) -> Response:
+    sid, started = request.session.get("sid"), request.session.get("iat")
+    if isinstance(sid, str):
+        started = started if isinstance(started, int) else int(time.time())
+        ends = datetime.fromtimestamp(started + settings.session_absolute_seconds, UTC)
+        web_sessions.revoke(session, sid, ends)
     request.session.clear()
     return RedirectResponse("/app/login", status_code=303)
 

@@ -149,13 +149,17 @@ def run(
 
     Every way out (an error, Ctrl-C, SIGTERM, a component that exits) stops all of them.
     Exit status: 0 stopped by a signal; 1 a component or the demo load failed; 2 a port is
-    taken, or the Temporal store belongs to another database.
+    taken, or the Temporal store belongs to another database. Runs in
+    ``ARFLOW_ENVIRONMENT=development`` (development keys and secrets allowed), for itself and
+    its children, unless the environment or ``.env`` sets another one.
     """
     from arflow.db import make_engine
     from arflow.deployment import StoreMismatch, bind_temporal_store
     from arflow.migrate import upgrade
     from arflow.ports import busy_ports
 
+    _development_unless_set()
+    get_settings.cache_clear()
     settings = get_settings()
     data = Path(settings.data_dir)
     embedded = not settings.temporal_address
@@ -218,6 +222,16 @@ def run(
         children.stop()
     console.print("stopped")
     raise typer.Exit(status)
+
+
+def _development_unless_set() -> None:
+    """Settings default to production (fail closed); the laptop stack is development."""
+    from dotenv import dotenv_values
+
+    if "ARFLOW_ENVIRONMENT" not in os.environ and not dotenv_values(".env").get(
+        "ARFLOW_ENVIRONMENT"
+    ):
+        os.environ["ARFLOW_ENVIRONMENT"] = "development"
 
 
 def _temporal_args(temporal_port: int, ui_port: int, data: Path) -> list[str]:

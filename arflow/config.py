@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from enum import StrEnum
 from functools import lru_cache
 from typing import Literal
@@ -19,6 +20,21 @@ from models.reference import payment_reference
 DEFAULT_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEFAULT_API_KEYS = "dev-admin-key:admin,dev-specialist-key:specialist,dev-viewer-key:viewer"
 DEFAULT_SESSION_SECRET = "dev-session-secret-change-me"
+DEFAULT_LINK_SECRET = "dev-link-secret-change-me"
+#: Environments that may run with the development defaults above; any other value (the
+#: default ``production`` included) refuses to start with them or with short secrets.
+RELAXED_ENVIRONMENTS = ("development", "test")
+MIN_SECRET_LENGTH = 32
+GENERATE_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
+
+
+def same_secret(a: str | bytes, b: str | bytes) -> bool:
+    """``hmac.compare_digest`` on UTF-8 bytes: on ``str`` it raises for non-ASCII text (a
+    token typed or forged with an accent would be a 500 instead of a refusal)."""
+    left = a.encode() if isinstance(a, str) else a
+    right = b.encode() if isinstance(b, str) else b
+    return hmac.compare_digest(left, right)
 
 
 class Role(StrEnum):
@@ -38,7 +54,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ARFLOW_", env_file=".env", extra="ignore")
 
-    environment: str = Field(default="development", description="development, test or production")
+    environment: str = Field(
+        default="production",
+        description="production (the default: refuses development or short secrets), "
+        "development (set by `arflow run` for its children) or test",
+    )
     database_url: str = "sqlite:///./arflow.db"
     temporal_address: str = Field(
         default="",
@@ -60,6 +80,44 @@ class Settings(BaseSettings):
     session_secret: str = Field(
         default=DEFAULT_SESSION_SECRET,
         description="signs the web dashboard's session cookie (/app)",
+    )
+    session_idle_seconds: int = Field(
+        default=12 * 3600, ge=60, description="a dashboard session unused this long ends"
+    )
+    session_absolute_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="a dashboard session ends this long after sign-in, however much it is used",
+    )
+    link_secret: str = Field(
+        default=DEFAULT_LINK_SECRET,
+        description="signs the pay and unsubscribe links sent to customers",
+    )
+    link_key_id: str = Field(
+        default="k1",
+        pattern=r"^[A-Za-z0-9_-]{1,16}$",
+        description="the id of link_secret, written into every link's token (kid.mac)",
+    )
+    link_secrets_old: str = Field(
+        default="",
+        description="former link secrets as kid:secret,kid:secret: links signed with them "
+        "stay valid (rotation); remove an entry to end its links",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="bearer token that GET /metrics requires; empty: /metrics is served "
+        "without one in development and test, and not at all otherwise",
+    )
+    api_docs: bool | None = Field(
+        default=None,
+        description="serve /docs, /redoc and /openapi.json; default on in development and "
+        "test, off otherwise",
+    )
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="failed API-key and dashboard sign-in attempts one client address may "
+        "make per minute before it gets 429 (counted per process)",
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -170,14 +228,10 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _refuse_default_secrets_outside_development(self) -> Settings:
-        if self.environment not in ("development", "test"):
-            if self.webhook_secret == DEFAULT_WEBHOOK_SECRET:
-                raise ValueError("ARFLOW_WEBHOOK_SECRET must be set outside development")
-            if self.api_keys == DEFAULT_API_KEYS:
-                raise ValueError("ARFLOW_API_KEYS must be set outside development")
-            if self.session_secret == DEFAULT_SESSION_SECRET:
-                raise ValueError("ARFLOW_SESSION_SECRET must be set outside development")
+    def _refuse_weak_secrets_outside_development(self) -> Settings:
+        self.link_keys()  # fail at start-up on a malformed ARFLOW_LINK_SECRETS_OLD
+        if self.environment not in RELAXED_ENVIRONMENTS:
+            self._check_secrets()
         if self.sendgrid_api_key and not self.email_from:
             raise ValueError("ARFLOW_EMAIL_FROM must be set with ARFLOW_SENDGRID_API_KEY")
         if bool(self.twilio_account_sid) != bool(self.twilio_auth_token):
@@ -191,11 +245,57 @@ class Settings(BaseSettings):
             raise ValueError(f"ARFLOW_PAY_LINK_TEMPLATE is malformed: {exc!r}") from None
         return self
 
+    def _check_secrets(self) -> None:
+        """Fail closed: the development defaults and short secrets are refused, naming the
+        setting and how to make a good value."""
+        where = f"ARFLOW_ENVIRONMENT={self.environment}"
+        for name, value, default in (
+            ("ARFLOW_WEBHOOK_SECRET", self.webhook_secret, DEFAULT_WEBHOOK_SECRET),
+            ("ARFLOW_SESSION_SECRET", self.session_secret, DEFAULT_SESSION_SECRET),
+            ("ARFLOW_LINK_SECRET", self.link_secret, DEFAULT_LINK_SECRET),
+        ):
+            if value == default:
+                raise ValueError(f"{name} must be set with {where}; {GENERATE_HINT}")
+            if len(value) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"{name} is shorter than {MIN_SECRET_LENGTH} characters; {GENERATE_HINT}"
+                )
+        for kid, secret in self.link_keys().items():
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"ARFLOW_LINK_SECRETS_OLD: the secret of {kid!r} is shorter than "
+                    f"{MIN_SECRET_LENGTH} characters"
+                )
+        if self.api_keys == DEFAULT_API_KEYS:
+            raise ValueError(
+                f"ARFLOW_API_KEYS must be set with {where} (key:role,key:role); "
+                f"{GENERATE_HINT} (one per key)"
+            )
+        dev_keys = Settings.model_construct(api_keys=DEFAULT_API_KEYS).parsed_api_keys()
+        for key, role in self.parsed_api_keys().items():
+            if key in dev_keys:
+                raise ValueError(
+                    f"ARFLOW_API_KEYS holds the development {role.value} key; {GENERATE_HINT}"
+                )
+            if len(key) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"ARFLOW_API_KEYS: a {role.value} key is shorter than "
+                    f"{MIN_SECRET_LENGTH} characters; {GENERATE_HINT}"
+                )
+        if self.metrics_token and len(self.metrics_token) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"ARFLOW_METRICS_TOKEN is shorter than {MIN_SECRET_LENGTH} characters; "
+                f"{GENERATE_HINT}"
+            )
+
     @model_validator(mode="after")
     def _codec_keys_valid(self) -> Settings:
         self.parsed_codec_keys()  # fail at start-up on a malformed key list
-        if self.environment == "production" and not self.codec_keys:
-            raise ValueError("ARFLOW_CODEC_KEYS must be set in production")
+        if self.environment not in RELAXED_ENVIRONMENTS and not self.codec_keys:
+            raise ValueError(
+                f"ARFLOW_CODEC_KEYS must be set with ARFLOW_ENVIRONMENT={self.environment} "
+                '(kid:base64key; README, "Encrypted payloads")'
+            )
         return self
 
     def parsed_codec_keys(self) -> list[tuple[str, bytes]]:
@@ -251,8 +351,41 @@ class Settings(BaseSettings):
 
     def pay_token(self, reference: str) -> str:
         """What makes a pay link unguessable (references are sequential)."""
-        key = hashlib.sha256(b"pay:" + self.webhook_secret.encode()).digest()
-        return hmac.new(key, reference.encode(), hashlib.sha256).hexdigest()[:20]
+        return self.link_token("pay", reference)
+
+    def link_keys(self) -> dict[str, str]:
+        """Link signing keys by id: the current one and ``link_secrets_old`` (rotation)."""
+        keys: dict[str, str] = {}
+        for entry in filter(None, (e.strip() for e in self.link_secrets_old.split(","))):
+            kid, sep, secret = entry.partition(":")
+            if not sep or not secret or not _KEY_ID.fullmatch(kid):
+                raise ValueError(
+                    "ARFLOW_LINK_SECRETS_OLD entries are kid:secret (kid: letters, digits, _ -)"
+                )
+            keys[kid] = secret
+        keys[self.link_key_id] = self.link_secret
+        return keys
+
+    def link_token(self, purpose: str, message: str) -> str:
+        """``<kid>.<mac>``: an HMAC of ``message`` for ``purpose`` (pay, unsubscribe) under
+        the current link key, whose id it names so that rotated keys still verify."""
+        return f"{self.link_key_id}.{_link_mac(self.link_secret, purpose, message)}"
+
+    def link_token_valid(self, purpose: str, message: str, token: str) -> bool:
+        """True when ``token`` is ``link_token(purpose, message)`` under a known key; any
+        other text (an old-format token, an unknown key id, non-ASCII) is False."""
+        kid, sep, mac = token.partition(".")
+        secret = self.link_keys().get(kid) if sep else None
+        return secret is not None and same_secret(mac, _link_mac(secret, purpose, message))
+
+    @property
+    def is_relaxed(self) -> bool:
+        """Development or test: development defaults allowed, docs and metrics open."""
+        return self.environment in RELAXED_ENVIRONMENTS
+
+    @property
+    def serves_api_docs(self) -> bool:
+        return self.is_relaxed if self.api_docs is None else self.api_docs
 
     @property
     def our_ibans(self) -> list[str]:
@@ -295,6 +428,11 @@ class Settings(BaseSettings):
     def legal_folder(self) -> str:
         """Where the legal stage's generated documents (claim summaries) are written."""
         return self.legal_dir or f"{self.data_dir.rstrip('/')}/legal"
+
+
+def _link_mac(secret: str, purpose: str, message: str) -> str:
+    key = hashlib.sha256(f"link:{purpose}:".encode() + secret.encode()).digest()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @lru_cache

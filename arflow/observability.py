@@ -1,9 +1,13 @@
 """Metrics, JSON logs and the worker interceptor that feeds them.
 
 **Metrics** live in ``prometheus_client``'s default registry, one per process. The API serves
-them at ``GET /metrics``; the worker on ``ARFLOW_WORKER_METRICS_PORT`` (default 9464, 0 turns
-it off). API: ``arflow_http_requests_total{method,route,status}`` (route is the template, e.g.
-``/v1/invoices/{invoice_id}``), ``arflow_http_request_duration_seconds{method,route}``,
+them at ``GET /metrics`` (with ``ARFLOW_METRICS_TOKEN`` as a bearer token when set; without
+one only in development and test: production serves no API metrics then); the worker on
+``ARFLOW_WORKER_METRICS_PORT`` (default 9464, 0 turns it off; no token, keep the port on the
+internal network). The API's ``method`` label is the HTTP method, or ``OTHER`` for any
+method outside the standard ones. API: ``arflow_http_requests_total{method,route,status}``
+(route is the template, e.g. ``/v1/invoices/{invoice_id}``),
+``arflow_http_request_duration_seconds{method,route}``,
 ``arflow_webhook_rejects_total{reason}`` (``bad_signature``, ``invalid_body``, ``refused``)
 and ``arflow_workflow_starts_total`` (calls of ``arflow.gateway.start_invoice``). Worker:
 ``arflow_reminders_total{channel,outcome}``, ``arflow_activity_attempts_total{activity_type,

@@ -16,6 +16,7 @@ from models.policy import DunningPolicy
 from models.profile import CustomerEvent, UnbilledOrder
 from models.segment import Segment
 from models.statement import StatementSent
+from models.web_session import RevokedSession
 
 __all__ = [
     "Agency",
@@ -42,6 +43,7 @@ __all__ = [
     "Payment",
     "Promise",
     "ReceivedLine",
+    "RevokedSession",
     "SavedCsvMapping",
     "Segment",
     "StatementImport",

@@ -44,6 +44,10 @@ from models.invoice import InvoiceEvent
 from worker import build_worker
 from workflows.types import segment_switch_id
 
+# Settings default to production (fail closed): the suite, and every process it starts (CLI
+# runs, workers, alembic), is the test environment, with its short test keys.
+os.environ["ARFLOW_ENVIRONMENT"] = "test"
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = BIN / "temporal"

@@ -127,11 +127,12 @@ def test_malformed_keys_refuse_to_start(keys: str, message: str) -> None:
 
 def test_production_needs_a_codec_key() -> None:
     secrets: dict[str, Any] = {
-        "webhook_secret": "a-real-secret",
-        "api_keys": "k1:admin",
-        "session_secret": "another-real-secret",
+        "webhook_secret": "w" * 32,
+        "api_keys": f"{'k' * 32}:admin",
+        "session_secret": "s" * 32,
+        "link_secret": "l" * 32,
     }
-    with pytest.raises(ValidationError, match="ARFLOW_CODEC_KEYS must be set in production"):
+    with pytest.raises(ValidationError, match="ARFLOW_CODEC_KEYS must be set"):
         Settings(environment="production", **secrets)
     assert Settings(environment="production", codec_keys=CODEC_KEYS, **secrets).codec_keys
     assert CODEC_KEYS.split(",")[0].split(":")[1] not in repr(

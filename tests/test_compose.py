@@ -35,10 +35,28 @@ REQUIRED_ON_API_AND_WORKER = (
     "ARFLOW_WEBHOOK_SECRET",
     "ARFLOW_API_KEYS",
     "ARFLOW_SESSION_SECRET",
+    "ARFLOW_LINK_SECRET",
     "ARFLOW_ENVIRONMENT",
 )
+SECRETS = (
+    "ARFLOW_WEBHOOK_SECRET",
+    "ARFLOW_API_KEYS",
+    "ARFLOW_SESSION_SECRET",
+    "ARFLOW_LINK_SECRET",
+)
+REAL = {
+    "webhook_secret": "w" * 32,
+    "session_secret": "s" * 32,
+    "link_secret": "l" * 32,
+    "api_keys": f"{'k' * 32}:admin",
+    "codec_keys": "k1:" + "A" * 43 + "=",
+}
 # ${NAME:?message}: compose refuses to start when NAME is unset or empty.
 REQUIRED_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?[^}]*\}")
+
+
+def _real(**overrides: Any) -> dict[str, Any]:
+    return REAL | overrides
 
 
 def _compose() -> dict[str, Any]:
@@ -156,7 +174,7 @@ def test_required_settings_are_set_on_api_and_worker(service: str) -> None:
 def test_secrets_are_required_compose_variables(service: str) -> None:
     """No default for the secrets: compose must refuse to start until the operator sets them."""
     env = _env(_services()[service])
-    for name in ("ARFLOW_WEBHOOK_SECRET", "ARFLOW_API_KEYS", "ARFLOW_SESSION_SECRET"):
+    for name in SECRETS:
         match = REQUIRED_VARIABLE.fullmatch(env.get(name, ""))
         assert match, f"{service}: {name}={env.get(name)!r} is not a required ${{VAR:?msg}}"
         assert match["name"] == name
@@ -188,6 +206,30 @@ def test_published_ports() -> None:
     assert _published_container_ports(services["api"]).get("8000") == "8000"
     assert _published_container_ports(services["temporal-ui"]).get("8233") == "8080"
     assert _env(services["temporal-ui"]).get("TEMPORAL_ADDRESS") == "temporal:7233"
+
+
+def test_temporal_ui_is_loopback_only_and_read_only_by_default() -> None:
+    """Anyone reaching the UI reads every workflow and, with write actions, could signal or
+    terminate them behind the API's back: loopback and read-only unless SSO is set up."""
+    ui = _services()["temporal-ui"]
+    ports = ui.get("ports") or []
+    assert len(ports) == 1
+    port = ports[0]
+    host = str(port.get("host_ip", "")) if isinstance(port, dict) else str(port).rsplit(":", 2)[0]
+    default = re.fullmatch(r"\$\{[A-Z_]+:-(?P<value>[^}]*)\}", host)
+    assert (default["value"] if default else host) == "127.0.0.1", port
+    env = _env(ui)
+    assert env.get("TEMPORAL_DISABLE_WRITE_ACTIONS") == "true"
+    for name in (
+        "TEMPORAL_AUTH_ENABLED",
+        "TEMPORAL_AUTH_PROVIDER_URL",
+        "TEMPORAL_AUTH_CLIENT_ID",
+        "TEMPORAL_AUTH_CLIENT_SECRET",
+        "TEMPORAL_AUTH_CALLBACK_URL",
+    ):
+        assert name in env, f"temporal-ui does not pass {name} (SSO)"
+        assert name in (ROOT / "README.md").read_text(), f"README does not document {name}"
+    assert env["TEMPORAL_AUTH_ENABLED"] in ("${TEMPORAL_AUTH_ENABLED:-false}", "false")
 
 
 def test_start_up_order() -> None:
@@ -260,7 +302,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_production_refuses_the_default_webhook_secret() -> None:
     with pytest.raises(ValidationError, match="ARFLOW_WEBHOOK_SECRET"):
-        Settings(environment="production", api_keys="k1:admin")
+        Settings(**_real(environment="production", webhook_secret=DEFAULT_WEBHOOK_SECRET))
     with pytest.raises(ValidationError, match="ARFLOW_WEBHOOK_SECRET"):
         Settings(environment="production")
 
@@ -268,27 +310,21 @@ def test_production_refuses_the_default_webhook_secret() -> None:
 @pytest.mark.usefixtures("clean_env")
 def test_production_refuses_the_default_api_keys() -> None:
     with pytest.raises(ValidationError, match="ARFLOW_API_KEYS"):
-        Settings(environment="production", webhook_secret="a-real-secret")
+        Settings(**_real(environment="production", api_keys=DEFAULT_API_KEYS))
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_production_refuses_the_default_session_secret() -> None:
     with pytest.raises(ValidationError, match="ARFLOW_SESSION_SECRET"):
-        Settings(environment="production", webhook_secret="a-real-secret", api_keys="k1:admin")
+        Settings(**_real(environment="production", session_secret=DEFAULT_SESSION_SECRET))
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_production_starts_with_real_secrets() -> None:
-    settings = Settings(
-        environment="production",
-        webhook_secret="a-real-secret",
-        api_keys="k1:admin",
-        session_secret="another-real-secret",
-        codec_keys="k1:" + "A" * 43 + "=",
-    )
+    settings = Settings(**_real(environment="production"))
     assert settings.environment == "production"
-    assert settings.webhook_secret == "a-real-secret"
-    assert settings.parsed_api_keys() == {"k1": "admin"}
+    assert settings.webhook_secret == "w" * 32
+    assert settings.parsed_api_keys() == {"k" * 32: "admin"}
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -296,9 +332,10 @@ def test_compose_environment_builds_valid_settings(monkeypatch: pytest.MonkeyPat
     """The api's environment, with the required variables filled in, is accepted by Settings."""
     filled = {
         "POSTGRES_PASSWORD": "pw",
-        "ARFLOW_API_KEYS": "k1:admin,k2:viewer",
-        "ARFLOW_WEBHOOK_SECRET": "a-real-secret",
-        "ARFLOW_SESSION_SECRET": "another-real-secret",
+        "ARFLOW_API_KEYS": f"{'a' * 32}:admin,{'v' * 32}:viewer",
+        "ARFLOW_WEBHOOK_SECRET": "w" * 32,
+        "ARFLOW_SESSION_SECRET": "s" * 32,
+        "ARFLOW_LINK_SECRET": "l" * 32,
         "ARFLOW_CODEC_KEYS": "k1:" + "A" * 43 + "=",
     }
 
@@ -317,4 +354,6 @@ def test_compose_environment_builds_valid_settings(monkeypatch: pytest.MonkeyPat
     assert settings.temporal_address == "temporal:7233"
     assert settings.api_port == 8000
     assert settings.data_dir == "/data"
-    assert set(settings.parsed_api_keys()) == {"k1", "k2"}
+    assert set(settings.parsed_api_keys()) == {"a" * 32, "v" * 32}
+    assert settings.link_key_id == "k1" and settings.link_keys() == {"k1": "l" * 32}
+    assert settings.metrics_token == "" and settings.serves_api_docs is False

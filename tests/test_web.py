@@ -534,6 +534,11 @@ def shot(page: Page, name: str) -> None:
 
 def test_browser_login_filter_dispute_and_bulk_send(live: Live, page: Page) -> None:
     expect.set_options(timeout=15_000)
+    refused: list[str] = []  # what the Content-Security-Policy blocked (inline script/style)
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     page.goto(f"{live.url}/app")
     expect(page).to_have_url(re.compile(r"/app/login\?next=%2Fapp$"))
     shot(page, "01-login")
@@ -587,6 +592,11 @@ def test_browser_login_filter_dispute_and_bulk_send(live: Live, page: Page) -> N
 
     # Bulk: select two invoices and send their next reminder now; the job runs to done.
     page.goto(f"{live.url}/app/invoices")
+    boxes = page.locator("#invoice-table input[name=invoice_id]")
+    page.check("input[data-select-all]")  # api/static/app.js, not an inline handler
+    expect(boxes.and_(page.locator(":checked"))).to_have_count(6)
+    page.uncheck("input[data-select-all]")
+    expect(boxes.and_(page.locator(":checked"))).to_have_count(0)
     page.check(f"input[name=invoice_id][value='{live.ids['A-1001']}']")
     page.check(f"input[name=invoice_id][value='{live.ids['A-1002']}']")
     page.click("#send-selected")
@@ -606,3 +616,4 @@ def test_browser_login_filter_dispute_and_bulk_send(live: Live, page: Page) -> N
     page.goto(f"{live.url}/app/invoices/{live.ids['A-1001']}")
     expect(page.locator("#messages details")).to_have_count(1)
     shot(page, "07-invoice-after-send")
+    assert refused == []

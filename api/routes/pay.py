@@ -5,24 +5,18 @@ provider's hosted page: point ``ARFLOW_PAY_LINK_TEMPLATE`` at it. The link carri
 
 from __future__ import annotations
 
-import hmac
 from html import escape
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import ApiError
+from api.pages import public_page, unknown_link
 from arflow.messages.render import local_date, money
 from models import Customer, Invoice
 from models.reference import invoice_id_of
 
 router = APIRouter(tags=["customers"], include_in_schema=False)
-
-PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 34em; margin: 3em auto; line-height: 1.5">
-{content}</body></html>"""
 
 
 @router.get("/pay/{reference}", response_class=HTMLResponse)
@@ -30,12 +24,12 @@ def pay_page(
     reference: str, session: SessionDep, settings: SettingsDep, t: str = Query(default="")
 ) -> HTMLResponse:
     invoice_id = invoice_id_of(reference)
-    if invoice_id is None or not hmac.compare_digest(t, settings.pay_token(reference)):
-        raise ApiError(404, "not_found", "unknown payment link")
+    if invoice_id is None or not settings.link_token_valid("pay", reference, t):
+        return unknown_link("unknown payment link")
     invoice = session.get(Invoice, invoice_id)
     customer = session.get(Customer, invoice.customer_id) if invoice else None
     if invoice is None or customer is None:
-        raise ApiError(404, "not_found", "unknown payment link")
+        return unknown_link("unknown payment link")
     loc = customer.locale
     title = f"Invoice {escape(invoice.number)}"
     if invoice.balance_minor <= 0 or invoice.status in ("paid", "credited", "cancelled"):
@@ -52,4 +46,4 @@ def pay_page(
             f"<br>Reference: <strong>{escape(grouped)}</strong></p>"
             "<p>With this reference your payment is matched to the invoice automatically.</p>"
         )
-    return HTMLResponse(PAGE.format(lang=escape(loc[:2]), title=title, content=content))
+    return public_page(f"Invoice {invoice.number}", content, lang=loc)

@@ -25,7 +25,8 @@ def verify_signature(secret: str, header: str | None, body: bytes, tolerance: in
     if abs(time.time() - stamp) > tolerance:
         raise Unauthenticated(f"signature timestamp outside {tolerance} s", code="bad_signature")
     expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, sig) for sig in parts.get("v1", [])):
+    # Bytes: compare_digest raises on non-ASCII str (a header may carry any latin-1 text).
+    if not any(hmac.compare_digest(expected.encode(), sig.encode()) for sig in parts.get("v1", [])):
         raise Unauthenticated("signature does not match", code="bad_signature")
 
 
