@@ -39,6 +39,7 @@ from temporalio.api.history.v1 import (
 )
 from temporalio.api.update.v1 import Input, Meta, Outcome, Request
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -703,6 +704,7 @@ class _NoVisibility:
     """A server without any workflow list: runs ``r1`` -> ``r2`` -> ``r3`` by continue-as-new."""
 
     namespace = "default"
+    data_converter = DataConverter.default  # no codec: the history is read as it is
 
     def __init__(self) -> None:
         self.workflow_service = self
