@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -81,10 +82,8 @@ def workflow_classes() -> dict[str, type]:
 
 
 CLASSES = workflow_classes()
-REPLAYER = Replayer(
-    workflows=list(CLASSES.values()),
-    data_converter=data_converter(Settings(environment="test", codec_keys=CODEC_KEYS)),
-)
+CONVERTER = data_converter(Settings(environment="test", codec_keys=CODEC_KEYS))
+REPLAYER = Replayer(workflows=list(CLASSES.values()), data_converter=CONVERTER)
 
 
 def type_of(path: Path) -> str | None:
@@ -155,6 +154,49 @@ def test_every_workflow_type_has_a_saved_history() -> None:
         "then save it: python -m tests.test_replay_all --save <name>. Histories are what "
         'catch a change that needs workflow.patched("<id>").'
     )
+
+
+# -- the guard guards: a changed workflow fails, the same change under patched() replays ------
+
+
+@workflow.defn(name="SendNowJobWorkflow", sandboxed=False)
+class _JobCountingFirst:
+    """SendNowJobWorkflow with an activity added before its one activity."""
+
+    guarded = False
+
+    @workflow.run
+    async def run(self, job_id: int) -> None:
+        if not self.guarded or workflow.patched("job-count-items"):
+            await workflow.execute_activity(
+                "count_job_items", job_id, start_to_close_timeout=timedelta(minutes=1)
+            )
+        await workflow.execute_activity(
+            "run_send_now_job", job_id, start_to_close_timeout=timedelta(hours=2)
+        )
+
+
+@workflow.defn(name="SendNowJobWorkflow", sandboxed=False)
+class _JobCountingFirstPatched(_JobCountingFirst):
+    guarded = True
+
+    @workflow.run
+    async def run(self, job_id: int) -> None:
+        await super().run(job_id)
+
+
+async def test_a_changed_workflow_fails_with_the_patched_advice() -> None:
+    path = HISTORIES / "job-send-now.json"
+    changed = Replayer(workflows=[_JobCountingFirst], data_converter=CONVERTER)
+    result = await changed.replay_workflow(load(path), raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, workflow.NondeterminismError), result.replay_failure
+    message = broken(path, result.replay_failure)
+    assert "'run_send_now_job' does not match activity type of activity command" in message
+    assert message.startswith("job-send-now.json: ") and 'workflow.patched("<id>")' in message
+    assert "python -m tests.test_replay_all --save job-send-now" in message
+
+    guarded = Replayer(workflows=[_JobCountingFirstPatched], data_converter=CONVERTER)
+    assert (await guarded.replay_workflow(load(path))).replay_failure is None
 
 
 # -- the scenarios the histories are saved from ------------------------------------------------
