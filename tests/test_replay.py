@@ -115,7 +115,8 @@ async def test_a_fresh_ladder_history_replays(
     assert result.replay_failure is None
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("v*-*.json"))  # the invoice's; the others: test_replay_all, ids=lambda p: p.name)
+# The invoice's histories (v1-, v2-, ...); the other workflow types replay in test_replay_all.
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("v*-*.json")), ids=lambda p: p.name)
 async def test_saved_histories_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await REPLAYER.replay_workflow(history)
