@@ -112,6 +112,9 @@ class AgencyDeliveryError(ApplicationError):
     def __init__(self, message: str, retry_after: timedelta | None = None) -> None:
         super().__init__(message, type=type(self).__name__, next_retry_delay=retry_after)
 
+    def __str__(self) -> str:
+        return self.message  # without the type ApplicationError puts first: the task says it
+
 
 def retry_after(headers: httpx.Headers) -> timedelta | None:
     """A ``Retry-After`` in seconds, between 1 second and 10 minutes (a date is ignored)."""

@@ -4,7 +4,10 @@ Both implement ``arflow.messages.channels.Channel`` and map every way a request 
 delivery rule in ``activities.channels``: accepted (a ``DeliveryResult`` with the provider's
 message id), ``TransientDeliveryError`` (known not accepted: connection failed before the
 request went out, 429, 5xx), ``PermanentDeliveryError`` (any other 4xx) or
-``AmbiguousDeliveryError`` (the request went out, no answer: timeout, connection reset). Neither
+``AmbiguousDeliveryError`` (the request went out, no answer: timeout, connection reset). A 429's
+(or 503's) ``Retry-After`` becomes the error's ``next_retry_delay``, so Temporal's retry waits
+for it instead of the policy's backoff (Twilio's SDK drops the headers from its exception:
+``_TwilioHttp`` keeps them). Neither
 SDK retries on its own here (SendGrid's client uses urllib without retries; Twilio's uses
 ``requests`` with its default of no retries), so one ``deliver`` is at most one request.
 

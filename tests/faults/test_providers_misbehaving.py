@@ -32,7 +32,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from models import AgencyPlacement, Invoice, Task
-from tests.conftest import Harness, harness
+from tests.conftest import API_KEYS, Harness, harness
 from tests.faults.fakes import (
     Answer,
     MisbehavingProvider,
@@ -42,6 +42,7 @@ from tests.faults.fakes import (
     too_many,
 )
 from tests.test_agency import SECRET, _create_agency
+from tests.test_web import CSRF_IN_FORM
 
 TIMEOUT = 0.5  # provider_timeout_seconds and agency_timeout_seconds: a late answer is 1.5 s
 PROVIDERS: dict[str, Any] = {
@@ -50,9 +51,9 @@ PROVIDERS: dict[str, Any] = {
     "twilio_account_sid": "AC" + "0" * 32,
     "twilio_auth_token": "twilio-test-token",
     "twilio_from": "+15005550006",
-    "public_url": "https://arflow.example.com",
     "provider_timeout_seconds": TIMEOUT,
     "agency_timeout_seconds": TIMEOUT,
+    "session_secret": "test-session-secret",  # the web worklist
 }
 PATHS = {"email": "/v3/mail/send", "sms": f"/2010-04-01/Accounts/{'AC' + '0' * 32}/Messages.json"}
 
@@ -184,6 +185,20 @@ async def test_no_answer_after_sending_is_uncertain_and_never_resent(
     assert [(t["invoice_id"], t["data"]["outbox_id"]) for t in listed.json()] == [
         (inv["id"], row.id)
     ]
+    page = await web_worklist(h)
+    assert "delivery_uncertain" in page and f'href="/app/invoices/{inv["id"]}"' in page
+
+
+async def web_worklist(h: Harness) -> str:
+    """The worklist page a viewer sees, signed in through the login form."""
+    form = await h.http.get("/app/login")
+    token = CSRF_IN_FORM.search(form.text)
+    assert token, form.text
+    data = {"api_key": API_KEYS["viewer"], "csrf_token": token[1], "next": "/app/worklist"}
+    assert (await h.http.post("/app/login", data=data)).status_code == 303
+    page = await h.http.get("/app/worklist")
+    assert page.status_code == 200
+    return page.text
 
 
 # -- the agency webhook ----------------------------------------------------------------------
