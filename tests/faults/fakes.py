@@ -99,7 +99,9 @@ class MisbehavingProvider:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                got = Received("POST", self.path, dict(self.headers.items()), body, time.monotonic())
+                got = Received(
+                    "POST", self.path, dict(self.headers.items()), body, time.monotonic()
+                )
                 answer = fake._take(got)
                 if answer.reset:
                     self._reset()

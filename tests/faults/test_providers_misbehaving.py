@@ -288,3 +288,27 @@ async def test_the_agency_saying_too_many_is_retried_after_retry_after(
     assert len(placements(fake)) == 1, "retried before Retry-After"
     await h.env.sleep(timedelta(minutes=5))
     assert_placed_once(h, fake, inv["id"], 2)
+
+
+async def test_a_recall_without_an_answer_is_retried_as_the_same_request(
+    world: tuple[Harness, MisbehavingProvider],
+) -> None:
+    h, fake = world
+    fake.default = AGENCY_TAKES
+    inv = await escalating(h, fake)
+    fake.answer(reset())
+    resp = await h.post(f"/v1/invoices/{inv['id']}/agency/recall", {"reason": "paid us direct"})
+    assert resp.status_code == 200, resp.text
+    recalls = [r for r in fake.requests if r.path == "/arflow/placements"][1:]
+    assert len(recalls) == 2
+    assert {r.headers["Idempotency-Key"] for r in recalls} == {f"invoice-{inv['id']}-recall"}
+    assert len({r.body for r in recalls}) == 1, "a retry is not the same request"
+    assert len([r for r in fake.accepted if json.loads(r.body)["type"] == "recall"]) == 1
+    with Session(h.engine) as s:
+        [placement] = s.exec(
+            select(AgencyPlacement).where(AgencyPlacement.invoice_id == inv["id"])
+        ).all()
+    assert placement.status == "recalled"
+    assert len(kinds(h, inv["id"], "agency_recalled")) == 1
+    [task] = tasks(h, inv["id"], "agency_recall_failed")
+    assert task.status == "done"
