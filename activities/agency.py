@@ -3,12 +3,15 @@ end a placement.
 
 Thin adapters: they open a session and call ``arflow.agency.escalation`` with the adapter
 factory (``arflow.agency.placement``: a drop folder, a signed webhook). A failure of the
-agency raises, and Temporal retries with backoff (the domain puts a task on the worklist the
-first time); an unknown invoice or outcome fails for good.
+agency raises, and Temporal retries with backoff, or after the agency's ``Retry-After`` (the
+domain puts a task on the worklist the first time); an unknown invoice or outcome fails for
+good. Every attempt sends the same request: its timestamp is the activity's first scheduled
+time, so the agency's ``Idempotency-Key`` dedupes a retry after a lost answer.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -20,6 +23,12 @@ from arflow.config import Settings
 from arflow.db import SessionFactory
 from arflow.errors import Invalid
 from workflows.types import EndPlacementInput, EscalateInput
+
+
+def first_scheduled() -> datetime | None:
+    """When Temporal first scheduled the running activity: the same on every retry (None
+    outside an activity: the domain takes the current time)."""
+    return activity.info().scheduled_time if activity.in_activity() else None
 
 
 class AgencyActivities:
@@ -46,7 +55,7 @@ class AgencyActivities:
     def escalate(self, inp: EscalateInput) -> None:
         """Hand the invoice to its agency and record the placement (once)."""
         with self.sessions() as session, not_found_is_final():
-            escalation.escalate(session, self.adapter_for, inp)
+            escalation.escalate(session, self.adapter_for, inp, first_scheduled())
 
     @activity.defn(name="end_placement")
     def end_placement(self, inp: EndPlacementInput) -> None:
@@ -55,7 +64,7 @@ class AgencyActivities:
         with final_on(Invalid, "InvalidInput"):
             escalation.check_outcome(inp.outcome)
         with self.sessions() as session, not_found_is_final():
-            escalation.end_placement(session, self.adapter_for, inp)
+            escalation.end_placement(session, self.adapter_for, inp, first_scheduled())
 
     def all(self) -> list[Any]:
         return [self.escalate, self.end_placement]

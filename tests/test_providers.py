@@ -490,6 +490,20 @@ def test_twilio_errors_map_to_the_delivery_rule(
         assert caught.value.code is not None
 
 
+def test_twilio_too_many_requests_carries_retry_after(fake: FakeProvider) -> None:
+    """Twilio's exception drops the answer's headers; the retry still waits for Retry-After."""
+    answer = twilio_error(429, 20429, "Too Many Requests")
+    answer.headers["Retry-After"] = "42"
+    fake.answer(answer)
+    with pytest.raises(TransientDeliveryError) as caught:
+        twilio(fake.url).deliver(message("sms"))
+    assert caught.value.next_retry_delay == timedelta(seconds=42)
+    fake.answer(twilio_error(503, 20503, "Service Unavailable"))  # no header: the backoff
+    with pytest.raises(TransientDeliveryError) as caught:
+        twilio(fake.url).deliver(message("sms"))
+    assert caught.value.next_retry_delay is None
+
+
 def test_twilio_unreachable_is_transient() -> None:
     with pytest.raises(TransientDeliveryError):
         twilio(closed_port_url(), timeout=0.5).deliver(message("sms"))

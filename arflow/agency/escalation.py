@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 from sqlmodel import Session, col, select
@@ -54,9 +55,15 @@ def _invoice(session: Session, invoice_id: int) -> Invoice:
     return invoice
 
 
-def escalate(session: Session, adapter_for: AdapterFactory, inp: EscalateInput) -> None:
+def escalate(
+    session: Session,
+    adapter_for: AdapterFactory,
+    inp: EscalateInput,
+    placed_at: datetime | None = None,
+) -> None:
     """Hand the invoice to its agency and record the placement (once). ``NotFound`` when the
-    invoice does not exist."""
+    invoice does not exist. ``placed_at``: the same on every attempt (the activity's first
+    scheduled time), so a retry sends the agency the same body under the same key."""
     invoice = _invoice(session, inp.invoice_id)
     if placement_of(session, inp.invoice_id) is not None:
         return  # a retry of an attempt that committed
@@ -70,6 +77,7 @@ def escalate(session: Session, adapter_for: AdapterFactory, inp: EscalateInput) 
         lambda: adapter_for(agency_to_place_with(session, inp.agency)),
     )
     now = utcnow()
+    placed_at = placed_at or now
     request = PlacementRequest(
         invoice_id=inp.invoice_id,
         invoice_number=invoice.number,
@@ -81,7 +89,7 @@ def escalate(session: Session, adapter_for: AdapterFactory, inp: EscalateInput) 
         amount_minor=inp.balance_minor,
         currency=inp.currency,
         due_date=invoice.due_date.isoformat(),
-        placed_at=now,
+        placed_at=placed_at,
         stage=inp.stage,
     )
     reference = _guarded(
@@ -100,7 +108,7 @@ def escalate(session: Session, adapter_for: AdapterFactory, inp: EscalateInput) 
             amount_minor=inp.balance_minor,
             currency=inp.currency,
             reference=reference,
-            placed_at=now,
+            placed_at=placed_at,
         )
     )
     record_skipped(session, inp.invoice_id, inp.skipped, "escalation was already due")
@@ -131,10 +139,16 @@ def check_outcome(outcome: str) -> None:
         raise Invalid(f"unknown placement outcome {outcome!r}")
 
 
-def end_placement(session: Session, adapter_for: AdapterFactory, inp: EndPlacementInput) -> None:
+def end_placement(
+    session: Session,
+    adapter_for: AdapterFactory,
+    inp: EndPlacementInput,
+    recalled_at: datetime | None = None,
+) -> None:
     """The agency no longer works the invoice: record it (once) and, on a recall
     (``notify``), tell the agency first. ``NotFound`` when the invoice does not exist (the
-    outcome is checked first, with ``check_outcome``)."""
+    outcome is checked first, with ``check_outcome``). ``recalled_at``: as ``placed_at`` of
+    ``escalate``."""
     if already_recorded(session, inp.invoice_id, ENDED_KEY):
         return  # a retry of an attempt that committed
     invoice = _invoice(session, inp.invoice_id)
@@ -148,7 +162,7 @@ def end_placement(session: Session, adapter_for: AdapterFactory, inp: EndPlaceme
             invoice_number=invoice.number,
             reference=reference,
             reason=inp.reason,
-            recalled_at=utcnow(),
+            recalled_at=recalled_at or utcnow(),
         )
         _guarded(
             session,

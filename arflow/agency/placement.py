@@ -1,5 +1,17 @@
 """Placing an invoice with a collection agency: the adapters (a signed JSON webhook or a
-file drop), the signature agencies check, and the placement record."""
+file drop), the signature agencies check, and the placement record.
+
+**When the agency misbehaves.** Unlike the email and SMS providers, an agency gets an
+``Idempotency-Key`` (``invoice-<id>-placement`` / ``-recall``), so every failure may be
+retried, the ones where the agency may already have acted too (no answer within the
+timeout, the connection reset after the request went out): the agency answers a key it has
+seen with what it did the first time and places nothing twice. That holds only if a retry
+is the *same* request: the body must not change between attempts (an agency following the
+IETF Idempotency-Key draft refuses a reused key with another body, 422), so its timestamps
+(``placed_at``, ``recalled_at``) are the time the activity was first scheduled, not the
+attempt's. A 429 or 503 with ``Retry-After`` is retried no earlier than it says
+(``AgencyDeliveryError.next_retry_delay``); any other failure after the workflow's backoff.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +25,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -93,8 +105,24 @@ class AgencyAdapter(Protocol):
         ...
 
 
-class AgencyDeliveryError(Exception):
-    """The agency did not take a placement or recall (Temporal retries the activity)."""
+class AgencyDeliveryError(ApplicationError):
+    """The agency did not take a placement or recall: Temporal retries the activity (after
+    ``retry_after``, the agency's ``Retry-After``, when it gave one)."""
+
+    def __init__(self, message: str, retry_after: timedelta | None = None) -> None:
+        super().__init__(message, type=type(self).__name__, next_retry_delay=retry_after)
+
+    def __str__(self) -> str:
+        return self.message  # without the type ApplicationError puts first: the task says it
+
+
+def retry_after(headers: httpx.Headers) -> timedelta | None:
+    """A ``Retry-After`` in seconds, between 1 second and 10 minutes (a date is ignored)."""
+    try:
+        seconds = int(headers.get("Retry-After", "").strip())
+    except ValueError:
+        return None
+    return timedelta(seconds=min(max(seconds, 1), 600))
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -275,7 +303,8 @@ class WebhookAgencyAdapter:
             # The status only: what the agency wrote back is not ours to store or log.
             raise AgencyDeliveryError(
                 f"agency {self.name!r} answered {resp.status_code} to the {kind} of invoice "
-                f"{invoice_id}"
+                f"{invoice_id}",
+                retry_after(resp.headers) if resp.status_code in (429, 503) else None,
             )
         try:
             return resp.json()

@@ -4,7 +4,10 @@ Both implement ``arflow.messages.channels.Channel`` and map every way a request 
 delivery rule in ``activities.channels``: accepted (a ``DeliveryResult`` with the provider's
 message id), ``TransientDeliveryError`` (known not accepted: connection failed before the
 request went out, 429, 5xx), ``PermanentDeliveryError`` (any other 4xx) or
-``AmbiguousDeliveryError`` (the request went out, no answer: timeout, connection reset). Neither
+``AmbiguousDeliveryError`` (the request went out, no answer: timeout, connection reset). A 429's
+(or 503's) ``Retry-After`` becomes the error's ``next_retry_delay``, so Temporal's retry waits
+for it instead of the policy's backoff (Twilio's SDK drops the headers from its exception:
+``_TwilioHttp`` keeps them). Neither
 SDK retries on its own here (SendGrid's client uses urllib without retries; Twilio's uses
 ``requests`` with its default of no retries), so one ``deliver`` is at most one request.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import threading
 import urllib.error
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -202,9 +206,8 @@ class TwilioSmsChannel:
         self.from_ = from_
         self.public_url = public_url.rstrip("/")
         self.timeout = timeout
-        self.client = TwilioClient(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout)
-        )
+        self.http = _TwilioHttp(timeout=timeout)
+        self.client = TwilioClient(account_sid, auth_token, http_client=self.http)
         self.client.api.base_url = base_url.rstrip("/")
 
     @classmethod
@@ -249,7 +252,10 @@ class TwilioSmsChannel:
             status, code = int(exc.status), exc.code
             if status == 429 or status >= 500 or status == 408:
                 raise TransientDeliveryError(
-                    f"Twilio answered {status}: {exc.msg}"[:480], status=status, code=code
+                    f"Twilio answered {status}: {exc.msg}"[:480],
+                    status=status,
+                    code=code,
+                    retry_after=_retry_after(self.http.last_headers()),
                 ) from exc
             raise PermanentDeliveryError(
                 f"Twilio answered {status} (code {code}): {exc.msg}"[:480],
@@ -274,6 +280,26 @@ class TwilioSmsChannel:
             extra={"outbox_id": message.outbox_id, "provider_id": provider_id},
         )
         return DeliveryResult(provider_id=provider_id)
+
+
+class _TwilioHttp(TwilioHttpClient):
+    """Twilio's HTTP client, keeping the headers of the last answer on this thread: a
+    ``TwilioRestException`` drops them, and a 429's ``Retry-After`` is there. Thread-local,
+    since the activity threads share one client."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._answers = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self._answers.headers = None
+        response = super().request(*args, **kwargs)
+        self._answers.headers = response.headers
+        return response
+
+    def last_headers(self) -> Any:
+        """The headers of this thread's last answer (None: no answer came)."""
+        return getattr(self._answers, "headers", None)
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:

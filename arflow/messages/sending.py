@@ -7,7 +7,8 @@ retried activity finds it and answers the same outcome instead of acting twice.
 
 Delivery rule for providers (email, SMS): the outbox row is committed as ``queued`` *before*
 the provider is called. An error known not to have been accepted (connection refused, 429,
-5xx) is retried by Temporal's retry policy; a refusal for good (4xx) marks the row ``failed``
+5xx) is retried by Temporal's retry policy (after the provider's ``Retry-After`` when it gave
+one); a refusal for good (4xx) marks the row ``failed``
 and the workflow falls back to the next channel; a request that went out and got no answer
 marks the row ``uncertain``: never resent automatically (neither provider has an idempotency
 key for sends), a task asks a specialist to check, and the provider's event webhook settles it.
