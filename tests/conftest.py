@@ -58,8 +58,13 @@ PG_URL = os.environ.get(
 DATABASES = [
     d for d in os.environ.get("ARFLOW_TEST_DATABASES", "sqlite,postgresql").split(",") if d
 ]
-API_KEYS = {"admin": "test-admin", "specialist": "test-specialist", "viewer": "test-viewer"}
-WEBHOOK_SECRET = "test-webhook-secret"
+# As long as production requires (32 characters), so a test may run the harness as production.
+API_KEYS = {
+    "admin": "test-admin-key-0123456789abcdefghijklmn",
+    "specialist": "test-specialist-key-0123456789abcdefghi",
+    "viewer": "test-viewer-key-0123456789abcdefghijklm",
+}
+WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdefgh"
 # Two AES-256 keys for tests that switch the payload codec on (``codec_keys=CODEC_KEYS``).
 CODEC_KEY_OLD = "k0:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 CODEC_KEY_NEW = "k1:" + "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="

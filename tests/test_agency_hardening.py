@@ -96,7 +96,8 @@ async def prod(
         tmp_path,
         with_worker=False,
         environment="production",
-        session_secret="production-session-secret-0123",
+        session_secret="production-session-secret-0123456789abcdef",
+        link_secret="production-link-secret-0123456789abcdefghij",
         codec_keys="k1:" + "A" * 43 + "=",
     ) as h:
         yield h
