@@ -432,7 +432,9 @@ class Settings(BaseSettings):
 
 def _link_mac(secret: str, purpose: str, message: str) -> str:
     key = hashlib.sha256(f"link:{purpose}:".encode() + secret.encode()).digest()
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
+    # 128 bits in base64url (22 characters, not 32 in hex): the pay link fits an SMS whole.
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 @lru_cache

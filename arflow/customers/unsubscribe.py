@@ -14,7 +14,9 @@ from arflow.errors import NotFound
 from models import Customer
 
 UNKNOWN = "unknown unsubscribe link"
-_TOKEN = re.compile(r"(?P<customer>[0-9]{1,18})\.(?P<signed>[A-Za-z0-9_-]{1,16}\.[0-9a-f]{1,64})")
+_TOKEN = re.compile(
+    r"(?P<customer>[0-9]{1,18})\.(?P<signed>[A-Za-z0-9_-]{1,16}\.[A-Za-z0-9_-]{1,64})"
+)
 
 
 def unsubscribe_token(settings: Settings, customer_id: int) -> str:
