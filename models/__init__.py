@@ -6,7 +6,14 @@ from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.contact import ContactBlock
 from models.customer import Customer
-from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
+from models.invoice import (
+    AgencyPlacement,
+    Invoice,
+    InvoiceCommand,
+    InvoiceEvent,
+    OutboxMessage,
+    Payment,
+)
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
 from models.profile import CustomerEvent, UnbilledOrder
@@ -26,6 +33,7 @@ __all__ = [
     "DunningPolicy",
     "Invoice",
     "InvoiceCharge",
+    "InvoiceCommand",
     "InvoiceEvent",
     "Job",
     "JobItem",

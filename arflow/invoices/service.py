@@ -16,6 +16,7 @@ from arflow import gateway
 from arflow.config import Settings
 from arflow.customers.segments import policy_for_customer
 from arflow.errors import DomainError, conflict, not_found, unprocessable
+from arflow.invoices.commands import record_command
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent
@@ -336,11 +337,14 @@ async def run_update(
 
     The workflow's validator or handler refuses with a reason: 409 for the invoice's state,
     422 for the request. With an ``Idempotency-Key``, the key is the update's id, so a double
-    click (or a retry) is applied once and answered with the first outcome.
+    click (or a retry) is applied once and answered with the first outcome. The request is
+    recorded first (``record_command``): the workflow applies no update that carries money
+    or state unless it was recorded so, i.e. none sent to Temporal past this function.
     """
     invoice = get_invoice(session, invoice_id)
     if invoice.status in CLOSED_STATUSES:
         raise conflict(f"invoice {invoice_id} is already {invoice.status}")
+    request = record_command(session, invoice_id, update, request)
     state = await gateway.update_invoice(
         client,
         settings,
