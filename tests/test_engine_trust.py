@@ -125,7 +125,8 @@ async def test_a_real_payment_id_with_a_forged_amount_applies_the_stored_amount(
     assert (state.status, state.balance_minor) == ("open", 100_000)
     assert stored_invoice(h, c.id).balance_minor == 100_000
     with Session(h.engine) as s:
-        assert (s.get(Payment, payment_id) or Payment()).status == "applied"
+        row = s.get(Payment, payment_id)
+        assert row is not None and row.status == "applied"
 
 
 # -- updates ---------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ async def run_trust_lifecycle(
         )
         assert promised.status_code == 200, promised.text
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(InvoiceWorkflow.cancel, CancelRequest("x", "mallory"))
+            await handle.execute_update("cancel", CancelRequest("x", "mallory"))
         await env.sleep(timedelta(days=2))
         await signed_payment(h, invoice_id=inv["id"], amount_minor=100_000)
         assert (await handle.result()).status == "paid"

@@ -36,7 +36,7 @@ def record_command(session: Session, invoice_id: int, name: str, request: R) -> 
     )
     session.add(row)
     session.commit()
-    return replace(data, command_id=row.id)  # type: ignore[no-any-return]
+    return replace(data, command_id=row.id)
 
 
 def check_command(session: Session, inp: CheckCommandInput) -> CommandCheck:
