@@ -313,6 +313,11 @@ class InvoiceCommand(SQLModel, table=True):
     fingerprint: str = Field(max_length=64, description="sha256 of the request's canonical JSON")
     actor: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    used_by: str | None = Field(
+        default=None,
+        max_length=120,
+        description="the workflow's key for the one time it applied the command",
+    )
 
 
 class AgencyPlacement(SQLModel, table=True):

@@ -194,6 +194,23 @@ async def test_an_update_past_the_api_with_a_forged_credit_is_refused_and_record
 
 async def test_a_cancel_or_promise_past_the_api_is_refused(h: Harness) -> None:
     c = await new_case(h)
+    promised = {"promised_date": c.due.isoformat(), "amount_minor": 50_000}
+    resp = await c.act("/promise", promised)
+    assert resp.status_code == 200, resp.text
+    # The recorded promise sent again past the API, its command id and all: applied once.
+    with Session(h.engine) as s:
+        (row,) = s.exec(select(InvoiceCommand).where(InvoiceCommand.name == "promise")).all()
+    again = PromiseRequest(
+        promised_date=c.due.isoformat(),
+        amount_minor=50_000,
+        actor=row.actor,
+        note="",
+        command_id=row.id,
+    )
+    assert fingerprint(again) == row.fingerprint
+    with pytest.raises(WorkflowUpdateFailedError) as exc:
+        await handle_of(c).execute_update("promise", again)
+    assert "applied already" in refusal(exc).message
     with pytest.raises(WorkflowUpdateFailedError) as exc:
         await handle_of(c).execute_update("cancel", CancelRequest(reason="x", actor="mallory"))
     refusal(exc)
@@ -202,11 +219,12 @@ async def test_a_cancel_or_promise_past_the_api_is_refused(h: Harness) -> None:
         await handle_of(c).execute_update("promise", promise)
     refusal(exc)
     assert [e.data["command"] for e in h.events(c.id) if e.kind == "command_rejected"] == [
+        "promise",
         "cancel",
         "promise",
     ]
     state = await c.state()
-    assert (state.status, state.hold) == ("open", None)
+    assert (state.status, state.hold) == ("open", "promise")
     # The API's cancellation still works.
     resp = await c.act("/cancel", {"reason": "issued in error"})
     assert resp.status_code == 200, resp.text

@@ -535,7 +535,7 @@ class InvoiceWorkflow:
                 name=name,
                 command_id=getattr(request, "command_id", None),
                 fingerprint=trust.fingerprint(request),
-                dedupe_key=f"command:{name}:{workflow.uuid4()}:rejected",
+                key=f"command:{name}:{workflow.uuid4()}",
             ),
             result_type=CommandCheck,
             start_to_close_timeout=ACTIVITY_TIMEOUT,

@@ -389,7 +389,7 @@ class CheckCommandInput:
     name: str
     command_id: int | None
     fingerprint: str
-    dedupe_key: str  # of the ``command_rejected`` event, when refused
+    key: str  # this application's: a command is applied once (a retry of it has the same key)
 
 
 @dataclass

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column('fingerprint', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column('actor', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('used_by', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True),
         sa.ForeignKeyConstraint(['invoice_id'], ['invoices.id']),
         sa.PrimaryKeyConstraint('id'),
     )

@@ -41,8 +41,9 @@ def record_command(session: Session, invoice_id: int, name: str, request: R) -> 
 
 def check_command(session: Session, inp: CheckCommandInput) -> CommandCheck:
     """Whether the update the workflow is about to apply is one the domain recorded: a row
-    with its id, invoice, name and fingerprint. When it is not, a ``command_rejected`` event
-    says which and why (once per ``dedupe_key``)."""
+    with its id, invoice, name and fingerprint, not applied before (the row keeps the key of
+    its one application, so a retry of this check passes and a replay of the update does
+    not). When it is not, a ``command_rejected`` event says which and why."""
     row = session.get(InvoiceCommand, inp.command_id) if inp.command_id is not None else None
     if row is None:
         reason = "no recorded command" if inp.command_id is None else "unknown command"
@@ -52,15 +53,21 @@ def check_command(session: Session, inp: CheckCommandInput) -> CommandCheck:
         reason = f"the command was recorded as {row.name}"
     elif row.fingerprint != inp.fingerprint:
         reason = "the request differs from the one recorded"
+    elif row.used_by not in (None, inp.key):
+        reason = "the command was applied already"
     else:
+        row.used_by = inp.key
+        session.add(row)
+        session.commit()
         return CommandCheck()
-    if not already_recorded(session, inp.invoice_id, inp.dedupe_key):
+    key = f"{inp.key}:rejected"
+    if not already_recorded(session, inp.invoice_id, key):
         add_event(
             session,
             inp.invoice_id,
             "command_rejected",
             {"command": inp.name, "command_id": inp.command_id, "reason": reason},
-            dedupe_key=inp.dedupe_key,
+            dedupe_key=key,
         )
-        commit_once(session, inp.invoice_id, inp.dedupe_key)
+        commit_once(session, inp.invoice_id, key)
     return CommandCheck(reason=reason)
