@@ -465,8 +465,12 @@ class InvoiceWorkflow:
     async def _stored_payment(self, payment_id: int) -> PaymentSignal | None:
         """The payment a signal names, as stored: its amount, currency, kind and date come
         from our database, never from the signal (which anyone who reaches Temporal can
-        send). None when it is refused; the activity recorded why."""
-        loaded: LoadedPayment = await workflow.execute_local_activity(
+        send). None when it is refused; the activity recorded why.
+
+        A regular activity, not a local one: a local activity runs again when its workflow
+        task is retried, and by then ``record_payment`` has marked the payment applied, so
+        the second look would refuse the payment the first one took."""
+        loaded: LoadedPayment = await workflow.execute_activity(
             "load_payment",
             LoadPaymentInput(invoice_id=self.inp.invoice_id, payment_id=payment_id),
             result_type=LoadedPayment,

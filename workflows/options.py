@@ -13,7 +13,6 @@ PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 SLOW_ACTIVITIES = frozenset({"escalate", "end_placement", "open_legal"})
 LOCAL_ACTIVITIES = frozenset(
     {
-        "load_payment",
         "check_command",
         "record_payment",
         "record_closed",
