@@ -154,8 +154,9 @@ def test_a_saved_history_takes_the_trusted_paths() -> None:
     """The v3 history was made with both patches on, so its replay runs the new code."""
     (path,) = HISTORIES.glob("v3-*.json")
     # Patch markers and local activities are markers whose details are base64 payloads.
-    found = re.findall(r'"data": ?"([A-Za-z0-9+/=]+)"', path.read_text())
-    text = "\n".join(base64.b64decode(d).decode(errors="replace") for d in found)
+    raw = path.read_text()
+    found = re.findall(r'"data": ?"([A-Za-z0-9+/=]+)"', raw)
+    text = "\n".join([raw, *(base64.b64decode(d).decode(errors="replace") for d in found)])
     for needle in (PAYMENTS_FROM_ROWS, RECORDED_COMMANDS, "load_payment", "check_command"):
         assert needle in text, needle
 
