@@ -289,7 +289,7 @@ async def test_kill_worker_and_server_repeatedly(
 async def _run(h: Harness, chaos: Chaos, fake: FakeProvider, rng: random.Random) -> None:
     started = time.monotonic()
     chaos.start_worker()
-    lead = 20 + N * 0.04  # the import's time, with slack
+    lead = 15 + N * 0.15  # the import takes about 0.12 s an invoice here
     first_due = datetime.now(UTC) + timedelta(seconds=lead)
     ids = await create_invoices(h, chaos.tmp, first_due)
     t_import = time.monotonic() - started
@@ -346,10 +346,18 @@ async def _run(h: Harness, chaos: Chaos, fake: FakeProvider, rng: random.Random)
         with Session(h.engine) as s:
             return all(p.status == "applied" for p in s.exec(select(Payment)).all())
 
-    await _poll("every due step decided", all_decided, CATCH_UP)
-    await _poll("every payment applied", all_applied, 120)
+    timed_out = []  # the figures are taken all the same: what is undecided counts as lost
+    for what, ok, seconds in (
+        ("every due step decided", all_decided, CATCH_UP),
+        ("every payment applied", all_applied, 120.0),
+    ):
+        try:
+            await _poll(what, ok, seconds)
+        except AssertionError as exc:
+            timed_out.append(str(exc))
     await asyncio.sleep(3)  # a duplicate, if any, would show up now
     figures = await _check(h, chaos, fake, payments, ids, full, due)
+    figures["problems"] = timed_out + figures["problems"]
     figures["seconds"] = round(time.monotonic() - started)
     figures["chaos_seconds"] = round(t_chaos)
     line = (
