@@ -88,6 +88,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os._exit(_exit_status[0])
 
 
+# -- the fault suite (tests/faults/): only when asked ------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fault", action="store_true", help="run the fault suite (also ARFLOW_FAULT_SUITE=1)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault suite kills processes for minutes: ``make fault-suite`` runs it, not
+    ``make test``."""
+    if config.getoption("--fault") or os.environ.get("ARFLOW_FAULT_SUITE") == "1":
+        return
+    skip = pytest.mark.skip(reason="the fault suite: make fault-suite (or --fault)")
+    for item in items:
+        if item.get_closest_marker("fault"):
+            item.add_marker(skip)
+
+
 # -- databases -----------------------------------------------------------------------------
 
 
