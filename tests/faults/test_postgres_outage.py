@@ -1,0 +1,243 @@
+"""PostgreSQL goes away mid-run and comes back: the API answers 503 with the JSON error body
+while it is away, activities are retried by Temporal, and afterwards every due reminder went out
+exactly once and every payment was applied once.
+
+PostgreSQL on the test machines is shared and must never be stopped: each test gets a database
+of its own, reached through a TCP proxy (``tests/faults/proxy.py``) that plays the outage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+from temporalio.testing import WorkflowEnvironment
+
+from arflow.db import make_engine
+from arflow.migrate import upgrade
+from models import Invoice, OutboxMessage, Payment
+from models.invoice import InvoiceEvent
+from tests.conftest import PG_URL, Harness, _pg_available, harness
+from tests.faults.proxy import ProxyThread
+from tests.webhook import signed_payment
+
+pytestmark = [pytest.mark.postgres, pytest.mark.devserver, pytest.mark.slow, pytest.mark.fault]
+
+N = 30
+STEPS = ["s0", "s10", "s20", "s40"]
+AMOUNT = 120_000
+PART = 50_000
+OUTAGE_SECONDS = 30
+
+
+@dataclass
+class FaultDb:
+    name: str
+    proxy: ProxyThread
+    via_proxy: Engine  # what arflow uses
+    direct: Engine  # what the test reads with, outage or not
+    admin: Engine  # the shared ``test`` database, for CREATE/DROP DATABASE
+
+
+@pytest.fixture
+def fault_db() -> Iterator[FaultDb]:
+    """A database of our own on the shared server, migrated, with a proxy in front of it."""
+    problem = _pg_available()
+    if problem:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {problem}")
+    name = f"fault_pg_{uuid.uuid4().hex[:12]}"
+    base = sa.make_url(PG_URL)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'create database "{name}"'))
+    try:
+        with ProxyThread(base.host or "127.0.0.1", base.port or 5432) as proxy:
+            proxied = base.set(port=proxy.port, database=name)
+            via_proxy = make_engine(proxied.render_as_string(hide_password=False))
+            direct = make_engine(base.set(database=name).render_as_string(hide_password=False))
+            upgrade(direct)
+            try:
+                yield FaultDb(name, proxy, via_proxy, direct, admin)
+            finally:
+                via_proxy.dispose()
+                direct.dispose()
+    finally:
+        with admin.connect() as conn:  # WITH (FORCE) ends connections to this database only
+            conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
+        admin.dispose()
+
+
+def outbox_count(engine: Engine) -> int:
+    with Session(engine) as s:
+        return int(s.exec(select(func.count()).select_from(OutboxMessage)).one())
+
+
+async def create_invoices(h: Harness, n: int, lead: timedelta) -> list[dict[str, Any]]:
+    """``n`` invoices falling due half a second apart from ``lead`` on, under a policy with
+    steps 0, 10, 20 and 40 s after due: the sends of one step spread over ``n / 2`` seconds."""
+    pol = await h.policy(
+        escalate_after="PT10M", steps=[{"key": k, "offset": f"PT{k[1:]}S"} for k in STEPS]
+    )
+    cust = await h.customer()
+    first = datetime.now(UTC) + lead
+    out = []
+    for i in range(n):
+        due_at = first + timedelta(seconds=i / 2)
+        out.append(
+            await h.invoice(
+                cust["id"],
+                external_id=f"PG-{i}",
+                amount_minor=AMOUNT,
+                policy_id=pol["id"],
+                due_at=due_at.isoformat(),
+                due_date=due_at.date().isoformat(),
+            )
+        )
+    return out
+
+
+def pay(h: Harness, invoice_id: int, event_id: str) -> Any:
+    return signed_payment(
+        h, event_id=event_id, invoice_id=invoice_id, amount_minor=PART, currency="EUR"
+    )
+
+
+def assert_unavailable(resp: httpx.Response) -> None:
+    assert resp.status_code == 503, (resp.status_code, resp.text)
+    assert resp.json()["error"]["code"] == "unavailable", resp.text
+    assert int(resp.headers["Retry-After"]) > 0
+
+
+async def test_postgres_down_mid_run_loses_and_doubles_nothing(
+    dev_env: WorkflowEnvironment, fault_db: FaultDb, tmp_path: Path
+) -> None:
+    db = fault_db
+    async with harness(dev_env, db.via_proxy, tmp_path) as h:
+        invoices = await create_invoices(h, N, lead=timedelta(seconds=4))
+        ids = [inv["id"] for inv in invoices]
+        total = N * len(STEPS)
+
+        # Mid-run: the first step sent everywhere, the second under way.
+        deadline = time.monotonic() + 60
+        while outbox_count(db.direct) < N + N // 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # Payments just before the outage: their recording activities meet it.
+        before = {inv_id: f"evt_before_{inv_id}" for inv_id in ids[:10]}
+        for inv_id, event in before.items():
+            resp = await pay(h, inv_id, event)
+            assert resp.status_code == 200, resp.text
+        sent_at_down = outbox_count(db.direct)
+        assert 0 < sent_at_down < total, f"outage point missed: {sent_at_down} sent"
+        db.proxy.down()
+        down_at = time.monotonic()
+        during = {inv_id: f"evt_during_{inv_id}" for inv_id in ids[10:15]}
+        try:
+            statuses = await requests_during_outage(h, ids, during, down_at)
+            sent_during = outbox_count(db.direct) - sent_at_down
+        finally:
+            db.proxy.up()
+        outage = time.monotonic() - down_at
+        assert set(statuses) == {503}, statuses
+
+        # Back: the first requests succeed (stale pooled connections are replaced), the
+        # payments refused during the outage are sent again by their provider.
+        assert (await h.get("/v1/invoices")).status_code == 200
+        assert (await h.get(f"/v1/invoices/{ids[0]}")).status_code == 200
+        for inv_id, event in during.items():
+            resp = await pay(h, inv_id, event)
+            assert resp.status_code == 200, resp.text
+        deadline = time.monotonic() + 120
+        while outbox_count(db.direct) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # a duplicate, if any, would show up now
+
+        paid = before | during
+        report = check_nothing_lost_or_doubled(db.direct, ids, paid)
+        await check_workflows(h, ids, paid)
+        print(
+            f"\n{N} invoices, {total} reminders due; outage {outage:.0f} s from {sent_at_down} "
+            f"sent ({sent_during} during it); {report}; statuses during the outage: "
+            f"{dict(statuses)}"
+        )
+
+
+async def requests_during_outage(
+    h: Harness, ids: list[int], during: dict[int, str], down_at: float
+) -> dict[int, dict[str, int]]:
+    """Reads, a write and a payment webhook every 2 s until the outage ends, each answered
+    503 with the JSON error body and Retry-After: {status: {request: count}}."""
+    statuses: dict[int, Counter[str]] = {}
+    await asyncio.sleep(1)
+    while time.monotonic() - down_at < OUTAGE_SECONDS:
+        calls = {
+            "GET /v1/invoices": h.get("/v1/invoices"),
+            "GET /v1/invoices/{id}": h.get(f"/v1/invoices/{ids[0]}"),
+            "POST /v1/customers": h.post(
+                "/v1/customers", {"external_id": f"C-{uuid.uuid4().hex[:8]}", "name": "Down"}
+            ),
+            "POST /v1/webhooks/payments": pay(h, ids[10], during[ids[10]]),
+        }
+        for label, call in calls.items():
+            try:
+                resp = await call
+            except Exception:  # noqa: BLE001 - the app's unhandled error: a 500 to a client
+                statuses.setdefault(500, Counter())[label] += 1
+                continue
+            statuses.setdefault(resp.status_code, Counter())[label] += 1
+            if resp.status_code == 503:
+                assert_unavailable(resp)
+        await asyncio.sleep(2)
+    return {status: dict(c) for status, c in statuses.items()}
+
+
+def check_nothing_lost_or_doubled(engine: Engine, ids: list[int], paid: dict[int, str]) -> str:
+    with Session(engine) as s:
+        rows = s.exec(select(OutboxMessage.invoice_id, OutboxMessage.step_key)).all()
+        events = s.exec(
+            select(InvoiceEvent.invoice_id, InvoiceEvent.kind, InvoiceEvent.data)
+        ).all()
+        payments = s.exec(select(Payment.invoice_id, Payment.event_id, Payment.status)).all()
+        balances = dict(s.exec(select(Invoice.id, Invoice.balance_minor)).all())
+    due = {(i, k) for i in ids for k in STEPS}
+    sent = Counter(rows)
+    lost = due - set(sent)
+    doubled = {k: n for k, n in sent.items() if n > 1}
+    assert not lost and not doubled, (sorted(lost)[:10], doubled)
+    assert set(sent) == due
+    sent_events = Counter(
+        (inv, data["step"]) for inv, kind, data in events if kind == "reminder_sent"
+    )
+    assert set(sent_events) == due and set(sent_events.values()) == {1}, sent_events
+    assert not [e for e in events if e[1] == "reminder_skipped"]
+    assert sorted((inv, ev) for inv, ev, _ in payments) == sorted(paid.items())
+    assert {st for _, _, st in payments} == {"applied"}, payments
+    applied = Counter(inv for inv, kind, _ in events if kind == "payment_applied")
+    assert applied == dict.fromkeys(paid, 1), applied
+    expected = {i: AMOUNT - PART if i in paid else AMOUNT for i in ids}
+    assert balances == expected
+    return (
+        f"sent once {len(sent)}, lost {len(lost)}, doubled {len(doubled)}; "
+        f"payments {len(payments)} applied once each"
+    )
+
+
+async def check_workflows(h: Harness, ids: list[int], paid: dict[int, str]) -> None:
+    """No workflow stuck or failed: each answers a query with the balance the database has."""
+    for inv_id in ids:
+        handle = h.client.get_workflow_handle(h.settings.workflow_id(inv_id))
+        desc = await handle.describe()
+        assert desc.status is not None and desc.status.name == "RUNNING", (inv_id, desc.status)
+        state = await handle.query("state")
+        balance = state["balance_minor"] if isinstance(state, dict) else state.balance_minor
+        assert balance == (AMOUNT - PART if inv_id in paid else AMOUNT), (inv_id, state)
