@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from arflow.db import make_engine
@@ -31,6 +32,7 @@ from models.invoice import InvoiceEvent
 from tests.conftest import PG_URL, Harness, _pg_available, harness
 from tests.faults.proxy import ProxyThread
 from tests.webhook import signed_payment
+from workflows.types import SegmentMove
 
 pytestmark = [pytest.mark.postgres, pytest.mark.devserver, pytest.mark.slow]
 
@@ -232,6 +234,43 @@ async def test_connections_dropped_are_replaced_and_nothing_is_lost(
         await check_workflows(h, ids, paid)
         print(f"\n{n} invoices, {total} reminders due; {cuts} backends terminated; {report}")
         print(f"API statuses right after the cuts: {dict(statuses)}")
+
+
+async def test_segment_switch_survives_an_outage(
+    dev_env: WorkflowEnvironment, fault_db: FaultDb, tmp_path: Path
+) -> None:
+    """A payment moved a customer to another segment while PostgreSQL goes away for 30 s: the
+    switch of their invoices to the segment's policy waits for it instead of failing for good
+    (five attempts one second apart gave up after 15 s, and the invoices kept the old policy)."""
+    db = fault_db
+    async with harness(dev_env, db.via_proxy, tmp_path) as h:
+        cust = await h.customer()
+        inv = await h.invoice(cust["id"])
+        new = await h.policy(escalate_after="P60D", steps=[{"key": "d5", "offset": "P5D"}])
+        move = SegmentMove(
+            customer_id=cust["id"],
+            segment="good",
+            previous="standard",
+            policy_name=new["name"],
+            invoice_ids=[inv["id"]],
+            event_id=uuid.uuid4().int % 10**9,
+        )
+        db.proxy.down()
+        try:
+            handle = await h.client.start_workflow(
+                "SegmentSwitchWorkflow", move, id=move.workflow_id, task_queue=h.settings.task_queue
+            )
+            await asyncio.sleep(OUTAGE_SECONDS)
+        finally:
+            db.proxy.up()
+        try:
+            failed = await asyncio.wait_for(handle.result(), timeout=150)
+        except WorkflowFailureError as exc:
+            pytest.fail(f"the segment switch gave up during a {OUTAGE_SECONDS} s outage: {exc}")
+        assert failed == {}
+        with Session(db.direct) as s:
+            stored = s.get(Invoice, inv["id"])
+            assert stored is not None and stored.policy_id == new["id"]
 
 
 async def requests_during_outage(
