@@ -307,9 +307,7 @@ def check_nothing_lost_or_doubled(
 ) -> str:
     with Session(engine) as s:
         rows = s.exec(select(OutboxMessage.invoice_id, OutboxMessage.step_key)).all()
-        events = s.exec(
-            select(InvoiceEvent.invoice_id, InvoiceEvent.kind, InvoiceEvent.data)
-        ).all()
+        events = s.exec(select(InvoiceEvent.invoice_id, InvoiceEvent.kind, InvoiceEvent.data)).all()
         payments = s.exec(select(Payment.invoice_id, Payment.event_id, Payment.status)).all()
         balances = dict(s.exec(select(Invoice.id, Invoice.balance_minor)).all())
     due = {(i, k) for i in ids for k in steps}
