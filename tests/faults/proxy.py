@@ -22,6 +22,7 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.accepted = 0
+        self.silent = False  # accept, then never answer (a host gone from the network)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,6 +60,8 @@ class TcpProxy:
         self.accepted += 1
         server_w: asyncio.StreamWriter | None = None
         try:
+            if self.silent:
+                await asyncio.Event().wait()  # until ``down()`` or ``close()`` cancels it
             server_r, server_w = await asyncio.open_connection(*self.target)
             self._writers.add(server_w)
             await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
@@ -114,3 +117,7 @@ class ProxyThread:
 
     def up(self) -> None:
         self._run(self.proxy.up())
+
+    def silent(self) -> None:
+        """New connections are accepted and then never answered; open ones carry on."""
+        self.proxy.silent = True

@@ -273,6 +273,29 @@ async def test_segment_switch_survives_an_outage(
             assert stored is not None and stored.policy_id == new["id"]
 
 
+async def test_a_server_that_never_answers_is_a_503_not_a_hang(
+    ts_env: WorkflowEnvironment, fault_db: FaultDb, tmp_path: Path
+) -> None:
+    """PostgreSQL's host gone from the network (the TCP connection opens, then nothing): a
+    request waits for the connect timeout and answers 503, instead of holding its thread,
+    and a pooled connection, until the operating system gives up minutes later."""
+    db = fault_db
+    async with harness(ts_env, db.via_proxy, tmp_path, with_worker=False) as h:
+        db.via_proxy.dispose()  # no pooled connection: the next request opens one
+        db.proxy.silent()
+        started = time.monotonic()
+        try:
+            resp = await asyncio.wait_for(h.get("/v1/invoices/1"), timeout=30)
+        except TimeoutError:
+            pytest.fail("GET /v1/invoices/1 still waiting for PostgreSQL after 30 s")
+        finally:
+            db.proxy.down()
+            db.proxy.up()
+            db.proxy.proxy.silent = False
+        assert_unavailable(resp)
+        assert time.monotonic() - started < 15
+
+
 async def requests_during_outage(
     h: Harness, ids: list[int], during: dict[int, str], down_at: float
 ) -> dict[int, dict[str, int]]:
