@@ -11,7 +11,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arflow.errors import (
@@ -48,6 +49,18 @@ STATUS: dict[type[DomainError], int] = {
     Forbidden: 403,
     Unavailable: 503,
 }
+
+
+#: Seconds a client is told to wait before sending a 503'd request again.
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database did not answer (down, restarting, its connection cut, the pool full), as
+    opposed to refusing a statement: the same request may succeed when sent again."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def status_of(exc: DomainError | ApiError) -> int:
@@ -87,9 +100,32 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         status = status_of(exc)
+        headers = None
         if status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status)
+        if status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        body = error_body(exc.code, exc.message, exc.details)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL restarting or unreachable: nothing was stored (the transaction did not
+        # commit), so the client may send the same request again. The pool's pre-ping replaces
+        # the dead connections once it is back.
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(getattr(exc, "orig", None) or exc).splitlines()[0],
+        )
+        return JSONResponse(
+            error_body("unavailable", "the database is not answering; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    for cls in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(cls, _database_down)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -125,6 +161,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):  # raised in a middleware, or a dropped connection
+            return await _database_down(request, exc)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
@@ -134,6 +172,7 @@ __all__ = [
     "DomainError",
     "HTTPException",
     "conflict",
+    "database_unavailable",
     "error_body",
     "install",
     "not_found",

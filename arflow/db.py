@@ -17,6 +17,12 @@ R = TypeVar("R", bound=SQLModel)
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
+#: Seconds to wait for PostgreSQL to answer a new connection. A server that accepts the TCP
+#: connection and then says nothing (its host gone from the network, a stuck proxy) would
+#: otherwise hold a request, or an activity's thread, until the operating system gives up.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme the operator wrote."""
     for prefix in ("postgresql://", "postgres://"):
@@ -42,6 +48,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
+    if "connect_timeout=" not in url:  # the operator's own value wins
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} | kwargs.pop("connect_args", {})
+        kwargs["connect_args"] = connect_args
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
 
 

@@ -22,7 +22,9 @@ class SegmentSwitchWorkflow:
             "switch_segment_policies",
             move,
             start_to_close_timeout=timedelta(minutes=10),
-            retry_policy=RetryPolicy(maximum_attempts=5),
+            # Attempts 10, 20, 40, 80 and 160 s apart: a database restart (a minute or so) is
+            # waited out; five attempts one second apart gave up after 15 s.
+            retry_policy=RetryPolicy(maximum_attempts=6, initial_interval=timedelta(seconds=10)),
         )
         return failed
 
