@@ -448,6 +448,7 @@ class InvoiceWorkflow:
                 payment = stored
             inp.applied_payment_ids.append(payment.payment_id)
             record = payments.apply(inp, payment, workflow.now())
+            self._closed_drops_hold()
             record.next_action = self._next_action()
             moved = await workflow.execute_local_activity(
                 "record_payment",
@@ -589,6 +590,7 @@ class InvoiceWorkflow:
     async def _do_resolve_dispute(self, req: ResolveDisputeRequest) -> None:
         commands.check_resolution(self.inp, req)
         res = disputes.resolve(self.inp, req, workflow.now())
+        self._closed_drops_hold()
         if res.resume is not None:
             await self._resume(workflow.now(), res.resume, req.actor, res.events, **res.rows())
             return
@@ -719,6 +721,20 @@ class InvoiceWorkflow:
         # Set only once recorded: the update answers after this, and the API then reads the
         # stored invoice.
         self.inp.status = status
+        self._closed_drops_hold()
+
+    def _closed_drops_hold(self) -> None:
+        """A closed invoice is on no hold. The database clears the hold when it records the
+        close (``record_closed``, ``record_payment``); without this the workflow's state kept
+        saying ``paused`` and a promise kept by the paying payment wrote ``promise`` back onto
+        the paid row. Patched: runs that closed before this keep their recorded results."""
+        inp = self.inp
+        if (
+            inp.status in CLOSED_STATUSES
+            and inp.hold is not None
+            and workflow.patched("closed-drops-hold")
+        ):
+            inp.hold = None
 
     async def _activity(self, name: str, arg: object) -> None:
         """Run an activity. The ones that only write our own database (recording a payment,
