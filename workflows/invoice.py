@@ -78,6 +78,9 @@ with workflow.unsafe.imports_passed_through():
         SendReminderInput,
     )
 
+# A refund that overtakes its payment is parked, not dropped (workflows/payments.py).
+PARK_REVERSALS = "park-early-reversals"
+
 
 @dataclass
 class _Command:
@@ -424,7 +427,9 @@ class InvoiceWorkflow:
         while self._pending:
             payment = self._pending.pop(0)
             inp.applied_payment_ids.append(payment.payment_id)
-            record = payments.apply(inp, payment, workflow.now())
+            # Histories from before reversals were parked replay without parking.
+            park = payment.kind == "payment" or workflow.patched(PARK_REVERSALS)
+            record = payments.apply(inp, payment, workflow.now(), park)
             record.next_action = self._next_action()
             moved = await workflow.execute_local_activity(
                 "record_payment",
