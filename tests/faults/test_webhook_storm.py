@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
@@ -163,9 +164,7 @@ async def end_state(h: Harness, inv: dict[str, Any]) -> tuple[str, int]:
 
 
 @pytest.mark.parametrize("amount", [120_000, 50_000], ids=["partial", "full"])
-async def test_a_refund_applied_before_its_payment_cancels_it_out(
-    hs: Harness, amount: int
-) -> None:
+async def test_a_refund_applied_before_its_payment_cancels_it_out(hs: Harness, amount: int) -> None:
     """The refund reaches the workflow first; the payment it refunds comes after. The end
     state is the same as in order: the balance is the invoice amount again."""
     cust = await hs.customer()
@@ -278,25 +277,7 @@ async def test_a_burst_of_1000_payments_is_applied_once_each_while_reads_go_on(
     storm = time.perf_counter() - started
     storming = False
     await reading
-
-    bad = [r.text for r in responses if r.status_code != 200]
-    assert not bad, bad[:3]
-    assert {r.json()["status"] for r in responses} == {"accepted"}
-    assert applied() == len(sends)
-    with Session(hs.engine) as s:
-        events = s.exec(select(InvoiceEvent).where(InvoiceEvent.kind == "payment_applied")).all()
-        stored = {i.id: i for i in s.exec(select(Invoice)).all()}
-    per_payment = [e.data["payment_id"] for e in events]
-    assert len(per_payment) == len(set(per_payment)) == len(sends)
-    for invoice_id, amounts in plan.items():
-        inv = stored[invoice_id]
-        assert inv.balance_minor == 100_000 - sum(amounts), invoice_id
-        assert inv.status == ("paid" if sum(amounts) == 100_000 else "open"), invoice_id
-    paid = [i for i, a in plan.items() if sum(a) == 100_000]
-    for invoice_id in paid:
-        described = await hs.client.get_workflow_handle(hs.settings.workflow_id(invoice_id)).describe()
-        assert described.status is not None and described.status.name == "COMPLETED"
-
+    # The figures first: the lead reports them whatever the checks below find.
     p50, p99 = percentile(reads, 50), percentile(reads, 99)
     line = (
         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {database}: "
@@ -311,3 +292,33 @@ async def test_a_burst_of_1000_payments_is_applied_once_each_while_reads_go_on(
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     with FIGURES.open("a") as f:
         f.write(line + "\n")
+
+    bad = [r.text for r in responses if r.status_code != 200]
+    assert not bad, bad[:3]
+    assert {r.json()["status"] for r in responses} == {"accepted"}
+    assert applied() == len(sends)
+    with Session(hs.engine) as s:
+        events = s.exec(select(InvoiceEvent).where(InvoiceEvent.kind == "payment_applied")).all()
+        stored = {i.id: i for i in s.exec(select(Invoice)).all()}
+    per_payment = [e.data["payment_id"] for e in events]
+    assert len(per_payment) == len(set(per_payment)) == len(sends)
+    for invoice_id, amounts in plan.items():
+        inv = stored[invoice_id]
+        assert inv.balance_minor == 100_000 - sum(amounts), invoice_id
+        assert inv.status == ("paid" if sum(amounts) == 100_000 else "open"), invoice_id
+    # A paid invoice's workflow completes once it has recorded the payment (and its last
+    # interest posting): every one of them, a little after the storm.
+    paid = [i for i, a in plan.items() if sum(a) == 100_000]
+
+    async def still_running() -> list[int]:
+        running = []
+        for invoice_id in paid:
+            handle = hs.client.get_workflow_handle(hs.settings.workflow_id(invoice_id))
+            if (await handle.describe()).status != WorkflowExecutionStatus.COMPLETED:
+                running.append(invoice_id)
+        return running
+
+    deadline = time.monotonic() + 120
+    while (running := await still_running()) and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert not running, running
