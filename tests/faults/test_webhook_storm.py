@@ -258,7 +258,8 @@ async def test_a_burst_of_1000_payments_is_applied_once_each_while_reads_go_on(
                 resp = await hs.get(f"/v1/invoices/{ids[n % len(ids)]}")
             reads.append(time.perf_counter() - start)
             assert resp.status_code == 200, resp.text
-            await asyncio.sleep(0)
+            # A user's pace: back to back, the reads starved the worker sharing this loop.
+            await asyncio.sleep(0.05)
 
     async def send(raw: bytes, headers: dict[str, str]) -> httpx.Response:
         async with gate:
@@ -282,7 +283,7 @@ async def test_a_burst_of_1000_payments_is_applied_once_each_while_reads_go_on(
     line = (
         f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {database}: "
         f"{len(sends)} payments over {INVOICES} invoices, concurrency {CONCURRENCY}; "
-        f"posted in {posted:.1f} s, all applied after {storm:.1f} s; "
+        f"posted in {posted:.1f} s, {applied()} applied after {storm:.1f} s; "
         f"{len(reads)} reads p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms "
         f"max {max(reads) * 1000:.0f} ms mean {statistics.mean(reads) * 1000:.0f} ms; "
         f"p99 < 1 s {'met' if p99 < 1 else 'NOT met'} "
