@@ -92,6 +92,9 @@ with workflow.unsafe.imports_passed_through():
         SendReminderInput,
     )
 
+# A refund that overtakes its payment is parked, not dropped (workflows/payments.py).
+PARK_REVERSALS = "park-early-reversals"
+
 
 @dataclass
 class _Command:
@@ -447,7 +450,9 @@ class InvoiceWorkflow:
                     continue
                 payment = stored
             inp.applied_payment_ids.append(payment.payment_id)
-            record = payments.apply(inp, payment, workflow.now())
+            # Histories from before reversals were parked replay without parking.
+            park = payment.kind == "payment" or workflow.patched(PARK_REVERSALS)
+            record = payments.apply(inp, payment, workflow.now(), park)
             self._closed_drops_hold()
             record.next_action = self._next_action()
             moved = await workflow.execute_local_activity(

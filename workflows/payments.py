@@ -30,11 +30,15 @@ def record_movement(inp: InvoiceWorkflowInput, amount_minor: int, at: datetime) 
         inp.movements.append(Movement(day.isoformat(), amount_minor))
 
 
-def apply(inp: InvoiceWorkflowInput, payment: PaymentSignal, now: datetime) -> RecordPaymentInput:
-    """A payment, or a refund or chargeback (any other ``kind``), applied at ``now``."""
+def apply(
+    inp: InvoiceWorkflowInput, payment: PaymentSignal, now: datetime, park: bool = True
+) -> RecordPaymentInput:
+    """A payment, or a refund or chargeback (any other ``kind``), applied at ``now``.
+    ``park``: keep what a reversal takes back beyond what was paid (see ``reverse_payment``);
+    False only for histories recorded before reversals were parked."""
     if payment.kind == "payment":
         return take_payment(inp, payment, now)
-    return reverse_payment(inp, payment, now)
+    return reverse_payment(inp, payment, now, park)
 
 
 def take_payment(
@@ -42,8 +46,12 @@ def take_payment(
 ) -> RecordPaymentInput:
     """Lower the balance; what is left over becomes credit; a payment inside the
     early-payment window that covers the discounted amount settles the invoice. ``now``
-    dates the movement of a payment that carries no date."""
-    taken = min(payment.amount_minor, inp.balance_minor)
+    dates the movement of a payment that carries no date. A reversal that arrived before
+    this payment (parked) cancels as much of it first."""
+    offset = min(inp.parked_reversal_minor, payment.amount_minor)
+    inp.parked_reversal_minor -= offset
+    amount = payment.amount_minor - offset
+    taken = min(amount, inp.balance_minor)
     inp.balance_minor -= taken
     discount = 0
     if (
@@ -66,22 +74,29 @@ def take_payment(
         balance_after=inp.balance_minor,
         status_after=inp.status,
         next_action=None,
-        overpaid_minor=payment.amount_minor - taken,
+        overpaid_minor=amount - taken,
         discount_minor=discount,
+        offset_minor=offset,
     )
 
 
 def reverse_payment(
-    inp: InvoiceWorkflowInput, payment: PaymentSignal, now: datetime
+    inp: InvoiceWorkflowInput, payment: PaymentSignal, now: datetime, park: bool = True
 ) -> RecordPaymentInput:
     """A refund or chargeback at ``now``: the balance goes back up (never above the invoice
     amount; a discount earned by the reversed payment is lost with it). A paid invoice opens
-    again and dunning goes on from where it stood, as after a pause."""
+    again and dunning goes on from where it stood, as after a pause.
+
+    What goes beyond the invoice amount reverses money not received yet: a provider's refund
+    webhook overtook its payment's. It is parked and the next payments cancel it out, so the
+    end state is the one of the two events in order (with ``park`` False it was dropped)."""
     back = payment.amount_minor
     if inp.status == PAID and inp.discount_taken_minor:
         back += inp.discount_taken_minor
         inp.discount_taken_minor = 0
     before = inp.balance_minor
+    parked = max(0, before + back - inp.amount_minor) if park else 0
+    inp.parked_reversal_minor += parked
     inp.balance_minor = min(inp.amount_minor, inp.balance_minor + back)
     record_movement(inp, inp.balance_minor - before, now)
     reopened = inp.status == PAID and inp.balance_minor > 0
@@ -98,4 +113,5 @@ def reverse_payment(
         next_action=None,
         kind=payment.kind,
         reopened=reopened,
+        parked_minor=parked,
     )

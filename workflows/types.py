@@ -166,6 +166,9 @@ class InvoiceWorkflowInput:
     # Balance movements after the due date, for interest: (ISO date, signed minor units).
     movements: list[Movement] = field(default_factory=list)
     interest_posts: int = 0  # periodic interest postings done
+    # A refund or chargeback larger than what was paid so far: its payment has not arrived
+    # yet (webhooks overtake each other). The next payments cancel it out first.
+    parked_reversal_minor: int = 0
 
 
 @dataclass
@@ -362,6 +365,8 @@ class RecordPaymentInput:
     overpaid_minor: int = 0  # what the invoice could not take: becomes customer credit
     discount_minor: int = 0  # early-payment discount granted with this payment
     reopened: bool = False  # a reversal made a paid invoice open again
+    parked_minor: int = 0  # of a reversal: the part its (not yet arrived) payment will cancel
+    offset_minor: int = 0  # of a payment: the part that cancelled an earlier parked reversal
 
 
 @dataclass

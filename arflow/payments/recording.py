@@ -88,6 +88,9 @@ def record_payment(session: Session, inp: RecordPaymentInput) -> SegmentMove | N
             **({"kind": inp.kind} if reversal else {}),
             **({"overpaid_minor": inp.overpaid_minor} if inp.overpaid_minor else {}),
             **({"discount_minor": inp.discount_minor} if inp.discount_minor else {}),
+            # a refund that overtook its payment, and the payment that cancels it out
+            **({"parked_minor": inp.parked_minor} if inp.parked_minor else {}),
+            **({"offset_minor": inp.offset_minor} if inp.offset_minor else {}),
         },
         dedupe_key=key,
     )

@@ -150,6 +150,14 @@ def _credit_after_close(session: Session, invoice: Invoice, payment: Payment) ->
 # -- delivering -----------------------------------------------------------------------
 
 
+def _release(session: Session) -> None:
+    """End the session's (read) transaction so its connection goes back to the pool before
+    waiting on Temporal. Held across the wait, a burst of webhooks took every pooled
+    connection, and the next request's checkout blocked the event loop the holders needed to
+    finish: the API froze for the pool timeout and answered 500 (issue 16, webhook storm)."""
+    session.commit()
+
+
 async def deliver(session: Session, client: Client, settings: Settings, payment: Payment) -> str:
     """Hand a stored payment to its invoice's workflow (see ``Delivery`` for the outcomes).
     Raises ``Unavailable`` when Temporal does not answer; the payment stays stored and
@@ -166,8 +174,10 @@ async def deliver(session: Session, client: Client, settings: Settings, payment:
                 return "reopened"
             _credit_after_close(session, invoice, payment)
             return "recorded"
-        assert invoice.id is not None
-        if await gateway.signal_payment(client, settings, invoice.id, signal_of(payment)):
+        invoice_id, signal = invoice.id, signal_of(payment)
+        assert invoice_id is not None
+        _release(session)
+        if await gateway.signal_payment(client, settings, invoice_id, signal):
             return "delivered"
         # The workflow completed in between: look at the invoice again.
         session.refresh(invoice)
@@ -186,9 +196,11 @@ async def _reopen(
     policy = session.get(DunningPolicy, invoice.policy_id)
     assert customer is not None and policy is not None and invoice.id is not None
     inp = reopen_input(session, invoice, customer, policy)
+    signal = signal_of(payment)
+    _release(session)
     inp.search_attributes = await gateway.search_attributes_ready(client, settings)
     inp.external_delivery = settings.external_delivery
-    await gateway.reopen_with_payment(client, settings, inp, signal_of(payment))
+    await gateway.reopen_with_payment(client, settings, inp, signal)
 
 
 def reopen_input(
