@@ -177,9 +177,13 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 # -- Temporal -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: a 45-day policy runs in well under a second."""
+    """The time-skipping test server: a 45-day policy runs in well under a second. One per
+    test module (it starts in well under a second): a clock left stuck by one module's
+    leftovers (a timer of a workflow nobody polls any more) cannot time out the modules after
+    it, as it did in full runs (RPCError "Timeout expired" in env.sleep from test_observability
+    on)."""
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER))
     yield env
     await env.shutdown()
