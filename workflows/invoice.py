@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         PAUSED,
         PLAN,
         PROMISE,
+        SUPERSEDED,
         WRITTEN_OFF,
         ActorRequest,
         AgencyEndRequest,
@@ -264,6 +265,9 @@ class InvoiceWorkflow:
             )
             outcome = await self._deliver(send_input)
             inp.sent_steps.pop()
+            if outcome.status == SUPERSEDED:  # skipped on the timeline meanwhile: so be it
+                inp.skipped_steps.append(send.key)
+                return outcome
             if outcome.status in reminders.DELIVERED:
                 inp.sent_steps.append(send.key)
                 inp.catch_up_note = None

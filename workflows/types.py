@@ -330,6 +330,9 @@ class SendReminderInput:
     first_try: bool = True  # False: a fallback channel for a step another channel could not take
 
 
+SUPERSEDED = "superseded"  # a late attempt found its step recorded as skipped: nothing sent
+
+
 @dataclass
 class SendOutcome:
     """What became of one step on one channel.

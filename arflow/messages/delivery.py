@@ -36,9 +36,9 @@ from arflow.messages.sending import (
     outbound,
     segment_of,
 )
-from models import Customer, Invoice, OutboxMessage, Task
+from models import Customer, Invoice, InvoiceEvent, OutboxMessage, Task
 from models.types import utcnow
-from workflows.types import SendOutcome, SendReminderInput
+from workflows.types import SUPERSEDED, SendOutcome, SendReminderInput
 
 QUEUE_ATTEMPTS = 3  # rounds of queueing a step when siblings' messages keep winning the race
 
@@ -321,12 +321,21 @@ class StepDelivery:
         skipped steps, in one transaction."""
         step = inp.step
         now = utcnow()
+        # The invoice's row locked first (PostgreSQL; SQLite has one writer anyway): a step's
+        # outcomes are decided one transaction at a time, so a step is never both sent and
+        # skipped (see ``_settled_elsewhere``).
+        invoice = session.get(Invoice, inp.invoice_id, with_for_update=True)
+        assert invoice is not None
+        superseded = self._settled_elsewhere(session, inp, row)
+        if superseded is not None:
+            return superseded
         if row.status in ("queued", "sending"):  # never undo a webhook's "delivered"
             row.status = status
         row.sent_at = now
         row.updated_at = now
         session.add(row)
-        record_skipped(session, inp.invoice_id, inp.skipped, "a later step was already due")
+        skipped = [k for k in inp.skipped if not step_sent(session, inp.invoice_id, k)]
+        record_skipped(session, inp.invoice_id, skipped, "a later step was already due")
         tasks.step_delivered(session, inp.invoice_id, row.channel, status)
         add_event(
             session,
@@ -348,7 +357,6 @@ class StepDelivery:
             actor=inp.requested_by or WORKFLOW_ACTOR,
             dedupe_key=f"step:{step.key}:{step.channel}",
         )
-        invoice = get_invoice(session, inp.invoice_id)
         if inp.kind == "dunning":
             invoice.stage = step.key
         elif inp.kind == "ladder":
@@ -359,3 +367,33 @@ class StepDelivery:
         # A concurrent attempt (a covered step racing its retry) may have recorded it first.
         commit_once(session, inp.invoice_id, f"step:{step.key}:{step.channel}")
         return SendOutcome(status if status in ("task", "printed", "uncertain") else "sent")
+
+    def _settled_elsewhere(
+        self, session: Session, inp: SendReminderInput, row: OutboxMessage
+    ) -> SendOutcome | None:
+        """``superseded`` when this step was recorded as skipped meanwhile and nothing has left
+        yet (the outbox channel: the row is the message): the attempt is dropped.
+
+        A local activity can outlive the workflow task that started it (a task that timed out
+        while PostgreSQL was away): the retried task, at a later time, decides afresh, sends a
+        later step and skips this one, while the old attempt still runs. Whichever commits
+        second sees the other: a late attempt stands down here, and a later step's send does
+        not record as skipped a step that went out (``step_sent``). A provider's message that
+        has left is recorded as sent whatever the timeline says: that is what happened."""
+        channel = inp.step.channel
+        if row.status != "queued" or channel == "letter" or self.channel_is_external(channel):
+            return None  # a letter's PDF is in the print batch already
+        if not already_recorded(session, inp.invoice_id, f"skip:{inp.step.key}"):
+            return None
+        session.rollback()
+        return SendOutcome(SUPERSEDED, "the step was recorded as skipped meanwhile")
+
+
+def step_sent(session: Session, invoice_id: int, step_key: str) -> bool:
+    """True when ``step_key`` of the invoice went out (on any channel)."""
+    stmt = select(InvoiceEvent.id).where(
+        InvoiceEvent.invoice_id == invoice_id,
+        InvoiceEvent.kind == "reminder_sent",
+        InvoiceEvent.dedupe_key.startswith(f"step:{step_key}:", autoescape=True),  # type: ignore[union-attr,call-arg]
+    )
+    return session.exec(stmt).first() is not None

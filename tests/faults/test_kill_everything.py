@@ -13,7 +13,7 @@ agree) or recorded as skipped by the catch-up rule (``due_steps``), never both, 
 neither; a send the worker died during is ``uncertain`` with a task (at most once by design:
 the fake received it at most once); every payment was applied once and each balance is the
 amount less its payments; every workflow is closed or running with a next action.
-The figures go to stdout and to ``/work/notes/fault-kill-figures.txt`` (``ARFLOW_FAULT_FIGURES``).
+The figures go to stdout, and are appended to the file ``ARFLOW_FAULT_FIGURES`` names, if set.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,7 +53,7 @@ from workflows.types import InvoiceState
 
 N = int(os.environ.get("ARFLOW_FAULT_INVOICES", "1000"))
 SEED = int(os.environ.get("ARFLOW_FAULT_SEED") or random.SystemRandom().randrange(10**6))
-FIGURES = Path(os.environ.get("ARFLOW_FAULT_FIGURES", "/work/notes/fault-kill-figures.txt"))
+FIGURES = os.environ.get("ARFLOW_FAULT_FIGURES")
 KILLS = 3  # of each: the worker, the dev server
 SPREAD = float(os.environ.get("ARFLOW_FAULT_SPREAD", "150"))  # seconds the due dates span
 # Two steps 90 s apart: far enough that a few seconds of downtime leaves both to be sent (the
@@ -366,9 +365,8 @@ async def _run(h: Harness, chaos: Chaos, fake: FakeProvider, rng: random.Random)
         + " ".join(f"{k}={v}" for k, v in figures.items() if k != "problems")
     )
     print(line)
-    with suppress(OSError):
-        FIGURES.parent.mkdir(parents=True, exist_ok=True)
-        with FIGURES.open("a", encoding="utf-8") as f:
+    if FIGURES:
+        with Path(FIGURES).open("a", encoding="utf-8") as f:
             f.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}\n")
             for p in figures["problems"]:
                 f.write(f"  {p}\n")

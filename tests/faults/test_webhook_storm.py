@@ -39,8 +39,6 @@ from tests.test_workflow_decisions import utc
 from workflows import payments
 from workflows.types import PAID, PaymentSignal
 
-FIGURES = Path("/work/notes/fault-storm-figures.txt")
-
 
 def signed(**fields: Any) -> tuple[bytes, dict[str, str]]:
     """A webhook body and its headers; the signature is made once, so every copy of the event
@@ -223,6 +221,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @pytest.mark.fault
+@pytest.mark.timeout(900)  # 1,000 payments took over 150 s in CI's run (2 shared cores)
 async def test_a_burst_of_1000_payments_is_applied_once_each_while_reads_go_on(
     hs: Harness, request: pytest.FixtureRequest
 ) -> None:
@@ -289,10 +288,7 @@ async def test_a_burst_of_1000_payments_is_applied_once_each_while_reads_go_on(
         f"p99 < 1 s {'met' if p99 < 1 else 'NOT met'} "
         f"(in-process ASGI client, one event loop, Temporal dev server, 2 shared cores)"
     )
-    print(line)
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    with FIGURES.open("a") as f:
-        f.write(line + "\n")
+    print(line)  # make fault-suite runs with -s: the figures are in CI's log
 
     bad = [r.text for r in responses if r.status_code != 200]
     assert not bad, bad[:3]
