@@ -202,6 +202,14 @@ class Settings(BaseSettings):
         description="at most this many activities per second on the task queue (provider "
         "sends are activities there); 0: no limit",
     )
+    update_wait_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="how long a request waits for an invoice's workflow to answer a change "
+        "(a busy or stopped worker); past it the answer is 503 and the change may still be "
+        "applied: the same request with the same Idempotency-Key learns its outcome",
+    )
     provider_timeout_seconds: float = Field(
         default=5.0,
         gt=0,

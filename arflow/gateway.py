@@ -10,6 +10,7 @@ workflow refused, ``NoWorkflow`` when there is no running workflow to talk to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -33,6 +34,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -153,12 +155,20 @@ async def update_invoice(
     one from a request's Idempotency-Key; a send-now job names each invoice's)."""
     handle = client.get_workflow_handle(settings.workflow_id(invoice_id))
     try:
-        state: InvoiceState = await handle.execute_update(
-            update,
-            request,
-            id=update_id,
-            result_type=InvoiceState,
+        state: InvoiceState = await asyncio.wait_for(
+            handle.execute_update(update, request, id=update_id, result_type=InvoiceState),
+            timeout=settings.update_wait_seconds,
         )
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        # The worker is busy or stopped. Temporal keeps an update it has accepted, so the
+        # change may still be applied: the same update id (the same Idempotency-Key) learns
+        # its outcome instead of applying it again.
+        raise Unavailable(
+            f"invoice {invoice_id}'s workflow did not answer within "
+            f"{settings.update_wait_seconds:g} s; the change may still be applied: send the "
+            "same request with the same Idempotency-Key to learn its outcome",
+            code="workflow_busy",
+        ) from exc
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(exc)
