@@ -41,6 +41,7 @@ from arflow.migrate import upgrade
 from arflow.policies import service as policies
 from models import CustomerEvent, Invoice, OutboxMessage
 from models.invoice import InvoiceEvent
+from tests.faults.fakes import FakeProvider
 from worker import build_worker
 from workflows.types import segment_switch_id
 
@@ -69,6 +70,25 @@ WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdefgh"
 CODEC_KEY_OLD = "k0:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 CODEC_KEY_NEW = "k1:" + "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 CODEC_KEYS = f"{CODEC_KEY_NEW},{CODEC_KEY_OLD}"
+# Settings production accepts (no development default, no short secret, the codec on).
+PRODUCTION: dict[str, Any] = {
+    "environment": "production",
+    "api_keys": ",".join(f"{k}:{r}" for r, k in API_KEYS.items()),
+    "webhook_secret": WEBHOOK_SECRET,
+    "session_secret": "production-session-secret-0123456789abcdef",
+    "link_secret": "production-link-secret-0123456789abcdefghij",
+    "codec_keys": CODEC_KEY_NEW,
+}
+# SendGrid and Twilio, both to the fake provider (``fakes``).
+PROVIDERS: dict[str, Any] = {
+    "sendgrid_api_key": "SG.test-key",
+    "email_from": "Billing <billing@arflow.example.com>",
+    "twilio_account_sid": "AC" + "0" * 32,
+    "twilio_auth_token": "twilio-test-token",
+    "twilio_from": "+15005550006",
+    "public_url": "https://arflow.example.com",
+    "provider_timeout_seconds": 1.0,
+}
 
 
 # -- the PyGILState exit crash (sdk-python #300): exit with the tests' status, skip teardown ----
@@ -365,3 +385,40 @@ async def h(
     """The usual test setup: the time-skipping server, SQLite, the API and a worker."""
     async with harness(ts_env, sqlite_engine, tmp_path) as h:
         yield h
+
+
+# -- email and SMS through the real SDKs to a local fake provider ---------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    """The fake SendGrid and Twilio server; a module may override it (a misbehaving one)."""
+    server = FakeProvider()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def provider_settings() -> dict[str, Any]:
+    """The provider settings of ``fakes``; a module may override it."""
+    return PROVIDERS
+
+
+@pytest.fixture
+async def fakes(
+    ts_env: WorkflowEnvironment,
+    sqlite_engine: Engine,
+    tmp_path: Path,
+    fake: FakeProvider,
+    provider_settings: dict[str, Any],
+) -> AsyncIterator[tuple[Harness, FakeProvider]]:
+    """The usual setup (``h``) with email and SMS going to ``fake``."""
+    async with harness(
+        ts_env,
+        sqlite_engine,
+        tmp_path,
+        sendgrid_base_url=fake.url,
+        twilio_base_url=fake.url,
+        **provider_settings,
+    ) as h:
+        yield h, fake

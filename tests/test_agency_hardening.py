@@ -40,7 +40,7 @@ from arflow.agency.placement import (
 )
 from arflow.db import session_factory
 from models import Agency, AgencyPlacement, InvoiceEvent, Task
-from tests.conftest import Harness, harness
+from tests.conftest import PRODUCTION, Harness, harness
 from tests.test_agency import (
     SECRET,
     AgencyServer,
@@ -95,10 +95,7 @@ async def prod(
         engine,
         tmp_path,
         with_worker=False,
-        environment="production",
-        session_secret="production-session-secret-0123456789abcdef",
-        link_secret="production-link-secret-0123456789abcdefghij",
-        codec_keys="k1:" + "A" * 43 + "=",
+        **PRODUCTION,
     ) as h:
         yield h
 

@@ -19,32 +19,16 @@ from temporalio.testing import WorkflowEnvironment
 from alembic import command
 from arflow.migrate import alembic_config
 from models import Collector, Customer, InvoiceEvent
-from tests.conftest import Harness, harness
+from tests.conftest import PROVIDERS, Harness, harness
+from tests.faults.fakes import Answer, FakeProvider
 from tests.test_api import error_of
-from tests.test_delivery import PROVIDERS
-from tests.test_providers import Answer, FakeProvider
 
 TEAM_REPLY_TO = "ar-team@arflow.example.com"
 
 
 @pytest.fixture
-async def fakes(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[tuple[Harness, FakeProvider]]:
-    fake = FakeProvider()
-    try:
-        async with harness(
-            ts_env,
-            sqlite_engine,
-            tmp_path,
-            sendgrid_base_url=fake.url,
-            twilio_base_url=fake.url,
-            email_reply_to=TEAM_REPLY_TO,
-            **PROVIDERS,
-        ) as h:
-            yield h, fake
-    finally:
-        fake.close()
+def provider_settings() -> dict[str, Any]:
+    return PROVIDERS | {"email_reply_to": TEAM_REPLY_TO}
 
 
 @pytest.fixture

@@ -4,52 +4,21 @@ fake servers: what goes out, what a refusal or a lost answer does, one-click uns
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.testing import WorkflowEnvironment
 
 from arflow.customers.unsubscribe import unsubscribe_url
 from models import ContactBlock, Task
-from tests.conftest import Harness, harness
-from tests.test_providers import Answer, FakeProvider, twilio_created, twilio_error
-
-PROVIDERS: dict[str, Any] = {
-    "sendgrid_api_key": "SG.test-key",
-    "email_from": "Billing <billing@arflow.example.com>",
-    "twilio_account_sid": "AC" + "0" * 32,
-    "twilio_auth_token": "twilio-test-token",
-    "twilio_from": "+15005550006",
-    "public_url": "https://arflow.example.com",
-    "provider_timeout_seconds": 1.0,
-}
+from tests.conftest import Harness
+from tests.faults.fakes import Answer, FakeProvider
+from tests.test_providers import twilio_created, twilio_error
 
 
-@pytest.fixture
-async def fakes(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[tuple[Harness, FakeProvider]]:
-    fake = FakeProvider()
-    try:
-        async with harness(
-            ts_env,
-            sqlite_engine,
-            tmp_path,
-            sendgrid_base_url=fake.url,
-            twilio_base_url=fake.url,
-            **PROVIDERS,
-        ) as h:
-            yield h, fake
-    finally:
-        fake.close()
-
-
-async def due_now(h: Harness, channel: str, fallback: list[str] | None = None) -> Any:
+async def due_now(h: Harness, channel: str, fallback: list[str] | None = None) -> dict[str, Any]:
+    """An invoice whose one step (on ``channel``, then ``fallback``) falls due 1 hour from
+    now; the clock is moved to 1 minute past it."""
     pol = await h.policy(
         escalate_after="P30D",
         steps=[{"key": "due", "offset": "PT0S", "channel": channel, "fallback": fallback or []}],

@@ -4,11 +4,6 @@ every due reminder is sent exactly once (counted in the outbox and on the timeli
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,33 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from models import OutboxMessage
 from models.invoice import InvoiceEvent
-from tests.conftest import ROOT, TEMPORAL_CLI, Harness, harness
+from tests.conftest import Harness, harness
+from tests.processes import connect, free_port, kill, start_dev_server, start_worker, stop
 
 pytestmark = [pytest.mark.devserver, pytest.mark.slow]
 N = 200
 STEPS = ["s0", "s20", "s40"]
-
-
-def start_worker(h: Harness, log: Path) -> subprocess.Popen[bytes]:
-    """``python worker.py`` as production runs it (its default sandbox settings)."""
-    env = dict(os.environ)
-    env.update(
-        ARFLOW_ENVIRONMENT="test",
-        ARFLOW_DATABASE_URL=h.settings.database_url,
-        ARFLOW_TEMPORAL_ADDRESS=h.client.service_client.config.target_host,
-        ARFLOW_TASK_QUEUE=h.settings.task_queue,
-        ARFLOW_WORKFLOW_ID_PREFIX=h.settings.workflow_id_prefix,
-        ARFLOW_DATA_DIR=h.settings.data_dir,
-    )
-    out = log.open("ab")
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out
-    )
 
 
 async def create_invoices(h: Harness, n: int, lead: timedelta) -> datetime:
@@ -83,8 +61,7 @@ async def test_worker_killed_mid_run_sends_every_reminder_once(
                 await asyncio.sleep(0.02)
             before_kill = outbox_count(h.engine)
             assert N // 3 <= before_kill < N, f"kill point missed: {before_kill} sent"
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=10)
+            kill(worker)
             await asyncio.sleep(1)
             worker = start_worker(h, log)
             deadline = time.monotonic() + 120
@@ -92,8 +69,7 @@ async def test_worker_killed_mid_run_sends_every_reminder_once(
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2)  # a duplicate, if any, would show up now
         finally:
-            worker.terminate()
-            worker.wait(timeout=20)
+            stop(worker)
 
         with Session(h.engine) as s:
             rows = s.exec(select(OutboxMessage.invoice_id, OutboxMessage.step_key)).all()
@@ -111,56 +87,17 @@ async def test_worker_killed_mid_run_sends_every_reminder_once(
         print(f"killed the worker after {before_kill} of {N * len(STEPS)} reminders")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_dev_server(db_file: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    return subprocess.Popen(
-        [
-            str(TEMPORAL_CLI),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            "--db-filename",
-            str(db_file),
-            "--log-level",
-            "error",
-        ],
-        stdout=out,
-        stderr=out,
-    )
-
-
-async def _connect(address: str, timeout: float = 30) -> Client:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await Client.connect(address)
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
 async def test_temporal_server_killed_mid_run_loses_no_reminder(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     """The embedded dev server keeps its state in a file (as ``arflow run`` starts it): killed
     with SIGKILL and started again, its timers resume and each reminder goes out once."""
     n = 60
-    port = _free_port()
+    port = free_port()
     db_file, log = tmp_path / "temporal.db", tmp_path / "temporal.log"
-    server = _start_dev_server(db_file, port, log)
+    server = start_dev_server(db_file, port, log)
     try:
-        client = await _connect(f"127.0.0.1:{port}")
+        client = await connect(f"127.0.0.1:{port}")
         env = WorkflowEnvironment.from_client(client)
         async with harness(env, sqlite_engine, tmp_path) as h:
             await create_invoices(h, n, lead=timedelta(seconds=5))
@@ -169,10 +106,9 @@ async def test_temporal_server_killed_mid_run_loses_no_reminder(
                 await asyncio.sleep(0.02)
             before_kill = outbox_count(h.engine)
             assert n // 2 <= before_kill < n * len(STEPS), f"kill point missed: {before_kill}"
-            server.send_signal(signal.SIGKILL)
-            server.wait(timeout=10)
+            kill(server)
             await asyncio.sleep(1)
-            server = _start_dev_server(db_file, port, log)
+            server = start_dev_server(db_file, port, log)
             deadline = time.monotonic() + 120
             while outbox_count(h.engine) < n * len(STEPS) and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
@@ -183,8 +119,7 @@ async def test_temporal_server_killed_mid_run_loses_no_reminder(
                     select(InvoiceEvent.id).where(InvoiceEvent.kind == "reminder_skipped")
                 ).all()
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop(server)
     assert Counter(step for _, step in rows) == dict.fromkeys(STEPS, n)
     assert len(set(rows)) == len(rows)
     assert skipped == []

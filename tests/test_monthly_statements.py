@@ -3,7 +3,6 @@ most once a month; the Schedule that starts it exists on the dev server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from arflow.policies.service import ensure_default_policy
 from arflow.schedules import ensure_monthly_statement_schedule
 from models import ContactBlock, Customer, Invoice, StatementSent
 from tests.conftest import Harness, harness
-from tests.test_delivery import PROVIDERS
-from tests.test_providers import Answer, FakeProvider
+from tests.faults.fakes import Answer, FakeProvider
 from workflows.statements import MonthlyStatementWorkflow
 from workflows.types import StatementRun
 
@@ -142,31 +140,12 @@ def test_a_deferred_statement_is_recorded_with_the_window_opening(sqlite_engine:
         assert row.status == "sent"
 
 
-@pytest.fixture
-async def sendgrid(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[tuple[Harness, FakeProvider]]:
-    fake = FakeProvider()
-    try:
-        async with harness(
-            ts_env,
-            sqlite_engine,
-            tmp_path,
-            sendgrid_base_url=fake.url,
-            twilio_base_url=fake.url,
-            **PROVIDERS,
-        ) as h:
-            yield h, fake
-    finally:
-        fake.close()
-
-
 async def test_a_provider_server_error_is_retried_and_the_statement_sent_once(
-    sendgrid: tuple[Harness, FakeProvider],
+    fakes: tuple[Harness, FakeProvider],
 ) -> None:
     """SendGrid answers 500, then 202: the retry sends the statement (it used to find the
     month's row and count it skipped: the month's statement was lost)."""
-    h, fake = sendgrid
+    h, fake = fakes
     fake.answer(Answer(500), Answer(202, headers={"X-Message-Id": "sg-stmt"}))
     at = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
     cust = await h.customer(statement_day=15)

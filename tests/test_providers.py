@@ -12,16 +12,14 @@ import base64
 import io
 import json
 import socket
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -53,95 +51,13 @@ from models import ContactBlock, Customer, Invoice, OutboxMessage
 from models.reference import payment_reference
 
 from .conftest import API_KEYS, WEBHOOK_SECRET
+from .faults.fakes import Answer, FakeProvider
 
 PUBLIC_URL = "https://arflow.example.com"
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "twilio-test-token"
 PAY_URL = f"{PUBLIC_URL}/pay/RF18AR42"
 UNSUBSCRIBE_URL = f"{PUBLIC_URL}/unsubscribe/abc"
-
-
-# -- a fake provider: records requests, answers as told ------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds before answering
-    hang_up: bool = False  # read the request, then close without answering
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def form(self) -> dict[str, str]:
-        return {k: v[0] for k, v in parse_qs(self.body.decode()).items()}
-
-
-class FakeProvider:
-    """``http.server`` in a thread on a free port."""
-
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.answers: list[Answer] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                fake.requests.append(Recorded("POST", self.path, dict(self.headers.items()), body))
-                answer = fake.answers.pop(0) if fake.answers else Answer()
-                if answer.hang_up:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                time.sleep(answer.delay)
-                try:
-                    self.send_response(answer.status)
-                    for key, value in answer.headers.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(answer.body)))
-                    self.end_headers()
-                    self.wfile.write(answer.body)
-                except OSError:
-                    pass  # the client gave up waiting
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def answer(self, *answers: Answer) -> None:
-        self.answers.extend(answers)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider()
-    yield server
-    server.close()
 
 
 def closed_port_url() -> str:

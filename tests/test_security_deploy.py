@@ -30,19 +30,11 @@ from arflow.customers.unsubscribe import unsubscribe_token
 from arflow.errors import Unauthenticated
 from arflow.payments.signatures import verify_signature
 from models.reference import payment_reference
+from tests.conftest import API_KEYS, PRODUCTION
 from tests.test_web import CSRF_IN_FORM, seed_invoice
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "api" / "templates"
-STRONG = {role: secrets.token_urlsafe(32) for role in ("admin", "specialist", "viewer")}
-PRODUCTION: dict[str, Any] = {
-    "environment": "production",
-    "api_keys": ",".join(f"{k}:{r}" for r, k in STRONG.items()),
-    "webhook_secret": secrets.token_urlsafe(32),
-    "session_secret": secrets.token_urlsafe(32),
-    "link_secret": secrets.token_urlsafe(32),
-    "codec_keys": "k1:" + "A" * 43 + "=",
-}
 
 
 @pytest.fixture
@@ -199,7 +191,7 @@ async def test_every_html_page_carries_the_security_headers(
     assert [p.status_code for p in pages] == [200, 200, 404, 404]
     for page in pages:
         _assert_html_headers(page)
-    assert (await login(prod, STRONG["viewer"])).status_code == 303
+    assert (await login(prod, API_KEYS["viewer"])).status_code == 303
     for path in ("/app", "/app/invoices", f"/app/invoices/{invoice_id}", "/app/invoices/999999"):
         _assert_html_headers(await prod.get(path))
 
@@ -216,7 +208,7 @@ def test_templates_have_no_inline_script_style_or_handlers() -> None:
 
 
 async def test_a_logged_out_session_cookie_replayed_is_refused(prod: httpx.AsyncClient) -> None:
-    assert (await login(prod, STRONG["viewer"])).status_code == 303
+    assert (await login(prod, API_KEYS["viewer"])).status_code == 303
     cookie = prod.cookies[web.SESSION_COOKIE]
     page = await prod.get("/app/worklist")
     assert page.status_code == 200
@@ -236,7 +228,7 @@ async def test_a_session_ends_at_its_absolute_lifetime_however_busy(
 ) -> None:
     settings = production(sqlite_engine, session_absolute_seconds=600)
     async with await client_for(settings, sqlite_engine) as http:
-        assert (await login(http, STRONG["viewer"])).status_code == 303
+        assert (await login(http, API_KEYS["viewer"])).status_code == 303
         started = time.time()
         for minutes in (4, 8):  # in use every 4 minutes: never idle
             monkeypatch.setattr(time, "time", lambda m=minutes: started + m * 60)
@@ -257,7 +249,7 @@ async def test_failed_bearer_keys_are_limited_per_address(sqlite_engine: Engine)
         transport = httpx.ASGITransport(app=app, client=(address, 1))
         return httpx.AsyncClient(transport=transport, base_url="http://arflow.test")
 
-    good = {"Authorization": f"Bearer {STRONG['viewer']}"}
+    good = {"Authorization": f"Bearer {API_KEYS['viewer']}"}
     async with client("10.0.0.7") as attacker, client("10.0.0.8") as other:
         for _ in range(30):  # successes are neither counted nor slowed
             assert (await attacker.get("/v1/customers", headers=good)).status_code == 200

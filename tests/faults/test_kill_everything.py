@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import random
-import signal
 import subprocess
 import time
 import uuid
@@ -41,13 +40,12 @@ from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from arflow.cli import SEARCH_ATTRIBUTE_ARGS
 from arflow.invoices import bulk
 from models import Invoice, OutboxMessage, Payment, Task
 from models.invoice import InvoiceCreate, InvoiceEvent
-from tests.conftest import TEMPORAL_CLI, Harness, harness
-from tests.test_durability import _connect, _free_port, start_worker
-from tests.test_providers import FakeProvider
+from tests.conftest import Harness, harness
+from tests.faults.fakes import FakeProvider
+from tests.processes import connect, free_port, kill, start_dev_server, start_worker, stop
 from tests.webhook import signed_payment
 from workflows.types import InvoiceState
 
@@ -76,37 +74,6 @@ SENDGRID_ENV = {
 }
 
 
-def _start_server(db_file: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``temporal server start-dev`` on a file store, as ``arflow run`` starts it."""
-    out = log.open("ab")
-    return subprocess.Popen(
-        [
-            str(TEMPORAL_CLI),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--headless",
-            "--db-filename",
-            str(db_file),
-            "--log-level",
-            "error",
-            "--dynamic-config-value",
-            "frontend.enableUpdateWorkflowExecution=true",
-            *SEARCH_ATTRIBUTE_ARGS,
-        ],
-        stdout=out,
-        stderr=out,
-    )
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=20)
-
-
 @dataclass
 class Chaos:
     """The processes of the run, what was done to them, and a supervisor that starts the
@@ -132,13 +99,15 @@ class Chaos:
         self.worker = start_worker(self.h, self.tmp / "worker.log")
 
     def start_server(self) -> None:
-        self.server = _start_server(self.tmp / "temporal.db", self.port, self.tmp / "temporal.log")
+        self.server = start_dev_server(
+            self.tmp / "temporal.db", self.port, self.tmp / "temporal.log"
+        )
 
     async def kill(self, what: str, rng: random.Random) -> None:
         proc = self.worker if what == "worker" else self.server
         assert proc is not None
         self._down = True
-        _kill(proc)
+        kill(proc)
         self.kills[what] += 1
         down = rng.uniform(0.5, 4.0)
         self.note(f"kill {what}, down {down:.1f}s")
@@ -158,12 +127,8 @@ class Chaos:
                 self.start_worker()
 
     def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                _kill(self.worker)
+        if self.worker is not None:
+            stop(self.worker)
 
 
 async def create_invoices(h: Harness, tmp: Path, first_due: datetime) -> list[int]:
@@ -256,12 +221,12 @@ async def test_kill_worker_and_server_repeatedly(
     fake = FakeProvider()
     for key, value in (SENDGRID_ENV | {"ARFLOW_SENDGRID_BASE_URL": fake.url}).items():
         monkeypatch.setenv(key, value)  # the worker process inherits them
-    port = _free_port()
+    port = free_port()
     chaos = Chaos(
-        tmp_path, port, _start_server(tmp_path / "temporal.db", port, tmp_path / "temporal.log")
+        tmp_path, port, start_dev_server(tmp_path / "temporal.db", port, tmp_path / "temporal.log")
     )
     try:
-        env = WorkflowEnvironment.from_client(await _connect(f"127.0.0.1:{port}"))
+        env = WorkflowEnvironment.from_client(await connect(f"127.0.0.1:{port}"))
         async with harness(
             env,
             sqlite_engine,
@@ -281,7 +246,7 @@ async def test_kill_worker_and_server_repeatedly(
                 chaos.stop_worker()
     finally:  # after the harness: it terminates the workflows on the server
         if chaos.server.poll() is None:
-            _kill(chaos.server)
+            kill(chaos.server)
         fake.close()
 
 

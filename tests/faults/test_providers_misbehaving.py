@@ -21,18 +21,15 @@ Every outcome is on the timeline exactly once (``reminder_sent`` / ``escalated``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.testing import WorkflowEnvironment
 
 from models import AgencyPlacement, Invoice, Task
-from tests.conftest import API_KEYS, Harness, harness
+from tests.conftest import API_KEYS, PROVIDERS, Harness
 from tests.faults.fakes import (
     Answer,
     MisbehavingProvider,
@@ -42,19 +39,10 @@ from tests.faults.fakes import (
     too_many,
 )
 from tests.test_agency import SECRET, _create_agency
+from tests.test_delivery import due_now
 from tests.test_web import CSRF_IN_FORM
 
 TIMEOUT = 0.5  # provider_timeout_seconds and agency_timeout_seconds: a late answer is 1.5 s
-PROVIDERS: dict[str, Any] = {
-    "sendgrid_api_key": "SG.test-key",
-    "email_from": "Billing <billing@arflow.example.com>",
-    "twilio_account_sid": "AC" + "0" * 32,
-    "twilio_auth_token": "twilio-test-token",
-    "twilio_from": "+15005550006",
-    "provider_timeout_seconds": TIMEOUT,
-    "agency_timeout_seconds": TIMEOUT,
-    "session_secret": "test-session-secret",  # the web worklist
-}
 PATHS = {"email": "/v3/mail/send", "sms": f"/2010-04-01/Accounts/{'AC' + '0' * 32}/Messages.json"}
 
 
@@ -67,22 +55,23 @@ def accepted(channel: str) -> Answer:
 
 
 @pytest.fixture
-async def world(
-    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
-) -> AsyncIterator[tuple[Harness, MisbehavingProvider]]:
-    fake = MisbehavingProvider()
-    try:
-        async with harness(
-            ts_env,
-            sqlite_engine,
-            tmp_path,
-            sendgrid_base_url=fake.url,
-            twilio_base_url=fake.url,
-            **PROVIDERS,
-        ) as h:
-            yield h, fake
-    finally:
-        fake.close()
+def fake() -> Iterator[MisbehavingProvider]:
+    """The providers and the agency (``fakes`` goes to it): misbehaving as each test says."""
+    server = MisbehavingProvider()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def provider_settings() -> dict[str, Any]:
+    return PROVIDERS | {
+        "provider_timeout_seconds": TIMEOUT,
+        "agency_timeout_seconds": TIMEOUT,
+        # The web worklist, signed in over http: the session cookie is https-only when this is
+        # an https URL.
+        "public_url": "http://arflow.test",
+        "session_secret": "test-session-secret",
+    }
 
 
 def tasks(h: Harness, invoice_id: int, kind: str) -> list[Task]:
@@ -96,25 +85,6 @@ def kinds(h: Harness, invoice_id: int, kind: str) -> list[dict[str, Any]]:
 
 
 # -- email and SMS ----------------------------------------------------------------------------
-
-
-async def due_now(h: Harness, channel: str) -> dict[str, Any]:
-    """An invoice whose one step (on ``channel``, no fallback) falls due 1 hour from now;
-    the clock is moved to 1 minute past it."""
-    pol = await h.policy(
-        escalate_after="P30D",
-        steps=[{"key": "due", "offset": "PT0S", "channel": channel, "fallback": []}],
-    )
-    cust = await h.customer()
-    due_at = (await h.env.get_current_time()) + timedelta(hours=1)
-    inv = await h.invoice(
-        cust["id"],
-        policy_id=pol["id"],
-        due_at=due_at.isoformat(),
-        due_date=due_at.date().isoformat(),
-    )
-    await h.env.sleep(timedelta(hours=1, minutes=1))
-    return inv
 
 
 def assert_sent_once(h: Harness, fake: MisbehavingProvider, inv: dict[str, Any], n: int) -> None:
@@ -132,9 +102,9 @@ def assert_sent_once(h: Harness, fake: MisbehavingProvider, inv: dict[str, Any],
 
 @pytest.mark.parametrize("channel", ["email", "sms"])
 async def test_a_server_error_is_retried_and_sent_once(
-    world: tuple[Harness, MisbehavingProvider], channel: str
+    fakes: tuple[Harness, MisbehavingProvider], channel: str
 ) -> None:
-    h, fake = world
+    h, fake = fakes
     fake.answer(server_error(), server_error(), accepted(channel))
     inv = await due_now(h, channel) | {"_channel": channel}
     await h.env.sleep(timedelta(seconds=30))  # the activity's backoff: 1 s, then 2 s
@@ -145,9 +115,9 @@ async def test_a_server_error_is_retried_and_sent_once(
 
 @pytest.mark.parametrize("channel", ["email", "sms"])
 async def test_too_many_requests_waits_for_retry_after(
-    world: tuple[Harness, MisbehavingProvider], channel: str
+    fakes: tuple[Harness, MisbehavingProvider], channel: str
 ) -> None:
-    h, fake = world
+    h, fake = fakes
     fake.answer(too_many(300), accepted(channel))
     inv = await due_now(h, channel) | {"_channel": channel}
     await h.env.sleep(timedelta(minutes=2))  # 3 minutes after the 429: not yet
@@ -166,9 +136,9 @@ MAY_HAVE_SENT: dict[str, Callable[[str], Answer]] = {
 @pytest.mark.parametrize("channel", ["email", "sms"])
 @pytest.mark.parametrize("misbehaviour", sorted(MAY_HAVE_SENT))
 async def test_no_answer_after_sending_is_uncertain_and_never_resent(
-    world: tuple[Harness, MisbehavingProvider], channel: str, misbehaviour: str
+    fakes: tuple[Harness, MisbehavingProvider], channel: str, misbehaviour: str
 ) -> None:
-    h, fake = world
+    h, fake = fakes
     fake.answer(MAY_HAVE_SENT[misbehaviour](channel))
     inv = await due_now(h, channel)
     await h.env.sleep(timedelta(minutes=10))  # any retry would have come by now
@@ -262,9 +232,9 @@ AGENCY_TAKES = Answer(200, b'{"reference": "AG-1"}', {"Content-Type": "applicati
     ["500", "late", "reset"],
 )
 async def test_the_agency_misbehaving_is_retried_and_placed_once(
-    world: tuple[Harness, MisbehavingProvider], misbehaviour: str
+    fakes: tuple[Harness, MisbehavingProvider], misbehaviour: str
 ) -> None:
-    h, fake = world
+    h, fake = fakes
     fake.default = AGENCY_TAKES
     first = {
         "500": server_error(),
@@ -278,9 +248,9 @@ async def test_the_agency_misbehaving_is_retried_and_placed_once(
 
 
 async def test_the_agency_saying_too_many_is_retried_after_retry_after(
-    world: tuple[Harness, MisbehavingProvider],
+    fakes: tuple[Harness, MisbehavingProvider],
 ) -> None:
-    h, fake = world
+    h, fake = fakes
     fake.default = AGENCY_TAKES
     fake.answer(too_many(300))
     inv = await escalating(h, fake)
@@ -291,9 +261,9 @@ async def test_the_agency_saying_too_many_is_retried_after_retry_after(
 
 
 async def test_a_recall_without_an_answer_is_retried_as_the_same_request(
-    world: tuple[Harness, MisbehavingProvider],
+    fakes: tuple[Harness, MisbehavingProvider],
 ) -> None:
-    h, fake = world
+    h, fake = fakes
     fake.default = AGENCY_TAKES
     inv = await escalating(h, fake)
     fake.answer(reset())
