@@ -473,10 +473,12 @@ class InvoiceWorkflow:
         from our database, never from the signal (which anyone who reaches Temporal can
         send). None when it is refused; the activity recorded why.
 
-        A regular activity, not a local one: a local activity runs again when its workflow
-        task is retried, and by then ``record_payment`` has marked the payment applied, so
-        the second look would refuse the payment the first one took."""
-        loaded: LoadedPayment = await workflow.execute_activity(
+        A local activity (a database read, like ``record_payment`` a write): it can run again
+        when its workflow task is retried, after ``record_payment`` marked the payment
+        applied, so the activity takes a payment this invoice's timeline already shows
+        applied as the one to apply (the workflow's own ``_seen_payments`` keep it from
+        being applied twice)."""
+        loaded: LoadedPayment = await workflow.execute_local_activity(
             "load_payment",
             LoadPaymentInput(invoice_id=self.inp.invoice_id, payment_id=payment_id),
             result_type=LoadedPayment,

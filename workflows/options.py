@@ -14,6 +14,7 @@ SLOW_ACTIVITIES = frozenset({"escalate", "end_placement", "open_legal"})
 LOCAL_ACTIVITIES = frozenset(
     {
         "check_command",
+        "load_payment",
         "record_payment",
         "record_closed",
         "record_change",
