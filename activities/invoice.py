@@ -16,12 +16,16 @@ from activities.failures import not_found_is_final
 from arflow.charges.service import charges_due, post_charge
 from arflow.customers.segments import ensure_default_segments
 from arflow.db import SessionFactory
-from arflow.invoices import recording
+from arflow.invoices import commands, recording
 from arflow.messages.delivery import StepDelivery
 from arflow.payments import recording as payments
 from workflows.types import (
     ChangeResult,
     ChangeSet,
+    CheckCommandInput,
+    CommandCheck,
+    LoadedPayment,
+    LoadPaymentInput,
     PostChargesInput,
     RecordClosedInput,
     RecordPaymentInput,
@@ -52,6 +56,18 @@ class InvoiceActivities:
         with self.sessions() as session, not_found_is_final():
             for line in charges_due(session, inp):
                 post_charge(session, inp.invoice_id, line)
+
+    @activity.defn(name="load_payment")
+    def load_payment(self, inp: LoadPaymentInput) -> LoadedPayment:
+        """The stored payment a signal names (a refusal is recorded on the timeline)."""
+        with self.sessions() as session, not_found_is_final():
+            return payments.load_payment(session, inp)
+
+    @activity.defn(name="check_command")
+    def check_command(self, inp: CheckCommandInput) -> CommandCheck:
+        """Whether an update is one the domain recorded (a refusal is recorded)."""
+        with self.sessions() as session, not_found_is_final():
+            return commands.check_command(session, inp)
 
     @activity.defn(name="record_payment")
     def record_payment(self, inp: RecordPaymentInput) -> SegmentMove | None:
@@ -87,6 +103,8 @@ class InvoiceActivities:
     def all(self) -> list[Any]:
         return [
             self.send_reminder,
+            self.load_payment,
+            self.check_command,
             self.record_payment,
             self.record_closed,
             self.record_change,

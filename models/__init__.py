@@ -10,7 +10,14 @@ from models.contact import ContactBlock
 from models.customer import Customer
 from models.deployment import Deployment
 from models.idempotency import IdempotencyRecord
-from models.invoice import AgencyPlacement, Invoice, InvoiceEvent, OutboxMessage, Payment
+from models.invoice import (
+    AgencyPlacement,
+    Invoice,
+    InvoiceCommand,
+    InvoiceEvent,
+    OutboxMessage,
+    Payment,
+)
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
 from models.profile import CustomerEvent, UnbilledOrder
@@ -35,6 +42,7 @@ __all__ = [
     "IdempotencyRecord",
     "Invoice",
     "InvoiceCharge",
+    "InvoiceCommand",
     "InvoiceEvent",
     "Job",
     "JobItem",

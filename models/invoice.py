@@ -299,6 +299,27 @@ class Payment(SQLModel, table=True):
     applied_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class InvoiceCommand(SQLModel, table=True):
+    """A specialist action (a workflow update carrying money or state) as the domain sent it.
+    The workflow applies an update only when its ``command_id`` names a row of the same
+    invoice, name and fingerprint (workflows/trust.py): an update sent straight to Temporal,
+    past the API, is refused."""
+
+    __tablename__ = "invoice_commands"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    name: str = Field(max_length=50)
+    fingerprint: str = Field(max_length=64, description="sha256 of the request's canonical JSON")
+    actor: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    used_by: str | None = Field(
+        default=None,
+        max_length=120,
+        description="the workflow's key for the one time it applied the command",
+    )
+
+
 class AgencyPlacement(SQLModel, table=True):
     """An invoice handed to a collection agency (one placement per invoice)."""
 

@@ -3,13 +3,15 @@
 ``tests/histories/*.json`` are saved histories of earlier versions; a change to the workflow
 that breaks them needs ``workflow.patched()``. Regenerate a history with
 ``python -m tests.test_replay <path>`` only when its shape is meant to change (the file name's
-prefix, ``v1-`` or ``v2-``, picks the lifecycle).
+prefix, ``v1-``, ``v2-`` or ``v3-``, picks the lifecycle).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -30,6 +32,8 @@ from tests.conftest import CODEC_KEYS, harness
 from tests.webhook import signed_payment
 from workflows.invoice import InvoiceWorkflow
 from workflows.schedule import default_due_at
+from workflows.trust import PAYMENTS_FROM_ROWS, RECORDED_COMMANDS
+from workflows.types import CancelRequest, PaymentSignal
 
 HISTORIES = Path(__file__).parent / "histories"
 # The production converter with the codec on: histories saved before it (unencrypted) replay.
@@ -96,7 +100,37 @@ async def run_ladder_lifecycle(
         return await handle.fetch_history()
 
 
-LIFECYCLES = {"v1": run_lifecycle, "v2": run_ladder_lifecycle}
+async def run_trust_lifecycle(
+    env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> WorkflowHistory:
+    """Issue 15's paths: payments loaded from their rows (one by a made-up id, refused),
+    a promise recorded by the API and applied, a cancel sent past the API and refused, then
+    payment in full."""
+    async with harness(env, engine, tmp_path) as h:
+        cust = await h.customer()
+        inv = await h.invoice(cust["id"])
+        handle = h.client.get_workflow_handle_for(InvoiceWorkflow.run, inv["workflow_id"])
+        await signed_payment(h, invoice_id=inv["id"], amount_minor=20_000)
+        forged = PaymentSignal(payment_id=10**9, amount_minor=100_000, currency="EUR")
+        await handle.signal(InvoiceWorkflow.payment_received, forged)
+        today = (await env.get_current_time()).date()
+        promised = await h.post(
+            f"/v1/invoices/{inv['id']}/promise",
+            {"promised_date": (today + timedelta(days=5)).isoformat(), "amount_minor": 100_000},
+        )
+        assert promised.status_code == 200, promised.text
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("cancel", CancelRequest("x", "mallory"))
+        await env.sleep(timedelta(days=2))
+        await signed_payment(h, invoice_id=inv["id"], amount_minor=100_000)
+        assert (await handle.result()).status == "paid"
+        kinds = [e.kind for e in h.events(inv["id"])]
+        for kind in ("payment_signal_rejected", "command_rejected", "promise_kept", "paid"):
+            assert kind in kinds, (kind, kinds)
+        return await handle.fetch_history()
+
+
+LIFECYCLES = {"v1": run_lifecycle, "v2": run_ladder_lifecycle, "v3": run_trust_lifecycle}
 
 
 async def test_a_fresh_history_replays(
@@ -113,6 +147,25 @@ async def test_a_fresh_ladder_history_replays(
     history = await run_ladder_lifecycle(ts_env, sqlite_engine, tmp_path)
     result = await REPLAYER.replay_workflow(history)
     assert result.replay_failure is None
+
+
+async def test_a_fresh_trust_history_replays(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    history = await run_trust_lifecycle(ts_env, sqlite_engine, tmp_path)
+    result = await REPLAYER.replay_workflow(history)
+    assert result.replay_failure is None
+
+
+def test_a_saved_history_takes_the_trusted_paths() -> None:
+    """The v3 history was made with both patches on, so its replay runs the new code."""
+    (path,) = HISTORIES.glob("v3-*.json")
+    # Patch markers and local activities are markers whose details are base64 payloads.
+    raw = path.read_text()
+    found = re.findall(r'"data": ?"([A-Za-z0-9+/=]+)"', raw)
+    text = "\n".join([raw, *(base64.b64decode(d).decode(errors="replace") for d in found)])
+    for needle in (PAYMENTS_FROM_ROWS, RECORDED_COMMANDS, "load_payment", "check_command"):
+        assert needle in text, needle
 
 
 # The invoice's histories (v1-, v2-, ...); the other workflow types replay in test_replay_all.

@@ -30,7 +30,17 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import commands, disputes, holds, ladder, payments, plans, progress, reminders
+    from workflows import (
+        commands,
+        disputes,
+        holds,
+        ladder,
+        payments,
+        plans,
+        progress,
+        reminders,
+        trust,
+    )
     from workflows.commands import refuse
     from workflows.options import (
         ACTIVITY_RETRY,
@@ -57,11 +67,15 @@ with workflow.unsafe.imports_passed_through():
         AgencyEndRequest,
         CancelRequest,
         ChangeResult,
+        CheckCommandInput,
+        CommandCheck,
         EndPlacementInput,
         EventSpec,
         InvoiceState,
         InvoiceWorkflowInput,
         LadderStage,
+        LoadedPayment,
+        LoadPaymentInput,
         NextAction,
         OpenDisputeRequest,
         PauseRequest,
@@ -99,6 +113,8 @@ class InvoiceWorkflow:
         # and its validator runs before run() has started.
         self._inp: InvoiceWorkflowInput | None = inp
         self._cancel: CancelRequest | None = None
+        self._cancel_refused: ApplicationError | None = None
+        self._guarded_seen = 0  # guarded updates the loop came to apply in this run
         self._seen_payments: set[int] = set()
         self._pending: list[PaymentSignal] = []
         self._commands: list[_Command] = []
@@ -144,7 +160,7 @@ class InvoiceWorkflow:
             await self._apply_payments()
             await self._run_commands()
             if self._cancel is not None and inp.status not in CLOSED_STATUSES:
-                await self._close(CANCELLED, self._cancel.reason, self._cancel.actor)
+                await self._cancel_invoice(self._cancel)
             if inp.status in CLOSED_STATUSES:
                 break
             if await self._interest_tick():
@@ -430,6 +446,13 @@ class InvoiceWorkflow:
         inp = self.inp
         while self._pending:
             payment = self._pending.pop(0)
+            if self._trusting(trust.PAYMENTS_FROM_ROWS, str(payment.payment_id)):
+                stored = await self._stored_payment(payment.payment_id)
+                if stored is None:
+                    # Not seen after all: the payment may yet be stored under that id.
+                    self._seen_payments.discard(payment.payment_id)
+                    continue
+                payment = stored
             inp.applied_payment_ids.append(payment.payment_id)
             # Histories from before reversals were parked replay without parking.
             park = payment.kind == "payment" or workflow.patched(PARK_REVERSALS)
@@ -448,6 +471,25 @@ class InvoiceWorkflow:
                 await self._after_payment(payment)
                 if inp.status == PAID:
                     await self._post_charges(None)  # interest up to the day it was paid
+
+    async def _stored_payment(self, payment_id: int) -> PaymentSignal | None:
+        """The payment a signal names, as stored: its amount, currency, kind and date come
+        from our database, never from the signal (which anyone who reaches Temporal can
+        send). None when it is refused; the activity recorded why.
+
+        A local activity (a database read, like ``record_payment`` a write): it can run again
+        when its workflow task is retried, after ``record_payment`` marked the payment
+        applied, so the activity takes a payment this invoice's timeline already shows
+        applied as the one to apply (the workflow's own ``_seen_payments`` keep it from
+        being applied twice)."""
+        loaded: LoadedPayment = await workflow.execute_local_activity(
+            "load_payment",
+            LoadPaymentInput(invoice_id=self.inp.invoice_id, payment_id=payment_id),
+            result_type=LoadedPayment,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return loaded.payment
 
     async def _switch_segment(self, move: SegmentMove) -> None:
         """The payment moved the customer to another segment: a workflow of its own
@@ -491,10 +533,52 @@ class InvoiceWorkflow:
             cmd = self._commands.pop(0)
             try:
                 commands.check_not_closed(self.inp)
+                await self._check_recorded(cmd.name, cmd.request)
                 await getattr(self, f"_do_{cmd.name}")(cmd.request)
             except ApplicationError as err:
                 cmd.error = err
             cmd.done = True
+
+    async def _check_recorded(self, name: str, request: object) -> None:
+        """Refuse an update that carries money or state unless the domain recorded it (an
+        ``invoice_commands`` row of this invoice, name and fingerprint): one sent straight to
+        Temporal, past the API, is refused and the refusal recorded."""
+        if name not in trust.GUARDED_UPDATES:
+            return
+        self._guarded_seen += 1
+        if not self._trusting(trust.RECORDED_COMMANDS, str(self._guarded_seen)):
+            return
+        check: CommandCheck = await workflow.execute_local_activity(
+            "check_command",
+            CheckCommandInput(
+                invoice_id=self.inp.invoice_id,
+                name=name,
+                command_id=getattr(request, "command_id", None),
+                fingerprint=trust.fingerprint(request),
+                key=f"command:{name}:{workflow.uuid4()}",
+            ),
+            result_type=CommandCheck,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        if check.reason is not None:
+            raise refuse(f"{name} refused: {check.reason}")
+
+    def _trusting(self, patch: str, occurrence: str) -> bool:
+        """Whether to take the path that trusts only our rows (``workflow.patched``). The SDK
+        memoizes a patch per run: a run that passed ``patch`` under the old code keeps False
+        for it. So each later occurrence there asks a patch of its own, and is guarded from
+        the deploy on too (one marker each, only in runs older than the patch)."""
+        return workflow.patched(patch) or workflow.patched(f"{patch}:{occurrence}")
+
+    async def _cancel_invoice(self, request: CancelRequest) -> None:
+        """The cancellation the ``cancel`` update asked for, if the domain recorded it."""
+        try:
+            await self._check_recorded("cancel", request)
+        except ApplicationError as err:
+            self._cancel, self._cancel_refused = None, err
+            return
+        await self._close(CANCELLED, request.reason, request.actor)
 
     async def _submit(self, name: str, request: object) -> InvoiceState:
         cmd = _Command(name, request)
@@ -699,8 +783,12 @@ class InvoiceWorkflow:
 
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> InvoiceState:
-        self._cancel = request
-        await workflow.wait_condition(lambda: self.inp.status in CLOSED_STATUSES)
+        self._cancel, self._cancel_refused = request, None
+        await workflow.wait_condition(
+            lambda: self.inp.status in CLOSED_STATUSES or self._cancel_refused is not None
+        )
+        if self._cancel_refused is not None and self.inp.status not in CLOSED_STATUSES:
+            raise self._cancel_refused
         return self._state()
 
     @cancel.validator

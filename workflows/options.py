@@ -11,7 +11,16 @@ from temporalio.common import RetryPolicy
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
 PROVIDER_ACTIVITY_TIMEOUT = timedelta(seconds=60)
 SLOW_ACTIVITIES = frozenset({"escalate", "end_placement", "open_legal"})
-LOCAL_ACTIVITIES = frozenset({"record_payment", "record_closed", "record_change", "post_charges"})
+LOCAL_ACTIVITIES = frozenset(
+    {
+        "check_command",
+        "load_payment",
+        "record_payment",
+        "record_closed",
+        "record_change",
+        "post_charges",
+    }
+)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -234,6 +234,7 @@ class PaymentSignal:
 class CancelRequest:
     reason: str
     actor: str
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -241,6 +242,7 @@ class OpenDisputeRequest:
     reason: str
     actor: str
     amount_minor: int | None = None
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -251,6 +253,7 @@ class ResolveDisputeRequest:
     actor: str
     credit_minor: int = 0
     approved_by: str | None = None  # the second actor of a credit that needed approval
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -264,6 +267,7 @@ class PlanRequest:
     installments: list[InstallmentRequest]
     note: str
     actor: str
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -272,6 +276,7 @@ class PromiseRequest:
     amount_minor: int
     actor: str
     note: str = ""
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -279,6 +284,7 @@ class PauseRequest:
     reason: str
     actor: str
     until: str | None = None  # ISO date; dunning resumes at 00:00 local that day
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -287,6 +293,7 @@ class ActorRequest:
 
     reason: str
     actor: str
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -366,6 +373,40 @@ class RecordPaymentInput:
 
 
 @dataclass
+class LoadPaymentInput:
+    """A payment a ``payment_received`` signal names: only its id is taken from the signal."""
+
+    invoice_id: int
+    payment_id: int
+
+
+@dataclass
+class LoadedPayment:
+    """The stored payment to apply (amount, currency, kind and date from its row), or why the
+    signal was refused (unknown id, another invoice's payment, not in a state to apply): the
+    ``payment_signal_rejected`` event is recorded then."""
+
+    payment: PaymentSignal | None = None
+    reason: str | None = None
+
+
+@dataclass
+class CheckCommandInput:
+    """An update the workflow is about to apply: recorded by the domain first, or refused."""
+
+    invoice_id: int
+    name: str
+    command_id: int | None
+    fingerprint: str
+    key: str  # this application's: a command is applied once (a retry of it has the same key)
+
+
+@dataclass
+class CommandCheck:
+    reason: str | None = None  # None: the recorded request; else why it was refused
+
+
+@dataclass
 class EscalateInput:
     invoice_id: int
     balance_minor: int
@@ -394,6 +435,7 @@ class AgencyEndRequest:
     outcome: str  # recalled, returned, closed
     reason: str
     actor: str
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass
@@ -570,3 +612,4 @@ class PolicyChangeRequest:
     actor: str
     reason: str = ""
     segment: str | None = None  # the customer's new segment (ladder stages skip by segment)
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)

@@ -18,6 +18,7 @@ from arflow.access import Principal
 from arflow.config import Settings
 from arflow.customers.segments import policy_for_customer
 from arflow.errors import DomainError, conflict, forbidden, not_found, unprocessable
+from arflow.invoices.commands import record_command
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage, Segment
@@ -379,10 +380,14 @@ async def run_update(
     422 for the request. With an ``Idempotency-Key``, the key is the update's id, so a double
     click (or a retry) is applied once and answered with the first outcome. ``update_id``: an
     id of our own instead (outside the keys' ``update:key`` space, so no key can take it).
+    The request is recorded first (``record_command``): the workflow applies no update that
+    carries money or state unless it was recorded so, i.e. none sent to Temporal past this
+    function.
     """
     invoice = get_invoice(session, invoice_id)
     if invoice.status in CLOSED_STATUSES:
         raise conflict(f"invoice {invoice_id} is already {invoice.status}")
+    request = record_command(session, invoice_id, update, request)
     state = await gateway.update_invoice(
         client,
         settings,

@@ -1,6 +1,7 @@
 """A payment (or its reversal) the invoice's workflow applied, recorded in one transaction:
 the new balance and status, the timeline event, the discount granted, the invoice's charges
-paid from what the balance could not take, and the rest as the customer's credit."""
+paid from what the balance could not take, and the rest as the customer's credit. And, before
+that, the stored payment a ``payment_received`` signal names (``load_payment``)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,59 @@ from arflow.invoices.timeline import (
     commit_once,
     set_next_action,
 )
+from arflow.payments.service import signal_of
 from models import Payment
 from models.bank import overpayment
 from models.types import utcnow
-from workflows.types import CLOSED_STATUSES, RecordPaymentInput, SegmentMove
+from workflows.types import (
+    CLOSED_STATUSES,
+    LoadedPayment,
+    LoadPaymentInput,
+    RecordPaymentInput,
+    SegmentMove,
+)
+
+
+def load_payment(session: Session, inp: LoadPaymentInput) -> LoadedPayment:
+    """The stored payment a signal names, as the workflow is to apply it: amount, currency,
+    kind and date from its row, whatever the signal said. Refused, with a
+    ``payment_signal_rejected`` event (once per payment id), when no such payment exists, it
+    belongs to another invoice, it is not waiting to be applied (``received``; or
+    ``applied`` by this invoice's workflow, when a retried workflow task runs this local
+    activity again), or it is in another currency than the invoice."""
+    invoice = get_invoice(session, inp.invoice_id)
+    payment = session.get(Payment, inp.payment_id)
+    if payment is None:
+        reason = "unknown payment"
+    elif payment.invoice_id != inp.invoice_id:
+        reason = "the payment belongs to another invoice"
+    elif payment.status != "received" and not _applied_here(session, payment):
+        reason = f"the payment is {payment.status}, not waiting to be applied"
+    elif payment.currency != invoice.currency:
+        reason = f"the payment is in {payment.currency}, the invoice in {invoice.currency}"
+    else:
+        return LoadedPayment(payment=signal_of(payment))
+    key = f"payment:{inp.payment_id}:rejected"
+    if not already_recorded(session, inp.invoice_id, key):
+        add_event(
+            session,
+            inp.invoice_id,
+            "payment_signal_rejected",
+            {"payment_id": inp.payment_id, "reason": reason},
+            dedupe_key=key,
+        )
+        commit_once(session, inp.invoice_id, key)
+    return LoadedPayment(reason=reason)
+
+
+def _applied_here(session: Session, payment: Payment) -> bool:
+    """Whether this invoice's workflow applied ``payment`` already (``record_payment``
+    marked it applied and wrote its ``payment:{id}`` event). ``load_payment`` is a local
+    activity, which runs again when its workflow task is retried: that second look is at
+    the payment this very workflow took, and must not refuse it."""
+    return payment.status == "applied" and already_recorded(
+        session, payment.invoice_id, f"payment:{payment.id}"
+    )
 
 
 def record_payment(session: Session, inp: RecordPaymentInput) -> SegmentMove | None:
