@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 import httpx
 import typer
@@ -100,8 +100,13 @@ class _Children:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)
+    def start(
+        self, name: str, args: list[str], env: dict[str, str], output: IO[bytes] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``args``; its output goes to ``output`` (default: this process's)."""
+        proc = subprocess.Popen(
+            args, env=env, cwd=ROOT, start_new_session=True, stdout=output, stderr=output
+        )
         self.procs.append((name, proc))
         return proc
 

@@ -4,9 +4,12 @@ discounts, the pay link, and a payment in another currency going to the unmatche
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from models import CreditEntry, Payment
@@ -304,3 +307,38 @@ async def test_the_pay_link_opens_our_payment_page_and_nothing_without_its_signa
     assert (await h.http.get(f"/pay/{reference}?t=0000")).status_code == 404
     guessed = payment_reference(inv["id"] + 1)
     assert (await h.http.get(f"/pay/{guessed}?t=0000")).status_code == 404
+
+
+async def test_a_webhook_leaves_the_event_loop_free_while_it_writes(h: Harness) -> None:
+    """The webhook's database work runs in a thread (issue 16, bench/storm.py): on the API's
+    event loop, a burst of webhooks kept every other request of the process waiting. The
+    payment's insert is made slow here; a ticker on the loop must not notice."""
+    cust = await h.customer()
+    inv = await h.invoice(cust["id"], amount_minor=50_000)
+
+    def slow_insert(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PAYMENTS "):
+            time.sleep(0.3)
+
+    gaps: list[float] = []
+    sending = True
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while sending:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    event.listen(h.engine, "before_cursor_execute", slow_insert)
+    ticking = asyncio.create_task(tick())
+    try:
+        resp = await signed_payment(h, invoice_id=inv["id"], amount_minor=20_000)
+    finally:
+        sending = False
+        event.remove(h.engine, "before_cursor_execute", slow_insert)
+        await ticking
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "accepted"
+    assert max(gaps) < 0.2, f"the event loop stood still for {max(gaps):.2f} s"

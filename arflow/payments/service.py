@@ -9,6 +9,7 @@ happens twice is applied once (the workflow remembers payment ids).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC
@@ -154,17 +155,33 @@ def _release(session: Session) -> None:
     """End the session's (read) transaction so its connection goes back to the pool before
     waiting on Temporal. Held across the wait, a burst of webhooks took every pooled
     connection, and the next request's checkout blocked the event loop the holders needed to
-    finish: the API froze for the pool timeout and answered 500 (issue 16, webhook storm)."""
+    finish: the API froze for the pool timeout and answered 500 (issue 16, webhook storm).
+
+    The same holds for a wait for a thread: each step run with ``asyncio.to_thread`` ends
+    its transaction before it returns. Holding a connection while queued for one of the few
+    threads, 32 webhooks took every connection of SQLite's pool (15) while the threads
+    waited for a connection: every webhook failed after the pool timeout."""
     session.commit()
+
+
+def _invoice_now(session: Session, invoice_id: int) -> Invoice:
+    """The invoice as stored now, its read transaction ended (see ``_release``)."""
+    invoice = get_invoice(session, invoice_id)
+    session.refresh(invoice)
+    _release(session)
+    return invoice
 
 
 async def deliver(session: Session, client: Client, settings: Settings, payment: Payment) -> str:
     """Hand a stored payment to its invoice's workflow (see ``Delivery`` for the outcomes).
     Raises ``Unavailable`` when Temporal does not answer; the payment stays stored and
-    ``received``, and a later ``redeliver`` (or the same request again) finishes the job."""
+    ``received``, and a later ``redeliver`` (or the same request again) finishes the job.
+
+    The database work runs in a thread, never on the event loop: a burst of webhooks in an
+    API process otherwise held the loop in the database driver most of the time, and every
+    other request waited behind them (issue 16, bench/storm.py)."""
     assert payment.id is not None
-    invoice = get_invoice(session, payment.invoice_id)
-    session.refresh(invoice)
+    invoice = await asyncio.to_thread(_invoice_now, session, payment.invoice_id)
     if payment.status != "received":
         return "duplicate"
     for _ in range(2):
@@ -172,15 +189,14 @@ async def deliver(session: Session, client: Client, settings: Settings, payment:
             if payment.kind in REVERSALS and invoice.status == PAID:
                 await _reopen(session, client, settings, invoice, payment)
                 return "reopened"
-            _credit_after_close(session, invoice, payment)
+            await asyncio.to_thread(_credit_after_close, session, invoice, payment)
             return "recorded"
         invoice_id, signal = invoice.id, signal_of(payment)
         assert invoice_id is not None
-        _release(session)
         if await gateway.signal_payment(client, settings, invoice_id, signal):
             return "delivered"
         # The workflow completed in between: look at the invoice again.
-        session.refresh(invoice)
+        invoice = await asyncio.to_thread(_invoice_now, session, invoice_id)
     raise Unavailable(
         f"invoice {invoice.id} has no workflow to apply to", code="workflow_unavailable"
     )
@@ -192,15 +208,20 @@ async def _reopen(
     """A refund or chargeback of a paid invoice: start a new run of its workflow with the
     reversal queued (signal-with-start, so a run that is already back just gets the signal).
     The run carries the steps already sent or skipped, so dunning goes on where it stood."""
+    inp = await asyncio.to_thread(_reopen_input_of, session, invoice)
+    signal = signal_of(payment)
+    inp.search_attributes = await gateway.search_attributes_ready(client, settings)
+    inp.external_delivery = settings.external_delivery
+    await gateway.reopen_with_payment(client, settings, inp, signal)
+
+
+def _reopen_input_of(session: Session, invoice: Invoice) -> InvoiceWorkflowInput:
     customer = session.get(Customer, invoice.customer_id)
     policy = session.get(DunningPolicy, invoice.policy_id)
     assert customer is not None and policy is not None and invoice.id is not None
     inp = reopen_input(session, invoice, customer, policy)
-    signal = signal_of(payment)
     _release(session)
-    inp.search_attributes = await gateway.search_attributes_ready(client, settings)
-    inp.external_delivery = settings.external_delivery
-    await gateway.reopen_with_payment(client, settings, inp, signal)
+    return inp
 
 
 def reopen_input(
@@ -259,7 +280,26 @@ async def redeliver(session: Session, client: Client, settings: Settings) -> lis
 async def receive_webhook(
     session: Session, client: Client, settings: Settings, body: PaymentWebhook
 ) -> PaymentAck:
-    """A provider's payment, refund or chargeback for one invoice."""
+    """A provider's payment, refund or chargeback for one invoice. The database work runs
+    in a thread (see ``deliver``)."""
+    stored = await asyncio.to_thread(_store_webhook, session, body)
+    if isinstance(stored, PaymentAck):
+        return stored
+    payment, created = stored
+    outcome = await deliver(session, client, settings, payment)
+    status = {
+        "delivered": "accepted" if created else "duplicate",
+        "reopened": "reopened",
+        "recorded": "recorded",
+        "duplicate": "duplicate",
+    }[outcome]
+    assert payment.id is not None
+    return PaymentAck(status=status, payment_id=payment.id, invoice_id=payment.invoice_id)
+
+
+def _store_webhook(session: Session, body: PaymentWebhook) -> tuple[Payment, bool] | PaymentAck:
+    """The webhook's payment stored (or found, for a repeated event) with whether it is new;
+    the acknowledgement instead when it is queued as an unmatched line."""
     invoice = find_referenced(
         session, Invoice, body.invoice_id, body.invoice_external_id, "invoice"
     )
@@ -294,15 +334,8 @@ async def receive_webhook(
         body.type,
     ):
         raise conflict(f"event {body.event_id!r} was already received with different data")
-    assert payment.id is not None
-    outcome = await deliver(session, client, settings, payment)
-    status = {
-        "delivered": "accepted" if created else "duplicate",
-        "reopened": "reopened",
-        "recorded": "recorded",
-        "duplicate": "duplicate",
-    }[outcome]
-    return PaymentAck(status=status, payment_id=payment.id, invoice_id=invoice.id)
+    _release(session)
+    return payment, created
 
 
 def _queue_currency_mismatch(
