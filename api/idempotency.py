@@ -68,14 +68,14 @@ async def _once(request: Request, handler: Handler, operation: str) -> Response:
     ):
         return await handler(request)
     body_hash = idempotency.request_hash(request.url.query, await request.body())
-    claim = _claim(request, principal, operation, resource, key, body_hash)
+    claim = await _claim(request, principal, operation, resource, key, body_hash)
     waited = 0.0
     while claim.outcome == Outcome.in_progress and waited < WAIT_FOR_FIRST:
         # A double click: the first request usually answers within moments; give the
         # second its answer rather than a 409.
         await asyncio.sleep(POLL)
         waited += POLL
-        claim = _claim(request, principal, operation, resource, key, body_hash)
+        claim = await _claim(request, principal, operation, resource, key, body_hash)
     if claim.outcome == Outcome.replay:
         assert claim.status is not None
         return Response(
@@ -104,24 +104,43 @@ async def _once(request: Request, handler: Handler, operation: str) -> Response:
     try:
         response = await handler(request)
     except BaseException:
-        _release(request, claim.record_id)
+        await _release(request, claim.record_id)
         raise
     body = getattr(response, "body", None)
     if 200 <= response.status_code < 300 and isinstance(body, bytes):
-        with Session(request.app.state.engine) as session:
-            idempotency.complete(session, claim.record_id, response.status_code, body.decode())
+        await _complete(request, claim.record_id, response.status_code, body.decode())
     else:
-        _release(request, claim.record_id)
+        await _release(request, claim.record_id)
     return response
 
 
-def _claim(
+# The key's rows are written in a thread, never on the event loop: on SQLite a write may wait
+# for the lock (busy_timeout 30 s), and on the loop that wait stopped every other request,
+# the one holding the lock included (the schemathesis run saw requests still waiting after
+# 20 s, then "database is locked").
+
+
+async def _claim(
     request: Request, principal: str, operation: str, resource: str, key: str, body_hash: str
 ) -> idempotency.Claim:
-    with Session(request.app.state.engine) as session:
-        return idempotency.claim(session, principal, operation, resource, key, body_hash)
+    def claim() -> idempotency.Claim:
+        with Session(request.app.state.engine) as session:
+            return idempotency.claim(session, principal, operation, resource, key, body_hash)
+
+    return await asyncio.to_thread(claim)
 
 
-def _release(request: Request, record_id: int) -> None:
-    with Session(request.app.state.engine) as session:
-        idempotency.release(session, record_id)
+async def _release(request: Request, record_id: int) -> None:
+    def release() -> None:
+        with Session(request.app.state.engine) as session:
+            idempotency.release(session, record_id)
+
+    await asyncio.to_thread(release)
+
+
+async def _complete(request: Request, record_id: int, status: int, body: str) -> None:
+    def complete() -> None:
+        with Session(request.app.state.engine) as session:
+            idempotency.complete(session, record_id, status, body)
+
+    await asyncio.to_thread(complete)

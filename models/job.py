@@ -4,14 +4,14 @@ and the job as the API shows it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.types import UTCDateTime, utcnow
+from models.types import MAX_ID, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "done")
 ITEM_STATUSES = ("pending", "sent", "refused", "failed")
@@ -63,7 +63,9 @@ class SendNowFilter(BaseModel):
 class SendNowRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    invoice_ids: list[StrictInt] | None = PydanticField(default=None, max_length=MAX_JOB_INVOICES)
+    invoice_ids: list[Annotated[StrictInt, PydanticField(gt=0, le=MAX_ID)]] | None = PydanticField(
+        default=None, max_length=MAX_JOB_INVOICES
+    )
     filter: SendNowFilter | None = None
 
     @model_validator(mode="after")

@@ -146,3 +146,7 @@ IsoDuration = Annotated[str, AfterValidator(check_duration)]
 NonNegativeIsoDuration = Annotated[str, AfterValidator(check_nonnegative_duration)]
 TimeOfDay = Annotated[str, AfterValidator(check_time_of_day)]
 IbanStr = Annotated[str, AfterValidator(check_iban)]
+
+# The largest id: ids are 32-bit INTEGER columns on PostgreSQL (and beyond 64 bits SQLite's
+# driver cannot bind a value at all).
+MAX_ID = 2**31 - 1

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -422,3 +423,40 @@ async def fakes(
         **provider_settings,
     ) as h:
         yield h, fake
+
+
+STALL = 1.0  # seconds a statement is held up by ``longest_loop_stall``
+
+
+async def longest_loop_stall(
+    engine: Engine, slow: tuple[str, ...], action: Awaitable[Any]
+) -> float:
+    """Run ``action`` with every statement starting with one of ``slow`` (upper case, e.g.
+    ``"INSERT INTO PAYMENTS "``) made ``STALL`` slow, and a ticker on the event loop meanwhile:
+    the longest gap between its ticks. Database work done on the loop shows as a gap of at
+    least ``STALL``; a loaded machine's own hiccups stay well below half of it."""
+
+    def slow_down(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(slow):
+            time.sleep(STALL)
+
+    gaps: list[float] = []
+    running = True
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    sa.event.listen(engine, "before_cursor_execute", slow_down)
+    ticking = asyncio.create_task(tick())
+    try:
+        await action
+    finally:
+        running = False
+        sa.event.remove(engine, "before_cursor_execute", slow_down)
+        await ticking
+    return max(gaps)

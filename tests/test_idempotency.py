@@ -24,12 +24,32 @@ from arflow.config import Settings
 from arflow.idempotency import Outcome
 from models import Dispute, IdempotencyRecord, Promise
 from models.types import utcnow
-from tests.conftest import Harness, harness
+from tests.conftest import STALL, Harness, harness, longest_loop_stall
 from tests.test_actions import new_case
 from tests.test_api import error_of
 from tests.test_payments import paid, status_becomes
 
 REPLAYED = "Idempotent-Replayed"
+
+
+async def test_a_keyed_change_leaves_the_event_loop_free_while_it_writes(h: Harness) -> None:
+    """The key's row and the command's row are written in threads: on the event loop a write
+    waiting for SQLite's lock stopped every other request of the process (the schemathesis
+    run saw action requests still waiting after 20 s). Those inserts are made slow here; a
+    ticker on the loop must not notice."""
+    c = await new_case(h)
+    act = asyncio.ensure_future(
+        c.act("/disputes", {"reason": "wrong amount"}, **{"Idempotency-Key": "k-loop"})
+    )
+    slow = (
+        "INSERT INTO IDEMPOTENCY_KEYS",
+        "INSERT INTO INVOICE_COMMANDS",
+        "UPDATE IDEMPOTENCY_KEYS",
+    )
+    stall = await longest_loop_stall(h.engine, slow, act)
+    assert act.result().status_code == 200, act.result().text
+    assert c.kinds().count("dispute_opened") == 1
+    assert stall < STALL / 2, f"the event loop stood still for {stall:.2f} s"
 
 
 def notes(h: Harness, invoice_id: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -384,10 +385,7 @@ async def run_update(
     carries money or state unless it was recorded so, i.e. none sent to Temporal past this
     function.
     """
-    invoice = get_invoice(session, invoice_id)
-    if invoice.status in CLOSED_STATUSES:
-        raise conflict(f"invoice {invoice_id} is already {invoice.status}")
-    request = record_command(session, invoice_id, update, request)
+    request = await asyncio.to_thread(_command_for, session, invoice_id, update, request)
     state = await gateway.update_invoice(
         client,
         settings,
@@ -396,8 +394,23 @@ async def run_update(
         request,
         update_id or gateway.idempotent_update_id(update, idempotency_key),
     )
+    return await asyncio.to_thread(_reloaded, session, invoice_id), state
+
+
+# The database steps around an update run in a thread: on SQLite a write may wait for the lock
+# (busy_timeout 30 s), and on the event loop that wait stopped every other request.
+
+
+def _command_for(session: Session, invoice_id: int, update: str, request: object) -> object:
+    invoice = get_invoice(session, invoice_id)
+    if invoice.status in CLOSED_STATUSES:
+        raise conflict(f"invoice {invoice_id} is already {invoice.status}")
+    return record_command(session, invoice_id, update, request)
+
+
+def _reloaded(session: Session, invoice_id: int) -> Invoice:
     session.expire_all()
-    return get_invoice(session, invoice_id), state
+    return get_invoice(session, invoice_id)
 
 
 #: Outbox states of a message that reached (or may have reached) the customer.
