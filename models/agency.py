@@ -12,7 +12,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.types import CurrencyCode, UTCDateTime, utcnow
+from models.types import MAX_ID, CurrencyCode, UTCDateTime, utcnow
 
 #: names travel in the ``X-Arflow-Agency`` header: printable ASCII only
 AGENCY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 .&'_-]*$"
@@ -169,7 +169,7 @@ class AgencyUpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     update_id: str = PydanticField(min_length=1, max_length=200)
-    invoice_id: StrictInt = PydanticField(gt=0)
+    invoice_id: StrictInt = PydanticField(gt=0, le=MAX_ID)
     kind: Literal["payment", "commission", "closed", "returned"]
     amount_minor: StrictInt = PydanticField(
         default=0, ge=0, le=10**15, description="payment, commission: minor units, > 0"

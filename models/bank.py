@@ -13,7 +13,7 @@ from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from models.payment import DeliveryPublic
-from models.types import UTCDateTime, utcnow
+from models.types import MAX_ID, UTCDateTime, utcnow
 
 # What became of a received line.
 MATCHED = "matched"  # applied automatically to one or more invoices
@@ -206,7 +206,7 @@ class ReceivedLinePage(BaseModel):
 class AllocationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    invoice_id: StrictInt = PydanticField(gt=0)
+    invoice_id: StrictInt = PydanticField(gt=0, le=MAX_ID)
     amount_minor: StrictInt = PydanticField(gt=0, le=10**15)
 
 
@@ -215,7 +215,7 @@ class ApplyLine(BaseModel):
 
     allocations: list[AllocationIn] = PydanticField(default_factory=list, max_length=200)
     credit_customer_id: StrictInt | None = PydanticField(
-        default=None, gt=0, description="who gets what is not allocated, as credit"
+        default=None, gt=0, le=MAX_ID, description="who gets what is not allocated, as credit"
     )
     note: str | None = PydanticField(default=None, max_length=1000)
 
@@ -271,5 +271,5 @@ class CreditPublic(BaseModel):
 class UseCredit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    invoice_id: StrictInt = PydanticField(gt=0)
+    invoice_id: StrictInt = PydanticField(gt=0, le=MAX_ID)
     amount_minor: StrictInt = PydanticField(gt=0, le=10**15)

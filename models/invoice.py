@@ -12,7 +12,7 @@ from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.reference import payment_reference
-from models.types import CurrencyCode, UTCDateTime, utcnow
+from models.types import MAX_ID, CurrencyCode, UTCDateTime, utcnow
 
 INVOICE_STATUSES = (
     "open",
@@ -49,7 +49,7 @@ class InvoiceCreate(InvoiceBase):
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
-    customer_id: int | None = Field(default=None, gt=0)
+    customer_id: int | None = Field(default=None, gt=0, le=MAX_ID)
     customer_external_id: str | None = Field(default=None, min_length=1, max_length=100)
     amount_minor: StrictInt = Field(gt=0, le=10**15, description="amount in minor units (cents)")
     due_at: datetime | None = Field(

@@ -55,7 +55,7 @@ class SendNowFilter(BaseModel):
     )
     overdue_days_min: int | None = PydanticField(default=None, ge=0, le=3650)
     segment: str | None = PydanticField(default=None, max_length=50)
-    customer_id: StrictInt | None = PydanticField(default=None, gt=0)
+    customer_id: StrictInt | None = PydanticField(default=None, gt=0, le=MAX_ID)
     collector: str | None = PydanticField(default=None, max_length=100)
     currency: str | None = PydanticField(default=None, min_length=3, max_length=3)
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from models.types import CurrencyCode
+from models.types import MAX_ID, CurrencyCode
 
 
 class PaymentWebhook(BaseModel):
@@ -16,7 +16,7 @@ class PaymentWebhook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=200)
-    invoice_id: StrictInt | None = Field(default=None, gt=0)
+    invoice_id: StrictInt | None = Field(default=None, gt=0, le=MAX_ID)
     invoice_external_id: str | None = Field(default=None, min_length=1, max_length=100)
     amount_minor: StrictInt = Field(gt=0, le=10**15)
     currency: CurrencyCode
