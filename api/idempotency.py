@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
@@ -27,6 +27,8 @@ from api.errors import error_body
 from arflow import idempotency
 from arflow.idempotency import Outcome
 from models.idempotency import MAX_KEY_LENGTH, MAX_RESOURCE_LENGTH
+
+T = TypeVar("T")
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 #: How long a request waits for the first request with its key to answer, then 409.
@@ -114,33 +116,29 @@ async def _once(request: Request, handler: Handler, operation: str) -> Response:
     return response
 
 
-# The key's rows are written in a thread, never on the event loop: on SQLite a write may wait
-# for the lock (busy_timeout 30 s), and on the loop that wait stopped every other request,
-# the one holding the lock included (the schemathesis run saw requests still waiting after
-# 20 s, then "database is locked").
+async def _in_thread(request: Request, step: Callable[..., T], *args: Any) -> T:
+    """``step(session, *args)`` in a session of its own, in a thread, never on the event
+    loop: on SQLite a write may wait for the lock (busy_timeout 30 s), and on the loop that
+    wait stopped every other request, the one holding the lock included (the schemathesis run
+    saw requests still waiting after 20 s, then "database is locked")."""
+
+    def run() -> T:
+        with Session(request.app.state.engine) as session:
+            return step(session, *args)
+
+    return await asyncio.to_thread(run)
 
 
 async def _claim(
     request: Request, principal: str, operation: str, resource: str, key: str, body_hash: str
 ) -> idempotency.Claim:
-    def claim() -> idempotency.Claim:
-        with Session(request.app.state.engine) as session:
-            return idempotency.claim(session, principal, operation, resource, key, body_hash)
-
-    return await asyncio.to_thread(claim)
+    claim = idempotency.claim
+    return await _in_thread(request, claim, principal, operation, resource, key, body_hash)
 
 
 async def _release(request: Request, record_id: int) -> None:
-    def release() -> None:
-        with Session(request.app.state.engine) as session:
-            idempotency.release(session, record_id)
-
-    await asyncio.to_thread(release)
+    await _in_thread(request, idempotency.release, record_id)
 
 
 async def _complete(request: Request, record_id: int, status: int, body: str) -> None:
-    def complete() -> None:
-        with Session(request.app.state.engine) as session:
-            idempotency.complete(session, record_id, status, body)
-
-    await asyncio.to_thread(complete)
+    await _in_thread(request, idempotency.complete, record_id, status, body)
