@@ -9,6 +9,14 @@ import socket
 import psutil
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the system's pick), for a server about to start; until
+    it binds, nothing listens there either."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def busy_ports(wanted: list[tuple[str, str, int]]) -> list[str]:
     """One line per ``(what, host, port)`` that cannot be bound, naming the holder."""
     return [

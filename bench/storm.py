@@ -34,7 +34,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -198,12 +197,6 @@ def read_figures(reads: list[tuple[str, float]]) -> dict[str, Any]:
 # -- the deployment: arflow run's pieces, on free ports ----------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Deployment:
     """Dev server (file store), worker and API as ``arflow run`` starts them, on a fresh
     database; ``close()`` stops them and removes the database on every way out."""
@@ -257,6 +250,7 @@ class Deployment:
         from arflow.cli import _api_args, _temporal_args, _wait_for_http, _wait_for_temporal
         from arflow.db import make_engine
         from arflow.deployment import bind_temporal_store
+        from arflow.ports import free_port
 
         self.url = self.database()
         data = self.tmp / "data"

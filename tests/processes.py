@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,6 @@ from temporalio.client import Client
 
 from arflow.cli import SEARCH_ATTRIBUTE_ARGS
 from tests.conftest import ROOT, TEMPORAL_CLI, Harness
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_worker(h: Harness, log: Path) -> subprocess.Popen[bytes]:

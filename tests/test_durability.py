@@ -14,10 +14,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 from temporalio.testing import WorkflowEnvironment
 
+from arflow.ports import free_port
 from models import OutboxMessage
 from models.invoice import InvoiceEvent
 from tests.conftest import Harness, harness
-from tests.processes import connect, free_port, kill, start_dev_server, start_worker, stop
+from tests.processes import connect, kill, start_dev_server, start_worker, stop
 
 pytestmark = [pytest.mark.devserver, pytest.mark.slow]
 N = 200

@@ -28,6 +28,7 @@ from arflow.db import make_engine
 from arflow.deployment import StoreMismatch, bind_temporal_store, deployment_id
 from arflow.migrate import upgrade
 from arflow.policies.service import ensure_default_policy
+from arflow.ports import free_port
 from models import Customer, Invoice
 from tests.conftest import BIN
 
@@ -46,12 +47,6 @@ from arflow.cli import main
 sys.argv[0] = "arflow"
 main()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -138,7 +133,7 @@ class Run:
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Run]:
-    r = Run(tmp_path, uuid.uuid4().hex, _free_port(), _free_port(), _free_port())
+    r = Run(tmp_path, uuid.uuid4().hex, free_port(), free_port(), free_port())
     yield r
     for proc in r.processes():  # what a failed test left behind (the orphans of the bug)
         try:

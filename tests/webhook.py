@@ -12,7 +12,9 @@ from arflow.payments.signatures import sign
 from tests.conftest import WEBHOOK_SECRET
 
 
-async def signed_payment(h: Any, stamp: int | None = None, **fields: Any) -> httpx.Response:
+def signed(stamp: int | None = None, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    """A payment webhook's body and headers, signed once: sent several times, every copy is
+    byte-for-byte the same delivery (as a provider's retries are)."""
     body = {
         "event_id": f"evt_{uuid.uuid4().hex}",
         "currency": "EUR",
@@ -20,11 +22,13 @@ async def signed_payment(h: Any, stamp: int | None = None, **fields: Any) -> htt
         "method": "card",
     } | fields
     raw = json.dumps(body).encode()
-    return await h.http.post(
-        "/v1/webhooks/payments",
-        content=raw,
-        headers={
-            "Arflow-Signature": sign(WEBHOOK_SECRET, raw, stamp),
-            "Content-Type": "application/json",
-        },
-    )
+    headers = {
+        "Arflow-Signature": sign(WEBHOOK_SECRET, raw, stamp),
+        "Content-Type": "application/json",
+    }
+    return raw, headers
+
+
+async def signed_payment(h: Any, stamp: int | None = None, **fields: Any) -> httpx.Response:
+    raw, headers = signed(stamp, **fields)
+    return await h.http.post("/v1/webhooks/payments", content=raw, headers=headers)

@@ -3,7 +3,6 @@ is safe to send again), never a 500. No server needed: the engine points at a cl
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,18 +13,13 @@ from temporalio.client import Client
 from api.app import create_app
 from arflow.config import Settings
 from arflow.db import make_engine
+from arflow.ports import free_port
 from tests.conftest import API_KEYS, WEBHOOK_SECRET
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/gone"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"
     settings = Settings(
         environment="test",
         database_url=url,
@@ -35,7 +29,7 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     )
     engine = make_engine(url)
     # A Temporal client that never connects: the database is what fails here.
-    temporal = await Client.connect(f"127.0.0.1:{_closed_port()}", lazy=True)
+    temporal = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
     app = create_app(settings, engine=engine, temporal=temporal)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as client:

@@ -41,11 +41,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from arflow.invoices import bulk
+from arflow.ports import free_port
 from models import Invoice, OutboxMessage, Payment, Task
 from models.invoice import InvoiceCreate, InvoiceEvent
 from tests.conftest import Harness, harness
 from tests.faults.fakes import FakeProvider
-from tests.processes import connect, free_port, kill, start_dev_server, start_worker, stop
+from tests.processes import connect, kill, start_dev_server, start_worker, stop
 from tests.webhook import signed_payment
 from workflows.types import InvoiceState
 

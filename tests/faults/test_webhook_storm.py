@@ -11,11 +11,8 @@ requests interleave as they do in production (several connections, one server pr
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,28 +27,15 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from arflow.payments.signatures import sign
+from arflow.ports import free_port
 from models import Invoice, InvoiceEvent, Payment
-from tests.conftest import WEBHOOK_SECRET, Harness, harness
+from tests.conftest import Harness, harness
 from tests.test_api import eventually
 from tests.test_workflow_decisions import invoice as decision_invoice
 from tests.test_workflow_decisions import utc
+from tests.webhook import signed
 from workflows import payments
 from workflows.types import PAID, PaymentSignal
-
-
-def signed(**fields: Any) -> tuple[bytes, dict[str, str]]:
-    """A webhook body and its headers; the signature is made once, so every copy of the event
-    is byte-for-byte the same delivery (as a provider's retries are)."""
-    body = {
-        "event_id": f"evt_{uuid.uuid4().hex}",
-        "currency": "EUR",
-        "paid_at": "2026-11-23T10:00:00Z",
-        "method": "card",
-    } | fields
-    raw = json.dumps(body).encode()
-    headers = {"Arflow-Signature": sign(WEBHOOK_SECRET, raw), "Content-Type": "application/json"}
-    return raw, headers
 
 
 async def post_all(http: httpx.AsyncClient, raw: bytes, headers: dict[str, str], n: int) -> list:
@@ -60,12 +44,6 @@ async def post_all(http: httpx.AsyncClient, raw: bytes, headers: dict[str, str],
             *(http.post("/v1/webhooks/payments", content=raw, headers=headers) for _ in range(n))
         )
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager
