@@ -41,6 +41,7 @@ from arflow.migrate import upgrade
 from arflow.policies import service as policies
 from arflow.reports import dashboard
 from models import Customer, Dispute, Invoice, InvoiceEvent, OutboxMessage, Promise, Task
+from models.policy import DEFAULT_POLICY
 from tests.conftest import API_KEYS, ROOT, WEBHOOK_SECRET, _terminate_all
 from worker import build_worker
 
@@ -454,7 +455,18 @@ def seed_through_the_api(url: str) -> dict[str, int]:
     auth = {"Authorization": f"Bearer {API_KEYS['specialist']}"}
     ids: dict[str, int] = {}
     fast_sla = f"fast-sla-{uuid.uuid4().hex[:6]}"
+    # The default policy with no contact window: the bulk send-now below must not depend on
+    # the hour the suite runs at (at 21:28 in Berlin the default window refuses it).
+    anytime = f"anytime-{uuid.uuid4().hex[:6]}"
     with httpx.Client(base_url=url, headers=auth, timeout=30) as http:
+        resp = http.post(
+            "/v1/policies",
+            json=DEFAULT_POLICY.model_copy(
+                update={"name": anytime, "contact_window": None}
+            ).model_dump(mode="json"),
+            headers={"Authorization": f"Bearer {API_KEYS['admin']}"},
+        )
+        assert resp.status_code == 201, resp.text
         resp = http.post(
             "/v1/policies",
             json={
@@ -487,8 +499,8 @@ def seed_through_the_api(url: str) -> dict[str, int]:
             assert resp.status_code == 201, resp.text
             ids[key] = resp.json()["id"]
         for number, customer, currency, amount, issued_ago, due_in, policy in (
-            ("A-1001", "bergmann", "EUR", 120_000, 5, 25, "default"),
-            ("A-1002", "bergmann", "EUR", 45_000, 2, 28, "default"),
+            ("A-1001", "bergmann", "EUR", 120_000, 5, 25, anytime),
+            ("A-1002", "bergmann", "EUR", 45_000, 2, 28, anytime),
             ("A-0917", "bergmann", "EUR", 98_000, 45, -15, "default"),
             ("B-2001", "hudson", "USD", 250_000, 10, 20, "default"),
             ("B-1730", "hudson", "USD", 30_000, 70, -40, "default"),
