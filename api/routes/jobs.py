@@ -1,4 +1,5 @@
-"""One click: send the next reminder now, for one invoice or many (a durable bulk job)."""
+"""One click: send the next reminder now, for one invoice or many, and pause or resume a
+customer's whole account (durable bulk jobs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from api.deps import IdempotencyKey, SessionDep, SettingsDep, Specialist, Tempor
 from api.idempotency import IdempotentRoute
 from arflow.invoices import actions, jobs
 from arflow.invoices import service as services
+from models.collection import OptionalReason, PauseBody
 from models.invoice import InvoicePublic
 from models.job import JobPublic, SendNowRequest
 
@@ -26,6 +28,39 @@ async def send_now_bulk(
     disputed or closed invoices are refused with the reason). Returns the job at once: follow
     it at ``GET /v1/jobs/{id}``."""
     job = await jobs.start_job(session, client, settings, body, who.actor)
+    return jobs.public(session, job)
+
+
+@router.post("/customers/{customer_id}/pause", status_code=202, response_model=JobPublic)
+async def pause_account(
+    customer_id: int,
+    body: PauseBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+) -> JobPublic:
+    """Pause every open invoice of the customer (until ``until``, 00:00 in their zone, or a
+    resume): a job with one item per invoice, each ``applied`` or ``refused`` with the
+    workflow's reason (already on hold, disputed). Follow it at ``GET /v1/jobs/{id}``."""
+    job = await jobs.start_account_job(session, client, settings, customer_id, body, who.actor)
+    return jobs.public(session, job)
+
+
+@router.post("/customers/{customer_id}/resume", status_code=202, response_model=JobPublic)
+async def resume_account(
+    customer_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+    body: OptionalReason | None = None,
+) -> JobPublic:
+    """Resume every paused invoice of the customer: a job like the account pause (invoices
+    that are not paused are ``refused`` with the reason)."""
+    job = await jobs.start_account_job(
+        session, client, settings, customer_id, body or OptionalReason(), who.actor
+    )
     return jobs.public(session, job)
 
 

@@ -1,20 +1,36 @@
-"""One click, many invoices: the send-now job. The invoices are chosen (by id or by a filter),
-the job and one item per invoice are stored, and its workflow is started; the job shows its
-per-invoice progress."""
+"""One click, many invoices: a durable job. The invoices are chosen (by id or by a filter for
+a send-now; every open invoice of one customer for an account pause or resume), the job and
+one item per invoice are stored, and its workflow is started; the job shows its per-invoice
+progress.
+
+Kinds: ``send_now`` (each invoice sends its next step; items end ``sent``), ``pause`` and
+``resume`` (the customer's whole account: each invoice gets the same update a specialist
+sends for one invoice; items end ``applied``). Whatever a workflow refuses is ``refused`` with
+its reason; a Temporal that does not answer is ``failed``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from arflow import gateway
 from arflow.config import Settings
+from arflow.customers.events import record_customer_event
 from arflow.errors import Unavailable, not_found, unprocessable
 from models import Customer, Invoice, Job, JobItem
+from models.collection import OptionalReason, PauseBody
 from models.job import MAX_JOB_INVOICES, JobItemPublic, JobPublic, SendNowRequest
 from models.types import utcnow
+from workflows.types import CLOSED_STATUSES
+
+SEND_NOW, PAUSE, RESUME = "send_now", "pause", "resume"
+ACCOUNT_KINDS = (PAUSE, RESUME)
+# What an item that went through ends as, by kind.
+DONE_STATUS = {SEND_NOW: "sent", PAUSE: "applied", RESUME: "applied"}
 
 
 def selected(session: Session, body: SendNowRequest) -> list[int]:
@@ -56,7 +72,7 @@ def public(session: Session, job: Job) -> JobPublic:
     items = session.exec(
         select(JobItem).where(JobItem.job_id == job.id).order_by(col(JobItem.invoice_id))
     ).all()
-    counts = {"pending": 0, "sent": 0, "refused": 0, "failed": 0}
+    counts = {"pending": 0, DONE_STATUS.get(job.kind, "sent"): 0, "refused": 0, "failed": 0}
     for item in items:
         counts[item.status] = counts.get(item.status, 0) + 1
     assert job.id is not None
@@ -80,16 +96,64 @@ async def start_job(
     """Store a send-now job for the selected invoices and start its workflow. When Temporal
     does not answer, the job is marked failed and ``Unavailable`` is raised (retry)."""
     ids = selected(session, body)
-    job = Job(
-        kind="send_now",
-        requested_by=actor,
-        params=body.model_dump(mode="json", exclude_none=True),
-        total=len(ids),
-    )
+    params = body.model_dump(mode="json", exclude_none=True)
+    return await _store_and_start(session, client, settings, SEND_NOW, params, ids, actor)
+
+
+async def start_account_job(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    customer_id: int,
+    body: PauseBody | OptionalReason,
+    actor: str,
+) -> Job:
+    """Pause (a ``PauseBody``) or resume (an ``OptionalReason``) every open invoice of one
+    customer: a job whose items are the customer's invoices that are not closed. 404 for an
+    unknown customer, 422 when nothing of theirs is open. The request is on the customer's
+    timeline (``account_paused`` / ``account_resumed`` with the job's id); each invoice's own
+    pause or resume is on its timeline, as when a specialist sends it for that invoice."""
+    kind = PAUSE if isinstance(body, PauseBody) else RESUME
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise not_found("customer", customer_id)
+    ids = [
+        i
+        for i in session.exec(
+            select(Invoice.id)
+            .where(Invoice.customer_id == customer_id, col(Invoice.status).not_in(CLOSED_STATUSES))
+            .order_by(col(Invoice.id))
+        ).all()
+        if i is not None
+    ]
+    if not ids:
+        raise unprocessable(f"customer {customer_id} has no open invoice to {kind}")
+    params: dict[str, Any] = {"customer_id": customer_id, **body.model_dump(mode="json")}
+    return await _store_and_start(session, client, settings, kind, params, ids, actor)
+
+
+async def _store_and_start(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    kind: str,
+    params: dict[str, Any],
+    ids: list[int],
+    actor: str,
+) -> Job:
+    job = Job(kind=kind, requested_by=actor, params=params, total=len(ids))
     session.add(job)
     session.flush()
     assert job.id is not None
     session.add_all(JobItem(job_id=job.id, invoice_id=i) for i in ids)
+    if kind in ACCOUNT_KINDS:
+        record_customer_event(
+            session,
+            params["customer_id"],
+            f"account_{kind}d",
+            {"job_id": job.id, "invoices": len(ids), **params},
+            actor=actor,
+        )
     session.commit()
     try:
         await gateway.start_send_now_job(client, settings, job.id)
@@ -117,9 +181,17 @@ def list_jobs(session: Session, limit: int = 50) -> list[JobPublic]:
 # -- running a job (the run_send_now_job activity) ------------------------------------------
 
 
-def start_running(session: Session, job_id: int) -> tuple[str, list[int]]:
-    """Mark the job running (commits); who requested it and its invoices still pending.
-    ``NotFound`` when the job does not exist."""
+@dataclass(frozen=True)
+class RunningJob:
+    kind: str
+    requested_by: str
+    params: dict[str, Any]
+    pending: list[int]
+
+
+def start_running(session: Session, job_id: int) -> RunningJob:
+    """Mark the job running (commits); what it does, who requested it and its invoices still
+    pending. ``NotFound`` when the job does not exist."""
     job = session.get(Job, job_id)
     if job is None:
         raise not_found("job", job_id)
@@ -129,7 +201,7 @@ def start_running(session: Session, job_id: int) -> tuple[str, list[int]]:
     pending = session.exec(
         select(JobItem.invoice_id).where(JobItem.job_id == job_id, JobItem.status == "pending")
     ).all()
-    return job.requested_by, list(pending)
+    return RunningJob(job.kind, job.requested_by, dict(job.params), list(pending))
 
 
 def record_item(
