@@ -12,6 +12,7 @@ from models.deployment import Deployment
 from models.idempotency import IdempotencyRecord
 from models.invoice import (
     AgencyPlacement,
+    CreditNote,
     Invoice,
     InvoiceCommand,
     InvoiceEvent,
@@ -34,6 +35,7 @@ __all__ = [
     "ContactBlock",
     "CreditApproval",
     "CreditEntry",
+    "CreditNote",
     "Customer",
     "CustomerEvent",
     "Deployment",

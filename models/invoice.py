@@ -320,6 +320,69 @@ class InvoiceCommand(SQLModel, table=True):
     )
 
 
+class CreditNote(SQLModel, table=True):
+    """A credit note against one invoice: it lowers the open balance (through the invoice's
+    workflow, ``credit_note`` update). ``status``: pending (sent to the workflow), applied, or
+    refused (with the workflow's reason)."""
+
+    __tablename__ = "credit_notes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=100, unique=True)
+    invoice_id: int = Field(foreign_key="invoices.id", index=True)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    reason: str = Field(max_length=500)
+    actor: str = Field(max_length=100)
+    status: str = Field(default="pending", max_length=20)
+    detail: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CreditNoteCreate(BaseModel):
+    """``POST /v1/invoices/{id}/credit-notes``: the same ``external_id`` with the same body is
+    answered with the first outcome; with another body it is a 409."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_minor: StrictInt = PydanticField(gt=0, le=10**15)
+    reason: str = PydanticField(min_length=1, max_length=500)
+    external_id: str = PydanticField(
+        min_length=1, max_length=100, description="the credit note's number in your books"
+    )
+
+
+class CreditNotePublic(BaseModel):
+    id: int
+    external_id: str
+    invoice_id: int
+    amount_minor: int
+    currency: str
+    reason: str
+    actor: str
+    status: str
+    detail: str | None
+    created_at: datetime
+
+
+class InvoiceAmend(BaseModel):
+    """``PATCH /v1/invoices/{id}``: a corrected due date or another dunning policy, from the
+    next step on (nothing sent is sent again; steps whose time passed are recorded as
+    skipped). The amount is lowered by a credit note (``POST .../credit-notes``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    due_date: date | None = None
+    policy_name: str | None = PydanticField(default=None, min_length=1, max_length=100)
+    reason: str = PydanticField(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _something(self) -> InvoiceAmend:
+        if self.due_date is None and self.policy_name is None:
+            raise ValueError("give due_date or policy_name (or both)")
+        return self
+
+
 class AgencyPlacement(SQLModel, table=True):
     """An invoice handed to a collection agency (one placement per invoice)."""
 

@@ -31,6 +31,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import (
+        amendments,
         commands,
         disputes,
         holds,
@@ -69,6 +70,8 @@ with workflow.unsafe.imports_passed_through():
         ChangeResult,
         CheckCommandInput,
         CommandCheck,
+        CreditNoteRequest,
+        DueDateRequest,
         EndPlacementInput,
         EventSpec,
         InvoiceState,
@@ -660,6 +663,26 @@ class InvoiceWorkflow:
             f"policy:{req.policy.policy_id}:{now.isoformat()}", events, actor=req.actor
         )
 
+    async def _do_credit_note(self, req: CreditNoteRequest) -> None:
+        amendments.check_credit_note(self.inp, req)
+        events, plan_record = amendments.credit(self.inp, req, workflow.now())
+        self._closed_drops_hold()
+        key = f"credit-note:{req.credit_note_id}"
+        await self._record(key, events, actor=req.actor, plan=plan_record)
+
+    async def _do_change_due_date(self, req: DueDateRequest) -> None:
+        """The schedule of the new due date from now on (``amendments.move_due_date``)."""
+        amendments.check_due_date(self.inp, req)
+        now = workflow.now()
+        self._schedule, self._escalate_at, events = amendments.move_due_date(self.inp, req, now)
+        await self._record(
+            f"due-date:{workflow.uuid4()}",
+            events,
+            actor=req.actor,
+            due_at=self.inp.due_at,
+            due_date=req.due_date,
+        )
+
     def _check_send_now(self) -> ScheduledStep:
         step = progress.next_step(self.inp, self._schedule, self._escalate_at)
         return commands.check_send_now(self.inp, step, workflow.now())
@@ -887,6 +910,26 @@ class InvoiceWorkflow:
     def _validate_agency_ended(self, request: AgencyEndRequest) -> None:
         self._require_active()
         commands.check_agency_ended(self.inp, request)
+
+    @workflow.update(name="credit_note")
+    async def credit_note(self, request: CreditNoteRequest) -> InvoiceState:
+        """A credit note lowers the open balance (credited when nothing is left)."""
+        return await self._submit("credit_note", request)
+
+    @credit_note.validator
+    def _validate_credit_note(self, request: CreditNoteRequest) -> None:
+        self._require_active()
+        amendments.check_credit_note(self.inp, request)
+
+    @workflow.update(name="change_due_date")
+    async def change_due_date(self, request: DueDateRequest) -> InvoiceState:
+        """A corrected due date: the schedule is recomputed, nothing sent is sent again."""
+        return await self._submit("change_due_date", request)
+
+    @change_due_date.validator
+    def _validate_change_due_date(self, request: DueDateRequest) -> None:
+        self._require_active()
+        amendments.check_due_date(self.inp, request)
 
     @workflow.update(name="send_now")
     async def send_now(self, request: ActorRequest) -> InvoiceState:

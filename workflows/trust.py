@@ -37,6 +37,8 @@ GUARDED_UPDATES = frozenset(
         "write_off",
         "change_policy",
         "agency_ended",
+        "credit_note",
+        "change_due_date",
     }
 )
 

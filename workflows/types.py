@@ -518,6 +518,8 @@ class ChangeSet:
     promise: PromiseRecord | None = None
     task: TaskRecord | None = None
     customer_counter: str | None = None  # broken_promises or broken_plans, incremented
+    due_at: datetime | None = None  # a corrected due date (``change_due_date``) ...
+    due_date: str | None = None  # ... and its ISO date in the customer's zone
 
 
 class Rows(TypedDict, total=False):
@@ -528,6 +530,8 @@ class Rows(TypedDict, total=False):
     promise: PromiseRecord | None
     task: TaskRecord | None
     customer_counter: str | None
+    due_at: datetime | None
+    due_date: str | None
 
 
 @dataclass
@@ -602,6 +606,27 @@ class StatementPass:
 
     counts: dict[str, int] = field(default_factory=dict)
     next_at: datetime | None = None
+
+
+@dataclass
+class CreditNoteRequest:
+    """A credit note lowers the open balance by ``amount_minor`` (``credit_notes`` row)."""
+
+    credit_note_id: int
+    amount_minor: int
+    reason: str
+    actor: str
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
+
+
+@dataclass
+class DueDateRequest:
+    """The invoice's due date was corrected: the schedule is recomputed from it."""
+
+    due_date: str  # ISO date; due at the end of that day in the customer's zone
+    actor: str
+    reason: str = ""
+    command_id: int | None = None  # the domain's record of the request (workflows/trust.py)
 
 
 @dataclass

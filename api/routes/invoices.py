@@ -5,12 +5,15 @@ from typing import Literal
 from fastapi import APIRouter, Query, Response
 
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
-from arflow.invoices import actions
+from arflow.invoices import actions, amendments
 from arflow.invoices import service as services
 from models import OutboxMessage
 from models.invoice import (
     INVOICE_STATUSES,
     CancelBody,
+    CreditNoteCreate,
+    CreditNotePublic,
+    InvoiceAmend,
     InvoiceCreate,
     InvoiceEventPublic,
     InvoicePage,
@@ -121,3 +124,45 @@ async def cancel_invoice(
     before any reminder was sent for the invoice; after that it needs an admin (403)."""
     invoice = await services.cancel_invoice(session, client, settings, invoice_id, body.reason, who)
     return services.public(invoice, settings)
+
+
+@router.patch("/{invoice_id}", response_model=InvoicePublic)
+async def amend_invoice(
+    invoice_id: int,
+    body: InvoiceAmend,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+) -> InvoicePublic:
+    """Correct the due date or change the dunning policy. The workflow recomputes its
+    schedule: nothing sent is sent again, steps whose time passed are recorded as skipped.
+    The amount is lowered by a credit note."""
+    invoice = await amendments.amend_invoice(session, client, settings, invoice_id, body, who.actor)
+    return services.public(invoice, settings)
+
+
+@router.post("/{invoice_id}/credit-notes", status_code=201, response_model=CreditNotePublic)
+async def issue_credit_note(
+    invoice_id: int,
+    body: CreditNoteCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+) -> CreditNotePublic:
+    """Lower the open balance by a credit note (the invoice is ``credited`` when nothing is
+    left). At most the open balance; not on a disputed invoice (resolve the dispute with a
+    credit). The same ``external_id`` and body again answers with the first outcome."""
+    note = await amendments.issue_credit_note(
+        session, client, settings, invoice_id, body, who.actor
+    )
+    return CreditNotePublic.model_validate(note, from_attributes=True)
+
+
+@router.get("/{invoice_id}/credit-notes", response_model=list[CreditNotePublic])
+def list_credit_notes(invoice_id: int, session: SessionDep, _: Viewer) -> list[CreditNotePublic]:
+    return [
+        CreditNotePublic.model_validate(n, from_attributes=True)
+        for n in amendments.credit_notes(session, invoice_id)
+    ]

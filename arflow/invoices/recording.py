@@ -97,6 +97,8 @@ def _apply_change(session: Session, change: ChangeSet) -> ChangeResult:
         session.add(
             Task(invoice_id=change.invoice_id, kind=task.kind, due_at=task.due_at, data=task.data)
         )
+    if change.due_at is not None and change.due_date is not None:
+        invoice.due_at, invoice.due_date = change.due_at, date.fromisoformat(change.due_date)
     if change.customer_counter in ("broken_promises", "broken_plans"):
         customer = session.get(Customer, invoice.customer_id)
         assert customer is not None

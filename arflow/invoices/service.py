@@ -475,17 +475,30 @@ async def switch_policies(
         return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
     failed: dict[int, str] = {}
     for invoice_id in invoice_ids:
-        request = PolicyChangeRequest(
-            policy=policy.spec(), actor=actor, reason=reason, segment=segment
-        )
         try:
-            invoice, _ = await run_update(
-                session, client, settings, invoice_id, "change_policy", request
+            await switch_policy(
+                session, client, settings, invoice_id, policy, actor, reason, segment
             )
         except DomainError as exc:
             failed[invoice_id] = exc.message
-            continue
-        invoice.policy_id = policy.id or invoice.policy_id
-        session.add(invoice)
-        session.commit()
     return failed
+
+
+async def switch_policy(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_id: int,
+    policy: DunningPolicy,
+    actor: str,
+    reason: str,
+    segment: str | None = None,
+) -> Invoice:
+    """Have the invoice's workflow follow ``policy`` from its next step on, and store it as
+    the invoice's policy once the workflow took it. Raises what the workflow refused."""
+    request = PolicyChangeRequest(policy=policy.spec(), actor=actor, reason=reason, segment=segment)
+    invoice, _ = await run_update(session, client, settings, invoice_id, "change_policy", request)
+    invoice.policy_id = policy.id or invoice.policy_id
+    session.add(invoice)
+    session.commit()
+    return invoice
