@@ -204,6 +204,14 @@ class DunningPolicyBase(SQLModel):
         default=True,
         description="one message for a customer's steps due the same day on the same channel",
     )
+    min_balance_minor: int = Field(
+        default=0,
+        ge=0,
+        le=10**15,
+        description="below this open balance (minor units of the invoice's currency) no "
+        "reminder and no escalation: the invoice waits on the worklist for a write-off "
+        "decision (a small_balance task); 0: no minimum",
+    )
     dispute_credit_approval_minor: int | None = Field(
         default=0,
         ge=0,
@@ -279,6 +287,9 @@ class DunningPolicy(DunningPolicyBase, table=True):
     max_calls_per_week: int = Field(default=0)
     call_cooldown: str = Field(default="P0D", max_length=40)
     consolidate: bool = Field(default=False)
+    min_balance_minor: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
     # Policies stored before this column existed get 0 (migration 0014): every credit by a
     # specialist needs a second pair of eyes until an admin sets a threshold.
     # No column default: the ORM would write it over an explicit null ("no threshold").
@@ -313,6 +324,7 @@ class DunningPolicy(DunningPolicyBase, table=True):
             max_calls_per_week=self.max_calls_per_week,
             call_cooldown=self.call_cooldown,
             consolidate=self.consolidate,
+            min_balance_minor=self.min_balance_minor,
             ladder=[LadderStage(**s) for s in self.ladder],
             charges=ChargesIn.model_validate(self.charges).spec() if self.charges else None,
         )

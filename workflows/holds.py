@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from workflows.ladder import hold_back_escalation
 from workflows.schedule import default_due_at, shift
 from workflows.types import (
+    OPEN,
     PAID,
     PAUSED,
     PROMISE,
@@ -25,7 +26,10 @@ from workflows.types import (
     PromiseRequest,
     PromiseState,
     Rows,
+    TaskRecord,
 )
+
+SMALL_BALANCE = "small_balance"
 
 
 def lift(inp: InvoiceWorkflowInput, now: datetime, why: str) -> None:
@@ -118,3 +122,24 @@ def promise_payment(
     inp.promise = None
     events = [EventSpec("promise_kept", {"promise_id": current.promise_id})]
     return events, PromiseRecord(promise_id=current.promise_id, status="kept")
+
+
+def small_balance(inp: InvoiceWorkflowInput) -> bool:
+    """Open, on no hold, with something left but less than the policy's minimum: no reminder
+    and no escalation for it (chasing it would cost more than it brings)."""
+    return (
+        inp.status == OPEN
+        and inp.hold is None
+        and 0 < inp.balance_minor < (inp.policy.min_balance_minor)
+    )
+
+
+def small_balance_task(
+    inp: InvoiceWorkflowInput, now: datetime
+) -> tuple[str, list[EventSpec], TaskRecord]:
+    """Raised once per invoice: the event and the worklist task asking for a write-off
+    decision (closed by the invoice's close: written off, paid, credited)."""
+    inp.small_balance_raised = True
+    data = {"balance_minor": inp.balance_minor, "min_balance_minor": inp.policy.min_balance_minor}
+    task = TaskRecord(kind=SMALL_BALANCE, due_at=now, data=data)
+    return "small-balance", [EventSpec(SMALL_BALANCE, data)], task

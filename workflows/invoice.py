@@ -242,6 +242,13 @@ class InvoiceWorkflow:
             return False
         if inp.hold == PLAN and inp.plan:
             return await self._plan_tick(now, inp.plan)
+        if holds.small_balance(inp):
+            # No reminder, no escalation: a specialist decides (write off), or a payment ends it.
+            if inp.small_balance_raised:
+                return None
+            key, events, task = holds.small_balance_task(inp, now)
+            await self._record(key, events, task=task)
+            return False
         return await self._dunning_tick(now)
 
     async def _dunning_tick(self, now: datetime) -> datetime | None | bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Unpack
 
+from workflows.holds import small_balance
 from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at
 from workflows.plans import plan_points
 from workflows.schedule import build_schedule, escalation_at
@@ -73,6 +74,8 @@ def next_action(
             at, key, kind, _ = min(points, key=lambda p: p[0])
             return NextAction(kind=kind, at=at, step_key=key)
         return None
+    if small_balance(inp):
+        return None  # waits for a write-off decision or a payment
     nxt = next_dunning_action(schedule, done_steps(inp), escalation_due_at(inp, escalate_at), False)
     if nxt is None or nxt.kind != "escalation":
         return nxt

@@ -103,6 +103,9 @@ class PolicySpec:
     # Escalation ladder; empty: the classic single stage (agency hand-off at escalate_after).
     ladder: list[LadderStage] = field(default_factory=list)
     charges: ChargeSpec | None = None
+    # Below this open balance no reminder and no escalation: the invoice waits for a
+    # specialist's decision (write off, or a payment). 0: no minimum.
+    min_balance_minor: int = 0
 
 
 @dataclass
@@ -169,6 +172,8 @@ class InvoiceWorkflowInput:
     # A refund or chargeback larger than what was paid so far: its payment has not arrived
     # yet (webhooks overtake each other). The next payments cancel it out first.
     parked_reversal_minor: int = 0
+    # The balance fell below the policy's minimum: the small_balance task was raised (once).
+    small_balance_raised: bool = False
 
 
 @dataclass

@@ -24,8 +24,9 @@ DISPUTE_OVERDUE = "dispute_overdue"
 DELIVERY_UNCERTAIN = "delivery_uncertain"
 CONTACT_FAILED = "contact_failed"
 LEGAL_REVIEW = "legal_review"
+SMALL_BALANCE = "small_balance"  # below the policy's minimum: write off or not
 # Every kind of task that closes by its cause; an invoice that closes ends them all.
-BY_CAUSE = (DISPUTE_OVERDUE, DELIVERY_UNCERTAIN, CONTACT_FAILED, LEGAL_REVIEW)
+BY_CAUSE = (DISPUTE_OVERDUE, DELIVERY_UNCERTAIN, CONTACT_FAILED, LEGAL_REVIEW, SMALL_BALANCE)
 DELIVERED = ("sent", "delivered", "printed", "consolidated")  # a message that reached them
 
 
