@@ -51,7 +51,7 @@ from api.security import client_address, limiter_of
 from arflow import web_sessions
 from arflow.charges.service import charges_of
 from arflow.config import Role, Settings, same_secret
-from arflow.invoices import actions, approvals, jobs
+from arflow.invoices import actions, amendments, approvals, jobs
 from arflow.invoices import service as services
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
@@ -67,7 +67,7 @@ from models.collection import (
     PlanCreate,
     PromiseCreate,
 )
-from models.invoice import INVOICE_STATUSES
+from models.invoice import INVOICE_STATUSES, CreditNoteCreate, InvoiceAmend
 from models.job import SendNowRequest
 from models.types import utcnow
 
@@ -87,6 +87,8 @@ ACTION_TITLES = {
     "resume": "Resume reminders",
     "note": "Add a note",
     "send-now": "Send the next reminder now",
+    "credit-note": "Issue a credit note",
+    "due-date": "Correct the due date",
 }
 DONE = {
     "dispute": "Dispute opened.",
@@ -96,6 +98,8 @@ DONE = {
     "resume": "Reminders resumed.",
     "note": "Note added.",
     "send-now": "Reminder sent.",
+    "credit-note": "Credit note applied.",
+    "due-date": "Due date changed.",
 }
 
 
@@ -599,6 +603,20 @@ def _form_body(action: str, form: FormData, currency: str) -> Any:
         return _body(NoteBody, {"text": _text(form, "text")})
     if action == "send-now":
         return None
+    if action == "credit-note":
+        return _body(
+            CreditNoteCreate,
+            {
+                "amount_minor": _minor(form, "amount", currency),
+                "reason": _text(form, "reason"),
+                "external_id": _text(form, "external_id"),
+            },
+        )
+    if action == "due-date":
+        return _body(
+            InvoiceAmend,
+            {"due_date": _text(form, "due_date") or None, "reason": _text(form, "reason")},
+        )
     raise PageError(404, f"unknown action {action!r}")
 
 
@@ -627,6 +645,10 @@ async def _perform(
         await actions.pause(*on, body, actor, key)
     elif isinstance(body, OptionalReason):
         await actions.by_actor(*on, "resume", body.reason, actor, key)
+    elif isinstance(body, CreditNoteCreate):
+        await amendments.issue_credit_note(*on, body, actor)
+    elif isinstance(body, InvoiceAmend):
+        await amendments.amend_invoice(*on, body, actor)
     else:
         await actions.send_now(*on, actor, key)
 

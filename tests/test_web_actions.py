@@ -94,3 +94,43 @@ async def test_each_form_sends_its_update_and_the_timeline_says_so(h: Harness) -
     # Every action carries who did it, as the API's routes record it.
     actors = {e.actor for e in h.events(invoice["id"]) if e.kind != "created"}
     assert all(a.startswith("specialist:") for a in actors), actors
+
+
+async def test_credit_note_and_due_date_forms_amend_the_invoice(h: Harness) -> None:
+    customer = await h.customer()
+    invoice = await h.invoice(customer["id"], amount_minor=100_000)
+    path = f"/app/invoices/{invoice['id']}"
+    headers = await _login(h, "specialist")
+    page = await h.http.get(path)
+    assert 'id="action-credit-note"' in page.text and 'id="action-due-date"' in page.text
+
+    form = {"amount": "250.00", "reason": "returned goods", "external_id": "CN-77"}
+    resp = await h.http.post(f"{path}/credit-note", data=form, headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert "Credit note applied." in resp.text
+    assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["balance_minor"] == 75_000
+    # Bad input: the error next to the form, nothing stored.
+    bad = await h.http.post(
+        f"{path}/credit-note",
+        data=form | {"amount": "abc", "external_id": "CN-78"},
+        headers=headers,
+    )
+    assert bad.status_code == 422
+    assert 'class="error"' in bad.text and "amount" in bad.text
+    too_much = await h.http.post(
+        f"{path}/credit-note",
+        data=form | {"amount": "900", "external_id": "CN-79"},
+        headers=headers,
+    )
+    assert too_much.status_code == 422 and "open balance 75000" in too_much.text
+    assert _kinds(h, invoice["id"]).count("credit_note") == 1
+
+    due = (await h.env.get_current_time()).date() + timedelta(days=45)
+    resp = await h.http.post(
+        f"{path}/due-date", data={"due_date": due.isoformat(), "reason": "new PO"}, headers=headers
+    )
+    assert resp.status_code == 200, resp.text
+    assert "Due date changed." in resp.text
+    assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["due_date"] == due.isoformat()
+    empty = await h.http.post(f"{path}/due-date", data={"due_date": ""}, headers=headers)
+    assert empty.status_code == 422 and 'class="error"' in empty.text
