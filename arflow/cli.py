@@ -380,6 +380,8 @@ def _summary(result: ImportResult) -> int:
     table = Table(title=f"import {result.kind} from {result.path}", show_header=False)
     table.add_row("created", str(result.created))
     table.add_row("unchanged", str(result.unchanged))
+    if result.kind == "invoices" and result.updated:
+        table.add_row("updated", str(result.updated))
     table.add_row("rejected", str(result.rejected))
     if result.kind == "invoices":
         table.add_row("workflows started", str(result.workflows_started))
@@ -475,6 +477,12 @@ def import_invoices(
         32, "--concurrency", min=1, max=512, help="workflow starts in flight"
     ),
     batch_size: int = BatchOpt,
+    update: bool = typer.Option(
+        False,
+        "--update",
+        help="a row whose invoice exists with another due date, policy or a lower amount "
+        "updates it (a credit note for the difference) instead of being rejected",
+    ),
 ) -> None:
     from arflow.db import make_engine
     from arflow.invoices import bulk
@@ -495,6 +503,7 @@ def import_invoices(
                 batch_size=batch_size,
                 concurrency=concurrency,
                 progress=_RichProgress(bars, ("validated", "stored", "workflows")),
+                update=update,
             )
 
     try:

@@ -336,6 +336,53 @@ async def test_changed_row_is_rejected_and_changes_nothing(h: Harness, tmp_path:
     assert (x2.amount_minor, x2.number, len(events)) == (5_000, "2026-002", 1)
 
 
+async def test_update_applies_due_date_policy_and_lower_amount_and_rejects_the_rest(
+    h: Harness, tmp_path: Path
+) -> None:
+    cust = await h.customer(external_id="C-1")
+    pol = await h.policy(
+        name="short", steps=[{"key": "due", "offset": "P1D"}], escalate_after="P9D"
+    )
+    requests = bodies(cust["external_id"], pol["name"], date.today())
+    path = write_csv(tmp_path / "invoices.csv", INVOICE_COLUMNS, invoice_rows(requests))
+    assert (await import_file(h, path)).created == 4
+    later = date.fromisoformat(requests[0]["due_date"]) + timedelta(days=14)
+    requests[0] = requests[0] | {"due_date": later.isoformat(), "amount_minor": 100_000}
+    requests[1] = requests[1] | {"policy_name": None}  # back to the default policy
+    requests[2] = requests[2] | {"number": "2026-333"}  # not something an update changes
+    requests[3] = requests[3] | {"amount_minor": 100_000}  # more: never by an update
+    write_csv(path, INVOICE_COLUMNS, invoice_rows(requests))
+
+    # Without --update nothing changes: the changed rows are rejected as before.
+    plain = await import_file(h, path)
+    assert (plain.updated, plain.rejected) == (0, 4)
+    result = await import_file(h, path, update=True)
+
+    assert (result.created, result.updated, result.unchanged, result.rejected) == (0, 2, 0, 2)
+    reasons = {r[0]: r[-1] for r in read_rows(tmp_path / "invoices.rejects.csv")[1:]}
+    assert reasons == {
+        "X-3": "invoice 'X-3' differs in what an update cannot change (number: 2026-003 "
+        "stored, 2026-333 in the file): cancel it and import a new invoice",
+        "X-4": "invoice 'X-4': amount_minor 100000 is more than its 99999: an update only "
+        "lowers an amount (a credit note); invoice the rest anew",
+    }
+    x1, events = stored(h.engine, "X-1")
+    assert (x1.due_date, x1.amount_minor, x1.balance_minor) == (later, 120_000, 100_000)
+    kinds = [e.kind for e in events]
+    assert kinds.count("credit_note") == 1 and kinds.count("due_date_changed") == 1
+    assert all(e.actor == "import:invoices.csv" for e in events if e.kind != "created")
+    x2, events = stored(h.engine, "X-2")
+    default = (await h.get("/v1/policies")).json()
+    assert x2.policy_id == next(p["id"] for p in default if p["name"] == "default")
+    assert [e.kind for e in events].count("policy_changed") == 1
+    # The same file again: the updated rows are unchanged now, nothing is applied twice.
+    again = await import_file(h, path, update=True)
+    assert (again.updated, again.unchanged, again.rejected) == (0, 2, 2)
+    x1, events = stored(h.engine, "X-1")
+    assert x1.balance_minor == 100_000
+    assert [e.kind for e in events].count("credit_note") == 1
+
+
 # -- Temporal down, then up ---------------------------------------------------------------
 
 

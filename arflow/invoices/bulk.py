@@ -10,6 +10,12 @@ A row that cannot be imported is written to a rejects file (the row, its physica
 one ``reason``); the other rows are imported. A file that cannot be read at all (encoding,
 header) imports nothing. Running the same file again is safe: rows already stored with the same
 data are ``unchanged``, and their workflows are started if an earlier run could not.
+
+A row whose invoice exists with other data is rejected, unless the import runs with
+``update``: then a new due date, another policy or a lower amount (a credit note for the
+difference) is applied through the invoice's workflow as ``PATCH /v1/invoices/{id}`` and
+``POST .../credit-notes`` do, once the batches are stored. Anything else that differs (number,
+currency, customer, lines, discount, a higher amount) is still rejected with the reason.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from arflow import gateway
 from arflow.codec import data_converter
 from arflow.config import Settings
 from arflow.errors import DomainError
+from arflow.invoices import amendments
 from arflow.invoices.service import (
     _resolve_policy,
     new_invoice,
@@ -45,9 +52,9 @@ from arflow.invoices.service import (
     request_hash,
     workflow_input,
 )
-from models import Customer, DunningPolicy, Invoice
+from models import CreditNote, Customer, DunningPolicy, Invoice
 from models.customer import CustomerCreate
-from models.invoice import InvoiceCreate
+from models.invoice import CreditNoteCreate, InvoiceAmend, InvoiceCreate
 from workflows.types import CLOSED_STATUSES, InvoiceWorkflowInput
 
 BATCH_SIZE = 500
@@ -251,6 +258,7 @@ class ImportResult:
     rows: int = 0
     created: int = 0
     unchanged: int = 0
+    updated: int = 0  # existing invoices changed (``update``)
     rejects: list[Reject] = field(default_factory=list)
     workflows_started: int = 0
     workflows_running: int = 0  # already running: an unchanged invoice from an earlier run
@@ -452,20 +460,46 @@ class _Validated:
 
 
 @dataclass
+class _Amendment:
+    """What an ``update`` row changes on its stored invoice."""
+
+    row: CsvRow
+    invoice_id: int
+    external_id: str
+    digest: str  # the row's request hash: stored once applied (the same row is then unchanged)
+    due_date: Any = None  # a date
+    policy_name: str | None = None
+    credit_minor: int = 0  # the amount lowered by this much
+    amount_minor: int = 0  # to this
+
+
+# What ``update`` may change (``_invoice_differences`` names them so).
+AMENDABLE = frozenset({"due_date", "amount_minor", "policy_id", "policy_name"})
+
+
+@dataclass
 class _InvoiceBatch:
     created: int = 0
     unchanged: int = 0
     rejects: list[Reject] = field(default_factory=list)
     to_start: list[tuple[InvoiceWorkflowInput, bool]] = field(default_factory=list)  # new?
+    to_amend: list[_Amendment] = field(default_factory=list)
 
 
 class _InvoiceImport:
     """One invoice import: what it has seen so far and the batches' database work."""
 
     def __init__(
-        self, csv_file: CsvFile, engine: Engine, actor: str, indexed: bool, external: bool
+        self,
+        csv_file: CsvFile,
+        engine: Engine,
+        actor: str,
+        indexed: bool,
+        external: bool,
+        update: bool = False,
     ) -> None:
         self.csv_file = csv_file
+        self.update = update
         self.engine = engine
         self.actor = actor
         self.indexed = indexed  # the workflow inputs' flags, as the API sets them
@@ -597,9 +631,18 @@ class _InvoiceImport:
         out: _InvoiceBatch,
     ) -> bool:
         """The API's rule: the same request again is unchanged (its workflow made sure of),
-        a different one is refused. True when unchanged."""
+        a different one is refused, or with ``update`` queued as an amendment. True when
+        unchanged or queued."""
         ext = v.body.external_id
-        if found.request_hash != v.digest:
+        amendment = None
+        if found.request_hash != v.digest and self.update:
+            amendment = _amendment(session, v, found, customer, policy)
+            if isinstance(amendment, str):
+                out.rejects.append(Reject(v.row, amendment))
+                return False
+            if amendment is not None:
+                out.to_amend.append(amendment)  # applied once its workflow surely runs
+        elif found.request_hash != v.digest:
             diffs = _invoice_differences(found, v.body, customer, policy)
             detail = (
                 "; ".join(diffs)
@@ -611,7 +654,8 @@ class _InvoiceImport:
                 Reject(v.row, f"invoice {ext!r} already exists with different data ({detail})")
             )
             return False
-        out.unchanged += 1
+        if amendment is None:
+            out.unchanged += 1
         if found.status not in CLOSED_STATUSES:
             owner = customers.get(("id", found.customer_id)) or session.get(
                 Customer, found.customer_id
@@ -651,6 +695,54 @@ class _InvoiceImport:
         return customers.get(("ext", body.customer_external_id)) or (
             f"customer_external_id: unknown customer {body.customer_external_id!r}"
         )
+
+
+def _amendment(
+    session: Session,
+    v: _Validated,
+    found: Invoice,
+    customer: Customer | str,
+    policy: DunningPolicy | str,
+) -> _Amendment | str | None:
+    """What an ``update`` row changes on ``found``; the reason it cannot; None when nothing
+    that matters changed (the same values written another way)."""
+    ext = v.body.external_id
+    if found.status in CLOSED_STATUSES:
+        return f"invoice {ext!r} is {found.status}: a closed invoice is not updated"
+    diffs = _invoice_differences(found, v.body, customer, policy)
+    fixed = [d for d in diffs if d.split(":", 1)[0] not in AMENDABLE]
+    if fixed:
+        return (
+            f"invoice {ext!r} differs in what an update cannot change ({'; '.join(fixed)}): "
+            "cancel it and import a new invoice"
+        )
+    assert found.id is not None and not isinstance(policy, str)
+    credited = sum(
+        session.exec(
+            select(CreditNote.amount_minor).where(
+                CreditNote.invoice_id == found.id, CreditNote.status == amendments.APPLIED
+            )
+        ).all()
+    )
+    current = found.amount_minor - credited
+    if v.body.amount_minor > current:
+        return (
+            f"invoice {ext!r}: amount_minor {v.body.amount_minor} is more than its "
+            f"{current}: an update only lowers an amount (a credit note); invoice the rest anew"
+        )
+    amendment = _Amendment(
+        v.row,
+        found.id,
+        ext,
+        v.digest,
+        due_date=v.body.due_date if v.body.due_date != found.due_date else None,
+        policy_name=policy.name if policy.id != found.policy_id else None,
+        credit_minor=current - v.body.amount_minor,
+        amount_minor=v.body.amount_minor,
+    )
+    if amendment.due_date is None and amendment.policy_name is None and not amendment.credit_minor:
+        return None
+    return amendment
 
 
 def _invoice_differences(
@@ -710,8 +802,10 @@ async def import_invoices(
     concurrency: int = CONCURRENCY,
     actor: str | None = None,
     progress: Progress | None = None,
+    update: bool = False,
 ) -> ImportResult:
-    """Import the invoices of ``csv_file``; start their workflows with ``client``.
+    """Import the invoices of ``csv_file``; start their workflows with ``client``; with
+    ``update``, apply the changed rows of stored invoices once all batches are stored.
 
     Batches are validated and stored in a thread, one transaction each, while up to
     ``concurrency`` workflow starts of the batches already committed run on the event loop.
@@ -730,7 +824,8 @@ async def import_invoices(
     await asyncio.to_thread(_check_database, engine)
     indexed = await gateway.search_attributes_ready(client, settings) if client else False
     actor = (actor or f"import:{csv_file.path.name}")[:100]
-    run = _InvoiceImport(csv_file, engine, actor, indexed, settings.external_delivery)
+    run = _InvoiceImport(csv_file, engine, actor, indexed, settings.external_delivery, update)
+    to_amend: list[_Amendment] = []
     progress.add_total("validated", result.rows)
     progress.add_total("stored", result.rows)
     queue: _StartQueue = asyncio.Queue(maxsize=max(batch_size, 4 * concurrency))
@@ -746,6 +841,7 @@ async def import_invoices(
             result.created += batch.created
             result.unchanged += batch.unchanged
             result.rejects += batch.rejects
+            to_amend += batch.to_amend
             progress.advance("validated", len(rows))
             progress.advance("stored", batch.created + batch.unchanged)
             progress.add_total("workflows", len(batch.to_start))
@@ -761,6 +857,7 @@ async def import_invoices(
     finally:
         for task in starters:
             task.cancel()
+    await _apply_amendments(to_amend, engine, settings, client, result, actor, concurrency)
     write_rejects(result, csv_file)
     result.seconds = time.perf_counter() - t0
     return result
@@ -800,3 +897,60 @@ async def _start_workflows(
         else:
             result.workflows_running += 1
         progress.advance("workflows", 1)
+
+
+async def _apply_amendments(
+    to_amend: list[_Amendment],
+    engine: Engine,
+    settings: Settings,
+    client: Client | None,
+    result: ImportResult,
+    actor: str,
+    concurrency: int,
+) -> None:
+    """Apply the ``update`` rows through the invoices' workflows (the API's domain calls): each
+    one ``updated``, or rejected with the reason; the row's request hash is stored once it is
+    applied, so the same file again finds it unchanged."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(a: _Amendment) -> None:
+        if client is None or result.temporal_error is not None:
+            why = result.temporal_error or "Temporal is not reachable"
+            result.rejects.append(Reject(a.row, f"invoice {a.external_id!r} not updated: {why}"))
+            return
+        async with gate:
+            with Session(engine) as session:
+                try:
+                    await _amend(session, client, settings, a, actor)
+                except DomainError as exc:
+                    result.rejects.append(
+                        Reject(a.row, f"invoice {a.external_id!r} not updated: {exc.message}")
+                    )
+                    return
+                await asyncio.to_thread(_store_digest, session, a)
+        result.updated += 1
+
+    await asyncio.gather(*(one(a) for a in to_amend))
+
+
+async def _amend(
+    session: Session, client: Client, settings: Settings, a: _Amendment, actor: str
+) -> None:
+    if a.credit_minor:
+        note = CreditNoteCreate(
+            amount_minor=a.credit_minor,
+            reason=f"amount corrected to {a.amount_minor} by an import",
+            external_id=f"import-{a.invoice_id}-{a.amount_minor}",
+        )
+        await amendments.issue_credit_note(session, client, settings, a.invoice_id, note, actor)
+    if a.due_date is not None or a.policy_name is not None:
+        body = InvoiceAmend(due_date=a.due_date, policy_name=a.policy_name, reason="import")
+        await amendments.amend_invoice(session, client, settings, a.invoice_id, body, actor)
+
+
+def _store_digest(session: Session, a: _Amendment) -> None:
+    invoice = session.get(Invoice, a.invoice_id)
+    assert invoice is not None
+    invoice.request_hash = a.digest
+    session.add(invoice)
+    session.commit()
