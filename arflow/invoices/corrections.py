@@ -78,6 +78,7 @@ async def update_customer(
         correction.workflows = await reach_workflows(
             session, client, settings, customer_id, who.actor
         )
+        await asyncio.to_thread(session.refresh, correction.customer)  # expired by the updates
     return correction
 
 
