@@ -17,6 +17,7 @@ from arflow.charges.service import charges_due, post_charge
 from arflow.customers.segments import ensure_default_segments
 from arflow.db import SessionFactory
 from arflow.invoices import commands, recording
+from arflow.invoices.corrections import load_customer_zone
 from arflow.messages.delivery import StepDelivery
 from arflow.payments import recording as payments
 from workflows.types import (
@@ -24,6 +25,8 @@ from workflows.types import (
     ChangeSet,
     CheckCommandInput,
     CommandCheck,
+    CustomerZone,
+    LoadCustomerZoneInput,
     LoadedPayment,
     LoadPaymentInput,
     PostChargesInput,
@@ -62,6 +65,12 @@ class InvoiceActivities:
         """The stored payment a signal names (a refusal is recorded on the timeline)."""
         with self.sessions() as session, not_found_is_final():
             return payments.load_payment(session, inp)
+
+    @activity.defn(name="load_customer_zone")
+    def load_customer_zone(self, inp: LoadCustomerZoneInput) -> CustomerZone:
+        """The stored zone and country of the invoice's customer (``customer_changed``)."""
+        with self.sessions() as session, not_found_is_final():
+            return load_customer_zone(session, inp.invoice_id)
 
     @activity.defn(name="check_command")
     def check_command(self, inp: CheckCommandInput) -> CommandCheck:
@@ -104,6 +113,7 @@ class InvoiceActivities:
         return [
             self.send_reminder,
             self.load_payment,
+            self.load_customer_zone,
             self.check_command,
             self.record_payment,
             self.record_closed,

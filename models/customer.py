@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
-from pydantic import ConfigDict, EmailStr
+from pydantic import BaseModel, ConfigDict, EmailStr, create_model, model_validator
+from pydantic.fields import FieldInfo
 from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
@@ -87,3 +89,67 @@ class CustomerPublic(CustomerBase):
         default_factory=dict, description="credit balance per currency (minor units)"
     )
     created_at: datetime
+
+
+#: What ``PATCH /v1/customers/{id}`` may correct. Not ``external_id`` (the other systems' key
+#: for the customer), nor ``segment`` and ``statement_day`` (segments and the profile set them).
+UPDATABLE_FIELDS = ("name", "email", "phone", "address", "timezone", "locale", "country", "iban")
+
+
+class _CustomerUpdateBase(BaseModel):
+    """The checks of a correction beside its fields' own (``CustomerUpdate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _at_least_one_field(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError(f"give at least one field to change: {', '.join(UPDATABLE_FIELDS)}")
+        return self
+
+
+def _optional(field: FieldInfo) -> tuple[Any, Any]:
+    """A create field as an update field: the same type, validators and limits, not required.
+    A field that may not be null on create may not be null here either (its type stays
+    non-nullable; only leaving it out keeps it)."""
+    return (
+        Annotated[field.annotation, *field.metadata],
+        Field(default=None, description=field.description),
+    )
+
+
+# Built from CustomerCreate's own fields, so a limit or validator changed there applies to
+# corrections too. mypy sees the base (the fields are read with ``model_dump``).
+if TYPE_CHECKING:
+    CustomerUpdate = _CustomerUpdateBase
+else:
+    CustomerUpdate = create_model(
+        "CustomerUpdate",
+        __base__=_CustomerUpdateBase,
+        __module__=__name__,
+        __doc__="A correction of a customer's details: the fields given change (at least one).",
+        **{name: _optional(CustomerCreate.model_fields[name]) for name in UPDATABLE_FIELDS},
+    )
+
+
+class CustomerWorkflows(BaseModel):
+    """What became of the open invoices' workflows after a change of zone or country."""
+
+    updated: list[int] = Field(
+        default_factory=list, description="invoices whose workflow took the new details"
+    )
+    skipped: dict[int, str] = Field(
+        default_factory=dict, description="invoices with no running workflow (closed), and why"
+    )
+    pending: dict[int, str] = Field(
+        default_factory=dict,
+        description="invoices whose workflow could not be reached (recorded as "
+        "customer_change_pending; send the PATCH again to retry), and why",
+    )
+
+
+class CustomerChanged(CustomerPublic):
+    """The customer after a correction, the fields it changed, and its invoices' workflows."""
+
+    changed_fields: list[str] = Field(default_factory=list)
+    workflows: CustomerWorkflows = Field(default_factory=CustomerWorkflows)

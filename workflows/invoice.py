@@ -71,12 +71,15 @@ with workflow.unsafe.imports_passed_through():
         CheckCommandInput,
         CommandCheck,
         CreditNoteRequest,
+        CustomerChangeRequest,
+        CustomerZone,
         DueDateRequest,
         EndPlacementInput,
         EventSpec,
         InvoiceState,
         InvoiceWorkflowInput,
         LadderStage,
+        LoadCustomerZoneInput,
         LoadedPayment,
         LoadPaymentInput,
         NextAction,
@@ -690,6 +693,23 @@ class InvoiceWorkflow:
             due_date=req.due_date,
         )
 
+    async def _do_customer_changed(self, req: CustomerChangeRequest) -> None:
+        """The customer's time zone or country changed: the stored ones, loaded by invoice id
+        (the request carries none), replace the workflow's, and the steps not sent yet are
+        timed again (``progress.move_customer``). Nothing sent goes out again."""
+        zone: CustomerZone = await workflow.execute_local_activity(
+            "load_customer_zone",
+            LoadCustomerZoneInput(invoice_id=self.inp.invoice_id),
+            result_type=CustomerZone,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        events = progress.move_customer(self.inp, zone, workflow.now())
+        if not events:
+            return
+        self._schedule, self._escalate_at = progress.schedule_for(self.inp)
+        await self._record(f"customer:zone:{workflow.uuid4()}", events, actor=req.actor)
+
     def _check_send_now(self) -> ScheduledStep:
         step = progress.next_step(self.inp, self._schedule, self._escalate_at)
         return commands.check_send_now(self.inp, step, workflow.now())
@@ -907,6 +927,15 @@ class InvoiceWorkflow:
     def _validate_change_policy(self, request: PolicyChangeRequest) -> None:
         self._require_active()
         commands.check_change_policy(request)
+
+    @workflow.update(name="customer_changed")
+    async def customer_changed(self, request: CustomerChangeRequest) -> InvoiceState:
+        """The customer's time zone or country changed: the next steps follow the stored ones."""
+        return await self._submit("customer_changed", request)
+
+    @customer_changed.validator
+    def _validate_customer_changed(self, request: CustomerChangeRequest) -> None:
+        self._require_active()
 
     @workflow.update(name="agency_ended")
     async def agency_ended(self, request: AgencyEndRequest) -> InvoiceState:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Unpack
 
 from workflows.holds import small_balance
-from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at
+from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at, window
 from workflows.plans import plan_points
 from workflows.schedule import build_schedule, escalation_at
 from workflows.schedule import next_action as next_dunning_action
@@ -22,6 +22,7 @@ from workflows.types import (
     PLAN,
     PROMISE,
     ChangeSet,
+    CustomerZone,
     EventSpec,
     InvoiceState,
     InvoiceWorkflowInput,
@@ -142,6 +143,32 @@ def follow_policy(
         )
     ]
     return schedule, escalate_at, events
+
+
+def move_customer(inp: InvoiceWorkflowInput, zone: CustomerZone, now: datetime) -> list[EventSpec]:
+    """The customer's stored time zone and country are now ``zone``: take them (the caller
+    rebuilds the schedule with ``schedule_for``). Steps a cap or a send-now moved keep their
+    instant but move into the new contact window, as does a notice a cap held back; a step the
+    new zone makes due already waits for the window if it is closed now. Nothing sent or
+    skipped changes. Returns the events; none when the zone and country are the same."""
+    changes: dict[str, dict[str, str | None]] = {}
+    if zone.timezone != inp.timezone:
+        changes["timezone"] = {"from": inp.timezone, "to": zone.timezone}
+    if zone.country != inp.country:
+        changes["country"] = {"from": inp.country, "to": zone.country}
+    if not changes:
+        return []
+    inp.timezone, inp.country = zone.timezone, zone.country
+    inp.deferred = {key: window(inp, at) for key, at in inp.deferred.items()}
+    if inp.ladder_deferred is not None:
+        inp.ladder_deferred = window(inp, inp.ladder_deferred)
+    schedule, _ = schedule_for(inp)
+    done = done_steps(inp)
+    allowed = window(inp, now)
+    for step in schedule:
+        if step.key not in done and step.at <= now < allowed:
+            inp.deferred[step.key] = allowed
+    return [EventSpec("customer_zone_changed", dict(changes))]
 
 
 def change_set(

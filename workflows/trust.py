@@ -23,7 +23,9 @@ PAYMENTS_FROM_ROWS = "payments-from-rows"
 RECORDED_COMMANDS = "recorded-commands"
 
 # Every update that changes money or collection state. ``send_now`` is left out: it carries
-# nothing but who asked, and only sends the step the stored policy has next (once).
+# nothing but who asked, and only sends the step the stored policy has next (once). So is
+# ``customer_changed``: it carries nothing either, and the workflow loads the customer's
+# stored zone and country by invoice id (``load_customer_zone``).
 GUARDED_UPDATES = frozenset(
     {
         "cancel",

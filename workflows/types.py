@@ -396,6 +396,29 @@ class LoadedPayment:
 
 
 @dataclass
+class CustomerChangeRequest:
+    """The customer's details changed (``customer_changed`` update). Nothing in it is taken on
+    trust: the workflow loads the customer's time zone and country itself by invoice id
+    (``load_customer_zone``), as it loads a signalled payment."""
+
+    actor: str
+    reason: str = "customer details changed"
+
+
+@dataclass
+class LoadCustomerZoneInput:
+    invoice_id: int
+
+
+@dataclass
+class CustomerZone:
+    """The stored customer's zone and country (for the contact window, "today", holidays)."""
+
+    timezone: str
+    country: str | None = None
+
+
+@dataclass
 class CheckCommandInput:
     """An update the workflow is about to apply: recorded by the domain first, or refused."""
 

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from api.deps import Admin, OptionalTemporalDep, SessionDep, SettingsDep, Specialist, Viewer
 from arflow.customers import credit, profiles, segments
+from arflow.customers.changes import shown_to
 from arflow.customers.events import customer_events
 from arflow.customers.profiles import BehaviourView, ProfileResult, ProfileView, get_customer
 from arflow.invoices.service import switch_policies
-from models import CustomerEvent, Segment, UnbilledOrder
+from models import Segment, UnbilledOrder
 from models.profile import (
     CreditCheckRequest,
     CreditCheckResult,
@@ -98,13 +99,15 @@ async def _switch(
 def get_events(
     customer_id: int,
     session: SessionDep,
-    _: Viewer,
+    who: Viewer,
     kind: str | None = Query(None, max_length=50),
     limit: int = Query(200, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-) -> list[CustomerEvent]:
+) -> list[CustomerEventPublic]:
+    # Oldest first. Personal data in customer_changed events is masked for viewers (a comment,
+    # not a docstring: the operation's saved description stays as it is).
     get_customer(session, customer_id)
-    return customer_events(session, customer_id, kind, limit, offset)
+    return [shown_to(e, who) for e in customer_events(session, customer_id, kind, limit, offset)]
 
 
 @router.post("/v1/customers/{customer_id}/orders", status_code=201, response_model=OrderPublic)

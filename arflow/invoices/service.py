@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import TypeVar
 
@@ -458,6 +459,35 @@ async def cancel_invoice(
     return invoice
 
 
+async def update_each(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    invoice_ids: list[int],
+    update: str,
+    request_for: Callable[[int], object],
+    after: Callable[[Invoice, InvoiceState], None] | None = None,
+) -> tuple[dict[int, InvoiceState], dict[int, DomainError]]:
+    """Send update ``update`` (``request_for(invoice_id)``, through ``run_update``) to each
+    invoice's workflow in turn, calling ``after`` on each one that took it. Returns the states
+    of those that took it and the errors of those that did not: ``Unavailable`` when Temporal
+    did not answer, ``NoWorkflow`` or a refusal when the invoice is closed or closing."""
+    states: dict[int, InvoiceState] = {}
+    failed: dict[int, DomainError] = {}
+    for invoice_id in invoice_ids:
+        try:
+            invoice, state = await run_update(
+                session, client, settings, invoice_id, update, request_for(invoice_id)
+            )
+        except DomainError as exc:
+            failed[invoice_id] = exc
+            continue
+        states[invoice_id] = state
+        if after is not None:
+            after(invoice, state)
+    return states, failed
+
+
 async def switch_policies(
     session: Session,
     client: Client,
@@ -473,15 +503,21 @@ async def switch_policies(
     policy = session.exec(select(DunningPolicy).where(DunningPolicy.name == policy_name)).first()
     if policy is None:
         return dict.fromkeys(invoice_ids, f"policy {policy_name!r} not found")
-    failed: dict[int, str] = {}
-    for invoice_id in invoice_ids:
-        try:
-            await switch_policy(
-                session, client, settings, invoice_id, policy, actor, reason, segment
-            )
-        except DomainError as exc:
-            failed[invoice_id] = exc.message
-    return failed
+    spec = policy.spec()
+
+    def switched(invoice: Invoice, _: InvoiceState) -> None:
+        _store_policy(session, invoice, policy)
+
+    _, failed = await update_each(
+        session,
+        client,
+        settings,
+        invoice_ids,
+        "change_policy",
+        lambda _: PolicyChangeRequest(policy=spec, actor=actor, reason=reason, segment=segment),
+        switched,
+    )
+    return {invoice_id: exc.message for invoice_id, exc in failed.items()}
 
 
 async def switch_policy(
@@ -492,13 +528,16 @@ async def switch_policy(
     policy: DunningPolicy,
     actor: str,
     reason: str,
-    segment: str | None = None,
 ) -> Invoice:
     """Have the invoice's workflow follow ``policy`` from its next step on, and store it as
     the invoice's policy once the workflow took it. Raises what the workflow refused."""
-    request = PolicyChangeRequest(policy=policy.spec(), actor=actor, reason=reason, segment=segment)
+    request = PolicyChangeRequest(policy=policy.spec(), actor=actor, reason=reason)
     invoice, _ = await run_update(session, client, settings, invoice_id, "change_policy", request)
+    _store_policy(session, invoice, policy)
+    return invoice
+
+
+def _store_policy(session: Session, invoice: Invoice, policy: DunningPolicy) -> None:
     invoice.policy_id = policy.id or invoice.policy_id
     session.add(invoice)
     session.commit()
-    return invoice
