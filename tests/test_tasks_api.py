@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from alembic import command
 from api.app import create_app
@@ -29,9 +29,11 @@ from arflow.policies import service as policies
 from models import Customer, Invoice, InvoiceEvent, Task
 from tests.conftest import API_KEYS, ROOT, WEBHOOK_SECRET
 from tests.test_api import error_of
+from tests.test_web import Web, seed_invoice, web_settings
 from workflows.types import ChangeSet, EventSpec, TaskRecord
 
 NOW = datetime.now(UTC)
+CSRF = "X-CSRF-Token"
 
 
 @dataclass
@@ -415,7 +417,7 @@ async def test_a_change_can_assign_snooze_and_close_at_once_with_one_event_each(
 async def test_bad_bodies_are_422_and_change_nothing(api: Api) -> None:
     tid = task(api.engine, invoice(api.engine, customer(api.engine)))
     future = (NOW + timedelta(days=1)).isoformat()
-    for body in (
+    bodies: list[Any] = [
         {},
         {"assignee": "ann", "colour": "red"},
         {"status": "done"},
@@ -431,7 +433,8 @@ async def test_bad_bodies_are_422_and_change_nothing(api: Api) -> None:
         {"snoozed_until": (NOW - timedelta(days=1)).isoformat()},
         {"snoozed_until": future, "status": "done"},
         [],
-    ):
+    ]
+    for body in bodies:
         resp = await api.patch(tid, body)
         assert resp.status_code == 422, (body, resp.text)
         assert "error" in resp.json()
@@ -526,3 +529,75 @@ def test_the_migration_fills_owner_and_closing_of_existing_tasks(engine: Engine)
         (None, None, None, None, None),
     ]
     assert all(t is not None and t.snoozed_until is None for t in found)
+
+
+# -- the dashboard's worklist -------------------------------------------------------------------
+
+
+async def test_the_dashboard_worklist_closes_assigns_and_snoozes_a_task(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    app = create_app(web_settings(sqlite_engine, tmp_path), engine=sqlite_engine, temporal=None)
+    invoice_id = seed_invoice(sqlite_engine)
+    first, second = task(sqlite_engine, invoice_id), task(sqlite_engine, invoice_id, "legal_review")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as http:
+        web = Web(http=http, engine=sqlite_engine, invoice_id=invoice_id)
+        token = await web.login("viewer")
+        page = await http.get("/app/worklist")
+        assert f'id="task-{first}"' in page.text and "Bergmann GmbH" in page.text
+        assert "task-close" not in page.text  # a viewer sees no forms
+        refused = await http.post(
+            f"/app/tasks/{first}/close", data={"outcome": "resolved"}, headers={CSRF: token}
+        )
+        assert refused.status_code == 403
+
+        http.cookies.clear()  # signed out
+        token = await web.login("specialist")
+        page = await http.get("/app/worklist")
+        assert page.text.count('class="task-close"') == 2 and 'name="outcome"' in page.text
+        missing = await http.post(f"/app/tasks/{first}/close", data={}, headers={CSRF: token})
+        assert missing.status_code == 422 and "outcome" in missing.text
+        closed = await http.post(
+            f"/app/tasks/{first}/close",
+            data={"outcome": "no_action_needed", "note": "paid already"},
+            headers={CSRF: token},
+        )
+        assert closed.status_code == 200, closed.text
+        assert "done: no_action_needed · paid already" in closed.text
+        assert "task-close" not in closed.text
+        again = await http.post(
+            f"/app/tasks/{first}/close", data={"outcome": "resolved"}, headers={CSRF: token}
+        )
+        assert again.status_code == 409 and "already done" in again.text
+
+        assigned = await http.post(
+            f"/app/tasks/{second}/assign", data={"assignee": "ann"}, headers={CSRF: token}
+        )
+        assert assigned.status_code == 200 and "Assignee saved." in assigned.text
+        until = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+        snoozed = await http.post(
+            f"/app/tasks/{second}/snooze", data={"snoozed_until": until}, headers={CSRF: token}
+        )
+        assert snoozed.status_code == 200 and "snoozed until" in snoozed.text
+        past = await http.post(
+            f"/app/tasks/{second}/snooze",
+            data={"snoozed_until": "2020-01-01T10:00"},
+            headers={CSRF: token},
+        )
+        assert past.status_code == 422 and "in the future" in past.text
+        unknown = await http.post(
+            "/app/tasks/999999/assign", data={"assignee": "ann"}, headers={CSRF: token}
+        )
+        assert unknown.status_code == 404
+        page = await http.get("/app/worklist")
+        assert f'id="task-{first}"' not in page.text and f'id="task-{second}"' not in page.text
+        assert "No open task." in page.text
+    with Session(sqlite_engine) as s:
+        kinds = s.exec(
+            select(InvoiceEvent.kind).where(col(InvoiceEvent.kind).startswith("task_"))
+        ).all()
+        found = s.get(Task, second)
+    assert sorted(kinds) == ["task_assigned", "task_closed", "task_snoozed"]
+    assert found is not None and found.assignee == "ann" and found.snoozed_until is not None
+    assert found.snoozed_until.strftime("%Y-%m-%dT%H:%M") == until  # the form's time is UTC
