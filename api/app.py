@@ -36,6 +36,7 @@ from api.routes import (
     profiles,
     providers,
     reports,
+    tasks,
     unsubscribe,
     webhooks,
 )
@@ -110,6 +111,7 @@ def create_app(
         legal,
         approvals,
         collectors,
+        tasks,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI

@@ -51,8 +51,10 @@ from api.security import client_address, limiter_of
 from arflow import web_sessions
 from arflow.charges.service import charges_of
 from arflow.config import Role, Settings, same_secret
+from arflow.customers.collectors import list_collectors
 from arflow.invoices import actions, amendments, approvals, jobs
 from arflow.invoices import service as services
+from arflow.invoices import worklist as task_work
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
 from arflow.reports import aging as aging_report
@@ -60,12 +62,14 @@ from arflow.reports import dashboard, history
 from arflow.reports import kpis as kpi_report
 from arflow.reports.common import ReportFilter
 from models.collection import (
+    TASK_OUTCOMES,
     DisputeCreate,
     NoteBody,
     OptionalReason,
     PauseBody,
     PlanCreate,
     PromiseCreate,
+    TaskUpdate,
 )
 from models.invoice import INVOICE_STATUSES, CreditNoteCreate, InvoiceAmend
 from models.job import SendNowRequest
@@ -713,26 +717,93 @@ def _form_again(
 # -- worklist ------------------------------------------------------------------------------------
 
 
+WORKLIST_SIZE = 200
+TASK_DONE = {"close": "Task closed.", "assign": "Assignee saved.", "snooze": "Task snoozed."}
+
+
 @router.get("/worklist", response_class=HTMLResponse)
 def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
-    tasks = actions.worklist(session, kind=None, status="open")
+    """Open tasks (not the snoozed ones) with a form per row to close, assign or snooze one;
+    disputes past their deadline; broken promises."""
+    tasks, total = task_work.list_tasks(session, status="open", limit=WORKLIST_SIZE)
     overdue = dashboard.disputes_past_sla(session, utcnow())
     broken = dashboard.broken_promises(session)
-    invoice_ids = (
-        [t.invoice_id for t in tasks]
-        + [d.invoice_id for d in overdue]
-        + [p.invoice_id for p in broken]
-    )
+    invoice_ids = [d.invoice_id for d in overdue] + [p.invoice_id for p in broken]
     invoices = dashboard.invoices_by_id(session, invoice_ids)
     return render(
         request,
         "worklist.html",
         tasks=tasks,
+        total=total,
+        outcomes=TASK_OUTCOMES,
+        collectors=[c for c in list_collectors(session) if c.active],
         overdue=overdue,
         broken=broken,
         invoices=invoices,
         names=dashboard.customer_names(session, (i.customer_id for i in invoices.values())),
         now=utcnow(),
+    )
+
+
+def _task_form(action: str, form: FormData) -> TaskUpdate:
+    """The JSON API's PATCH body for one of the worklist row's forms (an empty assignee
+    unassigns, an empty snooze wakes the task; a snooze without a zone is UTC)."""
+    if action == "close":
+        note = _text(form, "note")
+        data: dict[str, Any] = {"status": "done", "outcome": _text(form, "outcome") or None}
+        data |= {"note": note} if note else {}
+    elif action == "assign":
+        data = {"assignee": _text(form, "assignee") or None}
+    elif action == "snooze":
+        data = {"snoozed_until": _text(form, "snoozed_until") or None}
+    else:
+        raise PageError(404, f"unknown task action {action!r}")
+    body: TaskUpdate = _body(TaskUpdate, data)
+    return body
+
+
+@router.post("/tasks/{task_id}/{action}", response_class=HTMLResponse)
+async def work_task(
+    request: Request,
+    task_id: int,
+    action: str,
+    session: SessionDep,
+    who: WebSpecialist,
+    _: CsrfChecked,
+) -> Response:
+    """One row's form: the same domain call as ``PATCH /v1/tasks/{id}``; the row comes back
+    with the outcome (or the refusal)."""
+    form = await request.form()
+    try:
+        body = _task_form(action, form)
+        item = task_work.update_task(session, task_id, body, who.actor)
+    except FormError as exc:
+        return _task_row(request, session, task_id, 422, error=str(exc))
+    except (ApiError, DomainError) as exc:
+        return _task_row(request, session, task_id, status_of(exc), error=exc.message)
+    return render(
+        request,
+        "fragments/task_row.html",
+        t=item,
+        outcomes=TASK_OUTCOMES,
+        ok=TASK_DONE[action],
+    )
+
+
+def _task_row(
+    request: Request, session: SqlSession, task_id: int, status: int, error: str
+) -> Response:
+    try:
+        item = task_work.task_item(session, task_id)
+    except (ApiError, DomainError) as exc:
+        return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
+    return render(
+        request,
+        "fragments/task_row.html",
+        status=status,
+        t=item,
+        outcomes=TASK_OUTCOMES,
+        error=error,
     )
 
 

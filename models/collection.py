@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, StrictInt, field_validator, model_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
@@ -57,7 +57,14 @@ class Promise(SQLModel, table=True):
 
 
 class Task(SQLModel, table=True):
-    """An item on the specialists' worklist (an overdue dispute, later: calls)."""
+    """An item on the specialists' worklist (an overdue dispute, a call to make, ...).
+
+    Created through ``arflow.invoices.tasks.new_task`` (which gives it its default owner).
+    ``status`` is ``open`` or ``done``; an open task with ``snoozed_until`` in the future is
+    *snoozed* (hidden from the open worklist until then). A closed task has ``closed_at``,
+    ``closed_by`` and an ``outcome``: one of ``TASK_OUTCOMES`` when a specialist closed it,
+    ``cause_ended`` when its cause went away (the reason in ``note``), a call's outcome for a
+    call task, an approval's decision for a credit approval."""
 
     __tablename__ = "tasks"
 
@@ -68,6 +75,12 @@ class Task(SQLModel, table=True):
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    assignee: str | None = Field(default=None, max_length=100, index=True)
+    snoozed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_by: str | None = Field(default=None, max_length=100)
+    outcome: str | None = Field(default=None, max_length=50)
+    note: str | None = Field(default=None, max_length=2000)
 
 
 # -- request bodies -------------------------------------------------------------------
@@ -129,6 +142,61 @@ class AssignBody(_Body):
         return value
 
 
+#: What a specialist may answer when closing a task by hand (``PATCH /v1/tasks/{id}``).
+TASK_OUTCOMES = ("resolved", "no_action_needed", "escalated", "duplicate", "other")
+TaskOutcome = Literal["resolved", "no_action_needed", "escalated", "duplicate", "other"]
+#: A task closed because its cause went away (the reason is its note).
+CAUSE_ENDED = "cause_ended"
+#: How far ahead a task may be snoozed.
+MAX_SNOOZE_DAYS = 365
+
+
+class TaskUpdate(_Body):
+    """Assign, snooze or close a task; at least one field. ``assignee: null`` unassigns,
+    ``snoozed_until: null`` wakes it; ``status: "done"`` needs an ``outcome`` (and may carry
+    a ``note``). A task once done is not reopened."""
+
+    assignee: str | None = Field(default=None, min_length=1, max_length=100)
+    snoozed_until: datetime | None = Field(
+        default=None,
+        description="UTC (an instant without a zone is taken as UTC); future, "
+        f"at most {MAX_SNOOZE_DAYS} days ahead",
+    )
+    status: Literal["done"] | None = None
+    outcome: TaskOutcome | None = Field(default=None, description="with status done only")
+    note: str | None = Field(default=None, max_length=2000, description="with status done only")
+
+    @field_validator("assignee")
+    @classmethod
+    def _strip_assignee(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("assignee must not be blank (null unassigns)")
+        return value
+
+    @field_validator("snoozed_until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskUpdate:
+        given = self.model_fields_set
+        if not given:
+            raise ValueError("give at least one of assignee, snoozed_until, status")
+        if "status" in given and self.status is None:
+            raise ValueError("status can only be set to done (a task is not reopened)")
+        if self.status == "done" and self.outcome is None:
+            raise ValueError(f"closing a task needs an outcome: one of {', '.join(TASK_OUTCOMES)}")
+        if self.status != "done" and ({"outcome", "note"} & given):
+            raise ValueError('outcome and note go with status "done" only')
+        return self
+
+
 class NoteBody(_Body):
     text: str = Field(min_length=1, max_length=5000)
 
@@ -170,6 +238,36 @@ class TaskPublic(SQLModel):
     due_at: datetime | None
     data: dict[str, Any]
     created_at: datetime
+
+
+class TaskItem(SQLModel):
+    """One row of ``GET /v1/tasks``: the task with its invoice's number and its customer, so
+    a worklist row needs no other lookup. ``status`` is ``open``, ``snoozed`` (open, with
+    ``snoozed_until`` in the future) or ``done``."""
+
+    id: int
+    invoice_id: int
+    invoice_number: str
+    customer_id: int
+    customer_name: str
+    kind: str
+    status: str
+    due_at: datetime | None
+    assignee: str | None
+    snoozed_until: datetime | None
+    closed_at: datetime | None
+    closed_by: str | None
+    outcome: str | None
+    note: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class TaskPage(BaseModel):
+    items: list[TaskItem]
+    total: int
+    limit: int
+    offset: int
 
 
 # -- call tasks ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """credit notes
 
 Revision ID: 0019
-Revises: 0012
+Revises: 0018
 Create Date: 2026-12-04 17:00:00.000000
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 
 
 revision: str = '0019'
-down_revision: str | None = '0012'
+down_revision: str | None = '0018'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -19,13 +19,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Existing policies get 0: no minimum, as before.
-    with op.batch_alter_table('dunning_policies') as batch:
-        batch.add_column(
-            sa.Column('min_balance_minor', sa.BigInteger(), nullable=False, server_default='0')
-        )
+    # Existing policies get 0: no minimum, as before. A plain ADD COLUMN (SQLite takes it with
+    # a constant default): a batch copy would drop a table that invoices reference.
+    op.add_column(
+        'dunning_policies',
+        sa.Column('min_balance_minor', sa.BigInteger(), nullable=False, server_default='0'),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('dunning_policies') as batch:
-        batch.drop_column('min_balance_minor')
+    # A plain DROP COLUMN (SQLite 3.35+) for the same reason as above.
+    op.drop_column('dunning_policies', 'min_balance_minor')

@@ -33,7 +33,9 @@ from arflow.agency.placement import (
     record_end,
 )
 from arflow.errors import Invalid, not_found
+from arflow.invoices.tasks import mark_closed, new_task
 from arflow.invoices.timeline import (
+    WORKFLOW_ACTOR,
     add_event,
     already_recorded,
     commit_once,
@@ -41,6 +43,7 @@ from arflow.invoices.timeline import (
     set_next_action,
 )
 from models import Agency, AgencyPlacement, Customer, Invoice, Task
+from models.collection import CAUSE_ENDED
 from models.types import utcnow
 from workflows.types import ESCALATED, EndPlacementInput, EscalateInput
 
@@ -229,13 +232,12 @@ def _flag(session: Session, invoice_id: int, kind: str, agency: str, exc: Except
     ).first()
     if seen is not None:
         return
-    session.add(
-        Task(
-            invoice_id=invoice_id,
-            kind=kind,
-            due_at=utcnow(),
-            data={"agency": agency, "error": f"{type(exc).__name__}: {exc}"[:500]},
-        )
+    new_task(
+        session,
+        invoice_id,
+        kind,
+        {"agency": agency, "error": f"{type(exc).__name__}: {exc}"[:500]},
+        due_at=utcnow(),
     )
     session.commit()
 
@@ -245,6 +247,6 @@ def _settle_tasks(session: Session, invoice_id: int, kind: str) -> None:
     for task in session.exec(
         select(Task).where(Task.invoice_id == invoice_id, Task.kind == kind, Task.status == "open")
     ).all():
-        task.status = "done"
+        mark_closed(task, CAUSE_ENDED, WORKFLOW_ACTOR, "the agency took it on a later attempt")
         task.data = task.data | {"resolved": "the agency took it on a later attempt"}
         session.add(task)

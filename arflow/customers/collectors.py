@@ -67,16 +67,21 @@ def find_collector(session: Session, value: str) -> Collector | None:
     return named[0] if len(named) == 1 else None
 
 
-def known_collector(session: Session, value: str) -> str:
-    """``value`` when it names an active listed collector; 422 otherwise."""
+def known_collector(session: Session, value: str, field: str = "assigned_collector") -> str:
+    """``value`` when it names an active listed collector; 422 (naming ``field``) otherwise."""
     collector = find_collector(session, value)
     if collector is None or not collector.active:
         state = "not an active collector" if collector is not None else "not a known collector"
         raise unprocessable(
             f"{value!r} is {state}: add it with POST /v1/collectors first",
-            [{"field": "assigned_collector", "message": state}],
+            [{"field": field, "message": state}],
         )
     return value
+
+
+def has_collectors(session: Session) -> bool:
+    """Whether the managed list has any entry (before it has, assignments are free text)."""
+    return session.exec(select(Collector.id).limit(1)).first() is not None
 
 
 def reply_to_of(session: Session, value: str) -> tuple[Collector | None, str | None]:

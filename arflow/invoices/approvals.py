@@ -19,6 +19,7 @@ from temporalio.client import Client
 from arflow.access import Principal
 from arflow.config import Settings
 from arflow.errors import conflict, forbidden, not_found, unprocessable
+from arflow.invoices import tasks
 from arflow.invoices.service import get_invoice, run_update
 from arflow.invoices.timeline import add_event
 from models import CreditApproval, Dispute, DunningPolicy, Invoice, Task
@@ -93,19 +94,19 @@ def request_approval(
     )
     session.add(approval)
     session.flush()
-    task = Task(
-        invoice_id=invoice.id,
-        kind=TASK_KIND,
-        due_at=now,
-        data={
+    task = tasks.new_task(
+        session,
+        invoice.id,
+        TASK_KIND,
+        {
             "approval_id": approval.id,
             "dispute_id": dispute.id,
             "credit_minor": body.credit_minor,
             "requested_by": who.actor,
         },
+        due_at=now,
         created_at=now,
     )
-    session.add(task)
     session.flush()
     approval.task_id = task.id
     session.add(approval)
@@ -202,7 +203,7 @@ def _decided(
     )
     task = session.get(Task, approval.task_id) if approval.task_id is not None else None
     if task is not None and task.status == "open":
-        task.status = "done"
+        tasks.mark_closed(task, kind.removeprefix("credit_approval_"), who.actor, note or None)
         session.add(task)
     session.commit()
     session.refresh(approval)

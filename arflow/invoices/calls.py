@@ -10,6 +10,7 @@ from temporalio.client import Client
 from arflow.config import Settings
 from arflow.errors import conflict, not_found
 from arflow.invoices.service import get_invoice, run_update
+from arflow.invoices.tasks import mark_closed
 from arflow.invoices.timeline import add_event
 from models import ContactBlock, Invoice, OutboxMessage, Task
 from models.collection import CallOutcome
@@ -46,7 +47,7 @@ async def record_outcome(
     task = _open_call_task(session, task_id, body)
     invoice = get_invoice(session, task.invoice_id)
     now = utcnow()
-    task.status = "done"
+    mark_closed(task, body.outcome, actor, body.note or None, now)
     task.data = task.data | {
         "outcome": body.outcome,
         "by": actor,

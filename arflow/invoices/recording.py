@@ -22,7 +22,7 @@ from arflow.invoices.timeline import (
     commit_once,
     set_next_action,
 )
-from models import Customer, Dispute, Invoice, InvoiceEvent, PaymentPlan, Promise, Task
+from models import Customer, Dispute, Invoice, InvoiceEvent, PaymentPlan, Promise
 from models.types import utcnow
 from workflows.types import (
     CLOSED_STATUSES,
@@ -94,9 +94,7 @@ def _apply_change(session: Session, change: ChangeSet) -> ChangeResult:
         result.promise_id = _save_promise(session, change, now)
     if change.task is not None:
         task = change.task
-        session.add(
-            Task(invoice_id=change.invoice_id, kind=task.kind, due_at=task.due_at, data=task.data)
-        )
+        tasks.new_task(session, change.invoice_id, task.kind, task.data, due_at=task.due_at)
     if change.due_at is not None and change.due_date is not None:
         invoice.due_at, invoice.due_date = change.due_at, date.fromisoformat(change.due_date)
     if change.customer_counter in ("broken_promises", "broken_plans"):

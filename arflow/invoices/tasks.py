@@ -1,4 +1,8 @@
-"""Worklist tasks that close themselves when their cause ends.
+"""Worklist tasks: how one is created (with its default owner), and how it closes itself
+when its cause ends.
+
+Every task is created by ``new_task``: its ``assignee`` is the invoice's collector, else the
+customer's assigned collector, else nobody.
 
 A task asks a specialist to look at something: a dispute past its SLA, a message whose
 delivery is uncertain, a step no channel could take, a legal case to review. Once the cause
@@ -11,12 +15,14 @@ one function per cause; none of them commits (the caller's transaction does).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from arflow.invoices.timeline import WORKFLOW_ACTOR, add_event
-from models import Invoice, Task
+from models import Customer, Invoice, Task
+from models.collection import CAUSE_ENDED
 from models.types import utcnow
 from workflows.types import CLOSED_STATUSES
 
@@ -30,6 +36,57 @@ BY_CAUSE = (DISPUTE_OVERDUE, DELIVERY_UNCERTAIN, CONTACT_FAILED, LEGAL_REVIEW, S
 DELIVERED = ("sent", "delivered", "printed", "consolidated")  # a message that reached them
 
 
+def default_assignee(session: Session, invoice_id: int) -> str | None:
+    """Who owns a new task on the invoice: its collector, else its customer's assigned
+    collector, else nobody (None)."""
+    with session.no_autoflush:
+        found = session.exec(
+            select(Invoice.collector, Customer.assigned_collector)
+            .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+            .where(Invoice.id == invoice_id)
+        ).first()
+    if found is None:
+        return None
+    for value in found:
+        if value and value.strip():
+            return str(value).strip()
+    return None
+
+
+def new_task(
+    session: Session,
+    invoice_id: int,
+    kind: str,
+    data: dict[str, Any],
+    due_at: datetime | None = None,
+    created_at: datetime | None = None,
+) -> Task:
+    """Add a task to the session (the caller flushes or commits), owned by
+    ``default_assignee``. Every place that creates a task goes through here."""
+    task = Task(
+        invoice_id=invoice_id,
+        kind=kind,
+        due_at=due_at,
+        data=data,
+        created_at=created_at or utcnow(),
+        assignee=default_assignee(session, invoice_id),
+    )
+    session.add(task)
+    return task
+
+
+def mark_closed(
+    task: Task, outcome: str, actor: str, note: str | None = None, at: datetime | None = None
+) -> None:
+    """Record on ``task`` that it is done: how (``outcome``), by whom, when, and a note.
+    Neither adds an event nor commits."""
+    task.status = "done"
+    task.outcome = outcome[:50]
+    task.closed_by = actor[:100]
+    task.closed_at = at or utcnow()
+    task.note = note[:2000] if note else None
+
+
 def close_tasks(
     session: Session,
     invoice_ids: Iterable[int],
@@ -39,9 +96,10 @@ def close_tasks(
     actor: str = WORKFLOW_ACTOR,
 ) -> list[int]:
     """Close the open tasks of ``kinds`` on these invoices (those whose data has every item
-    of ``where``): status ``done``, the reason, when and by whom on the task, and a
-    ``task_closed`` event. Returns their ids. Neither flushes nor commits: the caller's
-    transaction does, and its idempotency check (``commit_once``) sees a retry's conflict."""
+    of ``where``): status ``done``, outcome ``cause_ended`` with the reason as note, when and
+    by whom (in the columns, and as before in ``data``), and a ``task_closed`` event. Returns
+    their ids. Neither flushes nor commits: the caller's transaction does, and its idempotency
+    check (``commit_once``) sees a retry's conflict."""
     ids, kinds = list(invoice_ids), list(kinds)
     if not ids:
         return []
@@ -60,7 +118,7 @@ def close_tasks(
     for task in tasks:
         if where and any(task.data.get(k) != v for k, v in where.items()):
             continue
-        task.status = "done"
+        mark_closed(task, CAUSE_ENDED, actor, reason, now)
         task.data = task.data | {
             "closed_reason": reason,
             "closed_at": now.isoformat(),

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from arflow.errors import not_found
+from arflow.invoices.tasks import new_task
 from arflow.invoices.timeline import (
     WORKFLOW_ACTOR,
     add_event,
@@ -38,7 +39,7 @@ from arflow.legal.cases import (
 )
 from arflow.messages.context import charges_not_waived
 from arflow.messages.documents import Seller, claim_summary_pdf
-from models import AgencyPlacement, Customer, Invoice, LegalCase, OutboxMessage, Payment, Task
+from models import AgencyPlacement, Customer, Invoice, LegalCase, OutboxMessage, Payment
 from models.types import utcnow
 from workflows.types import ESCALATED, LegalInput
 
@@ -76,19 +77,18 @@ def open_legal(session: Session, folder: Path, seller: Seller, inp: LegalInput) 
         if legal_case_of(session, inp.invoice_id) is None:
             raise
         return
-    session.add(
-        Task(
-            invoice_id=inp.invoice_id,
-            kind=LEGAL_TASK,
-            due_at=now,
-            data={
-                "legal_case_id": case.id,
-                "stage": inp.stage,
-                "amount_minor": inp.balance_minor,
-                "currency": inp.currency,
-                "documents": names,
-            },
-        )
+    new_task(
+        session,
+        inp.invoice_id,
+        LEGAL_TASK,
+        {
+            "legal_case_id": case.id,
+            "stage": inp.stage,
+            "amount_minor": inp.balance_minor,
+            "currency": inp.currency,
+            "documents": names,
+        },
+        due_at=now,
     )
     record_skipped(session, inp.invoice_id, inp.skipped, "the legal stage was already due")
     add_event(

@@ -36,7 +36,7 @@ from arflow.messages.sending import (
     outbound,
     segment_of,
 )
-from models import Customer, Invoice, InvoiceEvent, OutboxMessage, Task
+from models import Customer, Invoice, InvoiceEvent, OutboxMessage
 from models.types import utcnow
 from workflows.types import SUPERSEDED, SendOutcome, SendReminderInput
 
@@ -209,13 +209,12 @@ class StepDelivery:
     ) -> SendOutcome:
         """The provider may have the message: counted as sent, never sent again, and a
         specialist asked to check (a provider event may settle it first)."""
-        session.add(
-            Task(
-                invoice_id=inp.invoice_id,
-                kind="delivery_uncertain",
-                due_at=inp.now or utcnow(),
-                data={"step": inp.step.key, "channel": row.channel, "outbox_id": row.id},
-            )
+        tasks.new_task(
+            session,
+            inp.invoice_id,
+            "delivery_uncertain",
+            {"step": inp.step.key, "channel": row.channel, "outbox_id": row.id},
+            due_at=inp.now or utcnow(),
         )
         return self._record_sent(session, inp, row, "uncertain")
 

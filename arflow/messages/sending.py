@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
+from arflow.invoices import tasks
 from arflow.messages.channels import (
     AmbiguousDeliveryError,
     Attachment,
@@ -315,13 +316,12 @@ class ReminderSender:
         return self.channel.deliver(row).provider_id
 
     def call_task(self, session: Session, inp: SendReminderInput, row: OutboxMessage) -> None:
-        session.add(
-            Task(
-                invoice_id=inp.invoice_id,
-                kind="call",
-                due_at=inp.now or utcnow(),
-                data={"step": inp.step.key, "outbox_id": row.id, "phone": row.recipient},
-            )
+        tasks.new_task(
+            session,
+            inp.invoice_id,
+            "call",
+            {"step": inp.step.key, "outbox_id": row.id, "phone": row.recipient},
+            due_at=inp.now or utcnow(),
         )
         row.provider_id = None
 
