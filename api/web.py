@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -722,10 +722,28 @@ TASK_DONE = {"close": "Task closed.", "assign": "Assignee saved.", "snooze": "Ta
 
 
 @router.get("/worklist", response_class=HTMLResponse)
-def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
-    """Open tasks (not the snoozed ones) with a form per row to close, assign or snooze one;
-    disputes past their deadline; broken promises."""
-    tasks, total = task_work.list_tasks(session, status="open", limit=WORKLIST_SIZE)
+def worklist(
+    request: Request,
+    session: SessionDep,
+    _: WebViewer,
+    assignee: str | None = Query(None, max_length=100),
+    sort: task_work.TaskSort = "priority",
+) -> Response:
+    """Open tasks (not the snoozed ones), highest expected recovery first (or soonest due),
+    of one collector (``assignee``; ``none``: nobody's) or all, with a form per row to close,
+    assign or snooze one; disputes past their deadline; broken promises."""
+    owner = assignee.strip() if assignee and assignee.strip() else None
+    try:
+        tasks, total = task_work.list_tasks(
+            session, status="open", assignee=owner, limit=WORKLIST_SIZE, sort=sort
+        )
+    except DomainError as exc:  # too many to order by priority: soonest due, and say why
+        tasks, total = task_work.list_tasks(
+            session, status="open", assignee=owner, limit=WORKLIST_SIZE
+        )
+        sort_note: str | None = exc.message
+    else:
+        sort_note = None
     overdue = dashboard.disputes_past_sla(session, utcnow())
     broken = dashboard.broken_promises(session)
     invoice_ids = [d.invoice_id for d in overdue] + [p.invoice_id for p in broken]
@@ -735,6 +753,9 @@ def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
         "worklist.html",
         tasks=tasks,
         total=total,
+        sort=sort,
+        sort_note=sort_note,
+        assignee=owner or "",
         outcomes=TASK_OUTCOMES,
         collectors=[c for c in list_collectors(session) if c.active],
         overdue=overdue,

@@ -32,6 +32,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from arflow.invoices import tasks
+from arflow.invoices.calls import call_capped
 from arflow.messages.channels import (
     AmbiguousDeliveryError,
     Attachment,
@@ -164,22 +165,11 @@ class ReminderSender:
         ).all()
         cooldown = parse_duration(inp.call_cooldown)
         assert isinstance(cooldown, timedelta), "call_cooldown is days or hours"
-        for call in reversed(calls):
-            reached_at = call.data.get("reached_at")
-            if reached_at and cooldown:
-                free = datetime.fromisoformat(reached_at) + cooldown
-                if free > now:
-                    return SendOutcome("capped", "a conversation took place recently", free)
-                break
-        if inp.max_calls_per_week:
-            week = [c for c in calls if c.created_at > now - timedelta(days=7)]
-            if len(week) >= inp.max_calls_per_week:
-                return SendOutcome(
-                    "capped",
-                    f"{len(week)} call attempts in 7 days (cap {inp.max_calls_per_week})",
-                    week[0].created_at + timedelta(days=7),
-                )
-        return None
+        capped = call_capped(calls, now, cooldown, inp.max_calls_per_week)
+        if capped is None:
+            return None
+        reason, free = capped
+        return SendOutcome("capped", reason, free)
 
     # -- consolidation --------------------------------------------------------------------
 
