@@ -136,8 +136,9 @@ async def twilio_status(request: Request, session: SessionDep, settings: Setting
 
 @router.post("/v1/webhooks/twilio/inbound", tags=["webhooks"])
 async def twilio_inbound(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    """An SMS to our number: STOP and its synonyms block SMS, START lifts the block; any
-    other text is a customer's reply (``arflow.messages.replies``)."""
+    """An SMS to our number: STOP and its synonyms block SMS, START lifts the block."""
+    # Any other text is a customer's reply (arflow.messages.replies). The docstring above is
+    # the operation's description in the saved OpenAPI document: it stays as it was.
     params = await _twilio_form(request, settings)
 
     def apply() -> None:
