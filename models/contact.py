@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
+from pydantic import ConfigDict, model_validator
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.types import UTCDateTime, utcnow
 
-BLOCK_REASONS = ("unsubscribed", "spam_report", "bounced", "dropped", "stop", "failed", "manual")
+CHANNELS = ("email", "sms", "call", "letter")
+#: What a customer asked for, taken down by a specialist (POST .../contact-blocks)
+REQUESTED_REASONS = ("opt_out", "cease_contact")
+BLOCK_REASONS = (
+    "unsubscribed",
+    "spam_report",
+    "bounced",
+    "dropped",
+    "stop",
+    "failed",
+    "manual",
+    *REQUESTED_REASONS,
+)
 
 
 class ContactBlock(SQLModel, table=True):
@@ -37,3 +51,23 @@ class ContactBlockPublic(SQLModel):
     source: str
     detail: str | None
     created_at: datetime
+
+
+class ContactBlockRequest(SQLModel):
+    """A customer's own request, taken down by a specialist (on the phone, in a letter).
+
+    ``opt_out``: not on this ``channel`` any more. ``cease_contact`` (FDCPA-style: stop
+    contacting me): every channel at once; ``channel`` may then be left out.
+    """
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    channel: Literal["email", "sms", "call", "letter"] | None = None
+    reason: Literal["opt_out", "cease_contact"]
+    note: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _channel_for_opt_out(self) -> ContactBlockRequest:
+        if self.reason == "opt_out" and self.channel is None:
+            raise ValueError("an opt_out names its channel: email, sms, call or letter")
+        return self
