@@ -253,7 +253,7 @@ async def test_reply_naming_an_invoice_lands_on_both_timelines_and_one_task(worl
     assert on_invoice.data["excerpt"] == event.data["excerpt"]
     (task,) = world.tasks()
     assert task.invoice_id == world.invoice_id and task.status == "open"
-    assert task.data["owner"] == "anna"  # the invoice's collector
+    assert task.assignee == "anna"  # the invoice's collector (tasks.new_task)
     assert task.data["invoice_named"] is True
 
     # Shown on the customer's timeline and the invoice's, as the API serves them.
@@ -303,7 +303,7 @@ async def test_reply_without_an_invoice_goes_to_the_oldest_open_one(world: World
     assert world.invoice_events() == []  # no invoice named: the customer's timeline only
     (task,) = world.tasks()
     assert task.invoice_id == world.old_invoice_id  # open and due first (the paid one is not)
-    assert task.data["owner"] == "bert" and task.data["invoice_named"] is False
+    assert task.assignee == "bert" and task.data["invoice_named"] is False
 
 
 async def test_customer_without_open_invoices_gets_the_event_only(world: World) -> None:

@@ -347,23 +347,22 @@ def reply_task(
     named: bool,
     at: datetime,
 ) -> Task:
-    """The one ``customer_replied`` task of a reply, for the owner (the invoice's collector,
-    else the customer's; None: the team's). The one place such a task is made."""
+    """The one ``customer_replied`` task of a reply, owned as every new task is
+    (``tasks.new_task``: the invoice's collector, else the customer's; None: the team's)."""
     assert invoice.id is not None
-    task = Task(
-        invoice_id=invoice.id,
-        kind=tasks.CUSTOMER_REPLIED,
-        due_at=at,
-        data={
+    task = tasks.new_task(
+        session,
+        invoice.id,
+        tasks.CUSTOMER_REPLIED,
+        {
             "customer_id": customer.id,
             "channel": data["channel"],
             "reply_key": data["reply_key"],
             "invoice_named": named,
-            "owner": invoice.collector or customer.assigned_collector,
         },
+        due_at=at,
         created_at=at,
     )
-    session.add(task)
     session.flush()
     return task
 
