@@ -338,7 +338,7 @@ def _line_again(
         raise PageError(status if status == 404 else 404, message)
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     if line.status != UNMATCHED:
-        response = _resolved(request, session, line)
+        response = _resolved(request, session, line, error=message)
         response.status_code = status
         return response
     choices = {line.id: reconcile.invoices_to_choose(session, line)}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import html
-import re
 import io
+import re
 
 from api.web import AGING_LABELS
 from tests.conftest import API_KEYS
@@ -46,9 +46,9 @@ async def test_filters_narrow_the_reports_and_the_csv_links_carry_them(web: Web)
         headers={"HX-Request": "true"},
     )
     assert part.status_code == 200
-    assert part.text.lstrip().startswith("<div id=\"reports\">") and "<html" not in part.text
+    assert part.text.lstrip().startswith('<div id="reports">') and "<html" not in part.text
     assert 'value="EUR"' in part.text and "by the end of 2020-01-01" in part.text
-    assert part.text.count('<tr><td>W') == 0
+    assert part.text.count("<tr><td>W") == 0
     assert part.text.count("EUR</td>") >= 4  # four forecast weeks in EUR
 
 
