@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import FilePayload, Page, expect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 from temporalio.testing import WorkflowEnvironment
@@ -19,8 +20,11 @@ from api.routes.payments import MAX_STATEMENT_BYTES
 from arflow.payments.statements.sample import Entry, camt053
 from models import Payment, ReceivedLine, StatementImport
 from models.reference import payment_reference
-from tests.conftest import Harness, harness
+from tests.conftest import API_KEYS, Harness, harness
+from tests.test_web import Live, chromium_path, live, page
 from tests.test_web_actions import _login
+
+__all__ = ["chromium_path", "live", "page"]  # the browser fixtures of tests/test_web.py
 
 
 @pytest.fixture
@@ -251,3 +255,68 @@ async def test_posts_without_the_csrf_token_are_refused(h: Harness) -> None:
         file = await upload(h, hx, camt053([Entry(2_600, "??", tx_id="C2")]))
         assert file.status_code == 403 and "security token" in file.text
     assert unmatched_ids(h) == [line_id] and rows(h.engine, StatementImport) == 1
+
+
+# -- the browser: upload, apply, the invoice paid ----------------------------------------------
+
+SHOTS = Path("/tmp/shots-payments")
+
+
+def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_browser_upload_apply_and_the_invoice_is_paid(live: Live, page: Page) -> None:
+    expect.set_options(timeout=15_000)
+    refused: list[str] = []  # what the Content-Security-Policy blocked (inline script/style)
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto(f"{live.url}/app/payments")
+    page.fill("input[name=api_key]", API_KEYS["specialist"])
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Payments")
+    expect(page.locator("#unmatched")).to_contain_text("No receipt waits")
+    statement = camt053(
+        [Entry(45_000, "our order 4471", name="Stranger Trading Ltd", tx_id=f"B-{live.url}")]
+    )
+    page.set_input_files(
+        "#statement-form input[name=file]",
+        files=FilePayload(name="camt053.xml", mimeType="application/xml", buffer=statement),
+    )
+    page.click("#statement-form button[type=submit]")
+    expect(page.locator("#count-unmatched")).to_have_text("1")
+    expect(page.locator("#import-lines tr.outcome-unmatched")).to_have_count(1)
+    expect(page.locator("#imports")).to_contain_text("camt053.xml")
+    line = page.locator("#unmatched article.line")
+    expect(line).to_have_count(1)
+    expect(line).to_contain_text("Stranger Trading Ltd")
+    _shot(page, "01-payments-after-upload")
+
+    line.locator("input[name=other_invoice]").fill("A-1002")
+    line.locator("input[name=other_amount]").fill("450.00")
+    line.locator("form.apply button").click()
+    expect(page.locator("article.line.resolved .ok")).to_contain_text("It has left the queue.")
+    _shot(page, "02-payments-line-applied")
+    page.reload()
+    expect(page.locator("#unmatched")).to_contain_text("No receipt waits")
+
+    page.goto(f"{live.url}/app/invoices/{live.ids['A-1002']}")
+    expect(page.locator("#invoice-status")).to_have_text("paid", timeout=30_000)
+    _shot(page, "03-invoice-paid")
+
+    page.click("nav >> text=Reports")
+    expect(page.locator("#report-aging svg.chart")).to_have_count(2)  # EUR and USD
+    page.fill("#report-filters input[name=currency]", "USD")
+    page.click("#report-filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"currency=USD"))
+    expect(page.locator("#report-aging svg.chart")).to_have_count(1)
+    expect(page.locator("a.csv").first).to_have_attribute("href", re.compile("currency=USD"))
+    _shot(page, "04-reports-usd")
+    page.fill("#report-filters input[name=currency]", "QQQ")
+    page.click("#report-filters button[type=submit]")
+    expect(page.locator("#report-filters .error")).to_contain_text("currency")
+    _shot(page, "05-reports-bad-filter")
+    assert refused == []
