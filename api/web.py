@@ -171,7 +171,7 @@ class PageError(Exception):
         self.message = message
 
 
-def _is_fragment(request: Request) -> bool:
+def is_fragment(request: Request) -> bool:
     """An htmx request that wants a fragment (not a history restore, which needs a page)."""
     return (
         request.headers.get("HX-Request") == "true"
@@ -187,7 +187,7 @@ async def _to_login(request: Request, exc: LoginRequired) -> Response:
 
 
 async def _error_page(request: Request, exc: PageError) -> Response:
-    name = "fragments/error.html" if _is_fragment(request) else "error.html"
+    name = "fragments/error.html" if is_fragment(request) else "error.html"
     return render(request, name, status=exc.status, message=exc.message, code=exc.status)
 
 
@@ -276,7 +276,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     return templates.TemplateResponse(request, name, base | context, status_code=status)
 
 
-def _temporal(request: Request) -> Client:
+def temporal_client(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
         raise ApiError(503, "workflow_unavailable", "Temporal is not connected; retry")
@@ -303,7 +303,7 @@ def login_page(request: Request, next: str = "/app") -> Response:
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, settings: SettingsDep, _: CsrfChecked) -> Response:
     form = await request.form()
-    key = _text(form, "api_key")
+    key = form_text(form, "api_key")
     target = _safe_next(form.get("next"))
     limiter, address = limiter_of(request), client_address(request)
     wait = limiter.retry_after(address)
@@ -346,16 +346,21 @@ def logout(
 # -- overview -----------------------------------------------------------------------------------
 
 
+def aging_charts(aging: aging_report.AgingReport) -> list[tuple[Any, charts.BarChart]]:
+    """One bar chart per currency of the aging report's totals (its buckets, as money)."""
+    drawn = []
+    for row in aging.totals:
+        values = [getattr(row, f"{bucket}_minor") for bucket in aging_report.BUCKETS]
+        texts = [money(v, row.currency) for v in values]
+        drawn.append((row, charts.bar_chart(AGING_LABELS, values, texts)))
+    return drawn
+
+
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewer) -> Response:
     everything = ReportFilter()
     kpis = kpi_report.kpis(session, today - timedelta(days=29), today, today, everything)
     aging = aging_report.aging(session, today, today, everything)
-    aging_charts = []
-    for row in aging.totals:
-        values = [getattr(row, f"{bucket}_minor") for bucket in aging_report.BUCKETS]
-        texts = [money(v, row.currency) for v in values]
-        aging_charts.append((row, charts.bar_chart(AGING_LABELS, values, texts)))
     trend = dashboard.dso_trend(session, today, months=6)
     currencies = sorted({c for month in trend for c in month.dso_days})
     dso_chart = charts.line_chart(
@@ -368,7 +373,7 @@ def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewe
         "overview.html",
         kpis=kpis,
         aging=aging,
-        aging_charts=aging_charts,
+        aging_charts=aging_charts(aging),
         dso_chart=dso_chart,
         trend=trend,
         open_disputes=dashboard.open_disputes(session),
@@ -438,7 +443,7 @@ def invoice_list(
         "query": query,
         "page_url": lambda n: "/app/invoices?" + urlencode(query | {"page": n}),
     }
-    if _is_fragment(request):
+    if is_fragment(request):
         return render(request, "fragments/invoice_table.html", **context)
     return render(
         request,
@@ -464,7 +469,7 @@ async def send_now_job(
         return render(request, "fragments/error.html", status=422, message="select invoices first")
     try:
         body = SendNowRequest(invoice_ids=ids)
-        job = await jobs.start_job(session, _temporal(request), settings, body, who.actor)
+        job = await jobs.start_job(session, temporal_client(request), settings, body, who.actor)
         shown = jobs.public(session, job)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
@@ -477,7 +482,7 @@ def job_progress(request: Request, job_id: int, session: SessionDep, _: WebViewe
         job = jobs.get_job(session, job_id)
     except (ApiError, DomainError) as exc:
         raise PageError(status_of(exc), exc.message) from exc
-    name = "fragments/job.html" if _is_fragment(request) else "job.html"
+    name = "fragments/job.html" if is_fragment(request) else "job.html"
     return render(request, name, job=job)
 
 
@@ -518,7 +523,7 @@ async def invoice_history(
 ) -> Response:
     try:
         services.get_invoice(session, invoice_id)
-        found = await history.invoice_history(_temporal(request), settings, invoice_id)
+        found = await history.invoice_history(temporal_client(request), settings, invoice_id)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     return render(request, "fragments/history.html", history=found)
@@ -528,13 +533,13 @@ class FormError(ValueError):
     """A form value the API's request model cannot take (answered as a 422)."""
 
 
-def _text(form: FormData, name: str) -> str:
+def form_text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
 
 
-def _minor(form: FormData, name: str, currency: str) -> int | None:
-    text = _text(form, name)
+def form_minor(form: FormData, name: str, currency: str) -> int | None:
+    text = form_text(form, name)
     if not text:
         return None
     try:
@@ -543,7 +548,7 @@ def _minor(form: FormData, name: str, currency: str) -> int | None:
         raise FormError(f"{name}: {exc}") from None
 
 
-def _body(model: type[Any], data: Mapping[str, Any]) -> Any:
+def validated_body(model: type[Any], data: Mapping[str, Any]) -> Any:
     """The API's request model for ``data``; its validation errors as one message."""
     try:
         return model.model_validate(data)
@@ -560,7 +565,7 @@ def _body(model: type[Any], data: Mapping[str, Any]) -> Any:
 def _installments(form: FormData, currency: str) -> list[dict[str, Any]]:
     """Lines of ``YYYY-MM-DD amount`` (the amount in the invoice's currency)."""
     out = []
-    for n, line in enumerate(_text(form, "installments").splitlines(), start=1):
+    for n, line in enumerate(form_text(form, "installments").splitlines(), start=1):
         parts = line.replace(",", " ").replace(";", " ").split()
         if not parts:
             continue
@@ -579,47 +584,51 @@ def _form_body(action: str, form: FormData, currency: str) -> Any:
     """The JSON API's request body for ``action``, validated from the form (None for
     send-now, which takes none)."""
     if action == "dispute":
-        return _body(
+        return validated_body(
             DisputeCreate,
-            {"reason": _text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
+            {
+                "reason": form_text(form, "reason"),
+                "amount_minor": form_minor(form, "amount", currency),
+            },
         )
     if action == "plan":
-        return _body(
+        return validated_body(
             PlanCreate,
-            {"installments": _installments(form, currency), "note": _text(form, "note")},
+            {"installments": _installments(form, currency), "note": form_text(form, "note")},
         )
     if action == "promise":
-        return _body(
+        return validated_body(
             PromiseCreate,
             {
-                "promised_date": _text(form, "promised_date") or None,
-                "amount_minor": _minor(form, "amount", currency),
-                "note": _text(form, "note"),
+                "promised_date": form_text(form, "promised_date") or None,
+                "amount_minor": form_minor(form, "amount", currency),
+                "note": form_text(form, "note"),
             },
         )
     if action == "pause":
-        return _body(
-            PauseBody, {"until": _text(form, "until") or None, "reason": _text(form, "reason")}
+        return validated_body(
+            PauseBody,
+            {"until": form_text(form, "until") or None, "reason": form_text(form, "reason")},
         )
     if action == "resume":
-        return _body(OptionalReason, {"reason": _text(form, "reason")})
+        return validated_body(OptionalReason, {"reason": form_text(form, "reason")})
     if action == "note":
-        return _body(NoteBody, {"text": _text(form, "text")})
+        return validated_body(NoteBody, {"text": form_text(form, "text")})
     if action == "send-now":
         return None
     if action == "credit-note":
-        return _body(
+        return validated_body(
             CreditNoteCreate,
             {
-                "amount_minor": _minor(form, "amount", currency),
-                "reason": _text(form, "reason"),
-                "external_id": _text(form, "external_id"),
+                "amount_minor": form_minor(form, "amount", currency),
+                "reason": form_text(form, "reason"),
+                "external_id": form_text(form, "external_id"),
             },
         )
     if action == "due-date":
-        return _body(
+        return validated_body(
             InvoiceAmend,
-            {"due_date": _text(form, "due_date") or None, "reason": _text(form, "reason")},
+            {"due_date": form_text(form, "due_date") or None, "reason": form_text(form, "reason")},
         )
     raise PageError(404, f"unknown action {action!r}")
 
@@ -638,7 +647,7 @@ async def _perform(
     if isinstance(body, NoteBody):
         actions.add_note(session, invoice_id, body.text, actor, key)
         return
-    on = (session, _temporal(request), settings, invoice_id)
+    on = (session, temporal_client(request), settings, invoice_id)
     if isinstance(body, DisputeCreate):
         await actions.open_dispute(*on, body, actor, key)
     elif isinstance(body, PlanCreate):
@@ -672,7 +681,7 @@ async def act(
     if action not in ACTION_TITLES:
         raise PageError(404, f"unknown action {action!r}")
     form = await request.form()
-    key = _text(form, "idempotency_key")[:100] or None
+    key = form_text(form, "idempotency_key")[:100] or None
     try:
         invoice = services.get_invoice(session, invoice_id)
         body = _form_body(action, form, invoice.currency)
@@ -770,16 +779,16 @@ def _task_form(action: str, form: FormData) -> TaskUpdate:
     """The JSON API's PATCH body for one of the worklist row's forms (an empty assignee
     unassigns, an empty snooze wakes the task; a snooze without a zone is UTC)."""
     if action == "close":
-        note = _text(form, "note")
-        data: dict[str, Any] = {"status": "done", "outcome": _text(form, "outcome") or None}
+        note = form_text(form, "note")
+        data: dict[str, Any] = {"status": "done", "outcome": form_text(form, "outcome") or None}
         data |= {"note": note} if note else {}
     elif action == "assign":
-        data = {"assignee": _text(form, "assignee") or None}
+        data = {"assignee": form_text(form, "assignee") or None}
     elif action == "snooze":
-        data = {"snoozed_until": _text(form, "snoozed_until") or None}
+        data = {"snoozed_until": form_text(form, "snoozed_until") or None}
     else:
         raise PageError(404, f"unknown task action {action!r}")
-    body: TaskUpdate = _body(TaskUpdate, data)
+    body: TaskUpdate = validated_body(TaskUpdate, data)
     return body
 
 
@@ -828,4 +837,21 @@ def _task_row(
     )
 
 
-__all__ = ["install", "router", "signed_in"]
+__all__ = [
+    "AGING_LABELS",
+    "CsrfChecked",
+    "FormError",
+    "PageError",
+    "WebSpecialist",
+    "WebViewer",
+    "aging_charts",
+    "form_minor",
+    "form_text",
+    "install",
+    "is_fragment",
+    "render",
+    "router",
+    "signed_in",
+    "temporal_client",
+    "validated_body",
+]
