@@ -40,6 +40,9 @@ def _pages(live: Live) -> dict[str, str]:  # noqa: F811
         "invoice-disputed": f"/app/invoices/{live.ids['C-3001']}",
         "worklist": "/app/worklist",
         "worklist-by-due": "/app/worklist?sort=due",
+        "payments": "/app/payments",
+        "reports": "/app/reports",
+        "reports-filtered": "/app/reports?currency=USD",
     }
 
 
