@@ -24,6 +24,7 @@ from api.routes import (
     charges,
     codec,
     collectors,
+    contacts,
     customers,
     history,
     invoices,
@@ -112,6 +113,7 @@ def create_app(
         approvals,
         collectors,
         tasks,
+        contacts,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
