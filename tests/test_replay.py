@@ -3,7 +3,7 @@
 ``tests/histories/*.json`` are saved histories of earlier versions; a change to the workflow
 that breaks them needs ``workflow.patched()``. Regenerate a history with
 ``python -m tests.test_replay <path>`` only when its shape is meant to change (the file name's
-prefix, ``v1-``, ``v2-`` or ``v3-``, picks the lifecycle).
+prefix, ``v1-`` to ``v4-``, picks the lifecycle).
 """
 
 from __future__ import annotations
@@ -130,7 +130,59 @@ async def run_trust_lifecycle(
         return await handle.fetch_history()
 
 
-LIFECYCLES = {"v1": run_lifecycle, "v2": run_ladder_lifecycle, "v3": run_trust_lifecycle}
+async def run_workspace_lifecycle(
+    env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> WorkflowHistory:
+    """Issue 17's workflow paths: a credit note, a corrected due date, the customer's new time
+    zone (``customer_changed``), a payment leaving less than the policy's minimum balance (the
+    small_balance hold), then the write-off."""
+    async with harness(env, engine, tmp_path) as h:
+        pol = await h.policy(
+            send_at="09:00",
+            contact_window="08:00-20:00",
+            escalate_after="P40D",
+            min_balance_minor=5_000,
+            steps=[
+                {"key": "late_1", "offset": "P1D", "template": "reminder_overdue"},
+                {"key": "late_10", "offset": "P10D", "template": "reminder_overdue"},
+            ],
+        )
+        cust = await h.customer(timezone="Europe/Berlin")
+        inv = await h.invoice(cust["id"], policy_id=pol["id"])
+        path = f"/v1/invoices/{inv['id']}"
+        note = {"amount_minor": 20_000, "reason": "returned goods", "external_id": "CN-V4"}
+        assert (await h.post(f"{path}/credit-notes", note)).status_code == 201
+        due = (await env.get_current_time()).date() + timedelta(days=40)
+        moved = await h.http.patch(
+            path, json={"due_date": due.isoformat()}, headers=h.as_role("specialist")
+        )
+        assert moved.status_code == 200, moved.text
+        zone = await h.http.patch(
+            f"/v1/customers/{cust['id']}",
+            json={"timezone": "America/New_York"},
+            headers=h.as_role("specialist"),
+        )
+        assert zone.status_code == 200, zone.text
+        await env.sleep(timedelta(days=43))  # late_1 goes out, 09:00 New York
+        await signed_payment(h, invoice_id=inv["id"], amount_minor=96_000)
+        await env.sleep(timedelta(days=20))  # late_10 and the escalation held: 4,000 left
+        off = await h.post(f"{path}/write-off", {"reason": "too small to chase"}, "admin")
+        assert off.status_code == 200, off.text
+        handle = h.client.get_workflow_handle_for(InvoiceWorkflow.run, inv["workflow_id"])
+        assert (await handle.result()).status == "written_off"
+        kinds = [e.kind for e in h.events(inv["id"])]
+        for kind in ("credit_note", "due_date_changed", "customer_zone_changed", "small_balance"):
+            assert kind in kinds, (kind, kinds)
+        assert [m.step_key for m in h.outbox(inv["id"])] == ["late_1"]
+        return await handle.fetch_history()
+
+
+LIFECYCLES = {
+    "v1": run_lifecycle,
+    "v2": run_ladder_lifecycle,
+    "v3": run_trust_lifecycle,
+    "v4": run_workspace_lifecycle,
+}
 
 
 async def test_a_fresh_history_replays(
@@ -153,6 +205,14 @@ async def test_a_fresh_trust_history_replays(
     ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     history = await run_trust_lifecycle(ts_env, sqlite_engine, tmp_path)
+    result = await REPLAYER.replay_workflow(history)
+    assert result.replay_failure is None
+
+
+async def test_a_fresh_workspace_history_replays(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    history = await run_workspace_lifecycle(ts_env, sqlite_engine, tmp_path)
     result = await REPLAYER.replay_workflow(history)
     assert result.replay_failure is None
 
