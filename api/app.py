@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from api import errors, web
+from api import errors, web, web_customers
 from api.bounds import bounded_integers
 from api.deps import too_many_attempts
 from api.limits import BodyLimit
@@ -115,7 +115,7 @@ def create_app(
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
-    web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
+    web.install(app, settings, web_customers.router)  # the dashboard at /app
     app.add_middleware(SecurityHeaders)  # outermost: the session and error pages get it too
 
     @app.get("/healthz", tags=["ops"])

@@ -45,6 +45,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
 from api import charts
+from api.bounds import LARGEST
 from api.deps import Principal, SessionDep, SettingsDep, TodayDep, key_role
 from api.errors import ApiError, DomainError, status_of
 from api.security import client_address, limiter_of
@@ -137,8 +138,9 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Serve the dashboard from ``app``: session cookie, static files, pages, error pages."""
+def install(app: FastAPI, settings: Settings, *pages: APIRouter) -> None:
+    """Serve the dashboard from ``app``: session cookie, static files, pages (this module's
+    and ``pages``, the dashboard's other modules, which import this one), error pages."""
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret,
@@ -150,6 +152,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     )
     app.mount("/app/static", StaticFiles(directory=HERE / "static"), name="app-static")
     app.include_router(router)
+    for more in pages:
+        app.include_router(more)
     app.add_exception_handler(LoginRequired, _to_login)  # type: ignore[arg-type]
     app.add_exception_handler(PageError, _error_page)  # type: ignore[arg-type]
 
@@ -171,7 +175,7 @@ class PageError(Exception):
         self.message = message
 
 
-def _is_fragment(request: Request) -> bool:
+def is_fragment(request: Request) -> bool:
     """An htmx request that wants a fragment (not a history restore, which needs a page)."""
     return (
         request.headers.get("HX-Request") == "true"
@@ -187,7 +191,7 @@ async def _to_login(request: Request, exc: LoginRequired) -> Response:
 
 
 async def _error_page(request: Request, exc: PageError) -> Response:
-    name = "fragments/error.html" if _is_fragment(request) else "error.html"
+    name = "fragments/error.html" if is_fragment(request) else "error.html"
     return render(request, name, status=exc.status, message=exc.message, code=exc.status)
 
 
@@ -276,7 +280,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     return templates.TemplateResponse(request, name, base | context, status_code=status)
 
 
-def _temporal(request: Request) -> Client:
+def temporal_of(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
         raise ApiError(503, "workflow_unavailable", "Temporal is not connected; retry")
@@ -303,7 +307,7 @@ def login_page(request: Request, next: str = "/app") -> Response:
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, settings: SettingsDep, _: CsrfChecked) -> Response:
     form = await request.form()
-    key = _text(form, "api_key")
+    key = form_text(form, "api_key")
     target = _safe_next(form.get("next"))
     limiter, address = limiter_of(request), client_address(request)
     wait = limiter.retry_after(address)
@@ -379,12 +383,16 @@ def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewe
 # -- invoices table and bulk send ----------------------------------------------------------------
 
 
-def _opt_int(value: str | None) -> int | None:
+def opt_int(value: str | None) -> int | None:
+    """A positive whole number within what the databases store (an id, a page); else None."""
     text = (value or "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    return number if 0 < (number := int(text)) <= LARGEST else None
 
 
-def _opt_text(value: str | None, allowed: tuple[str, ...] | None = None) -> str | None:
+def opt_text(value: str | None, allowed: tuple[str, ...] | None = None) -> str | None:
+    """A filter's text (at most 100 characters), if it is one of ``allowed``; else None."""
     text = (value or "").strip()[:100]
     if not text or (allowed is not None and text not in allowed):
         return None
@@ -404,12 +412,12 @@ def invoice_list(
     hold: str | None = None,
     page: str | None = None,
 ) -> Response:
-    chosen_status = _opt_text(status, INVOICE_STATUSES)
-    chosen_customer = _opt_int(customer_id)
-    chosen_overdue = _opt_text(overdue, ("yes", "no"))
-    chosen_collector = _opt_text(collector)
-    chosen_hold = _opt_text(hold, HOLDS)
-    number = _opt_int(page) or 1
+    chosen_status = opt_text(status, INVOICE_STATUSES)
+    chosen_customer = opt_int(customer_id)
+    chosen_overdue = opt_text(overdue, ("yes", "no"))
+    chosen_collector = opt_text(collector)
+    chosen_hold = opt_text(hold, HOLDS)
+    number = opt_int(page) or 1
     rows, total = services.list_invoices(
         session,
         status=chosen_status,
@@ -438,7 +446,7 @@ def invoice_list(
         "query": query,
         "page_url": lambda n: "/app/invoices?" + urlencode(query | {"page": n}),
     }
-    if _is_fragment(request):
+    if is_fragment(request):
         return render(request, "fragments/invoice_table.html", **context)
     return render(
         request,
@@ -464,7 +472,7 @@ async def send_now_job(
         return render(request, "fragments/error.html", status=422, message="select invoices first")
     try:
         body = SendNowRequest(invoice_ids=ids)
-        job = await jobs.start_job(session, _temporal(request), settings, body, who.actor)
+        job = await jobs.start_job(session, temporal_of(request), settings, body, who.actor)
         shown = jobs.public(session, job)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
@@ -477,7 +485,7 @@ def job_progress(request: Request, job_id: int, session: SessionDep, _: WebViewe
         job = jobs.get_job(session, job_id)
     except (ApiError, DomainError) as exc:
         raise PageError(status_of(exc), exc.message) from exc
-    name = "fragments/job.html" if _is_fragment(request) else "job.html"
+    name = "fragments/job.html" if is_fragment(request) else "job.html"
     return render(request, name, job=job)
 
 
@@ -518,7 +526,7 @@ async def invoice_history(
 ) -> Response:
     try:
         services.get_invoice(session, invoice_id)
-        found = await history.invoice_history(_temporal(request), settings, invoice_id)
+        found = await history.invoice_history(temporal_of(request), settings, invoice_id)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     return render(request, "fragments/history.html", history=found)
@@ -528,13 +536,13 @@ class FormError(ValueError):
     """A form value the API's request model cannot take (answered as a 422)."""
 
 
-def _text(form: FormData, name: str) -> str:
+def form_text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
 
 
 def _minor(form: FormData, name: str, currency: str) -> int | None:
-    text = _text(form, name)
+    text = form_text(form, name)
     if not text:
         return None
     try:
@@ -560,7 +568,7 @@ def _body(model: type[Any], data: Mapping[str, Any]) -> Any:
 def _installments(form: FormData, currency: str) -> list[dict[str, Any]]:
     """Lines of ``YYYY-MM-DD amount`` (the amount in the invoice's currency)."""
     out = []
-    for n, line in enumerate(_text(form, "installments").splitlines(), start=1):
+    for n, line in enumerate(form_text(form, "installments").splitlines(), start=1):
         parts = line.replace(",", " ").replace(";", " ").split()
         if not parts:
             continue
@@ -581,30 +589,31 @@ def _form_body(action: str, form: FormData, currency: str) -> Any:
     if action == "dispute":
         return _body(
             DisputeCreate,
-            {"reason": _text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
+            {"reason": form_text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
         )
     if action == "plan":
         return _body(
             PlanCreate,
-            {"installments": _installments(form, currency), "note": _text(form, "note")},
+            {"installments": _installments(form, currency), "note": form_text(form, "note")},
         )
     if action == "promise":
         return _body(
             PromiseCreate,
             {
-                "promised_date": _text(form, "promised_date") or None,
+                "promised_date": form_text(form, "promised_date") or None,
                 "amount_minor": _minor(form, "amount", currency),
-                "note": _text(form, "note"),
+                "note": form_text(form, "note"),
             },
         )
     if action == "pause":
         return _body(
-            PauseBody, {"until": _text(form, "until") or None, "reason": _text(form, "reason")}
+            PauseBody,
+            {"until": form_text(form, "until") or None, "reason": form_text(form, "reason")},
         )
     if action == "resume":
-        return _body(OptionalReason, {"reason": _text(form, "reason")})
+        return _body(OptionalReason, {"reason": form_text(form, "reason")})
     if action == "note":
-        return _body(NoteBody, {"text": _text(form, "text")})
+        return _body(NoteBody, {"text": form_text(form, "text")})
     if action == "send-now":
         return None
     if action == "credit-note":
@@ -612,14 +621,14 @@ def _form_body(action: str, form: FormData, currency: str) -> Any:
             CreditNoteCreate,
             {
                 "amount_minor": _minor(form, "amount", currency),
-                "reason": _text(form, "reason"),
-                "external_id": _text(form, "external_id"),
+                "reason": form_text(form, "reason"),
+                "external_id": form_text(form, "external_id"),
             },
         )
     if action == "due-date":
         return _body(
             InvoiceAmend,
-            {"due_date": _text(form, "due_date") or None, "reason": _text(form, "reason")},
+            {"due_date": form_text(form, "due_date") or None, "reason": form_text(form, "reason")},
         )
     raise PageError(404, f"unknown action {action!r}")
 
@@ -638,7 +647,7 @@ async def _perform(
     if isinstance(body, NoteBody):
         actions.add_note(session, invoice_id, body.text, actor, key)
         return
-    on = (session, _temporal(request), settings, invoice_id)
+    on = (session, temporal_of(request), settings, invoice_id)
     if isinstance(body, DisputeCreate):
         await actions.open_dispute(*on, body, actor, key)
     elif isinstance(body, PlanCreate):
@@ -672,7 +681,7 @@ async def act(
     if action not in ACTION_TITLES:
         raise PageError(404, f"unknown action {action!r}")
     form = await request.form()
-    key = _text(form, "idempotency_key")[:100] or None
+    key = form_text(form, "idempotency_key")[:100] or None
     try:
         invoice = services.get_invoice(session, invoice_id)
         body = _form_body(action, form, invoice.currency)
@@ -749,13 +758,13 @@ def _task_form(action: str, form: FormData) -> TaskUpdate:
     """The JSON API's PATCH body for one of the worklist row's forms (an empty assignee
     unassigns, an empty snooze wakes the task; a snooze without a zone is UTC)."""
     if action == "close":
-        note = _text(form, "note")
-        data: dict[str, Any] = {"status": "done", "outcome": _text(form, "outcome") or None}
+        note = form_text(form, "note")
+        data: dict[str, Any] = {"status": "done", "outcome": form_text(form, "outcome") or None}
         data |= {"note": note} if note else {}
     elif action == "assign":
-        data = {"assignee": _text(form, "assignee") or None}
+        data = {"assignee": form_text(form, "assignee") or None}
     elif action == "snooze":
-        data = {"snoozed_until": _text(form, "snoozed_until") or None}
+        data = {"snoozed_until": form_text(form, "snoozed_until") or None}
     else:
         raise PageError(404, f"unknown task action {action!r}")
     body: TaskUpdate = _body(TaskUpdate, data)
