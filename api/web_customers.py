@@ -58,6 +58,7 @@ from arflow.invoices import service as services
 from arflow.invoices.corrections import update_customer
 from arflow.messages.provider_events import lift_block
 from arflow.payments.service import credit_balances
+from models import Customer
 from models.collection import OptionalReason, PauseBody
 from models.customer import UPDATABLE_FIELDS, CustomerUpdate
 from models.profile import ProfileUpdate
@@ -169,14 +170,19 @@ def customer_list(
 # -- one customer ----------------------------------------------------------------------------------
 
 
+def _customer_or_404(session: SqlSession, customer_id: int) -> Customer:
+    """The customer, or the 404 page (a fragment for htmx) for an unknown id."""
+    try:
+        return profiles.get_customer(session, customer_id)
+    except DomainError as exc:
+        raise PageError(status_of(exc), exc.message) from exc
+
+
 def _context(
     session: SqlSession, settings: Settings, customer_id: int, who: Principal
 ) -> dict[str, Any]:
     """Everything the customer's page shows (404 as a page for an unknown customer)."""
-    try:
-        customer = profiles.get_customer(session, customer_id)
-    except DomainError as exc:
-        raise PageError(status_of(exc), exc.message) from exc
+    customer = _customer_or_404(session, customer_id)
     now = utcnow()
     events = customer_events(session, customer_id, limit=TIMELINE_SIZE, newest_first=True)
     return {
@@ -195,14 +201,14 @@ def _context(
     }
 
 
-def _details(customer: Any) -> dict[str, str]:
+def _details(customer: Customer) -> dict[str, str]:
     """The edit form's values: the customer's details as they are."""
     return {
         name: "" if (v := getattr(customer, name)) is None else str(v) for name in UPDATABLE_FIELDS
     }
 
 
-def _forms(customer: Any, session: SqlSession) -> dict[str, Any]:
+def _forms(customer: Customer, session: SqlSession) -> dict[str, Any]:
     """The action forms' starting state."""
     return {
         "values": _details(customer),
@@ -263,12 +269,9 @@ async def edit_customer(
     field of the form given (an emptied optional field clears it; only the fields that differ
     change). The form comes back with the errors by field (nothing stored), or with what
     changed and the workflows' summary, and the page's header, details and timeline."""
+    _customer_or_404(session, customer_id)
     form = await request.form()
     values = _submitted(form, UPDATABLE_FIELDS)
-    try:
-        profiles.get_customer(session, customer_id)
-    except DomainError as exc:
-        raise PageError(status_of(exc), exc.message) from exc
     data = {name: value or None for name, value in values.items()}
     for required in ("name", "timezone", "locale"):  # not nullable: empty is a bad value
         data[required] = values[required]
@@ -318,6 +321,7 @@ async def _account_job(
 ) -> Response:
     """Pause or resume the whole account: the job of ``POST /v1/customers/{id}/pause|resume``
     (``jobs.start_account_job``); the form comes back with the job, which follows itself."""
+    _customer_or_404(session, customer_id)
     form = await request.form()
     values = _submitted(form, ("reason", "until"))
     body: PauseBody | OptionalReason
@@ -398,6 +402,7 @@ async def assign_collector(
     """The collector assigned to the customer: the same domain call as ``PUT /v1/customers/
     {id}/profile`` with ``assigned_collector`` (empty: nobody), then, as that route does, the
     open invoices follow the policy of a segment the customer moved to."""
+    _customer_or_404(session, customer_id)
     form = await request.form()
     value = form_text(form, "assigned_collector")
     try:
@@ -407,8 +412,6 @@ async def assign_collector(
     except ValidationError as exc:
         return _collector_form(request, session, customer_id, 422, value, _field_errors(exc))
     except (ApiError, DomainError) as exc:
-        if status_of(exc) == 404:
-            raise PageError(404, exc.message) from exc
         errors = _domain_field_errors(exc)
         return _collector_form(request, session, customer_id, status_of(exc), value, errors)
     context = _context(session, settings, customer_id, who)
