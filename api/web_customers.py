@@ -90,7 +90,8 @@ def zoned(value: datetime | None, zone: str) -> str:
 
 def event_details(data: dict[str, Any] | None) -> str:
     """A customer event's data: each change as ``field: old → new`` (a masked value shows as
-    the mask), then the other values as ``details`` shows them."""
+    the mask), then the other values as ``details`` shows them (a mapping's entries each on
+    their own: ``channel email: unblocked (bounced)``)."""
     if not data:
         return ""
     shown = []
@@ -102,7 +103,15 @@ def event_details(data: dict[str, Any] | None) -> str:
                 shown.append(
                     f"{name}: {'—' if old is None else old} → {'—' if new is None else new}"
                 )
-    rest = details({k: v for k, v in data.items() if k != "changes"})
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "changes":
+            continue
+        if isinstance(value, dict):  # e.g. channels: {"email": "unblocked (bounced)"}
+            flat |= {f"{key.removesuffix('s')} {k}": v for k, v in value.items()}
+        else:
+            flat[key] = value
+    rest = details(flat)
     return " · ".join([*shown, rest] if rest else shown)
 
 
