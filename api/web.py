@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -138,9 +138,8 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def install(app: FastAPI, settings: Settings, *pages: APIRouter) -> None:
-    """Serve the dashboard from ``app``: session cookie, static files, pages (this module's
-    and ``pages``, the dashboard's other modules, which import this one), error pages."""
+def install(app: FastAPI, settings: Settings) -> None:
+    """Serve the dashboard from ``app``: session cookie, static files, pages, error pages."""
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret,
@@ -152,8 +151,6 @@ def install(app: FastAPI, settings: Settings, *pages: APIRouter) -> None:
     )
     app.mount("/app/static", StaticFiles(directory=HERE / "static"), name="app-static")
     app.include_router(router)
-    for more in pages:
-        app.include_router(more)
     app.add_exception_handler(LoginRequired, _to_login)  # type: ignore[arg-type]
     app.add_exception_handler(PageError, _error_page)  # type: ignore[arg-type]
 
@@ -280,7 +277,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     return templates.TemplateResponse(request, name, base | context, status_code=status)
 
 
-def temporal_of(request: Request) -> Client:
+def temporal_client(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
         raise ApiError(503, "workflow_unavailable", "Temporal is not connected; retry")
@@ -350,16 +347,21 @@ def logout(
 # -- overview -----------------------------------------------------------------------------------
 
 
+def aging_charts(aging: aging_report.AgingReport) -> list[tuple[Any, charts.BarChart]]:
+    """One bar chart per currency of the aging report's totals (its buckets, as money)."""
+    drawn = []
+    for row in aging.totals:
+        values = [getattr(row, f"{bucket}_minor") for bucket in aging_report.BUCKETS]
+        texts = [money(v, row.currency) for v in values]
+        drawn.append((row, charts.bar_chart(AGING_LABELS, values, texts)))
+    return drawn
+
+
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewer) -> Response:
     everything = ReportFilter()
     kpis = kpi_report.kpis(session, today - timedelta(days=29), today, today, everything)
     aging = aging_report.aging(session, today, today, everything)
-    aging_charts = []
-    for row in aging.totals:
-        values = [getattr(row, f"{bucket}_minor") for bucket in aging_report.BUCKETS]
-        texts = [money(v, row.currency) for v in values]
-        aging_charts.append((row, charts.bar_chart(AGING_LABELS, values, texts)))
     trend = dashboard.dso_trend(session, today, months=6)
     currencies = sorted({c for month in trend for c in month.dso_days})
     dso_chart = charts.line_chart(
@@ -372,7 +374,7 @@ def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewe
         "overview.html",
         kpis=kpis,
         aging=aging,
-        aging_charts=aging_charts,
+        aging_charts=aging_charts(aging),
         dso_chart=dso_chart,
         trend=trend,
         open_disputes=dashboard.open_disputes(session),
@@ -472,7 +474,7 @@ async def send_now_job(
         return render(request, "fragments/error.html", status=422, message="select invoices first")
     try:
         body = SendNowRequest(invoice_ids=ids)
-        job = await jobs.start_job(session, temporal_of(request), settings, body, who.actor)
+        job = await jobs.start_job(session, temporal_client(request), settings, body, who.actor)
         shown = jobs.public(session, job)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
@@ -526,7 +528,7 @@ async def invoice_history(
 ) -> Response:
     try:
         services.get_invoice(session, invoice_id)
-        found = await history.invoice_history(temporal_of(request), settings, invoice_id)
+        found = await history.invoice_history(temporal_client(request), settings, invoice_id)
     except (ApiError, DomainError) as exc:
         return render(request, "fragments/error.html", status=status_of(exc), message=exc.message)
     return render(request, "fragments/history.html", history=found)
@@ -541,7 +543,7 @@ def form_text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _minor(form: FormData, name: str, currency: str) -> int | None:
+def form_minor(form: FormData, name: str, currency: str) -> int | None:
     text = form_text(form, name)
     if not text:
         return None
@@ -551,7 +553,7 @@ def _minor(form: FormData, name: str, currency: str) -> int | None:
         raise FormError(f"{name}: {exc}") from None
 
 
-def _body(model: type[Any], data: Mapping[str, Any]) -> Any:
+def validated_body(model: type[Any], data: Mapping[str, Any]) -> Any:
     """The API's request model for ``data``; its validation errors as one message."""
     try:
         return model.model_validate(data)
@@ -587,46 +589,49 @@ def _form_body(action: str, form: FormData, currency: str) -> Any:
     """The JSON API's request body for ``action``, validated from the form (None for
     send-now, which takes none)."""
     if action == "dispute":
-        return _body(
+        return validated_body(
             DisputeCreate,
-            {"reason": form_text(form, "reason"), "amount_minor": _minor(form, "amount", currency)},
+            {
+                "reason": form_text(form, "reason"),
+                "amount_minor": form_minor(form, "amount", currency),
+            },
         )
     if action == "plan":
-        return _body(
+        return validated_body(
             PlanCreate,
             {"installments": _installments(form, currency), "note": form_text(form, "note")},
         )
     if action == "promise":
-        return _body(
+        return validated_body(
             PromiseCreate,
             {
                 "promised_date": form_text(form, "promised_date") or None,
-                "amount_minor": _minor(form, "amount", currency),
+                "amount_minor": form_minor(form, "amount", currency),
                 "note": form_text(form, "note"),
             },
         )
     if action == "pause":
-        return _body(
+        return validated_body(
             PauseBody,
             {"until": form_text(form, "until") or None, "reason": form_text(form, "reason")},
         )
     if action == "resume":
-        return _body(OptionalReason, {"reason": form_text(form, "reason")})
+        return validated_body(OptionalReason, {"reason": form_text(form, "reason")})
     if action == "note":
-        return _body(NoteBody, {"text": form_text(form, "text")})
+        return validated_body(NoteBody, {"text": form_text(form, "text")})
     if action == "send-now":
         return None
     if action == "credit-note":
-        return _body(
+        return validated_body(
             CreditNoteCreate,
             {
-                "amount_minor": _minor(form, "amount", currency),
+                "amount_minor": form_minor(form, "amount", currency),
                 "reason": form_text(form, "reason"),
                 "external_id": form_text(form, "external_id"),
             },
         )
     if action == "due-date":
-        return _body(
+        return validated_body(
             InvoiceAmend,
             {"due_date": form_text(form, "due_date") or None, "reason": form_text(form, "reason")},
         )
@@ -647,7 +652,7 @@ async def _perform(
     if isinstance(body, NoteBody):
         actions.add_note(session, invoice_id, body.text, actor, key)
         return
-    on = (session, temporal_of(request), settings, invoice_id)
+    on = (session, temporal_client(request), settings, invoice_id)
     if isinstance(body, DisputeCreate):
         await actions.open_dispute(*on, body, actor, key)
     elif isinstance(body, PlanCreate):
@@ -731,10 +736,28 @@ TASK_DONE = {"close": "Task closed.", "assign": "Assignee saved.", "snooze": "Ta
 
 
 @router.get("/worklist", response_class=HTMLResponse)
-def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
-    """Open tasks (not the snoozed ones) with a form per row to close, assign or snooze one;
-    disputes past their deadline; broken promises."""
-    tasks, total = task_work.list_tasks(session, status="open", limit=WORKLIST_SIZE)
+def worklist(
+    request: Request,
+    session: SessionDep,
+    _: WebViewer,
+    assignee: str | None = Query(None, max_length=100),
+    sort: task_work.TaskSort = "priority",
+) -> Response:
+    """Open tasks (not the snoozed ones), highest expected recovery first (or soonest due),
+    of one collector (``assignee``; ``none``: nobody's) or all, with a form per row to close,
+    assign or snooze one; disputes past their deadline; broken promises."""
+    owner = assignee.strip() if assignee and assignee.strip() else None
+    try:
+        tasks, total = task_work.list_tasks(
+            session, status="open", assignee=owner, limit=WORKLIST_SIZE, sort=sort
+        )
+    except DomainError as exc:  # too many to order by priority: soonest due, and say why
+        tasks, total = task_work.list_tasks(
+            session, status="open", assignee=owner, limit=WORKLIST_SIZE
+        )
+        sort_note: str | None = exc.message
+    else:
+        sort_note = None
     overdue = dashboard.disputes_past_sla(session, utcnow())
     broken = dashboard.broken_promises(session)
     invoice_ids = [d.invoice_id for d in overdue] + [p.invoice_id for p in broken]
@@ -744,6 +767,9 @@ def worklist(request: Request, session: SessionDep, _: WebViewer) -> Response:
         "worklist.html",
         tasks=tasks,
         total=total,
+        sort=sort,
+        sort_note=sort_note,
+        assignee=owner or "",
         outcomes=TASK_OUTCOMES,
         collectors=[c for c in list_collectors(session) if c.active],
         overdue=overdue,
@@ -767,7 +793,7 @@ def _task_form(action: str, form: FormData) -> TaskUpdate:
         data = {"snoozed_until": form_text(form, "snoozed_until") or None}
     else:
         raise PageError(404, f"unknown task action {action!r}")
-    body: TaskUpdate = _body(TaskUpdate, data)
+    body: TaskUpdate = validated_body(TaskUpdate, data)
     return body
 
 
@@ -816,4 +842,21 @@ def _task_row(
     )
 
 
-__all__ = ["install", "router", "signed_in"]
+__all__ = [
+    "AGING_LABELS",
+    "CsrfChecked",
+    "FormError",
+    "PageError",
+    "WebSpecialist",
+    "WebViewer",
+    "aging_charts",
+    "form_minor",
+    "form_text",
+    "install",
+    "is_fragment",
+    "render",
+    "router",
+    "signed_in",
+    "temporal_client",
+    "validated_body",
+]

@@ -46,7 +46,7 @@ from api.web import (
     opt_text,
     render,
     templates,
-    temporal_of,
+    temporal_client,
 )
 from arflow.config import Settings
 from arflow.customers import contacts, listing, profiles
@@ -342,7 +342,7 @@ async def _account_job(
         else:
             body = OptionalReason.model_validate({"reason": values["reason"]})
         job = await jobs.start_account_job(
-            session, temporal_of(request), settings, customer_id, body, who.actor
+            session, temporal_client(request), settings, customer_id, body, who.actor
         )
         shown = jobs.public(session, job)
     except ValidationError as exc:

@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         default="",
         description="the event webhook's ECDSA verification key (base64, as SendGrid shows it)",
     )
+    sendgrid_inbound_public_key: str = Field(
+        default="",
+        description="Inbound Parse (customer replies): the public key of the parse setting's "
+        "security policy (base64, as SendGrid returns it); empty: the route answers 401",
+    )
     email_from: str = Field(default="", description='sender, e.g. "Acme AR <ar@acme.example>"')
     email_reply_to: str = Field(default="", description="Reply-To of reminders; empty: none")
     twilio_account_sid: str = Field(default="", description="Twilio account SID; empty: no SMS")

@@ -8,7 +8,8 @@ internal network). The API's ``method`` label is the HTTP method, or ``OTHER`` f
 method outside the standard ones. API: ``arflow_http_requests_total{method,route,status}``
 (route is the template, e.g. ``/v1/invoices/{invoice_id}``),
 ``arflow_http_request_duration_seconds{method,route}``,
-``arflow_webhook_rejects_total{reason}`` (``bad_signature``, ``invalid_body``, ``refused``)
+``arflow_webhook_rejects_total{reason}`` (``bad_signature``, ``invalid_body``, ``refused``),
+``arflow_inbound_replies_total{channel,outcome}`` (customer replies, ``arflow.messages.replies``)
 and ``arflow_workflow_starts_total`` (calls of ``arflow.gateway.start_invoice``). Worker:
 ``arflow_reminders_total{channel,outcome}``, ``arflow_activity_attempts_total{activity_type,
 kind,outcome}``, ``arflow_activity_failures_total{activity_type,error}``,
@@ -68,6 +69,12 @@ WEBHOOK_REJECTS = Counter(
     "arflow_webhook_rejects",
     "Payment webhooks answered with a 4xx: bad_signature, invalid_body or refused",
     ["reason"],
+)
+INBOUND_REPLIES = Counter(
+    "arflow_inbound_replies",
+    "Customer replies received (SendGrid Inbound Parse, Twilio inbound SMS), by channel and "
+    "outcome: invoice, customer (no invoice named), duplicate, unknown_sender, rejected",
+    ["channel", "outcome"],
 )
 WORKFLOW_STARTS = Counter(
     "arflow_workflow_starts",

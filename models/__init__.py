@@ -6,7 +6,7 @@ from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImp
 from models.charge import InvoiceCharge
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.collector import Collector
-from models.contact import ContactBlock
+from models.contact import ContactBlock, CustomerContact
 from models.customer import Customer
 from models.deployment import Deployment
 from models.idempotency import IdempotencyRecord
@@ -37,6 +37,7 @@ __all__ = [
     "CreditEntry",
     "CreditNote",
     "Customer",
+    "CustomerContact",
     "CustomerEvent",
     "Deployment",
     "Dispute",

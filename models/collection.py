@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, field_validator, model_validator
@@ -240,6 +241,25 @@ class TaskPublic(SQLModel):
     created_at: datetime
 
 
+class TaskPriority(BaseModel):
+    """Why a task stands where it does on the worklist (``arflow/invoices/priority.py``)."""
+
+    expected_minor: int = PydanticField(description="open balance x probability of payment")
+    balance_minor: int
+    currency: str
+    probability: Decimal = PydanticField(description="of payment, 0 to 1")
+    why: str
+
+
+class CallWindow(BaseModel):
+    """For a call task: the customer's local time and whether a call may be placed now."""
+
+    customer_local_time: str
+    allowed_now: bool
+    why: str | None = PydanticField(description="contact hours or Reg F's limits, when not allowed")
+    allowed_from: datetime | None
+
+
 class TaskItem(SQLModel):
     """One row of ``GET /v1/tasks``: the task with its invoice's number and its customer, so
     a worklist row needs no other lookup. ``status`` is ``open``, ``snoozed`` (open, with
@@ -261,6 +281,8 @@ class TaskItem(SQLModel):
     note: str | None
     data: dict[str, Any]
     created_at: datetime
+    priority: TaskPriority | None = None
+    call: CallWindow | None = None
 
 
 class TaskPage(BaseModel):

@@ -260,6 +260,9 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The addresses an email went to as copies (the customer's additional contacts); None:
+    # none, or not an email.
+    cc: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class OutboxMessagePublic(SQLModel):

@@ -1,9 +1,13 @@
 """Email and SMS provider webhooks, and the contact blocks they create.
 
 - ``POST /v1/webhooks/sendgrid``: SendGrid's event webhook (ECDSA signature).
+- ``POST /v1/webhooks/sendgrid/inbound``: SendGrid Inbound Parse, a customer's email reply
+  (ECDSA signature of the parse setting's security policy).
 - ``POST /v1/webhooks/twilio/status``: Twilio's status callback of one message.
-- ``POST /v1/webhooks/twilio/inbound``: an SMS to our number (STOP, START).
-- ``GET /v1/customers/{id}/contact-blocks`` and ``DELETE .../{channel}``.
+- ``POST /v1/webhooks/twilio/inbound``: an SMS to our number (STOP, START, any other text is a
+  customer's reply).
+- ``GET /v1/customers/{id}/contact-blocks``, ``POST`` (a customer's own opt-out or
+  cease-contact request) and ``DELETE .../{channel}``.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, Specialist, Viewer
-from api.errors import ApiError, not_found, unprocessable
+from api.errors import ApiError, DomainError, not_found, unprocessable
+from api.limits import max_body
 from arflow.config import Settings
 from arflow.customers import contacts
-from arflow.messages import provider_events
+from arflow.messages import provider_events, replies
+from arflow.observability import INBOUND_REPLIES
 from models import ContactBlock, Customer
-from models.contact import ContactBlockPublic
+from models.contact import ContactBlockPublic, ContactBlockRequest
 
 log = logging.getLogger("arflow.providers")
+
+#: An Inbound Parse post carries the whole email, attachments included.
+INBOUND_MAX_BODY = 5 * 1024 * 1024
 
 router = APIRouter()
 
@@ -54,6 +63,42 @@ async def sendgrid_events(
 
     counts = await run_in_threadpool(apply)
     return {"applied": counts.applied, "ignored": counts.ignored}
+
+
+@router.post("/v1/webhooks/sendgrid/inbound", tags=["webhooks"])
+@max_body(INBOUND_MAX_BODY)
+async def sendgrid_inbound(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> dict[str, str]:
+    """SendGrid Inbound Parse: an email to our reply address, on the sender's timeline.
+
+    Answered 200 for an unknown sender too (logged and counted; SendGrid would retry for days
+    otherwise); ``outcome`` says what became of it: ``invoice``, ``customer``, ``duplicate``
+    or ``unknown_sender``.
+    """
+    raw = await request.body()
+    try:
+        provider_events.verify_sendgrid(
+            settings.sendgrid_inbound_public_key,
+            raw,
+            request.headers.get(provider_events.SENDGRID_SIGNATURE),
+            request.headers.get(provider_events.SENDGRID_TIMESTAMP),
+            settings.webhook_tolerance_seconds,
+            webhook="SendGrid Inbound Parse",
+        )
+        fields, files = replies.multipart_fields(raw, request.headers.get("content-type", ""))
+    except DomainError as exc:
+        INBOUND_REPLIES.labels("email", "rejected").inc()
+        log.warning("inbound email refused: %s", exc.message)
+        raise
+
+    def apply() -> replies.ReplyOutcome:
+        outcome = replies.record_reply(session, replies.email_reply(fields, files))
+        session.commit()
+        return outcome
+
+    outcome = await run_in_threadpool(apply)
+    return {"outcome": outcome.outcome}
 
 
 async def _twilio_form(request: Request, settings: Settings) -> dict[str, str]:
@@ -92,10 +137,13 @@ async def twilio_status(request: Request, session: SessionDep, settings: Setting
 @router.post("/v1/webhooks/twilio/inbound", tags=["webhooks"])
 async def twilio_inbound(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """An SMS to our number: STOP and its synonyms block SMS, START lifts the block."""
+    # Any other text is a customer's reply (arflow.messages.replies). The docstring above is
+    # the operation's description in the saved OpenAPI document: it stays as it was.
     params = await _twilio_form(request, settings)
 
     def apply() -> None:
-        provider_events.apply_twilio_inbound(session, params)
+        if provider_events.apply_twilio_inbound(session, params) is None:
+            replies.record_reply(session, replies.sms_reply(params))
         session.commit()
 
     await run_in_threadpool(apply)
@@ -113,6 +161,37 @@ def list_contact_blocks(customer_id: int, session: SessionDep, _: Viewer) -> lis
     if session.get(Customer, customer_id) is None:
         raise not_found("customer", customer_id)
     return contacts.list_blocks(session, customer_id)
+
+
+@router.post(
+    "/v1/customers/{customer_id}/contact-blocks",
+    status_code=201,
+    response_model=list[ContactBlockPublic],
+    tags=["customers"],
+)
+def request_contact_block(
+    customer_id: int, body: ContactBlockRequest, session: SessionDep, principal: Specialist
+) -> list[ContactBlock]:
+    """A customer's own opt-out (one channel) or cease-contact request (every channel), as
+    told to a specialist; 409 when it is blocked already. Returns the blocks it made or
+    changed."""
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise not_found("customer", customer_id)
+    made = contacts.request_block(
+        session, customer, body.channel, body.reason, body.note, principal.actor
+    )
+    session.commit()
+    log.info(
+        "contact block requested",
+        extra={
+            "customer_id": customer_id,
+            "channels": [b.channel for b in made],
+            "reason": body.reason,
+            "actor": principal.actor,
+        },
+    )
+    return made
 
 
 @router.delete(

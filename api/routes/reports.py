@@ -64,7 +64,8 @@ def _check_range(name: str, value: date) -> None:
         )
 
 
-def _csv(text: str, name: str) -> Response:
+def csv_response(text: str, name: str) -> Response:
+    """A CSV download (the dashboard's report links answer the same)."""
     return Response(
         text,
         media_type="text/csv; charset=utf-8",
@@ -97,7 +98,7 @@ def aging(
     _check_range("as_of", day)
     report = aging_report.aging(session, day, today, f)
     if fmt == "csv":
-        return _csv(aging_report.aging_csv(report), f"aging-{day}")
+        return csv_response(aging_report.aging_csv(report), f"aging-{day}")
     return report
 
 
@@ -141,7 +142,7 @@ def kpis(
         )
     report = kpi_report.kpis(session, start, end, today, f)
     if fmt == "csv":
-        return _csv(kpi_report.kpis_csv(report), f"kpis-{start}-{end}")
+        return csv_response(kpi_report.kpis_csv(report), f"kpis-{start}-{end}")
     return report
 
 
@@ -173,5 +174,5 @@ def forecast(
 ) -> ForecastReport | Response:
     report = forecast_report.forecast(session, weeks, today, f)
     if fmt == "csv":
-        return _csv(forecast_report.forecast_csv(report), f"forecast-{today}")
+        return csv_response(forecast_report.forecast_csv(report), f"forecast-{today}")
     return report

@@ -32,9 +32,15 @@ def list_tasks(
     invoice_id: int | None = Query(None, gt=0),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
+    sort: worklist.TaskSort = Query(
+        "due",
+        description="due: soonest due first (those without a due date last), then oldest; "
+        "priority: highest expected recovery (open balance x probability of payment) first, "
+        "then oldest",
+    ),
 ) -> TaskPage:
-    """Tasks soonest due first (those without a due date last), then oldest; each with its
-    invoice's number and its customer."""
+    """Tasks, each with its invoice's number, its customer, its ``priority`` (expected
+    recovery and why) and, for a call, whether it may be placed now (``call``)."""
     items, total = worklist.list_tasks(
         session,
         kind=kind,
@@ -45,6 +51,7 @@ def list_tasks(
         invoice_id=invoice_id,
         limit=limit,
         offset=offset,
+        sort=sort,
     )
     return TaskPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -3,8 +3,8 @@
 ``correct`` sets the fields given that differ from the stored ones (a field given with its
 current value is no change); ``new_address`` decides what a new email, phone or postal address
 does to a block on its channel; ``shown_to`` masks the personal data of a ``customer_changed``
-event for viewers. What a correction does to the invoices (tasks, workflows) and the
-transaction around it are in ``arflow.invoices.corrections``.
+event (and of the contact events) for viewers. What a correction does to the invoices (tasks,
+workflows) and the transaction around it are in ``arflow.invoices.corrections``.
 """
 
 from __future__ import annotations
@@ -62,17 +62,27 @@ def new_address(session: Session, customer_id: int, channel: str, address: str) 
     return f"still blocked ({block.reason})"
 
 
+#: Events whose personal data is masked for viewers: a customer's correction and the changes
+#: of its additional contacts (``arflow.customers.contacts_roles``).
+MASKED_KINDS = frozenset({CHANGED, "contact_added", "contact_changed", "contact_removed"})
+
+
+def _masked(value: Any) -> Any:
+    return None if value is None else MASK
+
+
 def shown_to(event: CustomerEvent, who: Principal) -> CustomerEventPublic:
     """The event as ``who`` may see it: a viewer sees which personal fields (email, phone,
-    postal address, IBAN) of a ``customer_changed`` event changed, not their values."""
+    postal address, IBAN) of a ``customer_changed`` or contact event changed (or a contact
+    had), not their values."""
     public = CustomerEventPublic.model_validate(event)
-    if event.kind != CHANGED or who.role.rank >= Role.specialist.rank:
+    if event.kind not in MASKED_KINDS or who.role.rank >= Role.specialist.rank:
         return public
-    changes = {
-        name: {k: (None if v is None else MASK) for k, v in change.items()}
-        if name in PII_FIELDS
-        else change
-        for name, change in event.data.get("changes", {}).items()
-    }
-    public.data = {**event.data, "changes": changes}
+    data = {name: _masked(v) if name in PII_FIELDS else v for name, v in event.data.items()}
+    if "changes" in event.data:
+        data["changes"] = {
+            name: {k: _masked(v) for k, v in change.items()} if name in PII_FIELDS else change
+            for name, change in event.data["changes"].items()
+        }
+    public.data = data
     return public

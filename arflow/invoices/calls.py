@@ -3,6 +3,9 @@ specialist records how it went, and a promise made on the phone goes to the work
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from temporalio.client import Client
@@ -19,6 +22,31 @@ from workflows.types import PromiseRequest
 
 # How the call's outbox row ends: a conversation is a delivery, a wrong number a failure.
 ROW_STATUS = {"reached": "delivered", "wrong_number": "failed"}
+
+
+def call_capped(
+    calls: Sequence[Task], now: datetime, cooldown: timedelta, per_week: int
+) -> tuple[str, datetime] | None:
+    """Whether Reg F's call rules hold another call attempt on an invoice back at ``now``,
+    given its call tasks (the attempts, oldest first): no call within ``cooldown`` of a
+    conversation, at most ``per_week`` attempts in any 7 days (0: no cap). The reason and
+    when a call is allowed again; None when one may be placed. Pure: the send path and the
+    worklist ask the same question."""
+    for call in reversed(calls):
+        reached_at = call.data.get("reached_at")
+        if reached_at and cooldown:
+            free = datetime.fromisoformat(reached_at) + cooldown
+            if free > now:
+                return "a conversation took place recently", free
+            break
+    if per_week:
+        week = [c for c in calls if c.created_at > now - timedelta(days=7)]
+        if len(week) >= per_week:
+            return (
+                f"{len(week)} call attempts in 7 days (cap {per_week})",
+                week[0].created_at + timedelta(days=7),
+            )
+    return None
 
 
 def _open_call_task(session: Session, task_id: int, body: CallOutcome) -> Task:

@@ -31,6 +31,9 @@ DELIVERY_UNCERTAIN = "delivery_uncertain"
 CONTACT_FAILED = "contact_failed"
 LEGAL_REVIEW = "legal_review"
 SMALL_BALANCE = "small_balance"  # below the policy's minimum: write off or not
+# A customer wrote back (arflow.messages.replies): someone reads it. Not closed by its cause
+# (nor by the invoice closing): a reply needs reading whatever happened since.
+CUSTOMER_REPLIED = "customer_replied"
 # Every kind of task that closes by its cause; an invoice that closes ends them all.
 BY_CAUSE = (DISPUTE_OVERDUE, DELIVERY_UNCERTAIN, CONTACT_FAILED, LEGAL_REVIEW, SMALL_BALANCE)
 DELIVERED = ("sent", "delivered", "printed", "consolidated")  # a message that reached them

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from arflow.customers.collectors import has_collectors, known_collector
 from arflow.errors import conflict, not_found, unprocessable
+from arflow.invoices import priority
 from arflow.invoices.tasks import mark_closed
 from arflow.invoices.timeline import add_event
 from models import Customer, Invoice, Task
@@ -27,6 +28,9 @@ from models.collection import MAX_SNOOZE_DAYS, TaskItem, TaskUpdate
 from models.types import utcnow
 
 TaskStatus = Literal["open", "snoozed", "done"]
+TaskSort = Literal["due", "priority"]
+#: The most tasks ``sort="priority"`` orders (it scores every matching task, then pages).
+MAX_PRIORITISED = 5_000
 #: ``assignee=none`` in a filter: the tasks nobody owns.
 UNASSIGNED = "none"
 
@@ -103,10 +107,14 @@ def list_tasks(
     limit: int = 50,
     offset: int = 0,
     now: datetime | None = None,
+    sort: TaskSort = "due",
 ) -> tuple[list[TaskItem], int]:
-    """One page of tasks (soonest due first, those without a due date last, then oldest) and
-    how many match. ``assignee="none"`` finds the unassigned; ``status="open"`` leaves the
-    snoozed out, ``"snoozed"`` finds them; no status finds every task."""
+    """One page of tasks and how many match; each with its priority (and a call's window:
+    ``arflow.invoices.priority``). ``sort="due"``: soonest due first, those without a due date
+    last, then oldest; ``"priority"``: highest expected recovery first, then oldest (at most
+    ``MAX_PRIORITISED`` matching tasks: a larger worklist is narrowed by a filter first).
+    ``assignee="none"`` finds the unassigned; ``status="open"`` leaves the snoozed out,
+    ``"snoozed"`` finds them; no status finds every task."""
     now = now or utcnow()
     where = _conditions(now, kind, assignee, status, due_before, customer_id, invoice_id)
     joined = (
@@ -114,17 +122,25 @@ def list_tasks(
         .join(Invoice, col(Invoice.id) == col(Task.invoice_id))
         .join(Customer, col(Customer.id) == col(Invoice.customer_id))
     )
-    rows = session.exec(
-        joined.where(*where)
-        .order_by(col(Task.due_at).is_(None), col(Task.due_at), col(Task.created_at), col(Task.id))
-        .offset(offset)
-        .limit(limit)
-    ).all()
     counted = select(func.count(col(Task.id))).join(
         Invoice, col(Invoice.id) == col(Task.invoice_id)
     )
-    total = session.exec(counted.where(*where)).one()
-    return [_item(task, number, cid, name, now) for task, number, cid, name in rows], int(total)
+    total = int(session.exec(counted.where(*where)).one())
+    stmt = joined.where(*where).order_by(
+        col(Task.due_at).is_(None), col(Task.due_at), col(Task.created_at), col(Task.id)
+    )
+    if sort == "priority" and total > MAX_PRIORITISED:
+        raise unprocessable(
+            f"{total} tasks match: ordering by priority takes at most {MAX_PRIORITISED}; "
+            "filter by kind, assignee, customer or due_before first"
+        )
+    if sort != "priority":
+        stmt = stmt.offset(offset).limit(limit)
+    items = [_item(task, number, cid, name, now) for task, number, cid, name in session.exec(stmt)]
+    priority.annotate(session, items, now)
+    if sort == "priority":
+        return priority.by_priority(items)[offset : offset + limit], total
+    return items, total
 
 
 def task_item(session: Session, task_id: int, now: datetime | None = None) -> TaskItem:
@@ -138,7 +154,10 @@ def task_item(session: Session, task_id: int, now: datetime | None = None) -> Ta
     if found is None:
         raise not_found("task", task_id)
     task, number, customer_id, name = found
-    return _item(task, number, customer_id, name, now or utcnow())
+    now = now or utcnow()
+    item = _item(task, number, customer_id, name, now)
+    priority.annotate(session, [item], now)
+    return item
 
 
 def _check(session: Session, task: Task, body: TaskUpdate, now: datetime) -> None:

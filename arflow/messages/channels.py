@@ -65,6 +65,7 @@ class OutboundMessage:
     customer_id: int | None = None
     sender_name: str | None = None  # shown as the sender (the assigned collector)
     reply_to: str | None = None  # replies go here instead of the team's address
+    cc: tuple[str, ...] = ()  # email: the customer's additional contacts, as copies
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ overlap ours) is ignored instead of settling the wrong message.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import logging
 import time
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlmodel import Session, select
 from twilio.request_validator import RequestValidator
@@ -84,10 +88,16 @@ def verify_sendgrid(
     timestamp: str | None,
     tolerance_seconds: int,
     now: float | None = None,
+    webhook: str = "the SendGrid event webhook",
 ) -> None:
-    """Raise 401 unless ``payload`` carries SendGrid's ECDSA signature over timestamp+body."""
+    """Raise 401 unless ``payload`` carries SendGrid's ECDSA signature over timestamp+body.
+
+    The same scheme signs the event webhook and Inbound Parse (a security policy's key). The
+    SDK's helper takes the body as text; an Inbound Parse body with a binary attachment is
+    not UTF-8, so it is checked against the same key, loaded by the SDK, as bytes.
+    """
     if not public_key:
-        raise _unauthorized("the SendGrid event webhook is not configured")
+        raise _unauthorized(f"{webhook} is not configured")
     if not signature or not timestamp:
         raise _unauthorized(f"missing {SENDGRID_SIGNATURE} or {SENDGRID_TIMESTAMP}")
     try:
@@ -98,11 +108,29 @@ def verify_sendgrid(
         raise _unauthorized("signature timestamp outside the tolerance")
     verifier = _sendgrid_verifier(public_key)  # a malformed key setting is a 500 (logged)
     try:
-        valid = bool(verifier.verify_signature(payload.decode("utf-8"), signature, timestamp))
-    except (UnicodeDecodeError, binascii.Error, ValueError):
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            valid = _verify_bytes(verifier, payload, signature, timestamp)
+        else:
+            valid = bool(verifier.verify_signature(text, signature, timestamp))
+    except (binascii.Error, ValueError):
         valid = False
     if not valid:
         raise _unauthorized("bad signature")
+
+
+def _verify_bytes(verifier: EventWebhook, payload: bytes, signature: str, timestamp: str) -> bool:
+    """What ``EventWebhook.verify_signature`` does, on a body that is not text."""
+    try:
+        verifier.public_key.verify(
+            base64.b64decode(signature, validate=True),
+            timestamp.encode() + payload,
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except InvalidSignature:
+        return False
+    return True
 
 
 def verify_twilio(

@@ -32,6 +32,7 @@ from sendgrid.helpers.mail import (
     Attachment as SendGridAttachment,
 )
 from sendgrid.helpers.mail import (
+    Cc,
     CustomArg,
     Disposition,
     FileContent,
@@ -146,6 +147,8 @@ class SendGridEmailChannel:
             plain_text_content=message.body,
             html_content=message.html,
         )
+        for address in message.cc:
+            mail.add_cc(Cc(address))
         if message.reply_to or self.reply_to:
             mail.reply_to = ReplyTo(message.reply_to or self.reply_to)
         if message.unsubscribe_url:

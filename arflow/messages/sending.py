@@ -13,6 +13,12 @@ and the workflow falls back to the next channel; a request that went out and got
 marks the row ``uncertain``: never resent automatically (neither provider has an idempotency
 key for sends), a task asks a specialist to check, and the provider's event webhook settles it.
 
+Copies: an email goes *to* the customer's own address and is copied (``cc``) to the
+additional billing and copy contacts, and on a final notice or a ladder notice to the
+escalation contacts too, leaving out those that opted out (``contacts_roles.email_cc``). The
+outbox row records the copies, so a retried attempt sends to the same addresses; a
+consolidated message's cover rows record them too. SMS goes to the customer's own phone only.
+
 Caps (Regulation F style, per policy): at most ``max_messages_per_day`` messages per customer
 per local day over all their invoices and channels; at most ``max_calls_per_week`` call
 attempts per invoice in any 7 days; no call within ``call_cooldown`` of a conversation. A
@@ -31,7 +37,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
+from arflow.customers.contacts_roles import email_cc, is_escalation
 from arflow.invoices import tasks
+from arflow.invoices.calls import call_capped
 from arflow.messages.channels import (
     AmbiguousDeliveryError,
     Attachment,
@@ -164,22 +172,11 @@ class ReminderSender:
         ).all()
         cooldown = parse_duration(inp.call_cooldown)
         assert isinstance(cooldown, timedelta), "call_cooldown is days or hours"
-        for call in reversed(calls):
-            reached_at = call.data.get("reached_at")
-            if reached_at and cooldown:
-                free = datetime.fromisoformat(reached_at) + cooldown
-                if free > now:
-                    return SendOutcome("capped", "a conversation took place recently", free)
-                break
-        if inp.max_calls_per_week:
-            week = [c for c in calls if c.created_at > now - timedelta(days=7)]
-            if len(week) >= inp.max_calls_per_week:
-                return SendOutcome(
-                    "capped",
-                    f"{len(week)} call attempts in 7 days (cap {inp.max_calls_per_week})",
-                    week[0].created_at + timedelta(days=7),
-                )
-        return None
+        capped = call_capped(calls, now, cooldown, inp.max_calls_per_week)
+        if capped is None:
+            return None
+        reason, free = capped
+        return SendOutcome("capped", reason, free)
 
     # -- consolidation --------------------------------------------------------------------
 
@@ -234,6 +231,7 @@ class ReminderSender:
                     step_key=step_key,
                     channel=inp.step.channel,
                     recipient=main.recipient,
+                    cc=main.cc,
                     subject=main.subject,
                     body=main.body,
                     status="consolidated",
@@ -293,6 +291,10 @@ class ReminderSender:
             "call": customer.phone,
             "letter": customer.address,
         }.get(step.channel)
+        cc = None
+        if step.channel == "email" and status == "queued" and customer.id is not None:
+            escalation = is_escalation(step.template, inp.kind)
+            cc = list(email_cc(session, customer.id, recipient, escalation)) or None
         row = OutboxMessage(
             invoice_id=inp.invoice_id,
             step_key=step.key,
@@ -302,6 +304,7 @@ class ReminderSender:
             body=body,
             status=status,
             detail=detail,
+            cc=cc,
             # The workflow's clock (the wall clock in production): caps count by this day.
             created_at=inp.now or utcnow(),
         )
@@ -416,6 +419,7 @@ def outbound(
         step_key=inp.step.key,
         channel=inp.step.channel,
         recipient=row.recipient,
+        cc=tuple(row.cc or ()),
         subject=row.subject,
         body=row.body,
         attachments=attachments,

@@ -39,7 +39,7 @@ from arflow.payments.statements import (
 )
 from models import CreditEntry, Customer, Invoice, Payment, ReceivedLine, StatementImport
 from models.bank import APPLIED, DISMISSED, UNMATCHED, SavedCsvMapping
-from models.types import compact_iban, utcnow
+from models.types import MAX_ID, compact_iban, utcnow
 from workflows.types import CLOSED_STATUSES
 
 log = logging.getLogger("arflow.reconcile")
@@ -591,6 +591,48 @@ def _resolve(line: ReceivedLine, status: str, actor: str, note: str | None) -> N
     line.resolved_by = actor
     line.resolved_at = utcnow()
     line.note = note
+
+
+def invoices_to_choose(session: Session, line: ReceivedLine, limit: int = 20) -> list[Invoice]:
+    """The invoices a specialist is likely to apply ``line`` to: the matcher's candidates, then
+    the open invoices of the payer it recognised, in the receipt's currency, oldest due first."""
+    chosen: dict[int, Invoice] = {}
+    if line.candidates:
+        for invoice in session.exec(
+            select(Invoice).where(col(Invoice.id).in_(line.candidates[:limit]))
+        ).all():
+            if invoice.id is not None and invoice.currency == line.currency:
+                chosen[invoice.id] = invoice
+    if line.customer_id is not None:
+        stmt = (
+            select(Invoice)
+            .where(
+                Invoice.customer_id == line.customer_id,
+                Invoice.currency == line.currency,
+                col(Invoice.status).not_in(CLOSED_STATUSES),
+            )
+            .order_by(col(Invoice.due_at), col(Invoice.id))
+            .limit(limit)
+        )
+        for invoice in session.exec(stmt).all():
+            if invoice.id is not None:
+                chosen.setdefault(invoice.id, invoice)
+    return list(chosen.values())[:limit]
+
+
+def invoice_named(session: Session, text: str) -> Invoice:
+    """The invoice a specialist typed: its number (when one invoice has it), else its id."""
+    text = text.strip()
+    found = session.exec(select(Invoice).where(Invoice.number == text).limit(2)).all()
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise unprocessable(f"several invoices are numbered {text!r}: give the invoice's id")
+    if text.isdigit() and 0 < int(text) <= MAX_ID:
+        invoice = session.get(Invoice, int(text))
+        if invoice is not None:
+            return invoice
+    raise unprocessable(f"unknown invoice {text!r}")
 
 
 def lines_of(session: Session, status: str, limit: int, offset: int) -> list[ReceivedLine]:

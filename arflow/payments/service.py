@@ -437,3 +437,17 @@ async def apply_credit(
     )
     session.commit()
     return payment, await deliver(session, client, settings, payment)
+
+
+def credit_holders(session: Session, limit: int = 200) -> list[tuple[int, str, int]]:
+    """``(customer id, currency, balance)`` of every positive credit balance, largest first
+    (the dashboard's list of customers whose credit can pay an invoice)."""
+    total = func.sum(CreditEntry.amount_minor)
+    rows = session.exec(
+        select(CreditEntry.customer_id, CreditEntry.currency, total)
+        .group_by(col(CreditEntry.customer_id), col(CreditEntry.currency))
+        .having(total > 0)
+        .order_by(total.desc(), col(CreditEntry.customer_id))
+        .limit(limit)
+    ).all()
+    return [(customer_id, currency, int(balance)) for customer_id, currency, balance in rows]
