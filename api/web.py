@@ -45,6 +45,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
 from api import charts
+from api.bounds import LARGEST
 from api.deps import Principal, SessionDep, SettingsDep, TodayDep, key_role
 from api.errors import ApiError, DomainError, status_of
 from api.security import client_address, limiter_of
@@ -384,12 +385,16 @@ def overview(request: Request, session: SessionDep, today: TodayDep, _: WebViewe
 # -- invoices table and bulk send ----------------------------------------------------------------
 
 
-def _opt_int(value: str | None) -> int | None:
+def opt_int(value: str | None) -> int | None:
+    """A positive whole number within what the databases store (an id, a page); else None."""
     text = (value or "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    return number if 0 < (number := int(text)) <= LARGEST else None
 
 
-def _opt_text(value: str | None, allowed: tuple[str, ...] | None = None) -> str | None:
+def opt_text(value: str | None, allowed: tuple[str, ...] | None = None) -> str | None:
+    """A filter's text (at most 100 characters), if it is one of ``allowed``; else None."""
     text = (value or "").strip()[:100]
     if not text or (allowed is not None and text not in allowed):
         return None
@@ -409,12 +414,12 @@ def invoice_list(
     hold: str | None = None,
     page: str | None = None,
 ) -> Response:
-    chosen_status = _opt_text(status, INVOICE_STATUSES)
-    chosen_customer = _opt_int(customer_id)
-    chosen_overdue = _opt_text(overdue, ("yes", "no"))
-    chosen_collector = _opt_text(collector)
-    chosen_hold = _opt_text(hold, HOLDS)
-    number = _opt_int(page) or 1
+    chosen_status = opt_text(status, INVOICE_STATUSES)
+    chosen_customer = opt_int(customer_id)
+    chosen_overdue = opt_text(overdue, ("yes", "no"))
+    chosen_collector = opt_text(collector)
+    chosen_hold = opt_text(hold, HOLDS)
+    number = opt_int(page) or 1
     rows, total = services.list_invoices(
         session,
         status=chosen_status,

@@ -64,11 +64,11 @@ async def put_profile(
     next step on (``policy_changed`` on each timeline). Raising the credit limit (or
     clearing it) needs an admin; a specialist may lower it."""
     result = profiles.update_profile(session, customer_id, body, who, now)
-    await _switch(result, session, settings, client, who.actor)
+    await follow_segment(result, session, settings, client, who.actor)
     return result
 
 
-async def _switch(
+async def follow_segment(
     result: ProfileResult,
     session: SessionDep,
     settings: SettingsDep,
@@ -189,5 +189,5 @@ async def reevaluate_all(
     open invoices.)"""
     results = profiles.reevaluate_customers(session, who.actor, now, limit, offset)
     for result in results:
-        await _switch(result, session, settings, client, who.actor)
+        await follow_segment(result, session, settings, client, who.actor)
     return results

@@ -29,11 +29,18 @@ def record_customer_event(
 
 
 def customer_events(
-    session: Session, customer_id: int, kind: str | None = None, limit: int = 200, offset: int = 0
+    session: Session,
+    customer_id: int,
+    kind: str | None = None,
+    limit: int = 200,
+    offset: int = 0,
+    newest_first: bool = False,
 ) -> list[CustomerEvent]:
-    """Oldest first."""
+    """Oldest first (newest first with ``newest_first``: the latest ``limit`` events)."""
     stmt = select(CustomerEvent).where(CustomerEvent.customer_id == customer_id)
     if kind is not None:
         stmt = stmt.where(CustomerEvent.kind == kind)
-    stmt = stmt.order_by(col(CustomerEvent.at), col(CustomerEvent.id)).offset(offset).limit(limit)
+    at, ident = col(CustomerEvent.at), col(CustomerEvent.id)
+    order = (at.desc(), ident.desc()) if newest_first else (at, ident)
+    stmt = stmt.order_by(*order).offset(offset).limit(limit)
     return list(session.exec(stmt).all())
