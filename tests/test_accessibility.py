@@ -43,6 +43,9 @@ def _pages(live: Live) -> dict[str, str]:  # noqa: F811
         "payments": "/app/payments",
         "reports": "/app/reports",
         "reports-filtered": "/app/reports?currency=USD",
+        "customers": "/app/customers",
+        "customers-searched": "/app/customers?q=hudson",
+        "customer": f"/app/customers/{live.ids['bergmann']}",
     }
 
 
