@@ -29,6 +29,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,10 +51,11 @@ from api.deps import Principal, SessionDep, SettingsDep, TodayDep, key_role
 from api.errors import ApiError, DomainError, status_of
 from api.security import client_address, limiter_of
 from arflow import web_sessions
-from arflow.charges.service import charges_of
+from arflow.agency import service as agency
+from arflow.charges.service import charges_of, waive_charge
 from arflow.config import Role, Settings, same_secret
 from arflow.customers.collectors import list_collectors
-from arflow.invoices import actions, amendments, approvals, jobs
+from arflow.invoices import actions, amendments, approvals, calls, jobs
 from arflow.invoices import service as services
 from arflow.invoices import worklist as task_work
 from arflow.messages.render import money
@@ -62,19 +64,26 @@ from arflow.reports import aging as aging_report
 from arflow.reports import dashboard, history
 from arflow.reports import kpis as kpi_report
 from arflow.reports.common import ReportFilter
+from models import Invoice, Task
+from models.charge import WaiveBody
 from models.collection import (
     TASK_OUTCOMES,
+    AssignBody,
+    CallOutcome,
     DisputeCreate,
+    DisputeResolve,
     NoteBody,
     OptionalReason,
     PauseBody,
     PlanCreate,
     PromiseCreate,
+    ReasonBody,
     TaskUpdate,
 )
 from models.invoice import INVOICE_STATUSES, CreditNoteCreate, InvoiceAmend
 from models.job import SendNowRequest
 from models.types import utcnow
+from workflows.types import CLOSED_STATUSES
 
 log = logging.getLogger("arflow.web")
 HERE = Path(__file__).parent
@@ -94,7 +103,18 @@ ACTION_TITLES = {
     "send-now": "Send the next reminder now",
     "credit-note": "Issue a credit note",
     "due-date": "Correct the due date",
+    "resolve-dispute": "Resolve the dispute",
+    "cancel-plan": "Cancel the payment plan",
+    "assign": "Assign a collector",
+    "waive-charge": "Waive a charge",
+    "recall": "Recall from the agency",
+    "call-outcome": "Record a call",
+    "write-off": "Write off",
 }
+#: The actions shown only when the invoice's state calls for them (``_available``).
+STATE_ACTIONS = frozenset(
+    {"resolve-dispute", "cancel-plan", "waive-charge", "recall", "call-outcome", "write-off"}
+)
 DONE = {
     "dispute": "Dispute opened.",
     "plan": "Payment plan agreed.",
@@ -105,6 +125,13 @@ DONE = {
     "send-now": "Reminder sent.",
     "credit-note": "Credit note applied.",
     "due-date": "Due date changed.",
+    "resolve-dispute": "Dispute resolved.",
+    "cancel-plan": "Payment plan cancelled.",
+    "assign": "Collector assigned.",
+    "waive-charge": "Charge waived.",
+    "recall": "Recalled from the agency.",
+    "call-outcome": "Call recorded.",
+    "write-off": "Written off.",
 }
 
 
@@ -499,6 +526,15 @@ def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -
         invoice = services.get_invoice(session, invoice_id)
     except (ApiError, DomainError) as exc:
         raise PageError(status_of(exc), exc.message) from exc
+    disputes = actions.list_disputes(session, invoice_id)
+    charges = charges_of(session, invoice_id)
+    state = {
+        "open_dispute": next((d.id for d in disputes if d.status == "open"), None),
+        "waivable": [c for c in charges.charges if c.waived_at is None],
+        "call_tasks": task_work.list_tasks(
+            session, kind="call", status="open", invoice_id=invoice_id
+        )[0],
+    }
     return {
         "invoice": services.public(invoice, settings),
         "customer": dashboard.customer_names(session, [invoice.customer_id]).get(
@@ -506,11 +542,29 @@ def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -
         ),
         "events": list(reversed(services.timeline(session, invoice_id))),
         "messages": actions.messages(session, invoice_id),
-        "disputes": actions.list_disputes(session, invoice_id),
+        "disputes": disputes,
         "approvals": approvals.list_approvals(session, "pending", invoice_id),
-        "charges": charges_of(session, invoice_id),
-        "actions": ACTION_TITLES,
+        "charges": charges,
+        "actions": {a: t for a, t in ACTION_TITLES.items() if _available(a, invoice, state)},
+        **state,
     }
+
+
+def _available(action: str, invoice: Invoice, state: dict[str, Any]) -> bool:
+    """Whether the invoice page offers ``action`` now (the domain refuses the rest anyway: a
+    form posted from a stale page gets the refusal in the form). Write-off is shown to admins
+    only (the template checks the role)."""
+    if action not in STATE_ACTIONS:
+        return True
+    closed = invoice.status in CLOSED_STATUSES
+    return {
+        "resolve-dispute": state["open_dispute"] is not None,
+        "cancel-plan": invoice.hold == "plan",
+        "waive-charge": bool(state["waivable"]),
+        "recall": invoice.status == "escalated",
+        "call-outcome": bool(state["call_tasks"]),
+        "write-off": not closed,
+    }[action]
 
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
@@ -635,6 +689,54 @@ def _form_body(action: str, form: FormData, currency: str) -> Any:
             InvoiceAmend,
             {"due_date": form_text(form, "due_date") or None, "reason": form_text(form, "reason")},
         )
+    return _state_form_body(action, form, currency)
+
+
+@dataclass(frozen=True)
+class _OnRow:
+    """A form's body for one row of the invoice's (a dispute, a charge, a call task)."""
+
+    row_id: int
+    body: DisputeResolve | WaiveBody | CallOutcome
+
+
+@dataclass(frozen=True)
+class _ByActor:
+    """cancel-plan, write-off and recall: an update that takes only a reason."""
+
+    action: str
+    reason: str
+
+
+def _row_id(form: FormData, name: str) -> int:
+    value = opt_int(form_text(form, name) or None)
+    if value is None:
+        raise FormError(f"{name}: choose one")
+    return value
+
+
+def _state_form_body(action: str, form: FormData, currency: str) -> Any:
+    """The bodies of the actions shown by the invoice's state, and assign."""
+    if action == "resolve-dispute":
+        resolve = {
+            "outcome": form_text(form, "outcome") or None,
+            "credit_minor": form_minor(form, "credit", currency) or 0,
+            "note": form_text(form, "note"),
+        }
+        return _OnRow(_row_id(form, "dispute_id"), validated_body(DisputeResolve, resolve))
+    if action == "waive-charge":
+        waive = validated_body(WaiveBody, {"reason": form_text(form, "reason")})
+        return _OnRow(_row_id(form, "charge_id"), waive)
+    if action == "call-outcome":
+        call = {"outcome": form_text(form, "outcome") or None, "note": form_text(form, "note")}
+        return _OnRow(_row_id(form, "task_id"), validated_body(CallOutcome, call))
+    if action == "assign":
+        return validated_body(AssignBody, {"collector": form_text(form, "collector")})
+    if action in ("cancel-plan", "write-off", "recall"):
+        reason = form_text(form, "reason")
+        if action != "cancel-plan":
+            reason = validated_body(ReasonBody, {"reason": reason}).reason
+        return _ByActor(action, reason)
     raise PageError(404, f"unknown action {action!r}")
 
 
@@ -644,14 +746,21 @@ async def _perform(
     settings: Settings,
     invoice_id: int,
     body: Any,
-    actor: str,
+    who: Principal,
     key: str | None,
-) -> None:
-    """The same service call as the JSON API's route for ``body`` (a note is written
-    directly; the others go to the invoice's workflow)."""
+) -> str | None:
+    """The same service call as the JSON API's route for ``body`` (a note, an assignment and
+    a waiver are written directly; the others go to the invoice's workflow). A message when
+    the outcome is not the action's usual one."""
+    actor = who.actor
     if isinstance(body, NoteBody):
         actions.add_note(session, invoice_id, body.text, actor, key)
-        return
+        return None
+    if isinstance(body, AssignBody):
+        actions.assign(session, invoice_id, body.collector, actor)
+        return None
+    if isinstance(body, _OnRow | _ByActor):
+        return await _perform_on_state(request, session, settings, invoice_id, body, who, key)
     on = (session, temporal_client(request), settings, invoice_id)
     if isinstance(body, DisputeCreate):
         await actions.open_dispute(*on, body, actor, key)
@@ -669,6 +778,43 @@ async def _perform(
         await amendments.amend_invoice(*on, body, actor)
     else:
         await actions.send_now(*on, actor, key)
+    return None
+
+
+async def _perform_on_state(
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    invoice_id: int,
+    body: _OnRow | _ByActor,
+    who: Principal,
+    key: str | None,
+) -> str | None:
+    on = (session, temporal_client(request), settings, invoice_id)
+    if isinstance(body, _ByActor):
+        if body.action == "write-off" and not who.is_admin:
+            raise PageError(403, "writing off an invoice needs the admin role")
+        if body.action == "recall":
+            await agency.recall(*on, body.reason, who.actor, key)
+        elif body.action == "write-off":
+            await actions.by_actor(*on, "write_off", body.reason, who.actor, key)
+        else:
+            await actions.by_actor(*on, "cancel_plan", body.reason, who.actor, key)
+        return None
+    if isinstance(body.body, DisputeResolve):
+        outcome = await actions.resolve_dispute(*on, body.row_id, body.body, who, key)
+        if not isinstance(outcome, Invoice):
+            return "The credit waits for an admin or a second specialist to approve it."
+    elif isinstance(body.body, WaiveBody):
+        waive_charge(session, invoice_id, body.row_id, body.body.reason, who.actor)
+    else:
+        task = session.get(Task, body.row_id)
+        if task is None or task.invoice_id != invoice_id:
+            raise PageError(404, f"call task {body.row_id} is not this invoice's")
+        await calls.record_outcome(
+            session, temporal_client(request), settings, body.row_id, body.body, who.actor
+        )
+    return None
 
 
 @router.post("/invoices/{invoice_id}/{action}", response_class=HTMLResponse)
@@ -690,11 +836,14 @@ async def act(
     try:
         invoice = services.get_invoice(session, invoice_id)
         body = _form_body(action, form, invoice.currency)
-        await _perform(request, session, settings, invoice_id, body, who.actor, key)
+        message = await _perform(request, session, settings, invoice_id, body, who, key)
     except FormError as exc:
-        return _form_again(request, action, invoice_id, form, 422, str(exc))
+        return _form_again(request, session, settings, action, invoice_id, form, 422, str(exc))
     except (ApiError, DomainError) as exc:
-        return _form_again(request, action, invoice_id, form, status_of(exc), exc.message)
+        status = status_of(exc)
+        return _form_again(
+            request, session, settings, action, invoice_id, form, status, exc.message
+        )
     context = _invoice_context(session, settings, invoice_id)
     done = render(
         request,
@@ -704,7 +853,7 @@ async def act(
         invoice_id=invoice_id,
         key=uuid.uuid4().hex,
         values={},
-        ok=DONE[action],
+        ok=message or DONE[action],
         **context,
     )
     done.headers["HX-Trigger"] = "invoiceChanged"  # the admin's history section reloads
@@ -712,9 +861,20 @@ async def act(
 
 
 def _form_again(
-    request: Request, action: str, invoice_id: int, form: FormData, status: int, message: str
+    request: Request,
+    session: SessionDep,
+    settings: Settings,
+    action: str,
+    invoice_id: int,
+    form: FormData,
+    status: int,
+    message: str,
 ) -> Response:
+    """The form again with what was typed and the error (and the invoice's rows the form
+    chooses from: its open dispute, charges, call tasks)."""
     values = {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
+    context = _invoice_context(session, settings, invoice_id)
+    rows = {k: context[k] for k in ("invoice", "open_dispute", "waivable", "call_tasks")}
     return render(
         request,
         "fragments/action_form.html",
@@ -725,6 +885,7 @@ def _form_again(
         key=uuid.uuid4().hex,
         values=values,
         error=message,
+        **rows,
     )
 
 

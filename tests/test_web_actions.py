@@ -134,3 +134,86 @@ async def test_credit_note_and_due_date_forms_amend_the_invoice(h: Harness) -> N
     assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["due_date"] == due.isoformat()
     empty = await h.http.post(f"{path}/due-date", data={"due_date": ""}, headers=headers)
     assert empty.status_code == 422 and 'class="error"' in empty.text
+
+
+async def test_state_forms_resolve_cancel_assign_call_and_write_off(h: Harness) -> None:
+    """The invoice page offers the actions its state calls for (resolve a dispute, cancel a
+    plan, record a call, write off for admins) and each form does what the API's route does."""
+    customer = await h.customer()
+    pol = await h.policy(
+        escalate_after="P30D", steps=[{"key": "call1", "offset": "PT0S", "channel": "call"}]
+    )
+    now = await h.env.get_current_time()
+    invoice = await h.invoice(
+        customer["id"], policy_id=pol["id"], due_date=(now.date() + timedelta(days=1)).isoformat()
+    )
+    path = f"/app/invoices/{invoice['id']}"
+    headers = await _login(h, "specialist")
+    page = (await h.http.get(path)).text
+    for shown in ("assign",):
+        assert f'id="action-{shown}"' in page
+    for hidden in ("resolve-dispute", "cancel-plan", "call-outcome", "write-off", "recall"):
+        assert f'id="action-{hidden}"' not in page, hidden
+
+    # A dispute: the resolve form appears and resolves it.
+    opened = await h.http.post(f"{path}/dispute", data={"reason": "wrong qty"}, headers=headers)
+    assert opened.status_code == 200, opened.text
+    page = (await h.http.get(path)).text
+    assert 'id="action-resolve-dispute"' in page
+    bad = await h.http.post(
+        f"{path}/resolve-dispute",
+        data={"dispute_id": "", "outcome": "rejected", "note": "x"},
+        headers=headers,
+    )
+    assert bad.status_code == 422 and "dispute_id: choose one" in bad.text
+    dispute_id = re.search(r'name="dispute_id" value="(\d+)"', page)
+    assert dispute_id, page
+    resolved = await h.http.post(
+        f"{path}/resolve-dispute",
+        data={"dispute_id": dispute_id[1], "outcome": "rejected", "note": "checked the POD"},
+        headers=headers,
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert "Dispute resolved." in resolved.text
+    assert "dispute_rejected" in _kinds(h, invoice["id"])
+
+    # Assign, then a plan and its cancellation.
+    assigned = await h.http.post(f"{path}/assign", data={"collector": "anna"}, headers=headers)
+    assert assigned.status_code == 200 and "Collector assigned." in assigned.text
+    assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["collector"] == "anna"
+    today = (await h.env.get_current_time()).date()
+    plan = {"installments": f"{(today + timedelta(days=10)).isoformat()} 1200.00"}
+    assert (await h.http.post(f"{path}/plan", data=plan, headers=headers)).status_code == 200
+    assert 'id="action-cancel-plan"' in (await h.http.get(path)).text
+    cancelled = await h.http.post(
+        f"{path}/cancel-plan", data={"reason": "customer asked"}, headers=headers
+    )
+    assert cancelled.status_code == 200 and "Payment plan cancelled." in cancelled.text
+    assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["hold"] is None
+
+    # The call step falls due: the call form appears with the customer's time; record it.
+    await h.env.sleep(timedelta(days=2))
+    page = (await h.http.get(path)).text
+    assert 'id="action-call-outcome"' in page and "customer's time" in page
+    task_id = re.search(r'name="task_id" required>\s*<option value="(\d+)"', page)
+    assert task_id, page
+    called = await h.http.post(
+        f"{path}/call-outcome",
+        data={"task_id": task_id[1], "outcome": "no_answer", "note": "rang twice"},
+        headers=headers,
+    )
+    assert called.status_code == 200, called.text
+    assert "Call recorded." in called.text and "call_outcome" in _kinds(h, invoice["id"])
+
+    # Write-off: not offered to a specialist, refused if posted anyway; an admin's works.
+    assert 'id="action-write-off"' not in (await h.http.get(path)).text
+    refused = await h.http.post(f"{path}/write-off", data={"reason": "x"}, headers=headers)
+    assert refused.status_code == 403
+    assert (await h.http.post("/app/logout", headers=headers)).status_code in (200, 303)
+    admin = await _login(h, "admin")
+    assert 'id="action-write-off"' in (await h.http.get(path)).text
+    empty = await h.http.post(f"{path}/write-off", data={"reason": ""}, headers=admin)
+    assert empty.status_code == 422 and 'class="error"' in empty.text
+    off = await h.http.post(f"{path}/write-off", data={"reason": "uncollectable"}, headers=admin)
+    assert off.status_code == 200 and "Written off." in off.text
+    assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["status"] == "written_off"
