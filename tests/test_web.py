@@ -629,3 +629,33 @@ def test_browser_login_filter_dispute_and_bulk_send(live: Live, page: Page) -> N
     expect(page.locator("#messages details")).to_have_count(1)
     shot(page, "07-invoice-after-send")
     assert refused == []
+
+
+def test_browser_close_a_task_and_resolve_a_dispute(live: Live, page: Page) -> None:
+    """From the worklist, close a task with an outcome; from the invoice page, resolve the
+    open dispute (C-3001's, past its 2-second deadline)."""
+    expect.set_options(timeout=15_000)
+    page.goto(f"{live.url}/app/login")
+    page.fill("input[name=api_key]", API_KEYS["specialist"])
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Overview")
+    page.click("nav >> text=Worklist")
+    row = page.locator("#tasks tr", has_text="dispute_overdue").first
+    expect(row).to_contain_text("C-3001")
+    expect(row.locator(".priority")).to_contain_text("likely to be paid")
+    row.locator(".task-close select[name=outcome]").select_option("no_action_needed")
+    row.locator(".task-close input[name=note]").fill("customer called back")
+    row.locator(".task-close button").click()
+    done = page.locator("#tasks tr", has_text="customer called back")
+    expect(done).to_contain_text("done: no_action_needed")
+    shot(page, "08-worklist-task-closed")
+
+    page.goto(f"{live.url}/app/invoices/{live.ids['C-3001']}")
+    form = page.locator("#action-resolve-dispute")
+    form.locator("input[value=rejected]").check()
+    form.locator("input[name=note]").fill("price matches the signed quote")
+    form.locator("button").click()
+    expect(page.locator("#action-resolve-dispute .ok")).to_have_text("Dispute resolved.")
+    expect(page.locator("#timeline tr.event-dispute_rejected")).to_have_count(1)
+    expect(page.locator("#invoice-status")).to_have_text("open")
+    shot(page, "09-dispute-resolved")
