@@ -49,7 +49,7 @@ from api.web import (
     temporal_client,
 )
 from arflow.config import Settings
-from arflow.customers import contacts, listing, profiles
+from arflow.customers import contacts, contacts_roles, listing, profiles
 from arflow.customers.changes import shown_to
 from arflow.customers.collectors import list_collectors
 from arflow.customers.events import customer_events
@@ -202,6 +202,7 @@ def _context(
         "figures": profiles.behaviour_view(session, customer_id, now),
         "credit": credit_balances(session, customer_id),
         "blocks": contacts.list_blocks(session, customer_id),
+        "contacts": contacts_roles.list_contacts(session, customer_id),
         "invoices": [
             services.public(i, settings) for i in listing.open_invoices(session, customer_id)
         ],

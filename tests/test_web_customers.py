@@ -258,6 +258,20 @@ async def test_the_page_for_a_specialist_and_for_a_viewer(site: Site) -> None:
     assert local, text
     risky = await site.http.get(f"/app/customers/{site.ids['risky']}")
     assert "medium · 40 / 100" in risky.text
+    # Contacts with roles: the primary billing contact first, then one added by the API.
+    added = await site.http.post(
+        f"/v1/customers/{site.ids['bergmann']}/contacts",
+        json={"role": "escalation", "name": "Dr. Weber", "email": "cfo@bergmann.example.com"},
+        headers={"Authorization": f"Bearer {API_KEYS['specialist']}"},
+    )
+    assert added.status_code == 201, added.text
+    contacts = re.search(
+        r'<table id="contacts">(.*?)</table>', (await site.http.get(path)).text, re.S
+    )
+    assert contacts, "no contacts table"
+    rows = re.findall(r"<tr><td>(\w+)", contacts[1])
+    assert rows == ["billing", "escalation"]
+    assert "cfo@bergmann.example.com" in contacts[1] and "primary" in contacts[1]
     assert "2 broken promise(s) to pay" in risky.text
     assert "On credit hold" in risky.text
 
