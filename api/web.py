@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -64,7 +65,7 @@ from arflow.reports import aging as aging_report
 from arflow.reports import dashboard, history
 from arflow.reports import kpis as kpi_report
 from arflow.reports.common import ReportFilter
-from models import Invoice, Task
+from models import Customer, Invoice, Task
 from models.charge import WaiveBody
 from models.collection import (
     TASK_OUTCOMES,
@@ -158,7 +159,16 @@ def details(data: Mapping[str, Any] | None, currency: str | None = None) -> str:
 
 
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters |= {"money": money, "when": when, "details": details}
+
+
+def local(value: datetime | None, zone: str) -> str:
+    """An instant in the customer's zone, to the minute, with the zone's abbreviation."""
+    if value is None:
+        return ""
+    return value.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+templates.env.filters |= {"money": money, "when": when, "details": details, "local": local}
 router = APIRouter(prefix="/app", include_in_schema=False)
 
 
@@ -535,11 +545,11 @@ def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -
             session, kind="call", status="open", invoice_id=invoice_id
         )[0],
     }
+    owner = session.get(Customer, invoice.customer_id)
     return {
         "invoice": services.public(invoice, settings),
-        "customer": dashboard.customer_names(session, [invoice.customer_id]).get(
-            invoice.customer_id, f"customer {invoice.customer_id}"
-        ),
+        "customer": owner.name if owner else f"customer {invoice.customer_id}",
+        "zone": owner.timezone if owner else "UTC",
         "events": list(reversed(services.timeline(session, invoice_id))),
         "messages": actions.messages(session, invoice_id),
         "disputes": disputes,
@@ -874,7 +884,7 @@ def _form_again(
     chooses from: its open dispute, charges, call tasks)."""
     values = {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
     context = _invoice_context(session, settings, invoice_id)
-    rows = {k: context[k] for k in ("invoice", "open_dispute", "waivable", "call_tasks")}
+    rows = {k: context[k] for k in ("invoice", "zone", "open_dispute", "waivable", "call_tasks")}
     return render(
         request,
         "fragments/action_form.html",
