@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 
 from api.deps import Admin, IdempotencyKey, SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
 from api.idempotency import IdempotentRoute
-from arflow.invoices import actions
+from arflow.invoices import account_actions, actions
 from arflow.invoices import service as services
 from models import CreditApproval, Dispute, InvoiceEvent, PaymentPlan, Task
+from models.account_plan import AccountPlanCreate, AccountPlanPublic
 from models.approval import CreditApprovalPublic
 from models.collection import (
     AssignBody,
@@ -99,6 +100,26 @@ async def agree_plan(
     """The workflow follows the plan instead of the original due date."""
     invoice = await actions.agree_plan(session, client, settings, invoice_id, body, who.actor, key)
     return services.public(invoice, settings)
+
+
+@router.post("/customers/{customer_id}/payment-plan", response_model=AccountPlanPublic)
+async def agree_account_plan(
+    customer_id: int,
+    body: AccountPlanCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    who: Specialist,
+    key: IdempotencyKey = None,
+) -> AccountPlanPublic:
+    """One plan across several invoices of the customer (``invoice_ids``, or every open one
+    without a plan and not disputed, in one currency): the instalments, summing to their open
+    balance, pay the oldest invoice first, one split across two when it is larger than what
+    is left. Answers each invoice's part and state; 409 naming the invoice that refused, the
+    plans agreed before it cancelled."""
+    return await account_actions.agree_account_plan(
+        session, client, settings, customer_id, body, who.actor
+    )
 
 
 @router.get("/invoices/{invoice_id}/payment-plan", response_model=PlanPublic)
