@@ -320,8 +320,22 @@ async def test_the_invoice_page_shows_a_pending_credit(h: Harness) -> None:
     csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
     assert csrf, page.text
     headers = {"X-CSRF-Token": csrf[1], "HX-Request": "true"}
-    for action in ("cancel", "write-off", "resolve", "approve"):
+    for action in ("cancel", "resolve", "approve"):
         resp = await h.http.post(f"/app/invoices/{c.id}/{action}", data={}, headers=headers)
         assert resp.status_code == 404, (action, resp.text)
+    # Write-off is an admin's: not offered to a specialist, and refused if posted anyway.
+    assert 'id="action-write-off"' not in page.text
+    off = await h.http.post(
+        f"/app/invoices/{c.id}/write-off", data={"reason": "x"}, headers=headers
+    )
+    assert off.status_code == 403, off.text
+    # The dispute's resolve form goes through the same four-eyes rule as the API: while a
+    # credit waits for approval, another resolution is refused.
+    again = await h.http.post(
+        f"/app/invoices/{c.id}/resolve-dispute",
+        data={"dispute_id": str(dispute_id), "outcome": "upheld", "credit": "100.00", "note": "x"},
+        headers=headers,
+    )
+    assert again.status_code == 409, again.text
     invoice = await c.get()
     assert (invoice["status"], invoice["balance_minor"]) == ("disputed", 120_000)

@@ -514,9 +514,12 @@ def test_the_migration_fills_owner_and_closing_of_existing_tasks(engine: Engine)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "0018-1")  # the tasks as they were before
-    upgrade(engine, "0018")
-    with Session(engine) as s:
-        found = [s.get(Task, i) for i in ids]
+    try:
+        upgrade(engine, "0018")
+        with Session(engine) as s:
+            found = [s.get(Task, i) for i in ids]
+    finally:
+        upgrade(engine)  # back to the head: the PostgreSQL database is shared by later tests
     got = [
         (t.assignee, t.outcome, t.note, t.closed_by, t.closed_at) for t in found if t is not None
     ]
