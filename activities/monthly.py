@@ -6,6 +6,8 @@ workflow passes again then)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import activity
 
 from arflow.db import SessionFactory
@@ -19,10 +21,17 @@ OUTCOMES = ("sent", "skipped", "deferred", "blocked", "failed")
 
 
 class MonthlyStatementActivities:
-    def __init__(self, sessions: SessionFactory, channel: Channel, seller: Seller) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        channel: Channel,
+        seller: Seller,
+        portal_url: Callable[[int], str] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.channel = channel
         self.seller = seller
+        self.portal_url = portal_url  # customer id -> a fresh signed portal link
 
     @activity.defn(name="send_statements")
     def send_statements(self, run: StatementRun) -> StatementPass:
@@ -38,8 +47,9 @@ class MonthlyStatementActivities:
             for customer, today in statements.due_today(session, at):
                 activity.heartbeat(customer.id)
                 try:
+                    link = self.portal_url(customer.id) if self.portal_url and customer.id else None
                     outcome = statements.send_statement(
-                        session, self.channel, self.seller, customer, today, now
+                        session, self.channel, self.seller, customer, today, now, link
                     )
                 except TransientDeliveryError as exc:
                     transient = transient or exc

@@ -25,6 +25,7 @@ from activities.invoice import InvoiceActivities
 from activities.jobs import JobActivities
 from activities.legal import LegalActivities
 from activities.monthly import MonthlyStatementActivities
+from activities.portal import PortalActivities
 from activities.segments import SegmentActivities
 from activities.statements import StatementActivities
 from arflow import observability
@@ -35,6 +36,7 @@ from arflow.db import make_engine, session_factory
 from arflow.messages.delivery import StepDelivery
 from arflow.messages.documents import Seller
 from arflow.messages.providers import channel_for
+from arflow.portal.links import portal_url
 from arflow.schedules import (
     ensure_customer_review_schedule,
     ensure_monthly_statement_schedule,
@@ -42,6 +44,7 @@ from arflow.schedules import (
 )
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
+from workflows.portal import PortalLinkWorkflow
 from workflows.segments import CustomerReviewWorkflow, SegmentSwitchWorkflow
 from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
 
@@ -79,6 +82,7 @@ def build_worker(
         seller=seller,
         default_locale=settings.default_locale,
         unsubscribe_url=partial(unsubscribe_url, settings),
+        portal_url=partial(portal_url, settings),
     )
     acts = InvoiceActivities(sessions, delivery)
     return Worker(
@@ -91,6 +95,7 @@ def build_worker(
             MonthlyStatementWorkflow,
             SegmentSwitchWorkflow,
             CustomerReviewWorkflow,
+            PortalLinkWorkflow,
         ],
         workflow_runner=workflow_runner(settings),
         activities=acts.all()
@@ -98,8 +103,9 @@ def build_worker(
         + StatementActivities(sessions, settings).all()
         + JobActivities(sessions, settings).all()
         + LegalActivities(sessions, settings.legal_folder, seller).all()
-        + MonthlyStatementActivities(sessions, channel, seller).all()
-        + SegmentActivities(sessions, settings).all(),
+        + MonthlyStatementActivities(sessions, channel, seller, partial(portal_url, settings)).all()
+        + SegmentActivities(sessions, settings).all()
+        + PortalActivities(sessions, settings, channel).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Provider sends are activities on this queue: the providers' rate limits hold.

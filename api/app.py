@@ -11,11 +11,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from api import errors, web, web_customers, web_payments, web_reports
+from api import errors, portal, web, web_customers, web_payments, web_reports
 from api.bounds import bounded_integers
 from api.deps import too_many_attempts
 from api.limits import BodyLimit
 from api.metrics import RequestObservability
+from api.ratelimit import RateLimits
 from api.routes import (
     actions,
     agency,
@@ -33,6 +34,7 @@ from api.routes import (
     pay,
     payments,
     policies,
+    portal_links,
     preview,
     profiles,
     providers,
@@ -88,6 +90,7 @@ def create_app(
     app.state.temporal = temporal
     app.state.api_keys = settings.parsed_api_keys()
     app.state.auth_failures = FailureLimiter(settings.auth_failures_per_minute)
+    app.state.rate_limits = RateLimits()
     errors.install(app)
     app.add_middleware(BodyLimit)  # 413 before any route reads an oversized body
     app.add_middleware(RequestObservability, workflow_id=settings.workflow_id)
@@ -114,12 +117,14 @@ def create_app(
         collectors,
         tasks,
         contacts,
+        portal_links,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
     for page in (web_payments, web_reports, web_customers):  # its pages in modules of their own
         app.include_router(page.router)
+    portal.install(app)  # the customer portal at /portal/<signed link>
     app.add_middleware(SecurityHeaders)  # outermost: the session and error pages get it too
 
     @app.get("/healthz", tags=["ops"])

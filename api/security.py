@@ -45,7 +45,7 @@ class SecurityHeaders:
                 headers["X-Content-Type-Options"] = "nosniff"
                 if headers.get("content-type", "").lower().startswith("text/html"):
                     for name, value in HTML_HEADERS.items():
-                        headers[name] = value
+                        headers.setdefault(name, value)  # a page may set a stricter/wider CSP
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -148,6 +148,30 @@ class Settings(BaseSettings):
         description="payment page of an invoice; fields: public_url, reference, number, "
         "external_id, id, token (a signature of the reference: our own /pay page checks it)",
     )
+    portal_link_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="days a customer's portal link works after it was sent",
+    )
+    portal_rate_limit: str = Field(
+        default="120/minute",
+        description="requests per client address to the customer portal (slowapi syntax)",
+    )
+    portal_fresh_link_limit: str = Field(
+        default="5/hour",
+        description="requests for a fresh portal link per client address (slowapi syntax); "
+        "a customer gets at most 3 fresh links an hour whatever the address",
+    )
+    webhook_rate_limit: str = Field(
+        default="3000/minute",
+        description="requests per client address to the provider webhooks (slowapi syntax)",
+    )
+    stripe_checkout_origin: str = Field(
+        default="https://checkout.stripe.com",
+        description="where Stripe's hosted checkout lives: the portal's forms may send the "
+        "customer there (Content-Security-Policy form-action)",
+    )
     default_locale: str = Field(
         default="en",
         pattern=r"^[a-z]{2}([_-][A-Za-z]{2})?$",

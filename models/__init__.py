@@ -21,6 +21,7 @@ from models.invoice import (
 )
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
+from models.portal import PortalLinkRequest
 from models.profile import CustomerEvent, UnbilledOrder
 from models.segment import Segment
 from models.statement import StatementSent
@@ -42,6 +43,7 @@ __all__ = [
     "Deployment",
     "Dispute",
     "DunningPolicy",
+    "PortalLinkRequest",
     "IdempotencyRecord",
     "Invoice",
     "InvoiceCharge",

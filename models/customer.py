@@ -69,6 +69,8 @@ class Customer(CustomerBase, table=True):
     credit_hold: bool = Field(default=False)
     credit_hold_reason: str | None = Field(default=None, max_length=500)
     credit_hold_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Portal links issued before this instant are refused (a specialist revoked them).
+    portal_links_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

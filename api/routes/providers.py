@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, Specialist, Viewer
 from api.errors import ApiError, DomainError, not_found, unprocessable
 from api.limits import max_body
+from api.ratelimit import limit_webhooks
 from arflow.config import Settings
 from arflow.customers import contacts
 from arflow.messages import provider_events, replies
@@ -36,7 +37,7 @@ INBOUND_MAX_BODY = 5 * 1024 * 1024
 router = APIRouter()
 
 
-@router.post("/v1/webhooks/sendgrid", tags=["webhooks"])
+@router.post("/v1/webhooks/sendgrid", tags=["webhooks"], dependencies=[Depends(limit_webhooks)])
 async def sendgrid_events(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> dict[str, int]:
@@ -65,7 +66,9 @@ async def sendgrid_events(
     return {"applied": counts.applied, "ignored": counts.ignored}
 
 
-@router.post("/v1/webhooks/sendgrid/inbound", tags=["webhooks"])
+@router.post(
+    "/v1/webhooks/sendgrid/inbound", tags=["webhooks"], dependencies=[Depends(limit_webhooks)]
+)
 @max_body(INBOUND_MAX_BODY)
 async def sendgrid_inbound(
     request: Request, session: SessionDep, settings: SettingsDep
@@ -120,7 +123,12 @@ async def _twilio_form(request: Request, settings: Settings) -> dict[str, str]:
     return params
 
 
-@router.post("/v1/webhooks/twilio/status", status_code=204, tags=["webhooks"])
+@router.post(
+    "/v1/webhooks/twilio/status",
+    status_code=204,
+    tags=["webhooks"],
+    dependencies=[Depends(limit_webhooks)],
+)
 async def twilio_status(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Twilio's status callback for one message (``?outbox_id=`` names the row)."""
     params = await _twilio_form(request, settings)
@@ -134,7 +142,9 @@ async def twilio_status(request: Request, session: SessionDep, settings: Setting
     return Response(status_code=204)
 
 
-@router.post("/v1/webhooks/twilio/inbound", tags=["webhooks"])
+@router.post(
+    "/v1/webhooks/twilio/inbound", tags=["webhooks"], dependencies=[Depends(limit_webhooks)]
+)
 async def twilio_inbound(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """An SMS to our number: STOP and its synonyms block SMS, START lifts the block."""
     # Any other text is a customer's reply (arflow.messages.replies). The docstring above is

@@ -2,18 +2,19 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import ValidationError
 
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, _describe
+from api.ratelimit import limit_webhooks
 from arflow.errors import DomainError, Unavailable
 from arflow.observability import WEBHOOK_REJECTS
 from arflow.payments import service as payments
 from arflow.payments import signatures
 from models.payment import PaymentAck, PaymentWebhook
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(limit_webhooks)])
 
 
 @router.post(

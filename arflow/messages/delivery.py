@@ -58,6 +58,7 @@ class StepDelivery:
         seller: Seller | None = None,
         default_locale: str = "en",
         unsubscribe_url: Callable[[int], str] | None = None,
+        portal_url: Callable[[int], str] | None = None,
     ) -> None:
         self.channel = channel
         self.pay_url = pay_url  # (invoice id, number, external id) -> the payment page
@@ -65,6 +66,7 @@ class StepDelivery:
         self.sender = ReminderSender(
             channel, pay_url, print_folder, seller or Seller("arflow"), default_locale
         )
+        self.sender.portal_url = portal_url  # customer id -> a fresh signed portal link
 
     def send(self, session: Session, inp: SendReminderInput) -> SendOutcome:
         """One step on one channel, at most once (see ``sending.py`` for the rules)."""

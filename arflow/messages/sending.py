@@ -90,6 +90,8 @@ class ReminderSender:
         self.print_folder = Path(print_folder)
         self.seller = seller
         self.default_locale = default_locale
+        # customer id -> the customer's signed portal link (in every message when set)
+        self.portal_url: Callable[[int], str] | None = None
         # The HTML body of a freshly queued email, by outbox id (not stored: the text is).
         self.html_of: dict[int, str] = {}
 
@@ -271,6 +273,8 @@ class ReminderSender:
             next_stage=next_stage_kind(session, invoice, inp),
         )
         loc = context["locale"]
+        if self.portal_url is not None and customer.id is not None:
+            context["portal_url"] = self.portal_url(customer.id)
         context["others"] = [
             {
                 "number": o.number,

@@ -75,10 +75,11 @@ def send_statement(
     customer: Customer,
     today: date,
     now: datetime | None = None,
+    portal_url: str | None = None,
 ) -> StatementOutcome:
     """Send ``customer`` this month's statement (once), if their contact window is open at
-    ``now`` (default: the wall clock). Commits. A provider's transient error leaves the row
-    ``queued`` and propagates: the retry sends it."""
+    ``now`` (default: the wall clock), with their portal link when given. Commits. A
+    provider's transient error leaves the row ``queued`` and propagates: the retry sends it."""
     assert customer.id is not None
     now = now or utcnow()
     invoices = session.exec(
@@ -134,7 +135,9 @@ def send_statement(
                 subject=f"Statement of account, {when}",
                 body=(
                     f"Dear {customer.name},\n\nattached is your statement of account as of "
-                    f"{when}: {len(invoices)} open item(s).\n\nKind regards"
+                    f"{when}: {len(invoices)} open item(s).\n\n"
+                    + (f"See, pay or query them online: {portal_url}\n\n" if portal_url else "")
+                    + "Kind regards"
                 ),
                 attachments=(Attachment(f"statement-{row.period}.pdf", pdf),),
                 customer_id=customer.id,
