@@ -566,7 +566,7 @@ async def dispute(
             settings,
             access.customer_id,
             invoice.id or 0,
-            reason,  # type: ignore[arg-type]
+            reason,
             text,
             _amount(amount, "amount"),
             documents,

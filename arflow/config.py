@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         default="3000/minute",
         description="requests per client address to the provider webhooks (slowapi syntax)",
     )
+    portal_attachment_max_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=1024,
+        le=50 * 1024 * 1024,
+        description="largest document a customer may attach to a dispute in the portal",
+    )
     stripe_checkout_origin: str = Field(
         default="https://checkout.stripe.com",
         description="where Stripe's hosted checkout lives: the portal's forms may send the "
