@@ -19,7 +19,7 @@ Times are shown in the customer's zone with UTC beside them; amounts in their cu
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -52,12 +52,13 @@ from arflow.config import Settings
 from arflow.customers import contacts, contacts_roles, listing, profiles
 from arflow.customers.changes import shown_to
 from arflow.customers.collectors import list_collectors
-from arflow.customers.events import customer_events
+from arflow.customers.events import customer_events, record_customer_event
 from arflow.invoices import jobs
 from arflow.invoices import service as services
 from arflow.invoices.corrections import update_customer
 from arflow.messages.provider_events import lift_block
 from arflow.payments.service import credit_balances
+from arflow.portal import links as portal_links
 from models import Customer
 from models.collection import OptionalReason, PauseBody
 from models.customer import UPDATABLE_FIELDS, CustomerUpdate
@@ -480,4 +481,59 @@ def remove_block(
         customer=context["customer"],
         blocks=contacts.list_blocks(session, customer_id),
         **message,
+    )
+
+
+def _portal_form(
+    request: Request, customer: Customer, status: int = 200, **context: Any
+) -> Response:
+    return render(
+        request,
+        "fragments/customer_portal.html",
+        status=status,
+        customer_id=customer.id,
+        portal_revoked_from=customer.portal_links_from,
+        **context,
+    )
+
+
+@router.post("/customers/{customer_id}/portal-link", response_class=HTMLResponse)
+def make_portal_link(
+    request: Request,
+    customer_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    who: WebSpecialist,
+    _: CsrfChecked,
+) -> Response:
+    """A portal link to send by hand (recorded as ``portal_link_made``)."""
+    customer = _customer_or_404(session, customer_id)
+    now = utcnow()
+    record_customer_event(session, customer_id, "portal_link_made", {}, actor=who.actor, at=now)
+    session.commit()
+    until = now + timedelta(days=settings.portal_link_days)
+    return _portal_form(
+        request,
+        customer,
+        portal_link=portal_links.portal_url(settings, customer_id, now),
+        portal_until=zoned(until, customer.timezone),
+    )
+
+
+@router.post("/customers/{customer_id}/portal-revoke", response_class=HTMLResponse)
+async def revoke_portal_links(
+    request: Request,
+    customer_id: int,
+    session: SessionDep,
+    who: WebSpecialist,
+    _: CsrfChecked,
+) -> Response:
+    """End every portal link of the customer made until now (recorded)."""
+    customer = _customer_or_404(session, customer_id)
+    reason = form_text(await request.form(), "reason")[:500]
+    if not reason:
+        return _portal_form(request, customer, 422, portal_error="Say why the links are revoked.")
+    customer = portal_links.revoke(session, customer_id, who.actor, reason)
+    return _portal_form(
+        request, customer, portal_ok="Revoked: the customer's next message has a new link."
     )

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote
 
+from limits import parse as parse_limit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -330,6 +331,19 @@ class Settings(BaseSettings):
                 f"ARFLOW_METRICS_TOKEN is shorter than {MIN_SECRET_LENGTH} characters; "
                 f"{GENERATE_HINT}"
             )
+
+    @model_validator(mode="after")
+    def _rate_limits_valid(self) -> Settings:
+        """A limit the ``limits`` library cannot read fails at start-up, not per request."""
+        for name in ("portal_rate_limit", "portal_fresh_link_limit", "webhook_rate_limit"):
+            try:
+                parse_limit(getattr(self, name))
+            except ValueError:
+                raise ValueError(
+                    f"ARFLOW_{name.upper()}: {getattr(self, name)!r} is not a rate limit "
+                    "like 120/minute"
+                ) from None
+        return self
 
     @model_validator(mode="after")
     def _codec_keys_valid(self) -> Settings:

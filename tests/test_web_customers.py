@@ -405,6 +405,34 @@ async def test_collector_and_contact_block_forms(site: Site) -> None:
     assert again.status_code == 404 and 'role="alert"' in again.text
 
 
+async def test_portal_link_made_and_revoked_from_the_customer_page(site: Site) -> None:
+    headers = await _login(site.http, "specialist")
+    path = f"/app/customers/{site.ids['bergmann']}"
+    assert 'id="customer-portal"' in (await site.http.get(path)).text
+    made = await site.http.post(f"{path}/portal-link", data={}, headers=headers)
+    assert made.status_code == 200, made.text
+    url = made.text.split('id="portal-link-url" readonly value="')[1].split('"')[0]
+    portal = url.split("/portal/", 1)[1]
+    assert (await site.http.get(f"/portal/{portal}")).status_code == 200
+    empty = await site.http.post(f"{path}/portal-revoke", data={"reason": ""}, headers=headers)
+    assert empty.status_code == 422 and 'id="portal-revoke-error"' in empty.text
+    with Session(site.engine) as s:  # the link was made a second ago: revoke from now on
+        row = s.get(Customer, site.ids["bergmann"])
+        assert row is not None and row.portal_links_from is None
+    revoked = await site.http.post(
+        f"{path}/portal-revoke", data={"reason": "sent to the wrong address"}, headers=headers
+    )
+    assert revoked.status_code == 200 and "Revoked" in revoked.text
+    kinds = [e.kind for e in site.events("bergmann")]
+    assert kinds.count("portal_link_made") == 1 and kinds.count("portal_links_revoked") == 1
+    assert site.customer("bergmann").portal_links_from is not None
+    # a viewer has no such actions
+    await _logout(site.http, headers)
+    viewer = await _login(site.http, "viewer")
+    refused = await site.http.post(f"{path}/portal-link", data={}, headers=viewer)
+    assert refused.status_code == 403
+
+
 async def test_unknown_customers_huge_ids_and_csrf(site: Site) -> None:
     # Signed out: the login page, and back here afterwards.
     resp = await site.http.get("/app/customers?q=berg")
