@@ -298,6 +298,14 @@ def _running(settings: Settings, api_url: str, ui_url: str, demo: bool) -> Table
             "try",
             f"curl -H 'Authorization: Bearer {admin_key}' {api_url}/v1/invoices/{first}/timeline",
         )
+        customer = invoices[0]["customer_id"]
+        made = httpx.post(
+            f"{api_url}/v1/customers/{customer}/portal-links",
+            headers={"Authorization": f"Bearer {admin_key}"},
+            timeout=30,
+        )
+        if made.status_code == 201:
+            table.add_row("customer portal", made.json()["url"])
     return table
 
 
