@@ -1,0 +1,1 @@
+"""The customer portal: what a customer does with the link sent to them."""
