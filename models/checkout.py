@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from models.payment import PaymentAck
 from models.types import UTCDateTime, utcnow
 
 
@@ -53,3 +56,18 @@ class StripeReversal(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class StripeAck(BaseModel):
+    """The answer to a Stripe webhook event (Stripe only looks at the status code)."""
+
+    status: str = PydanticField(
+        description="applied (handed to the payments service), duplicate (nothing new), "
+        "ignored (an event type or state we do not act on), unknown (no checkout of ours) or "
+        "mismatch (paid amount differs from the checkout: recorded, not applied)"
+    )
+    event_type: str
+    checkout: str | None = PydanticField(default=None, description="the Checkout Session id")
+    payments: list[PaymentAck] = PydanticField(
+        default_factory=list, description="each invoice's share as the payments service took it"
+    )
