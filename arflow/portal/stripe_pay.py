@@ -34,6 +34,7 @@ from arflow.payments import service as payments
 from models import Invoice, StripeCheckout, StripeReversal
 from models.checkout import StripeAck
 from models.payment import PaymentAck, PaymentWebhook
+from models.types import utcnow
 from workflows.types import CLOSED_STATUSES
 
 log = logging.getLogger("arflow.portal.stripe")
@@ -239,7 +240,8 @@ async def receive_event(
     raw = json.loads(payload)
     kind = str(event.type)
     obj = raw.get("data", {}).get("object", {})
-    paid_at = datetime.fromtimestamp(int(raw.get("created") or 0), UTC)
+    created = raw.get("created")
+    paid_at = datetime.fromtimestamp(int(created), UTC) if created else utcnow()
     if kind == COMPLETED:
         plan = await asyncio.to_thread(_plan_completed, session, obj, paid_at)
     elif kind == REFUNDED:
