@@ -220,7 +220,7 @@ def event(kind: str, obj: dict[str, Any], event_id: str = "") -> dict[str, Any]:
 
 
 def signed(
-    body: dict[str, Any], secret: str = SECRET, timestamp: int | None = None
+    body: Any, secret: str = SECRET, timestamp: int | None = None
 ) -> tuple[bytes, dict[str, str]]:
     """The event's bytes and headers, signed as Stripe signs: sent several times, every copy
     is the same delivery (as Stripe's retries are)."""

@@ -58,7 +58,7 @@ async def checkout(h: Harness, customer_id: int, invoice_ids: list[int]) -> str:
     return await asyncio.to_thread(run)
 
 
-async def deliver(h: Harness, event: dict[str, Any], **kw: Any) -> httpx.Response:
+async def deliver(h: Harness, event: Any, **kw: Any) -> httpx.Response:
     raw, headers = signed(event, **kw)
     return await h.http.post("/v1/webhooks/stripe", content=raw, headers=headers)
 
@@ -267,6 +267,8 @@ async def test_bad_signature_is_400_and_changes_nothing(h: Harness, fake: FakeSt
     assert missing.status_code == 400
     stale = await deliver(h, completed, timestamp=1_000_000_000)
     assert stale.status_code == 400
+    not_an_event = await deliver(h, [completed])  # signed, but not an event object
+    assert not_an_event.status_code == 400
     assert payments_of(h) == []
     assert checkouts(h)[0].status == "open"
     assert (await h.get(f"/v1/invoices/{first}")).json()["status"] == "open"

@@ -232,9 +232,11 @@ async def receive_event(
             settings.stripe_webhook_secret,
             tolerance=settings.webhook_tolerance_seconds,
         )
-    except (stripe.SignatureVerificationError, ValueError, KeyError, IndexError):
+    except (stripe.SignatureVerificationError, ValueError, LookupError, AttributeError):
+        # AttributeError: a signed body that is JSON but not an object
         raise BadRequest(
-            "the Stripe-Signature header is missing or does not match the body",
+            "the Stripe-Signature header is missing or does not match the body (or the body "
+            "is not a Stripe event)",
             code="bad_signature",
         ) from None
     raw = json.loads(payload)
