@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
+
 SECRET = "whsec_test_0123456789abcdefghijklmnopqrstuv"
 API_KEY = "sk_test_fake_0123456789abcdef"
 
@@ -60,7 +62,13 @@ class Request:
 class FakeStripe:
     """The fake API: ``requests`` records what the SDK sent; ``sessions`` what it created."""
 
-    def __init__(self) -> None:
+    def __init__(self, webhook_url: str | None = None, secret: str = SECRET) -> None:
+        """``webhook_url`` set (an app served on a real port, as in the browser tests): paying
+        on the hosted page also sends the signed ``checkout.session.completed`` there before
+        the redirect, as Stripe would; ``deliveries`` keeps each answer's status code."""
+        self.webhook_url = webhook_url
+        self.secret = secret
+        self.deliveries: list[int] = []
         self.requests: list[Request] = []
         self.sessions: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, str] = {}
@@ -87,6 +95,8 @@ class FakeStripe:
                     self._json(200, fake.sessions[api.group(1)])
                 elif page and page.group(1) in fake.sessions:
                     target = fake.pay(page.group(1))
+                    if fake.webhook_url:
+                        fake.send(fake.complete(page.group(1)))
                     self.send_response(303)
                     self.send_header("Location", target)
                     self.send_header("Content-Length", "0")
@@ -166,6 +176,14 @@ class FakeStripe:
             )
         url = str(session["success_url"])
         return url.replace("{CHECKOUT_SESSION_ID}", session_id)
+
+    def send(self, body: dict[str, Any]) -> int:
+        """POST ``body`` signed to ``webhook_url``; the answer's status code."""
+        assert self.webhook_url
+        raw, headers = signed(body, self.secret)
+        status = httpx.post(self.webhook_url, content=raw, headers=headers, timeout=30).status_code
+        self.deliveries.append(status)
+        return status
 
     # -- events ---------------------------------------------------------------------------
 

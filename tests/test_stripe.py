@@ -11,17 +11,20 @@ from typing import Any
 
 import httpx
 import pytest
+import stripe
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from arflow.config import Settings
 from arflow.errors import Invalid, NotFound
-from arflow.portal.stripe_pay import create_checkout
+from arflow.portal.stripe_pay import create_checkout, stripe_client
 from models import Payment, StripeCheckout
 from tests import fake_stripe
 from tests.conftest import Harness, harness
 from tests.fake_stripe import FakeStripe, signed
+from tests.faults.fakes import FakeProvider
 from tests.test_api import error_of, eventually
 
 SUCCESS = "https://portal.example.com/paid?session={CHECKOUT_SESSION_ID}"
@@ -344,3 +347,42 @@ async def test_an_unpaid_or_different_amount_is_not_applied(h: Harness, fake: Fa
     noted = [e for e in h.events(first) if e.kind == "card_payment_mismatch"]
     assert [(e.actor, e.data["paid_minor"]) for e in noted] == [("stripe", 100)]
     assert checkouts(h)[0].status == "open"
+
+
+def test_the_fake_hosted_page_sends_the_signed_completion_when_told() -> None:
+    """For the browser tests (an app on a real port): paying on the fake's page posts the
+    signed ``checkout.session.completed`` to ``webhook_url``, which the SDK verifies."""
+    receiver = FakeProvider()
+    fake = FakeStripe(webhook_url=f"{receiver.url}/v1/webhooks/stripe")
+    try:
+        client = stripe_client(
+            Settings(
+                environment="test",
+                stripe_api_key=fake_stripe.API_KEY,
+                stripe_webhook_secret=fake_stripe.SECRET,
+                stripe_api_base=fake.url,
+            )
+        )
+        made = client.v1.checkout.sessions.create(
+            {
+                "mode": "payment",
+                "success_url": SUCCESS,
+                "line_items": [
+                    {"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 500}}
+                ],
+            }
+        )
+        assert client.v1.checkout.sessions.retrieve(made.id).amount_total == 500
+        page = httpx.get(str(made.url))
+        assert page.status_code == 303
+        assert fake.deliveries == [200]
+        got = receiver.requests[-1]
+        event = stripe.Webhook.construct_event(
+            got.body, got.headers["Stripe-Signature"], fake_stripe.SECRET
+        )
+        assert event.type == "checkout.session.completed"
+        assert event.data.object["id"] == made.id
+        assert event.data.object["payment_status"] == "paid"
+    finally:
+        fake.close()
+        receiver.close()
