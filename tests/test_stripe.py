@@ -183,6 +183,8 @@ async def test_checkout_refuses_other_customers_closed_and_mixed_invoices(
     with pytest.raises(NotFound) as missing:
         await checkout(h, customer_id, [999_999])
     assert str(missing.value) == "invoice 999999 not found"  # the same answer: no oracle
+    with pytest.raises(NotFound):
+        await checkout(h, customer_id, [2**70])
     with pytest.raises(Invalid) as mixed:
         await checkout(h, customer_id, [first, dollars["id"]])
     assert "different currencies" in str(mixed.value)

@@ -34,7 +34,7 @@ from arflow.payments import service as payments
 from models import Invoice, StripeCheckout, StripeReversal
 from models.checkout import StripeAck
 from models.payment import PaymentAck, PaymentWebhook
-from models.types import utcnow
+from models.types import MAX_ID, utcnow
 from workflows.types import CLOSED_STATUSES
 
 log = logging.getLogger("arflow.portal.stripe")
@@ -130,7 +130,8 @@ def create_checkout(
 
 
 def _payable(session: Session, customer_id: int, invoice_id: int) -> Invoice:
-    invoice = session.get(Invoice, invoice_id)
+    # An id beyond the database's integers (SQLite raises binding it) names no invoice.
+    invoice = session.get(Invoice, invoice_id) if 0 < invoice_id <= MAX_ID else None
     if invoice is None or invoice.customer_id != customer_id:
         raise not_found("invoice", invoice_id)
     if invoice.status in CLOSED_STATUSES or invoice.balance_minor <= 0:
