@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arflow.errors import (
+    BadRequest,
     Conflict,
     DomainError,
     Forbidden,
@@ -42,6 +43,7 @@ class ApiError(Exception):
 
 #: The HTTP status of each domain error (the most specific class wins).
 STATUS: dict[type[DomainError], int] = {
+    BadRequest: 400,
     NotFound: 404,
     Conflict: 409,
     Invalid: 422,

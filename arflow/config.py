@@ -232,6 +232,20 @@ class Settings(BaseSettings):
     twilio_auth_token: str = Field(default="", description="also verifies Twilio's webhooks")
     twilio_from: str = Field(default="", description="sending number (E.164) or service SID")
     twilio_base_url: str = "https://api.twilio.com"
+    # -- card payments (customer portal): off while the key or the webhook secret is empty ---
+    stripe_api_key: str = Field(
+        default="", repr=False, description="Stripe secret API key; empty: no card payments"
+    )
+    stripe_webhook_secret: str = Field(
+        default="",
+        repr=False,
+        description="signing secret (whsec_...) of the Stripe webhook endpoint "
+        "/v1/webhooks/stripe; empty: no card payments",
+    )
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com",
+        description="Stripe API base URL (tests point it at a local fake)",
+    )
     provider_max_per_second: float = Field(
         default=0,
         ge=0,
@@ -463,6 +477,12 @@ class Settings(BaseSettings):
     def external_delivery(self) -> bool:
         """True when a provider sends email or SMS (sends then run as regular activities)."""
         return bool(self.sendgrid_api_key or (self.twilio_account_sid and self.twilio_auth_token))
+
+    @property
+    def stripe_enabled(self) -> bool:
+        """True when card payments through Stripe Checkout are configured (key and webhook
+        secret both set); otherwise the portal offers bank transfer only."""
+        return bool(self.stripe_api_key and self.stripe_webhook_secret)
 
     @property
     def inbox_folder(self) -> str:

@@ -30,6 +30,13 @@ class NotFound(DomainError):
     default_code = "not_found"
 
 
+class BadRequest(DomainError):
+    """The request cannot be read as what it claims to be (a provider's event whose signature
+    does not check out): answered 400, which is what providers such as Stripe expect."""
+
+    default_code = "bad_request"
+
+
 class Conflict(DomainError):
     """The request is well formed but the current state refuses it (already closed, taken)."""
 
@@ -79,6 +86,7 @@ def unprocessable(message: str, details: Any = None) -> Invalid:
 
 
 __all__ = [
+    "BadRequest",
     "Conflict",
     "DomainError",
     "Forbidden",

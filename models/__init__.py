@@ -4,6 +4,7 @@ from models.agency import Agency, AgencyUpdate, LegalCase
 from models.approval import CreditApproval
 from models.bank import CreditEntry, ReceivedLine, SavedCsvMapping, StatementImport
 from models.charge import InvoiceCharge
+from models.checkout import StripeCheckout, StripeReversal
 from models.collection import Dispute, PaymentPlan, Promise, Task
 from models.collector import Collector
 from models.contact import ContactBlock, CustomerContact
@@ -61,6 +62,8 @@ __all__ = [
     "Segment",
     "StatementImport",
     "StatementSent",
+    "StripeCheckout",
+    "StripeReversal",
     "Task",
     "UnbilledOrder",
 ]

@@ -1,1 +1,1 @@
-"""The customer self-service portal: signed links, what a customer sees and asks for."""
+"""The customer self-service portal: signed links, what a customer sees, asks for and pays."""
