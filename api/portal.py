@@ -13,6 +13,7 @@ offers a fresh link by email to the address on file."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from datetime import date, timedelta
@@ -67,7 +68,7 @@ class PortalPage(Exception):
 def _csp(settings: Settings) -> str:
     """The usual policy; forms may also lead to Stripe's checkout when card payment is on
     (the browser checks the redirect after a form post against form-action)."""
-    if not stripe_pay.stripe_enabled(settings):
+    if not settings.stripe_enabled:
         return CONTENT_SECURITY_POLICY
     origin = settings.stripe_checkout_origin.rstrip("/")
     return CONTENT_SECURITY_POLICY.replace("form-action 'self'", f"form-action 'self' {origin}")
@@ -293,7 +294,7 @@ def home(
         customer=access.customer,
         open_rows=open_rows,
         paid=view.recently_paid(session, access.customer_id, today),
-        card=stripe_pay.stripe_enabled(settings),
+        card=settings.stripe_enabled,
         payable=[row for row in open_rows if row.payable],
         done=done if done in ("paid", "cancelled") else None,
         expires=access.date(access.link.expires_at.date()),
@@ -324,7 +325,7 @@ def _invoice_page(
         customer=access.customer,
         row=row,
         invoice=invoice,
-        card=stripe_pay.stripe_enabled(settings),
+        card=settings.stripe_enabled,
         iban=_grouped(settings.company_iban) if settings.company_iban else None,
         reference=_grouped(payment_reference(invoice.id or 0)),
         qr=qr,
@@ -440,11 +441,12 @@ async def checkout(
     ids = [str(v) for v in form.getlist("invoice")]
     back = str(form.get("back") or "")
     invoice_ids = [int(v) for v in ids if v.isdigit() and len(v) <= 18]
-    if not stripe_pay.stripe_enabled(settings) or not invoice_ids or len(ids) > 100:
+    if not settings.stripe_enabled or not invoice_ids or len(ids) > 100:
         return RedirectResponse(access.url(), status_code=303)
     base = settings.public_url.rstrip("/")
     try:
-        url = stripe_pay.create_checkout(
+        url = await asyncio.to_thread(  # the SDK's call to Stripe blocks
+            stripe_pay.create_checkout,
             session,
             settings,
             access.customer_id,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 
 from api.deps import OptionalTemporalDep, SessionDep, SettingsDep
 from api.errors import ApiError
+from api.ratelimit import limit_webhooks
 from arflow.errors import BadRequest, DomainError, Unavailable
 from arflow.observability import WEBHOOK_REJECTS
 from arflow.portal import stripe_pay
 from models.checkout import StripeAck
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(
+    prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(limit_webhooks)]
+)
 
 _EVENT_SCHEMA = {
     "type": "object",

@@ -33,8 +33,12 @@ class PortalInvoice:
 
     @property
     def payable(self) -> bool:
-        """Open with something to pay and not under a dispute (a disputed invoice is paid
-        once the dispute is answered)."""
+        """Something to pay (a disputed or escalated invoice too: the customer's choice)."""
+        return self.invoice.status in OPEN_STATUSES and self.invoice.balance_minor > 0
+
+    @property
+    def arrangeable(self) -> bool:
+        """A plan or a promise may be asked for (not while disputed or with the agency)."""
         return self.invoice.status == "open" and self.invoice.balance_minor > 0
 
 
