@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     data_dir: str = "./data"
+    portal_attachment_max_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        gt=0,
+        description="customer portal: the largest file a customer may attach to a dispute",
+    )
     agency_dir: str = Field(
         default="", description="folder for agency placement files; default data_dir/agency"
     )

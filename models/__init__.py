@@ -21,6 +21,7 @@ from models.invoice import (
 )
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
+from models.portal_request import DisputeAttachment, PlanProposal
 from models.profile import CustomerEvent, UnbilledOrder
 from models.segment import Segment
 from models.statement import StatementSent
@@ -41,6 +42,7 @@ __all__ = [
     "CustomerEvent",
     "Deployment",
     "Dispute",
+    "DisputeAttachment",
     "DunningPolicy",
     "IdempotencyRecord",
     "Invoice",
@@ -51,6 +53,7 @@ __all__ = [
     "JobItem",
     "OutboxMessage",
     "PaymentPlan",
+    "PlanProposal",
     "Payment",
     "Promise",
     "ReceivedLine",
