@@ -33,6 +33,7 @@ from api.routes import (
     pay,
     payments,
     policies,
+    portal_requests,
     preview,
     profiles,
     providers,
@@ -114,6 +115,7 @@ def create_app(
         collectors,
         tasks,
         contacts,
+        portal_requests,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI

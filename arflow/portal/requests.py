@@ -24,7 +24,6 @@ owner as a ``PlanProposal`` with a ``plan_proposal`` task.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -36,10 +35,10 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
-from arflow import gateway
 from arflow.config import Settings
-from arflow.errors import DomainError, conflict, not_found, unprocessable
+from arflow.errors import conflict, not_found, unprocessable
 from arflow.invoices import actions, tasks
+from arflow.invoices.confirm import confirm
 from arflow.invoices.timeline import add_event
 from models import (
     Customer,
@@ -54,10 +53,7 @@ from models import (
 )
 from models.collection import DisputeCreate, InstallmentIn, PlanCreate, PromiseCreate
 from models.types import parse_duration, utcnow
-from workflows.confirmations import ConfirmationInput
 from workflows.types import CLOSED_STATUSES
-
-log = logging.getLogger("arflow.portal.requests")
 
 CUSTOMER = "customer"
 PLAN_PROPOSAL = "plan_proposal"  # the task kind for the owner
@@ -112,29 +108,7 @@ def _policy(session: Session, invoice: Invoice) -> DunningPolicy:
 
 def _ahead(today: date, duration: str) -> date:
     """``today`` plus an ISO duration (days, weeks, months, years)."""
-    return today + parse_duration(duration)  # type: ignore[no-any-return]
-
-
-async def confirm(
-    session: Session, client: Client, settings: Settings, invoice_id: int, kind: str, ref_id: int
-) -> None:
-    """Start the confirmation of ``kind`` for ``ref_id`` (once, whoever asks again). When
-    Temporal does not answer, the fact stands and the miss is on the timeline."""
-    try:
-        await gateway.start_confirmation(
-            client, settings, ConfirmationInput(invoice_id, kind, ref_id)
-        )
-    except DomainError as exc:
-        log.warning(
-            "confirmation %s-%s of invoice %s not started: %s", kind, ref_id, invoice_id, exc
-        )
-        add_event(
-            session,
-            invoice_id,
-            "confirmation_not_started",
-            {"confirmation": kind, "ref_id": ref_id, "reason": exc.message[:300]},
-        )
-        session.commit()
+    return today + parse_duration(duration)
 
 
 # -- disputes with attachments ---------------------------------------------------------------
