@@ -11,6 +11,8 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+#: The step keys of confirmations start so: they are messages, not reminder steps.
+CONFIRM_PREFIX = "confirm-"
 CONFIRMATION_KINDS = (
     "plan",
     "plan-declined",
@@ -31,7 +33,7 @@ class ConfirmationInput:
 
     @property
     def step_key(self) -> str:
-        return f"confirm-{self.kind}-{self.ref_id}"
+        return f"{CONFIRM_PREFIX}{self.kind}-{self.ref_id}"
 
 
 @workflow.defn(name="ConfirmationWorkflow")
