@@ -334,7 +334,7 @@ async def test_a_confirmation_is_sent_once_however_often_it_is_started(ph: Harne
             s, h.client, h.settings, cust, inv, t + timedelta(days=3), 1_000, ""
         )
         pid = s.exec(select(Promise.id).where(Promise.invoice_id == inv)).one()
-    inp = ConfirmationInput(inv, "promise", pid)
+    inp = ConfirmationInput(inv, "promise", pid or 0)
     await sent(h, inv, inp.step_key)
     assert await gateway.start_confirmation(h.client, h.settings, inp) is False
     handle = h.client.get_workflow_handle(gateway.confirmation_id(h.settings, inp))
