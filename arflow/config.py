@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     data_dir: str = "./data"
+    confirm_payments: bool = Field(
+        default=True,
+        description="email the customer a confirmation of each payment received "
+        "(arflow.messages.confirmations)",
+    )
     portal_attachment_max_bytes: int = Field(
         default=5 * 1024 * 1024,
         gt=0,

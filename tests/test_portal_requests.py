@@ -6,7 +6,6 @@ the time-skipping server."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from arflow import gateway
@@ -435,4 +434,16 @@ async def test_the_invoice_page_lists_attachments_and_pending_proposals(ph: Harn
         assert proposal.decided_by and proposal.decided_by != "customer"
 
 
-_ = (col, uuid)
+async def test_a_payment_is_confirmed_once(ph: Harness) -> None:
+    from tests.webhook import signed_payment
+
+    h = ph
+    _, inv = await new_invoice(h, locale="fr")
+    await signed_payment(h, invoice_id=inv, amount_minor=20_000)
+    with Session(h.engine) as s:
+        from models import Payment
+
+        payment = s.exec(select(Payment).where(Payment.invoice_id == inv)).one()
+    row = await sent(h, inv, f"confirm-payment-{payment.id}")
+    assert row.body.startswith("Bonjour Acme GmbH,") and "200,00" in row.body
+    assert len([m for m in h.outbox(inv) if m.step_key.startswith("confirm-")]) == 1
