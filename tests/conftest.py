@@ -292,6 +292,10 @@ class Harness:
             stmt = select(OutboxMessage).where(OutboxMessage.invoice_id == invoice_id)
             return list(s.exec(stmt.order_by(OutboxMessage.id)).all())  # type: ignore[arg-type]
 
+    def reminders(self, invoice_id: int) -> list[OutboxMessage]:
+        """The outbox without the confirmations to the customer (``confirm-...`` rows)."""
+        return [m for m in self.outbox(invoice_id) if not m.step_key.startswith("confirm-")]
+
     def events(self, invoice_id: int) -> list[InvoiceEvent]:
         with Session(self.engine) as s:
             stmt = select(InvoiceEvent).where(InvoiceEvent.invoice_id == invoice_id)

@@ -22,12 +22,12 @@ from arflow import gateway
 from arflow.charges.service import settle_charges
 from arflow.config import Settings
 from arflow.errors import DomainError, NotFound, Unavailable, conflict, not_found, unprocessable
+from arflow.invoices.confirm import confirm
 from arflow.invoices.service import (
     find_referenced,
     get_invoice,
     workflow_input,
 )
-from arflow.invoices.confirm import confirm
 from arflow.invoices.timeline import add_event
 from models import (
     CreditEntry,
