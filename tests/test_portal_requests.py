@@ -447,3 +447,51 @@ async def test_a_payment_is_confirmed_once(ph: Harness) -> None:
     row = await sent(h, inv, f"confirm-payment-{payment.id}")
     assert row.body.startswith("Bonjour Acme GmbH,") and "200,00" in row.body
     assert len([m for m in h.outbox(inv) if m.step_key.startswith("confirm-")]) == 1
+
+
+async def test_the_policy_sets_the_portal_bounds(ph: Harness) -> None:
+    h = ph
+    bad = await h.http.post(
+        "/v1/policies",
+        json={
+            "name": "bad-portal",
+            "escalate_after": "P45D",
+            "steps": [{"key": "s1", "offset": "P1D"}],
+            "portal_promise_max": "soon",
+        },
+        headers=h.as_role("admin"),
+    )
+    assert bad.status_code == 422, bad.text
+    policy = await h.policy(
+        escalate_after="P45D",
+        steps=[{"key": "s1", "offset": "P1D"}],
+        portal_plan_max_installments=2,
+        portal_plan_min_installment_minor=50_000,
+        portal_promise_max="P7D",
+    )
+    assert (policy["portal_plan_max_installments"], policy["portal_plan_first_within"]) == (
+        2,
+        "P30D",
+    )
+    cust = await h.customer()
+    inv = (await h.invoice(cust["id"], policy_id=policy["id"]))["id"]
+    t = today()
+    with Session(h.engine) as s:
+        outcome = await requests.propose_plan(
+            s,
+            h.client,
+            h.settings,
+            cust["id"],
+            inv,
+            [(t + timedelta(days=40), 30_000), (t + timedelta(days=50), 90_000)],
+            "",
+        )
+        assert outcome.status == "pending"
+        assert outcome.out_of_bounds == [
+            f"first instalment after {(t + timedelta(days=30)).isoformat()}",
+            "an instalment below 50000",
+        ]
+        with pytest.raises(Invalid, match="between"):
+            await requests.customer_promise(
+                s, h.client, h.settings, cust["id"], inv, t + timedelta(days=8), 1_000, ""
+            )
