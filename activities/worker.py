@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.agency import AgencyActivities
+from activities.confirmations import ConfirmationActivities
 from activities.invoice import InvoiceActivities
 from activities.jobs import JobActivities
 from activities.legal import LegalActivities
@@ -33,6 +34,7 @@ from arflow.codec import data_converter
 from arflow.config import Settings, get_settings
 from arflow.customers.unsubscribe import unsubscribe_url
 from arflow.db import make_engine, session_factory
+from arflow.messages.confirmations import ConfirmationSender
 from arflow.messages.delivery import StepDelivery
 from arflow.messages.documents import Seller
 from arflow.messages.providers import channel_for
@@ -42,6 +44,7 @@ from arflow.schedules import (
     ensure_monthly_statement_schedule,
     ensure_statement_schedule,
 )
+from workflows.confirmations import ConfirmationWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
 from workflows.portal import PortalLinkWorkflow
@@ -96,6 +99,7 @@ def build_worker(
             SegmentSwitchWorkflow,
             CustomerReviewWorkflow,
             PortalLinkWorkflow,
+            ConfirmationWorkflow,
         ],
         workflow_runner=workflow_runner(settings),
         activities=acts.all()
@@ -105,7 +109,10 @@ def build_worker(
         + LegalActivities(sessions, settings.legal_folder, seller).all()
         + MonthlyStatementActivities(sessions, channel, seller, partial(portal_url, settings)).all()
         + SegmentActivities(sessions, settings).all()
-        + PortalActivities(sessions, settings, channel).all(),
+        + PortalActivities(sessions, settings, channel).all()
+        + ConfirmationActivities(
+            sessions, ConfirmationSender(channel, settings.pay_url, settings.default_locale)
+        ).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Provider sends are activities on this queue: the providers' rate limits hold.

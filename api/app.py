@@ -35,6 +35,7 @@ from api.routes import (
     payments,
     policies,
     portal_links,
+    portal_requests,
     preview,
     profiles,
     providers,
@@ -120,6 +121,7 @@ def create_app(
         tasks,
         contacts,
         portal_links,
+        portal_requests,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI

@@ -61,6 +61,7 @@ from arflow.invoices import service as services
 from arflow.invoices import worklist as task_work
 from arflow.messages.render import money
 from arflow.payments.statements.values import parse_decimal, to_minor_units
+from arflow.portal import requests as portal_requests
 from arflow.reports import aging as aging_report
 from arflow.reports import dashboard, history
 from arflow.reports import kpis as kpi_report
@@ -554,6 +555,8 @@ def _invoice_context(session: SessionDep, settings: Settings, invoice_id: int) -
         "messages": actions.messages(session, invoice_id),
         "disputes": disputes,
         "approvals": approvals.list_approvals(session, "pending", invoice_id),
+        "attachments": portal_requests.list_attachments(session, invoice_id),
+        "proposals": portal_requests.list_proposals(session, invoice_id),
         "charges": charges,
         "actions": {a: t for a, t in ACTION_TITLES.items() if _available(a, invoice, state)},
         **state,
@@ -825,6 +828,60 @@ async def _perform_on_state(
             session, temporal_client(request), settings, body.row_id, body.body, who.actor
         )
     return None
+
+
+@router.get("/invoices/{invoice_id}/attachments/{attachment_id}")
+def attachment_download(
+    invoice_id: int,
+    attachment_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: WebViewer,
+) -> Response:
+    """A file a customer sent with a dispute, as a download (never shown inline)."""
+    try:
+        row, content = portal_requests.read_attachment(session, settings, invoice_id, attachment_id)
+    except DomainError as exc:
+        raise PageError(status_of(exc), exc.message) from exc
+    return Response(
+        content,
+        media_type=row.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{row.filename}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.post("/invoices/{invoice_id}/plan-proposals/{proposal_id}/{decision}")
+async def decide_proposal(
+    request: Request,
+    invoice_id: int,
+    proposal_id: int,
+    decision: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    who: WebSpecialist,
+    _: CsrfChecked,
+) -> Response:
+    """Accept or decline a plan the customer proposed (the JSON API's service calls); back to
+    the invoice's page."""
+    client = temporal_client(request)
+    try:
+        if decision == "accept":
+            await portal_requests.accept_proposal(
+                session, client, settings, invoice_id, proposal_id, who.actor
+            )
+        elif decision == "decline":
+            reason = form_text(await request.form(), "reason")
+            await portal_requests.decline_proposal(
+                session, client, settings, invoice_id, proposal_id, reason, who.actor
+            )
+        else:
+            raise PageError(404, f"unknown decision {decision!r}")
+    except DomainError as exc:
+        raise PageError(status_of(exc), exc.message) from exc
+    return RedirectResponse(f"/app/invoices/{invoice_id}", status_code=303)
 
 
 @router.post("/invoices/{invoice_id}/{action}", response_class=HTMLResponse)

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     data_dir: str = "./data"
+    confirm_payments: bool = Field(
+        default=True,
+        description="email the customer a confirmation of each payment received "
+        "(arflow.messages.confirmations)",
+    )
     agency_dir: str = Field(
         default="", description="folder for agency placement files; default data_dir/agency"
     )
@@ -157,16 +162,16 @@ class Settings(BaseSettings):
     )
     portal_rate_limit: str = Field(
         default="120/minute",
-        description="requests per client address to the customer portal (slowapi syntax)",
+        description="requests per client address to the customer portal (the limits library's syntax)",
     )
     portal_fresh_link_limit: str = Field(
         default="5/hour",
-        description="requests for a fresh portal link per client address (slowapi syntax); "
+        description="requests for a fresh portal link per client address (the limits library's syntax); "
         "a customer gets at most 3 fresh links an hour whatever the address",
     )
     webhook_rate_limit: str = Field(
         default="3000/minute",
-        description="requests per client address to the provider webhooks (slowapi syntax)",
+        description="requests per client address to the provider webhooks (the limits library's syntax)",
     )
     portal_attachment_max_bytes: int = Field(
         default=5 * 1024 * 1024,

@@ -44,6 +44,7 @@ from arflow.codec import decode_in_place
 from arflow.config import Settings
 from arflow.errors import Conflict, Invalid, Unavailable
 from arflow.observability import WORKFLOW_STARTS
+from workflows.confirmations import ConfirmationInput, ConfirmationWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
 from workflows.search import ALL as SEARCH_KEYS
@@ -365,3 +366,29 @@ async def ensure_schedule(
 
         await client.get_schedule_handle(schedule_id).update(replace)
     return schedule_id
+
+
+# -- confirmations to customers ------------------------------------------------------------
+
+
+def confirmation_id(settings: Settings, inp: ConfirmationInput) -> str:
+    """The id of a confirmation's workflow: from its step key, so it runs once."""
+    return f"{settings.workflow_id_prefix}invoice-{inp.invoice_id}-{inp.step_key}"
+
+
+async def start_confirmation(client: Client, settings: Settings, inp: ConfirmationInput) -> bool:
+    """Start the confirmation's workflow; False when it was started before (it sends once)."""
+    try:
+        await client.start_workflow(
+            ConfirmationWorkflow.run,
+            inp,
+            id=confirmation_id(settings, inp),
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    except RPCError as exc:
+        raise _unavailable() from exc
+    return True

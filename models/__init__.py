@@ -23,6 +23,7 @@ from models.invoice import (
 from models.job import Job, JobItem
 from models.policy import DunningPolicy
 from models.portal import PortalLinkRequest
+from models.portal_request import DisputeAttachment, PlanProposal
 from models.profile import CustomerEvent, UnbilledOrder
 from models.segment import Segment
 from models.statement import StatementSent
@@ -43,6 +44,7 @@ __all__ = [
     "CustomerEvent",
     "Deployment",
     "Dispute",
+    "DisputeAttachment",
     "DunningPolicy",
     "PortalLinkRequest",
     "IdempotencyRecord",
@@ -54,6 +56,7 @@ __all__ = [
     "JobItem",
     "OutboxMessage",
     "PaymentPlan",
+    "PlanProposal",
     "Payment",
     "Promise",
     "ReceivedLine",

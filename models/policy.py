@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import JSON, BigInteger, Column
+from sqlalchemy import JSON, BigInteger, Column, Integer, String
 from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
@@ -220,6 +220,32 @@ class DunningPolicyBase(SQLModel):
         "needs an admin or a second specialist; 0: every credit does; null: no approval needed",
     )
 
+    portal_plan_max_installments: int = Field(
+        default=6,
+        ge=1,
+        le=120,
+        description="customer portal: a proposed plan with at most this many instalments is "
+        "agreed at once (more: the owner decides)",
+    )
+    portal_plan_first_within: NonNegativeIsoDuration = Field(
+        default="P30D",
+        description="customer portal: the first instalment no later than this after today",
+    )
+    portal_plan_max_span: NonNegativeIsoDuration = Field(
+        default="P180D",
+        description="customer portal: the last instalment within this of today",
+    )
+    portal_plan_min_installment_minor: int = Field(
+        default=1000,
+        ge=0,
+        le=10**15,
+        description="customer portal: the smallest instalment agreed at once (minor units)",
+    )
+    portal_promise_max: NonNegativeIsoDuration = Field(
+        default="P30D",
+        description="customer portal: a promised date at most this far ahead of today",
+    )
+
     @model_validator(mode="after")
     def _window(self) -> DunningPolicyBase:
         if self.contact_window is not None:
@@ -295,6 +321,21 @@ class DunningPolicy(DunningPolicyBase, table=True):
     # No column default: the ORM would write it over an explicit null ("no threshold").
     dispute_credit_approval_minor: int | None = Field(
         default=0, sa_column=Column(BigInteger, nullable=True)
+    )
+    portal_plan_max_installments: int = Field(
+        default=6, sa_column=Column(Integer, nullable=False, server_default="6")
+    )
+    portal_plan_first_within: str = Field(
+        default="P30D", sa_column=Column(String(40), nullable=False, server_default="P30D")
+    )
+    portal_plan_max_span: str = Field(
+        default="P180D", sa_column=Column(String(40), nullable=False, server_default="P180D")
+    )
+    portal_plan_min_installment_minor: int = Field(
+        default=1000, sa_column=Column(BigInteger, nullable=False, server_default="1000")
+    )
+    portal_promise_max: str = Field(
+        default="P30D", sa_column=Column(String(40), nullable=False, server_default="P30D")
     )
     steps: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     ladder: list[dict[str, Any]] = Field(

@@ -42,7 +42,8 @@ class Case:
         return (await self.h.get(f"/v1/invoices/{self.id}{path}")).json()
 
     def steps(self) -> list[str]:
-        return [m.step_key for m in self.h.outbox(self.id)]
+        # reminder steps only: not the confirmations to the customer (confirm-...)
+        return [m.step_key for m in self.h.outbox(self.id) if not m.step_key.startswith("confirm-")]
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.h.events(self.id)]
@@ -114,9 +115,12 @@ async def test_rejected_dispute_resumes_with_one_catch_up_reminder(h: Harness) -
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "open"
     await c.h.env.sleep(timedelta(minutes=5))
-    sent = c.h.outbox(c.id)
+    sent = [m for m in c.h.outbox(c.id) if not m.step_key.startswith("confirm-")]
     assert [m.step_key for m in sent] == ["before_due", "late_14"]  # one catch-up, not three
     assert "rejected" in sent[-1].body
+    # and the customer was told the dispute's outcome, once (arflow.messages.confirmations)
+    told = [m for m in c.h.outbox(c.id) if m.step_key == f"confirm-dispute-outcome-{dispute_id}"]
+    assert len(told) == 1
     skipped = [e.data["step"] for e in c.h.events(c.id) if e.kind == "reminder_skipped"]
     assert sorted(skipped) == ["first_late_day", "late_7"]
     again = await c.act(f"/disputes/{dispute_id}/resolve", {"outcome": "rejected", "note": "x"})

@@ -319,8 +319,8 @@ def test_the_migration_goes_down_to_0020_and_up_again(sqlite_engine: Engine) -> 
     assert "customer_contacts" in set(inspect(sqlite_engine).get_table_names())
     assert "cc" in {c["name"] for c in inspect(sqlite_engine).get_columns("outbox")}
     with sqlite_engine.connect() as conn:
-        version = conn.execute(sa.text("select version_num from alembic_version")).scalar()
-    assert version == ScriptDirectory.from_config(config).get_current_head()  # up to the head
+        head = ScriptDirectory.from_config(config).get_current_head()  # later ones too
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == head
 
 
 # -- who an email goes to -----------------------------------------------------------------

@@ -53,7 +53,7 @@ class Ladder:
         return (await self.h.get(f"/v1/invoices/{self.id}")).json()
 
     def sent(self) -> list[tuple[str, str]]:
-        return [(m.step_key, m.channel) for m in self.h.outbox(self.id)]
+        return [(m.step_key, m.channel) for m in self.h.reminders(self.id)]
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.h.events(self.id)]

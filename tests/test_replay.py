@@ -173,7 +173,7 @@ async def run_workspace_lifecycle(
         kinds = [e.kind for e in h.events(inv["id"])]
         for kind in ("credit_note", "due_date_changed", "customer_zone_changed", "small_balance"):
             assert kind in kinds, (kind, kinds)
-        assert [m.step_key for m in h.outbox(inv["id"])] == ["late_1"]
+        assert [m.step_key for m in h.reminders(inv["id"])] == ["late_1"]
         return await handle.fetch_history()
 
 

@@ -64,6 +64,7 @@ TYPES = {
     "statement-run": "MonthlyStatementWorkflow",
     "segment-switch": "SegmentSwitchWorkflow",
     "customer-review": "CustomerReviewWorkflow",
+    "confirmation": "ConfirmationWorkflow",
 }
 INVOICE_LIFECYCLE = re.compile(r"v\d+-")  # tests/test_replay.py's names
 
@@ -316,6 +317,39 @@ async def _segment_switch(h: Harness) -> str:
     return workflow_id
 
 
+async def _confirmation_promise(h: Harness) -> str:
+    """A customer's promise from the portal, and its confirmation email."""
+    from datetime import timedelta
+
+    from sqlmodel import Session, select
+
+    from arflow import gateway
+    from arflow.portal import requests
+    from models import Promise
+    from models.types import utcnow
+    from workflows.confirmations import ConfirmationInput
+
+    cust = await h.customer()
+    inv = await h.invoice(cust["id"])
+    with Session(h.engine) as s:
+        await requests.customer_promise(
+            s,
+            h.client,
+            h.settings,
+            cust["id"],
+            inv["id"],
+            utcnow().date() + timedelta(days=3),
+            1_000,
+            "",
+        )
+        promise_id = s.exec(select(Promise.id).where(Promise.invoice_id == inv["id"])).one()
+    workflow_id = gateway.confirmation_id(
+        h.settings, ConfirmationInput(inv["id"], "promise", promise_id or 0)
+    )
+    assert await h.client.get_workflow_handle(workflow_id).result() == "sent"
+    return workflow_id
+
+
 # name: (scenario, needs the dev server); the scenario returns the workflow id to save.
 SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[str]], bool]] = {
     "job-send-now": (_job_send_now, False),
@@ -323,6 +357,7 @@ SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[str]], bool]] = {
     "statement-run": (_statement_run, False),
     "customer-review": (_customer_review, False),
     "segment-switch": (_segment_switch, False),
+    "confirmation-promise": (_confirmation_promise, False),
 }
 
 

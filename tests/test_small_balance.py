@@ -44,7 +44,7 @@ async def test_a_balance_below_the_minimum_stops_dunning_and_asks_for_a_write_of
         return datetime.combine(due + timedelta(days=days + 1), time(12), UTC)
 
     def steps() -> list[str]:
-        return [m.step_key for m in h.outbox(inv["id"])]
+        return [m.step_key for m in h.reminders(inv["id"])]
 
     await h.env.sleep(at(1) - now)
     assert steps() == ["late_1"]
@@ -84,7 +84,7 @@ async def test_an_invoice_above_the_minimum_is_chased_as_usual(h: Harness) -> No
         customer["id"], due_date=due.isoformat(), amount_minor=5_000, policy_name=policy["name"]
     )
     await h.env.sleep(datetime.combine(due + timedelta(days=2), time(12), UTC) - now)
-    assert [m.step_key for m in h.outbox(inv["id"])] == ["late_1"]
+    assert [m.step_key for m in h.reminders(inv["id"])] == ["late_1"]
     assert tasks(h, inv["id"]) == []
     # The minimum is part of the policy as the API shows it; a negative one is refused.
     assert (await h.get(f"/v1/policies/{policy['id']}")).json()["min_balance_minor"] == 5_000

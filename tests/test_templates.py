@@ -169,7 +169,8 @@ def rendered(template: str, locale: str, **kw: Any) -> Rendered:
 def test_every_locale_has_exactly_the_policy_and_plan_templates() -> None:
     assert set(LOCALES) <= set(available_locales())
     for locale in available_locales():
-        assert set(template_names(locale)) == set(ALL_TEMPLATES), locale
+        # and the confirmations to customers (arflow.messages.confirmations)
+        assert set(template_names(locale)) == {*ALL_TEMPLATES, "confirmation"}, locale
         for name in ("_note", "_pay", "_pay_html"):
             assert (TEMPLATE_DIR / locale / f"{name}.j2").is_file()
 

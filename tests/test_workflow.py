@@ -102,7 +102,7 @@ async def test_payment_before_due_sends_no_overdue_reminders(
         result = await handle.result()
         assert result.status == "paid"
         await ts_env.sleep(timedelta(days=60))
-        assert h.outbox(inv["id"]) == []
+        assert h.reminders(inv["id"]) == []  # only the payment's confirmation
         got = (await h.get(f"/v1/invoices/{inv['id']}")).json()
         assert (got["status"], got["balance_minor"]) == ("paid", 0)
         assert got["closed_at"] is not None
@@ -117,7 +117,7 @@ async def test_partial_payment_keeps_dunning_on_the_remainder(
         resp = await signed_payment(h, invoice_id=inv["id"], amount_minor=20_000)
         assert resp.json()["status"] == "accepted"
         await ts_env.sleep(timedelta(days=70))
-        sent = h.outbox(inv["id"])
+        sent = h.reminders(inv["id"])
         assert [m.step_key for m in sent] == DEFAULT_STEPS
         assert "€1,000.00 of €1,200.00" in sent[1].body  # the remainder, not the original
         got = (await h.get(f"/v1/invoices/{inv['id']}")).json()
@@ -199,4 +199,4 @@ async def test_cancel_stops_the_workflow(
         ev = [e for e in h.events(inv["id"]) if e.kind == "cancelled"]
         assert ev[0].actor.startswith("specialist:") and ev[0].data["reason"] == "issued in error"
         await ts_env.sleep(timedelta(days=60))
-        assert h.outbox(inv["id"]) == []
+        assert h.reminders(inv["id"]) == []  # only the payment's confirmation

@@ -17,6 +17,7 @@ from arflow.access import Principal
 from arflow.config import Settings
 from arflow.errors import conflict, not_found
 from arflow.invoices import approvals
+from arflow.invoices.confirm import confirm
 from arflow.invoices.service import get_invoice, run_update
 from arflow.invoices.timeline import add_event
 from models import (
@@ -213,7 +214,10 @@ async def resolve_dispute(
         actor=who.actor,
         credit_minor=body.credit_minor,
     )
-    return await _update(session, client, settings, invoice_id, "resolve_dispute", request, key)
+    invoice = await _update(session, client, settings, invoice_id, "resolve_dispute", request, key)
+    # The customer hears the outcome (once per dispute: the confirmation's id is its key).
+    await confirm(session, client, settings, invoice_id, "dispute-outcome", dispute_id)
+    return invoice
 
 
 async def agree_plan(

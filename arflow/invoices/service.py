@@ -27,6 +27,7 @@ from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage
 from models.invoice import INVOICE_STATUSES, InvoiceCreate, InvoicePublic
 from models.policy import KEY_PATTERN
 from models.types import utcnow
+from workflows.confirmations import CONFIRM_PREFIX
 from workflows.schedule import build_schedule, default_due_at, escalation_at, next_action
 from workflows.search import SEGMENT as SEGMENT_KEY
 from workflows.search import STAGE as STAGE_KEY
@@ -431,7 +432,10 @@ def reminder_sent(session: Session, invoice_id: int) -> bool:
         return True
     message = session.exec(
         select(OutboxMessage.id).where(
-            OutboxMessage.invoice_id == invoice_id, col(OutboxMessage.status).not_in(_NOT_SENT)
+            OutboxMessage.invoice_id == invoice_id,
+            col(OutboxMessage.status).not_in(_NOT_SENT),
+            # a confirmation of what the customer asked for is no reminder
+            col(OutboxMessage.step_key).not_like(f"{CONFIRM_PREFIX}%"),
         )
     ).first()
     return message is not None

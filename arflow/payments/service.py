@@ -22,6 +22,7 @@ from arflow import gateway
 from arflow.charges.service import settle_charges
 from arflow.config import Settings
 from arflow.errors import DomainError, NotFound, Unavailable, conflict, not_found, unprocessable
+from arflow.invoices.confirm import confirm
 from arflow.invoices.service import (
     find_referenced,
     get_invoice,
@@ -194,6 +195,9 @@ async def deliver(session: Session, client: Client, settings: Settings, payment:
         invoice_id, signal = invoice.id, signal_of(payment)
         assert invoice_id is not None
         if await gateway.signal_payment(client, settings, invoice_id, signal):
+            if payment.kind == "payment" and settings.confirm_payments:
+                # the customer hears it arrived (once per payment: the id is its key)
+                await confirm(session, client, settings, invoice_id, "payment", payment.id)
             return "delivered"
         # The workflow completed in between: look at the invoice again.
         invoice = await asyncio.to_thread(_invoice_now, session, invoice_id)
