@@ -19,7 +19,7 @@ import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast, get_args
 from urllib.parse import urlencode
 
 import segno
@@ -51,7 +51,7 @@ log = logging.getLogger("arflow.portal")
 router = APIRouter(prefix="/portal", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
-DISPUTE_REASONS = ("not_received", "damaged", "wrong_amount", "already_paid", "other")
+DISPUTE_REASONS: tuple[str, ...] = get_args(requests.ReasonCode)
 PLAN_EVERY = {"month": 0, "two_weeks": 14, "week": 7}
 
 
@@ -332,7 +332,7 @@ def _invoice_page(
         reasons=DISPUTE_REASONS,
         bounds=bounds,
         today=today.isoformat(),
-        promise_last=(today + timedelta(days=bounds.promise_max_days)).isoformat(),
+        promise_last=bounds.promise_by.isoformat(),
         max_size=f"{settings.portal_attachment_max_bytes // (1024 * 1024)} MB",
         error=error,
         done=done,
@@ -568,7 +568,7 @@ async def dispute(
             settings,
             access.customer_id,
             invoice.id or 0,
-            reason,
+            cast(requests.ReasonCode, reason),
             text,
             _amount(amount, "amount"),
             documents,
@@ -631,7 +631,7 @@ async def plan(
         outcome = await requests.propose_plan(
             session, client, settings, access.customer_id, invoice.id or 0, parts, note
         )
-        return "plan" if outcome.accepted else "proposal"
+        return "plan" if outcome.status == "accepted" else "proposal"
 
     return await _ask(request, access, session, settings, client, invoice, act)
 

@@ -162,16 +162,16 @@ class Settings(BaseSettings):
     )
     portal_rate_limit: str = Field(
         default="120/minute",
-        description="requests per client address to the customer portal (the limits library's syntax)",
+        description="requests per client address to the customer portal, e.g. 120/minute",
     )
     portal_fresh_link_limit: str = Field(
         default="5/hour",
-        description="requests for a fresh portal link per client address (the limits library's syntax); "
+        description="requests for a fresh portal link per client address, e.g. 5/hour; "
         "a customer gets at most 3 fresh links an hour whatever the address",
     )
     webhook_rate_limit: str = Field(
         default="3000/minute",
-        description="requests per client address to the provider webhooks (the limits library's syntax)",
+        description="requests per client address to the provider webhooks, e.g. 120/minute",
     )
     portal_attachment_max_bytes: int = Field(
         default=5 * 1024 * 1024,

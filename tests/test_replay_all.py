@@ -65,6 +65,7 @@ TYPES = {
     "segment-switch": "SegmentSwitchWorkflow",
     "customer-review": "CustomerReviewWorkflow",
     "confirmation": "ConfirmationWorkflow",
+    "portal-link": "PortalLinkWorkflow",
 }
 INVOICE_LIFECYCLE = re.compile(r"v\d+-")  # tests/test_replay.py's names
 
@@ -350,6 +351,30 @@ async def _confirmation_promise(h: Harness) -> str:
     return workflow_id
 
 
+async def _portal_link_sent(h: Harness) -> str:
+    """A fresh portal link asked for on an expired link's page, sent by email."""
+    from sqlmodel import Session
+
+    from arflow.portal import fresh_links
+    from models import Customer
+    from workflows.portal import PortalLinkWorkflow
+    from workflows.portal import workflow_id as link_workflow_id
+
+    cust = await h.customer()
+    with Session(h.engine) as s:
+        customer = s.get(Customer, cust["id"])
+        assert customer is not None
+        row = fresh_links.request_link(s, customer, "expired")
+        assert row.id is not None
+        request_id = row.id
+    workflow_id = link_workflow_id(h.settings.workflow_id_prefix, request_id)
+    handle = await h.client.start_workflow(
+        PortalLinkWorkflow.run, request_id, id=workflow_id, task_queue=h.settings.task_queue
+    )
+    assert await handle.result() == "sent"
+    return workflow_id
+
+
 # name: (scenario, needs the dev server); the scenario returns the workflow id to save.
 SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[str]], bool]] = {
     "job-send-now": (_job_send_now, False),
@@ -358,6 +383,7 @@ SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[str]], bool]] = {
     "customer-review": (_customer_review, False),
     "segment-switch": (_segment_switch, False),
     "confirmation-promise": (_confirmation_promise, False),
+    "portal-link-sent": (_portal_link_sent, False),
 }
 
 

@@ -12,9 +12,7 @@ from arflow.observability import WEBHOOK_REJECTS
 from arflow.portal import stripe_pay
 from models.checkout import StripeAck
 
-router = APIRouter(
-    prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(limit_webhooks)]
-)
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(limit_webhooks)])
 
 _EVENT_SCHEMA = {
     "type": "object",

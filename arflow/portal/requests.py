@@ -546,3 +546,30 @@ __all__ = [
     "propose_plan",
     "read_attachment",
 ]
+
+
+@dataclass(frozen=True)
+class PortalBounds:
+    """What the portal agrees at once for ``invoice`` (its policy's ``portal_*`` fields, from
+    the customer's today), for the page to tell the customer before they ask."""
+
+    max_installments: int
+    first_by: date
+    last_by: date
+    min_installment_minor: int
+    promise_by: date
+    promise_max_days: int
+
+
+def portal_bounds(session: Session, invoice: Invoice) -> PortalBounds:
+    policy = _policy(session, invoice)
+    today = customer_today(session, invoice)
+    promise_by = _ahead(today, policy.portal_promise_max)
+    return PortalBounds(
+        max_installments=min(policy.portal_plan_max_installments, policy.max_installments),
+        first_by=_ahead(today, policy.portal_plan_first_within),
+        last_by=_ahead(today, policy.portal_plan_max_span),
+        min_installment_minor=policy.portal_plan_min_installment_minor,
+        promise_by=promise_by,
+        promise_max_days=(promise_by - today).days,
+    )
