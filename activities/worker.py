@@ -88,6 +88,8 @@ def build_worker(
         portal_url=partial(portal_url, settings),
     )
     acts = InvoiceActivities(sessions, delivery)
+    confirmations = ConfirmationSender(channel, settings.pay_url, settings.default_locale)
+    confirmations.portal_url = partial(portal_url, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -110,9 +112,7 @@ def build_worker(
         + MonthlyStatementActivities(sessions, channel, seller, partial(portal_url, settings)).all()
         + SegmentActivities(sessions, settings).all()
         + PortalActivities(sessions, settings, channel).all()
-        + ConfirmationActivities(
-            sessions, ConfirmationSender(channel, settings.pay_url, settings.default_locale)
-        ).all(),
+        + ConfirmationActivities(sessions, confirmations).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Provider sends are activities on this queue: the providers' rate limits hold.

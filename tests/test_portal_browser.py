@@ -20,13 +20,13 @@ import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect, sync_playwright
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from arflow.db import make_engine
 from arflow.migrate import upgrade
 from arflow.portal import links
-from models import Invoice, InvoiceEvent
+from models import Invoice, InvoiceEvent, OutboxMessage
 from models.policy import DEFAULT_POLICY
 from tests.conftest import API_KEYS, ROOT
 from tests.fake_stripe import API_KEY, SECRET, FakeStripe
@@ -257,6 +257,21 @@ def test_browser_promise_a_date(portal_live: PortalLive, page: Page) -> None:
     page.click("button:has-text('Promise')")
     expect(page.locator(".notice")).to_contain_text("your promise is noted")
     assert live.invoice("P-6").hold == "promise"
+    # confirmed by email, with the customer's portal link
+    confirmation = None
+    for _ in range(60):
+        with Session(live.engine) as s:  # type: ignore[arg-type]
+            confirmation = s.exec(
+                select(OutboxMessage).where(
+                    OutboxMessage.invoice_id == live.ids["P-6"],
+                    col(OutboxMessage.step_key).startswith("confirm-promise"),
+                )
+            ).first()
+        if confirmation is not None and confirmation.status == "sent":
+            break
+        page.wait_for_timeout(500)
+    assert confirmation is not None and confirmation.status == "sent"
+    assert f"{live.url}/portal/" in confirmation.body
 
 
 def test_every_portal_page_passes_axe_and_fits_a_phone(

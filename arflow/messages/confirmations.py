@@ -69,6 +69,8 @@ class ConfirmationSender:
         self.channel = channel
         self.pay_url = pay_url
         self.default_locale = default_locale
+        # customer id -> the customer's signed portal link (in every confirmation when set)
+        self.portal_url: Callable[[int], str] | None = None
         # The HTML body of a freshly queued row, by outbox id (not stored: the text is).
         self.html_of: dict[int, str] = {}
 
@@ -203,6 +205,9 @@ class ConfirmationSender:
             "locale": loc,
             "balance": money(invoice.balance_minor, cur, loc),
             "pay_url": self.pay_url(invoice.id, invoice.number, invoice.external_id),
+            "portal_url": self.portal_url(customer.id)
+            if self.portal_url is not None and customer.id is not None
+            else "",
             "amount": "",
             "date": "",
             "installments": [],
