@@ -124,7 +124,10 @@ def _access(request: Request, token: str, session: SessionDep, settings: Setting
     try:
         link = open_link(session, settings, token)
     except LinkRefused as refusal:
-        raise PortalPage(_refused(request, refusal, token, language(chosen, None))) from None
+        # a genuine link (expired, revoked) is answered in its customer's language
+        known = session.get(Customer, refusal.customer_id) if refusal.customer_id else None
+        lang = language(chosen, known.locale if known else None)
+        raise PortalPage(_refused(request, refusal, token, lang)) from None
     return Access(link, language(chosen, link.customer.locale), chosen in LANGUAGES)
 
 

@@ -282,6 +282,8 @@ def _running(settings: Settings, api_url: str, ui_url: str, demo: bool) -> Table
     keys = settings.parsed_api_keys()
     admin_key = next(k for k, r in keys.items() if r.value == "admin")
     table = Table(title="arflow is running", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # links are copied whole, never cut with an ellipsis
     table.add_row("API", api_url)
     table.add_row("API docs", f"{api_url}/docs")
     table.add_row("Temporal UI", ui_url)

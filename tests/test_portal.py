@@ -239,6 +239,12 @@ async def test_refused_links_get_a_plain_page(portal: Portal) -> None:
     assert page.status_code == 410
     assert "This link has expired" in page.text and "Send me a fresh link" in page.text
     assert "Traceback" not in page.text and c.name not in page.text
+    german = portal.customer(locale="de")
+    assert german.id is not None
+    revoked_page = await portal.http.get(
+        portal.link(german.id, datetime.now(UTC) - timedelta(days=40))
+    )
+    assert revoked_page.status_code == 410 and "Dieser Link ist abgelaufen" in revoked_page.text
     for forged in ("/portal/1.2.k1.xyz", "/portal/nonsense", "/portal/1.2.k1.xyz/invoices/1"):
         page = await portal.http.get(forged)
         assert page.status_code == 404, forged
