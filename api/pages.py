@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from html import escape
 
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+
+from models.portal_request import DisputeAttachment
 
 PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
@@ -29,4 +31,16 @@ def unknown_link(message: str) -> HTMLResponse:
         f"<h1>Unknown link</h1><p>{escape(message)}. Please use the newest message we sent "
         "you, or contact us.</p>",
         status=404,
+    )
+
+
+def attachment_response(row: DisputeAttachment, content: bytes) -> Response:
+    """A customer's file as a download, never shown inline (also the dashboard's)."""
+    return Response(
+        content,
+        media_type=row.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{row.filename}"',
+            "X-Content-Type-Options": "nosniff",
+        },
     )

@@ -50,6 +50,7 @@ from api import charts
 from api.bounds import LARGEST
 from api.deps import Principal, SessionDep, SettingsDep, TodayDep, key_role
 from api.errors import ApiError, DomainError, status_of
+from api.pages import attachment_response
 from api.security import client_address, limiter_of
 from arflow import web_sessions
 from arflow.agency import service as agency
@@ -843,14 +844,7 @@ def attachment_download(
         row, content = portal_requests.read_attachment(session, settings, invoice_id, attachment_id)
     except DomainError as exc:
         raise PageError(status_of(exc), exc.message) from exc
-    return Response(
-        content,
-        media_type=row.content_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{row.filename}"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return attachment_response(row, content)
 
 
 @router.post("/invoices/{invoice_id}/plan-proposals/{proposal_id}/{decision}")

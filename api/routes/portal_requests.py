@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import SessionDep, SettingsDep, Specialist, TemporalDep, Viewer
+from api.pages import attachment_response
 from arflow.invoices.service import get_invoice
 from arflow.portal import requests
 from models.portal_request import (
@@ -37,14 +38,7 @@ def download_attachment(
 ) -> Response:
     """One attachment's bytes, as a download (its type was decided from its bytes)."""
     row, content = requests.read_attachment(session, settings, invoice_id, attachment_id)
-    return Response(
-        content,
-        media_type=row.content_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{row.filename}"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return attachment_response(row, content)
 
 
 @router.get("/invoices/{invoice_id}/plan-proposals", response_model=list[PlanProposalPublic])

@@ -31,10 +31,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
+
+from models.types import utcnow
 
 if TYPE_CHECKING:
     pass
@@ -174,3 +177,38 @@ class ChannelRouter:
 
     def deliver(self, message: OutboundMessage) -> DeliveryResult:
         return self.channel(message.channel).deliver(message)
+
+
+class RecordedSend(Protocol):
+    """A row that records one message's delivery (a statement, a fresh portal link)."""
+
+    status: str
+    detail: str | None
+    provider_id: str | None
+    sent_at: datetime | None
+
+
+def deliver_and_record(
+    session: Session, channel: Channel, message: OutboundMessage, row: RecordedSend
+) -> str:
+    """Hand ``message`` to ``channel`` and write on ``row`` what happened (commits): ``sent``
+    with the provider's id; ``failed`` (refused for good) or ``uncertain`` (it may have gone:
+    never resent) with the reason; a transient refusal puts the row back to ``queued`` and is
+    raised, for the activity's retry. Answers the row's status."""
+    try:
+        result = channel.deliver(message)
+    except TransientDeliveryError as exc:
+        row.status, row.detail = "queued", exc.reason[:500]  # known not accepted: retried
+        session.add(row)
+        session.commit()
+        raise
+    except PermanentDeliveryError as exc:
+        row.status, row.detail = "failed", exc.reason[:500]
+    except AmbiguousDeliveryError as exc:
+        row.status, row.detail = "uncertain", exc.reason[:500]
+    else:
+        row.status, row.provider_id, row.sent_at = "sent", result.provider_id, utcnow()
+        row.detail = None
+    session.add(row)
+    session.commit()
+    return row.status

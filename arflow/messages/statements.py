@@ -26,14 +26,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from arflow.messages.channels import (
-    AmbiguousDeliveryError,
-    Attachment,
-    Channel,
-    OutboundMessage,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-)
+from arflow.messages.channels import Attachment, Channel, OutboundMessage, deliver_and_record
 from arflow.messages.documents import Seller, statement_pdf
 from arflow.messages.render import local_date
 from models import ContactBlock, Customer, DunningPolicy, Invoice, StatementSent
@@ -124,39 +117,23 @@ def send_statement(
         return StatementOutcome("skipped")  # a concurrent run took it
     pdf = statement_pdf(seller, customer, invoices, today)
     when = local_date(today, customer.timezone, customer.locale)
-    try:
-        result = channel.deliver(
-            OutboundMessage(
-                outbox_id=0,
-                invoice_id=min(i.id or 0 for i in invoices),
-                step_key=f"statement-{row.period}",
-                channel="email",
-                recipient=customer.email,
-                subject=f"Statement of account, {when}",
-                body=(
-                    f"Dear {customer.name},\n\nattached is your statement of account as of "
-                    f"{when}: {len(invoices)} open item(s).\n\n"
-                    + (f"See, pay or query them online: {portal_url}\n\n" if portal_url else "")
-                    + "Kind regards"
-                ),
-                attachments=(Attachment(f"statement-{row.period}.pdf", pdf),),
-                customer_id=customer.id,
-            )
-        )
-    except TransientDeliveryError as exc:
-        row.status, row.detail = "queued", exc.reason[:500]  # known not accepted: retried
-        session.add(row)
-        session.commit()
-        raise
-    except PermanentDeliveryError as exc:
-        row.status, row.detail = "failed", exc.reason[:500]
-    except AmbiguousDeliveryError as exc:
-        row.status, row.detail = "uncertain", exc.reason[:500]
-    else:
-        row.status, row.provider_id, row.sent_at = "sent", result.provider_id, utcnow()
-        row.detail = None
-    session.add(row)
-    session.commit()
+    message = OutboundMessage(
+        outbox_id=0,
+        invoice_id=min(i.id or 0 for i in invoices),
+        step_key=f"statement-{row.period}",
+        channel="email",
+        recipient=customer.email,
+        subject=f"Statement of account, {when}",
+        body=(
+            f"Dear {customer.name},\n\nattached is your statement of account as of "
+            f"{when}: {len(invoices)} open item(s).\n\n"
+            + (f"See, pay or query them online: {portal_url}\n\n" if portal_url else "")
+            + "Kind regards"
+        ),
+        attachments=(Attachment(f"statement-{row.period}.pdf", pdf),),
+        customer_id=customer.id,
+    )
+    deliver_and_record(session, channel, message, row)
     return StatementOutcome("sent" if row.status in ("sent", "uncertain") else "failed")
 
 

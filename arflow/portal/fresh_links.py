@@ -17,13 +17,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from arflow.config import Settings
-from arflow.messages.channels import (
-    AmbiguousDeliveryError,
-    Channel,
-    OutboundMessage,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-)
+from arflow.messages.channels import Channel, OutboundMessage, deliver_and_record
 from arflow.messages.render import local_date
 from arflow.portal.i18n import language, t
 from arflow.portal.links import portal_url
@@ -117,19 +111,4 @@ def send(session: Session, settings: Settings, channel: Channel, request_id: int
         customer_id=customer.id,
     )
     session.refresh(row)
-    try:
-        result = channel.deliver(message)
-    except TransientDeliveryError as exc:
-        row.status, row.detail = "queued", exc.reason[:500]  # known not accepted: retried
-        session.add(row)
-        session.commit()
-        raise
-    except PermanentDeliveryError as exc:
-        row.status, row.detail = "failed", exc.reason[:500]
-    except AmbiguousDeliveryError as exc:
-        row.status, row.detail = "uncertain", exc.reason[:500]
-    else:
-        row.status, row.provider_id, row.sent_at = "sent", result.provider_id, utcnow()
-    session.add(row)
-    session.commit()
-    return row.status
+    return deliver_and_record(session, channel, message, row)
