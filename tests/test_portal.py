@@ -515,3 +515,34 @@ def test_reminders_carry_the_portal_link(engine: Engine, tmp_path: Path) -> None
     token = row.body.split("/portal/")[1].split()[0]
     with Session(engine) as s:
         assert links.open_link(s, settings, token).customer_id == c.id
+
+
+NASTY = ["", " ", "0", "-1", "1e9999", "NaN", "inf", "9" * 40, "ä\u0000x", "2026-02-30", "x" * 5000]
+
+
+async def test_no_portal_form_value_is_a_server_error(portal: Portal) -> None:
+    """What a browser or a script may post to each portal form: a 4xx page, never a 500, and
+    the invoice unchanged (no Temporal here: a valid request is a 503 page)."""
+    c = portal.customer()
+    assert c.id is not None
+    inv = portal.invoice(c.id)
+    link = portal.link(c.id)
+    forms = {
+        "dispute": ("reason", "text", "amount"),
+        "plan": ("count", "first", "every", "note"),
+        "promise": ("promised", "amount", "note"),
+    }
+    for action, fields in forms.items():
+        for value in NASTY:
+            data = dict.fromkeys(fields, value)
+            resp = await portal.http.post(f"{link}/invoices/{inv.id}/{action}", data=data)
+            assert resp.status_code < 500 or resp.status_code == 503, (action, value)
+            assert "Traceback" not in resp.text
+    for value in NASTY:
+        resp = await portal.http.post(f"{link}/checkout", data={"invoice": value, "back": value})
+        assert resp.status_code < 500, value
+        resp = await portal.http.post("/portal/fresh-link", data={"email": value})
+        assert resp.status_code in (200, 422, 429), value
+    with Session(portal.engine) as s:
+        after = s.get(Invoice, inv.id)
+        assert after is not None and (after.status, after.hold) == ("open", None)

@@ -351,7 +351,7 @@ async def _check(
 ) -> dict[str, Any]:
     problems: list[str] = []
     with Session(h.engine) as s:
-        rows = s.exec(select(OutboxMessage)).all()
+        every_row = s.exec(select(OutboxMessage)).all()
         events = s.exec(select(InvoiceEvent)).all()
         invoices = list(s.exec(select(Invoice)).all())
         stored = s.exec(select(Payment)).all()
@@ -362,6 +362,10 @@ async def _check(
     for req in fake.requests:
         body = json.loads(req.body)
         received[int(body["custom_args"]["outbox_id"])] += 1
+    # The reminders; the payments' confirmations to the customer (confirm-payment-<id>) are
+    # checked below for the one thing that matters for them: never received twice.
+    rows = [r for r in every_row if not r.step_key.startswith("confirm-")]
+    confirmations = [r for r in every_row if r.step_key.startswith("confirm-")]
     by_step = Counter((r.invoice_id, r.step_key) for r in rows)
     problems += [f"invoice {i} step {k}: {n} outbox rows" for (i, k), n in by_step.items() if n > 1]
     sent_events = Counter(
@@ -371,7 +375,10 @@ async def _check(
         (e.invoice_id, str(e.data["step"])) for e in events if e.kind == "reminder_skipped"
     )
     uncertain_tasks = {int(t.data["outbox_id"]) for t in tasks}
-    outbox_ids = {r.id for r in rows}
+    outbox_ids = {r.id for r in every_row}
+    for c in confirmations:
+        if received[c.id or 0] > 1:
+            problems.append(f"confirmation {c.step_key}: received {received[c.id or 0]} times")
     problems += [
         f"outbox row {o}: the provider got a message no row knows ({n}x)"
         for o, n in received.items()
@@ -478,6 +485,7 @@ async def _check(
         "lost": lost,
         "doubled": doubled,
         "provider_requests": sum(received.values()),
+        "confirmations": len(confirmations),
         "payments": len(stored),
         "redelivered": payments.redelivered,
         "refused_while_down": sum(payments.refused.values()),
