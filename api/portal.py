@@ -32,9 +32,10 @@ from temporalio.client import Client
 
 from api.deps import OptionalTemporalDep, SessionDep, SettingsDep
 from api.errors import DomainError, status_of
+from api.limits import max_body
 from api.ratelimit import retry_after
 from api.security import CONTENT_SECURITY_POLICY
-from arflow.config import Settings
+from arflow.config import MAX_ATTACHMENT_BYTES, Settings
 from arflow.errors import Unavailable, unprocessable
 from arflow.messages.documents import Seller, invoice_copy_pdf, statement_pdf
 from arflow.messages.render import local_date, money
@@ -539,6 +540,7 @@ def _date(text: str, field: str) -> date:
 
 
 @router.post("/{token}/invoices/{invoice_id}/dispute")
+@max_body(3 * MAX_ATTACHMENT_BYTES + 64 * 1024)  # three documents and the form's fields
 async def dispute(
     request: Request,
     access: AccessDep,

@@ -22,6 +22,8 @@ DEFAULT_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEFAULT_API_KEYS = "dev-admin-key:admin,dev-specialist-key:specialist,dev-viewer-key:viewer"
 DEFAULT_SESSION_SECRET = "dev-session-secret-change-me"
 DEFAULT_LINK_SECRET = "dev-link-secret-change-me"
+#: The largest ``portal_attachment_max_bytes`` (the portal's dispute form takes three).
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 #: Environments that may run with the development defaults above; any other value (the
 #: default ``production`` included) refuses to start with them or with short secrets.
 RELAXED_ENVIRONMENTS = ("development", "test")
@@ -176,8 +178,9 @@ class Settings(BaseSettings):
     portal_attachment_max_bytes: int = Field(
         default=5 * 1024 * 1024,
         ge=1024,
-        le=50 * 1024 * 1024,
-        description="largest document a customer may attach to a dispute in the portal",
+        le=MAX_ATTACHMENT_BYTES,
+        description="largest document a customer may attach to a dispute in the portal "
+        "(at most 10 MiB: the dispute form's body limit allows three of them)",
     )
     stripe_checkout_origin: str = Field(
         default="https://checkout.stripe.com",

@@ -546,3 +546,23 @@ async def test_no_portal_form_value_is_a_server_error(portal: Portal) -> None:
     with Session(portal.engine) as s:
         after = s.get(Invoice, inv.id)
         assert after is not None and (after.status, after.hold) == ("open", None)
+
+
+async def test_the_dispute_form_takes_documents_over_a_megabyte(portal: Portal) -> None:
+    """The API's 1 MiB body limit does not cut off a customer's documents (three of up to
+    10 MiB); past that, 413."""
+    c = portal.customer()
+    assert c.id is not None
+    inv = portal.invoice(c.id)
+    url = f"{portal.link(c.id)}/invoices/{inv.id}/dispute"
+    two_mb = b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024)
+    resp = await portal.http.post(
+        url, data={"reason": "damaged"}, files={"files": ("scan.pdf", two_mb, "application/pdf")}
+    )
+    assert resp.status_code == 503  # read whole; no Temporal in this test
+    assert "not available right now" in resp.text
+    huge = b"0" * (31 * 1024 * 1024)
+    resp = await portal.http.post(
+        url, data={"reason": "damaged"}, files={"files": ("big.pdf", huge, "application/pdf")}
+    )
+    assert resp.status_code == 413
