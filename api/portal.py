@@ -35,6 +35,7 @@ from api.errors import DomainError, status_of
 from api.limits import max_body
 from api.ratelimit import retry_after
 from api.security import CONTENT_SECURITY_POLICY
+from arflow import gateway
 from arflow.config import MAX_ATTACHMENT_BYTES, Settings
 from arflow.errors import Unavailable, unprocessable
 from arflow.messages.documents import Seller, invoice_copy_pdf, statement_pdf
@@ -44,8 +45,6 @@ from arflow.portal.i18n import LANGUAGE_NAMES, LANGUAGES, language, t
 from arflow.portal.links import LinkRefused, PortalAccess, open_link
 from models import Customer, Invoice
 from models.reference import payment_reference
-from workflows.portal import PortalLinkWorkflow
-from workflows.portal import workflow_id as link_workflow_id
 
 log = logging.getLogger("arflow.portal")
 
@@ -190,45 +189,26 @@ def install(app: Any) -> None:
 # -- a refused link: a fresh one by email -----------------------------------------------------
 
 
-def _start_fresh_link(
-    request: Request, session: Session, client: Client | None, customer: Customer, reason: str
+async def _send_fresh_link(
+    session: Session,
+    settings: Settings,
+    client: Client | None,
+    customer: Customer,
+    reason: str,
 ) -> None:
+    """Record the request and start its send; a send that cannot start is recorded too."""
     row = fresh_links.request_link(session, customer, reason)
     if row.status != "queued":
         log.info("fresh portal link not sent", extra={"request": row.id, "status": row.status})
         return
-    if client is None:
-        row.status, row.detail = "failed", "Temporal is not connected"
-        session.add(row)
-        session.commit()
-        return
-    settings: Settings = request.app.state.settings
     assert row.id is not None
-    request.state.fresh_link = row.id
-    request.state.fresh_link_start = client.start_workflow(
-        PortalLinkWorkflow.run,
-        row.id,
-        id=link_workflow_id(settings.workflow_id_prefix, row.id),
-        task_queue=settings.task_queue,
-    )
-
-
-async def _started(request: Request, session: Session) -> None:
-    """Wait for the fresh-link workflow start; a failure is written on the request's row."""
-    start = getattr(request.state, "fresh_link_start", None)
-    if start is None:
-        return
     try:
-        await start
-    except Exception as exc:  # Temporal down: what happened is recorded, the page answers
-        from models import PortalLinkRequest
-
-        row = session.get(PortalLinkRequest, request.state.fresh_link)
-        if row is not None:
-            row.status, row.detail = "failed", f"could not start the send: {exc}"[:500]
-            session.add(row)
-            session.commit()
-        log.warning("fresh portal link: start failed", exc_info=True)
+        if client is None:
+            raise Unavailable("Temporal is not connected")
+        await gateway.start_portal_link(client, settings, row.id)
+    except DomainError as exc:
+        fresh_links.not_started(session, row, exc.message)
+        log.warning("fresh portal link: the send did not start: %s", exc.message)
 
 
 @router.get("/fresh-link", response_class=HTMLResponse)
@@ -250,8 +230,7 @@ async def fresh_link_by_address(
     _limited(request, lang, settings.portal_fresh_link_limit, "fresh-link")
     customer = fresh_links.customer_by_email(session, email) if "@" in email else None
     if customer is not None:
-        _start_fresh_link(request, session, client, customer, "unknown")
-        await _started(request, session)
+        await _send_fresh_link(session, settings, client, customer, "unknown")
     return render(request, "fresh_link.html", lang, sent=True)
 
 
@@ -275,8 +254,7 @@ async def fresh_link_for_token(
     if refusal is not None and refusal.customer_id is not None:
         customer = session.get(Customer, refusal.customer_id)
         if customer is not None:
-            _start_fresh_link(request, session, client, customer, refusal.reason)
-            await _started(request, session)
+            await _send_fresh_link(session, settings, client, customer, refusal.reason)
     return render(request, "fresh_link.html", lang, sent=True)
 
 
@@ -628,8 +606,7 @@ async def plan(
             raise unprocessable("number of instalments: from 1 to 60")
         if every not in PLAN_EVERY:
             raise unprocessable("choose how often to pay")
-        row = view.describe(session, invoice, view.today_of(access.customer.timezone))
-        parts = _instalments(row.invoice.balance_minor, int(count), _date(first, "first"), every)
+        parts = _instalments(invoice.balance_minor, int(count), _date(first, "first"), every)
         if any(amount <= 0 for _, amount in parts):
             raise unprocessable("more instalments than the open amount allows")
         assert client is not None

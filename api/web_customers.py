@@ -19,7 +19,7 @@ Times are shown in the customer's zone with UTC beside them; amounts in their cu
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -52,7 +52,7 @@ from arflow.config import Settings
 from arflow.customers import contacts, contacts_roles, listing, profiles
 from arflow.customers.changes import shown_to
 from arflow.customers.collectors import list_collectors
-from arflow.customers.events import customer_events, record_customer_event
+from arflow.customers.events import customer_events
 from arflow.invoices import jobs
 from arflow.invoices import service as services
 from arflow.invoices.corrections import update_customer
@@ -508,15 +508,9 @@ def make_portal_link(
 ) -> Response:
     """A portal link to send by hand (recorded as ``portal_link_made``)."""
     customer = _customer_or_404(session, customer_id)
-    now = utcnow()
-    record_customer_event(session, customer_id, "portal_link_made", {}, actor=who.actor, at=now)
-    session.commit()
-    until = now + timedelta(days=settings.portal_link_days)
+    url, expires_at = portal_links.make_link(session, settings, customer_id, who.actor)
     return _portal_form(
-        request,
-        customer,
-        portal_link=portal_links.portal_url(settings, customer_id, now),
-        portal_until=zoned(until, customer.timezone),
+        request, customer, portal_link=url, portal_until=zoned(expires_at, customer.timezone)
     )
 
 

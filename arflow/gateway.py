@@ -47,6 +47,7 @@ from arflow.observability import WORKFLOW_STARTS
 from workflows.confirmations import ConfirmationInput, ConfirmationWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
+from workflows.portal import PortalLinkWorkflow
 from workflows.search import ALL as SEARCH_KEYS
 from workflows.types import InvoiceState, InvoiceWorkflowInput, PaymentSignal, SegmentMove
 
@@ -366,6 +367,23 @@ async def ensure_schedule(
 
         await client.get_schedule_handle(schedule_id).update(replace)
     return schedule_id
+
+
+def portal_link_workflow_id(settings: Settings, request_id: int) -> str:
+    return f"{settings.workflow_id_prefix}portal-link-{request_id}"
+
+
+async def start_portal_link(client: Client, settings: Settings, request_id: int) -> None:
+    """Start the workflow that emails a fresh portal link (one per request: it sends once)."""
+    try:
+        await client.start_workflow(
+            PortalLinkWorkflow.run,
+            request_id,
+            id=portal_link_workflow_id(settings, request_id),
+            task_queue=settings.task_queue,
+        )
+    except RPCError as exc:
+        raise _unavailable() from exc
 
 
 # -- confirmations to customers ------------------------------------------------------------

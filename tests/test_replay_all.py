@@ -355,10 +355,9 @@ async def _portal_link_sent(h: Harness) -> str:
     """A fresh portal link asked for on an expired link's page, sent by email."""
     from sqlmodel import Session
 
+    from arflow import gateway
     from arflow.portal import fresh_links
     from models import Customer
-    from workflows.portal import PortalLinkWorkflow
-    from workflows.portal import workflow_id as link_workflow_id
 
     cust = await h.customer()
     with Session(h.engine) as s:
@@ -367,11 +366,9 @@ async def _portal_link_sent(h: Harness) -> str:
         row = fresh_links.request_link(s, customer, "expired")
         assert row.id is not None
         request_id = row.id
-    workflow_id = link_workflow_id(h.settings.workflow_id_prefix, request_id)
-    handle = await h.client.start_workflow(
-        PortalLinkWorkflow.run, request_id, id=workflow_id, task_queue=h.settings.task_queue
-    )
-    assert await handle.result() == "sent"
+    await gateway.start_portal_link(h.client, h.settings, request_id)
+    workflow_id = gateway.portal_link_workflow_id(h.settings, request_id)
+    assert await h.client.get_workflow_handle(workflow_id).result() == "sent"
     return workflow_id
 
 

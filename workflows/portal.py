@@ -21,7 +21,3 @@ class PortalLinkWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=8, initial_interval=timedelta(seconds=10)),
         )
         return status
-
-
-def workflow_id(prefix: str, request_id: int) -> str:
-    return f"{prefix}portal-link-{request_id}"

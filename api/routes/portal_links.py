@@ -4,17 +4,13 @@ anyway; links expire after ``ARFLOW_PORTAL_LINK_DAYS``."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep, SettingsDep, Specialist
-from arflow.customers.events import record_customer_event
-from arflow.errors import not_found
 from arflow.portal import links
-from models import Customer
-from models.types import utcnow
 
 router = APIRouter(prefix="/v1/customers/{customer_id}/portal-links", tags=["customers"])
 
@@ -39,15 +35,8 @@ def make_link(
     customer_id: int, session: SessionDep, settings: SettingsDep, who: Specialist
 ) -> PortalLink:
     """A new portal link for the customer (recorded as ``portal_link_made``), to send by hand."""
-    if session.get(Customer, customer_id) is None:
-        raise not_found("customer", customer_id)
-    now = utcnow()
-    record_customer_event(session, customer_id, "portal_link_made", {}, actor=who.actor, at=now)
-    session.commit()
-    return PortalLink(
-        url=links.portal_url(settings, customer_id, now),
-        expires_at=now.replace(microsecond=0) + timedelta(days=settings.portal_link_days),
-    )
+    url, expires_at = links.make_link(session, settings, customer_id, who.actor)
+    return PortalLink(url=url, expires_at=expires_at)
 
 
 @router.post("/revoke", response_model=Revoked)

@@ -48,6 +48,13 @@ def request_link(session: Session, customer: Customer, reason: str) -> PortalLin
     return row
 
 
+def not_started(session: Session, row: PortalLinkRequest, why: str) -> None:
+    """The send could not be started (Temporal down): the request says so. Commits."""
+    row.status, row.detail = "failed", f"could not start the send: {why}"[:500]
+    session.add(row)
+    session.commit()
+
+
 def customer_by_email(session: Session, email: str) -> Customer | None:
     """The customer whose address on file is ``email`` (case-insensitive), when exactly one."""
     rows = session.exec(

@@ -70,6 +70,20 @@ def portal_url(settings: Settings, customer_id: int, now: datetime | None = None
     return f"{base}/portal/{portal_token(settings, customer_id, now)}"
 
 
+def make_link(
+    session: Session, settings: Settings, customer_id: int, actor: str
+) -> tuple[str, datetime]:
+    """A new link to send by hand, recorded as ``portal_link_made`` (commits), and when it
+    expires."""
+    if session.get(Customer, customer_id) is None:
+        raise not_found("customer", customer_id)
+    now = utcnow()
+    record_customer_event(session, customer_id, "portal_link_made", {}, actor=actor, at=now)
+    session.commit()
+    expires = now.replace(microsecond=0) + timedelta(days=settings.portal_link_days)
+    return portal_url(settings, customer_id, now), expires
+
+
 def open_link(
     session: Session, settings: Settings, token: str, now: datetime | None = None
 ) -> PortalAccess:
