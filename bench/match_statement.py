@@ -122,16 +122,14 @@ def _fill(
                 external_id=f"C{i}",
                 name=f"Kunde {i} GmbH",
                 timezone="Europe/Berlin",
-                iban=str(IBAN.generate("DE", bank_code="37040044", account_code=str(10_000 + i)))
-                if i % 2 == 0
-                else None,
+                iban=_iban(i) if i % 2 == 0 else None,
                 created_at=now,
             ).model_dump(exclude={"id"})
             for i in range(customers)
         ]
         session.execute(sa.insert(Customer), rows)
         session.commit()
-        ids = list(session.execute(sa.select(Customer.id).order_by(Customer.id)).scalars())
+        ids = list(session.execute(sa.text("SELECT id FROM customers ORDER BY id")).scalars())
     numbers: dict[int, tuple[str, int]] = {}
     by_customer: dict[int, list[int]] = {}
     today = date.today()
@@ -166,11 +164,16 @@ def _fill(
             session.execute(sa.insert(Invoice), batch)
             session.commit()
         for invoice_id, number, balance, customer_id in session.execute(
-            sa.select(Invoice.id, Invoice.number, Invoice.balance_minor, Invoice.customer_id)
+            sa.text("SELECT id, number, balance_minor, customer_id FROM invoices")
         ):
             numbers[invoice_id] = (number, balance)
             by_customer.setdefault(customer_id, []).append(invoice_id)
     return numbers, by_customer
+
+
+def _iban(i: int) -> str:
+    """Customer ``i``'s (the i-th created) IBAN."""
+    return str(IBAN.generate("DE", bank_code="37040044", account_code=str(10_000 + i)))
 
 
 def _statement(
@@ -200,9 +203,7 @@ def _statement(
             customer_id = rng.choice([c for c in customers[:2000] if (c - 1) % 2 == 0])
             invoice_id = rng.choice(by_customer[customer_id])
             amount = numbers[invoice_id][1]
-            iban = str(
-                IBAN.generate("DE", bank_code="37040044", account_code=str(10_000 + customer_id - 1))
-            )
+            iban = _iban(customer_id - 1)
             name = f"Kunde {customer_id - 1} GmbH"
             text = "Sammelzahlung"
         elif kind < 9:  # two invoice numbers, the sum of both
