@@ -6,11 +6,12 @@ name and IBAN: once per statement), then for each line looks for a line seen bef
 where it goes (``arflow.payments.matching.decide``) and stores the line and its payments, in
 one transaction. No Temporal: the payments are handed to the workflows after the commit.
 
-The database is filled directly (customers, invoices: no workflows), so the book is large
-without importing 100,000 invoices through the engine. The statement (the German bank CSV the
-parser reads without a mapping) has lines of every kind: an invoice number in the text, our
-RF reference, a known IBAN with the exact amount of one of that customer's invoices, two
-invoice numbers whose balances add up to the amount, and lines naming nothing we know.
+The database is filled directly (``bench/fill.py``: customers, invoices; no workflows), so
+the book is large without importing 100,000 invoices through the engine. The statement (the
+German bank CSV of tests/data/statements, with its saved column mapping) has lines of every
+kind: an invoice number in the text, our RF reference, a known IBAN with the exact amount of
+one of that customer's invoices, two invoice numbers whose balances add up to the amount, and
+lines naming nothing we know.
 
 Reported, all from the same run: the whole ``store_statement``; within it the book's load (the
 baseline: reading the invoices is the least any matching of the whole book costs) and the
@@ -30,20 +31,20 @@ import random
 import tempfile
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from schwifty import IBAN
 from sqlmodel import Session
 
 from arflow.db import make_engine
 from arflow.migrate import upgrade
 from arflow.payments import reconcile
 from arflow.payments.matching import Book, Receipt, decide, normalize
-from arflow.policies.service import ensure_default_policy
-from models import Customer, Invoice, SavedCsvMapping
+from bench.fill import fill
+from bench.fill import iban as fill_iban
+from models import SavedCsvMapping
 from models.reference import payment_reference, references_in
 
 MAPPING = json.loads(
@@ -72,7 +73,12 @@ def main() -> None:
         try:
             upgrade(engine)
             started = time.perf_counter()
-            numbers, by_customer = _fill(engine, args.invoices, rng)
+            book = fill(engine, args.invoices, rng)
+            with Session(engine) as session:
+                session.add(SavedCsvMapping(name=MAPPING["name"], config=MAPPING))
+                session.commit()
+            numbers = {i: (number, bal) for i, (number, bal, _) in book.invoices.items()}
+            by_customer = book.by_customer
             fill_s = time.perf_counter() - started
             content = _statement(args.lines, numbers, by_customer, rng)
             figures = _measure(engine, content, args.scan_sample)
@@ -107,75 +113,6 @@ def _database(url: str | None, tmp: str) -> tuple[str, Any]:
     return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}", drop
 
 
-def _fill(
-    engine: sa.Engine, n: int, rng: random.Random
-) -> tuple[dict[int, tuple[str, int]], dict[int, list[int]]]:
-    """n/5 customers (every other one with an IBAN) and n open invoices due over 90 days;
-    returns each invoice's number and balance, and each customer's invoices."""
-    customers = max(1, n // 5)
-    now = datetime.now(UTC)
-    with Session(engine) as session:
-        policy_id = ensure_default_policy(session).id
-        session.add(SavedCsvMapping(name=MAPPING["name"], config=MAPPING))
-        rows = [
-            Customer(
-                external_id=f"C{i}",
-                name=f"Kunde {i} GmbH",
-                timezone="Europe/Berlin",
-                iban=_iban(i) if i % 2 == 0 else None,
-                created_at=now,
-            ).model_dump(exclude={"id"})
-            for i in range(customers)
-        ]
-        session.execute(sa.insert(Customer), rows)
-        session.commit()
-        ids = list(session.execute(sa.text("SELECT id FROM customers ORDER BY id")).scalars())
-    numbers: dict[int, tuple[str, int]] = {}
-    by_customer: dict[int, list[int]] = {}
-    today = date.today()
-    with Session(engine) as session:
-        for chunk in range(0, n, 10_000):
-            batch = []
-            for k in range(chunk, min(n, chunk + 10_000)):
-                due = today + timedelta(days=rng.randint(-45, 45))
-                amount = rng.randint(100, 500_000) * 10 + k % 10  # distinct per customer
-                batch.append(
-                    {
-                        "external_id": f"I{k}",
-                        "number": f"INV-{k:07d}",
-                        "currency": "EUR",
-                        "issued_on": due - timedelta(days=30),
-                        "due_date": due,
-                        "due_at": datetime(due.year, due.month, due.day, 22, 59, tzinfo=UTC),
-                        "customer_id": ids[k % customers],
-                        "policy_id": policy_id,
-                        "policy_version": 1,
-                        "amount_minor": amount,
-                        "balance_minor": amount,
-                        "status": "open",
-                        "discount_minor": 0,
-                        "discount_taken_minor": 0,
-                        "lines": [],
-                        "request_hash": "x" * 64,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            session.execute(sa.insert(Invoice), batch)
-            session.commit()
-        for invoice_id, number, balance, customer_id in session.execute(
-            sa.text("SELECT id, number, balance_minor, customer_id FROM invoices")
-        ):
-            numbers[invoice_id] = (number, balance)
-            by_customer.setdefault(customer_id, []).append(invoice_id)
-    return numbers, by_customer
-
-
-def _iban(i: int) -> str:
-    """Customer ``i``'s (the i-th created) IBAN."""
-    return str(IBAN.generate("DE", bank_code="37040044", account_code=str(10_000 + i)))
-
-
 def _statement(
     lines: int,
     numbers: dict[int, tuple[str, int]],
@@ -203,7 +140,7 @@ def _statement(
             customer_id = rng.choice([c for c in customers[:2000] if (c - 1) % 2 == 0])
             invoice_id = rng.choice(by_customer[customer_id])
             amount = numbers[invoice_id][1]
-            iban = _iban(customer_id - 1)
+            iban = fill_iban(customer_id - 1)
             name = f"Kunde {customer_id - 1} GmbH"
             text = "Sammelzahlung"
         elif kind < 9:  # two invoice numbers, the sum of both
