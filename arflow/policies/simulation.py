@@ -491,7 +491,7 @@ def requested_spec(session: Session, req: SimulationRequest) -> PolicySpec:
 
 
 def run_request(
-    session: Session, req: SimulationRequest, now: datetime, limit: int = MAX_SYNC_INVOICES
+    session: Session, req: SimulationRequest, now: datetime, limit: int | None = None
 ) -> SimulationResult:
     """A simulation answered at once: at most ``limit`` invoices (409 above, run it as a
     job); per-invoice results when asked."""
@@ -499,6 +499,7 @@ def run_request(
     check_window(window)
     spec = requested_spec(session, req)
     ids = select_invoices(session, window)
+    limit = MAX_SYNC_INVOICES if limit is None else limit
     if len(ids) > limit:
         raise conflict(
             f"{len(ids)} invoices match: more than {limit} run as a job "
