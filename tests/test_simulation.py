@@ -302,6 +302,7 @@ async def test_simulate_api_refuses_what_it_cannot_run(
             (window | {"policy": draft, "policy_id": 1}, "exactly one"),
             (window | {"policy_id": 999}, "unknown policy"),
             (window | {"policy": draft, "version": 2}, "version"),
+            (window | {"policy_id": 1, "version": 99}, "no version 99"),
             ({"issued_from": "2026-03-01", "issued_to": "2026-01-01", "policy": draft}, "before"),
             ({"issued_from": "2020-01-01", "issued_to": "2023-01-02", "policy": draft}, "3 years"),
             (window | {"policy": draft | {"steps": []}}, "steps"),
@@ -348,6 +349,9 @@ async def test_simulate_api_answers_totals_and_refuses_a_large_window(
         )
         assert stored.status_code == 200, stored.text
         assert stored.json()["invoices"][0]["invoice_id"] == inv["id"]
+        first = body | {"policy": None, "policy_id": inv["policy_id"], "version": 1}
+        resp = await h.post("/v1/policies/simulate", first, role="admin")
+        assert resp.status_code == 200, resp.text
         monkeypatch.setattr(domain, "MAX_SYNC_INVOICES", 0)
         resp = await h.post("/v1/policies/simulate", body, role="admin")
         assert resp.status_code == 409, resp.text
