@@ -383,8 +383,9 @@ EQUIVALENCE_POLICY: dict[str, Any] = {
 async def test_simulation_sends_what_the_workflow_sent(
     ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
-    """Four invoices run as real InvoiceWorkflows (one paid mid-schedule, one disputed then
-    resolved, one with a broken promise, one escalated) and through the simulation on their
+    """Six invoices run as real InvoiceWorkflows (one paid mid-schedule, one disputed then
+    resolved, one with a broken promise, one escalated, one on a payment plan broken at its
+    second instalment, one paused until a date) and through the simulation on their
     recorded timelines under the same policy: the same steps on the same channels, scheduled
     for the same instants, skipped alike, sent within a second of each other.
 
@@ -410,7 +411,7 @@ async def test_simulation_sends_what_the_workflow_sent(
         now = await ts_env.get_current_time()
         due = now.date() + timedelta(days=10)
         invoices = []
-        for _ in range(4):
+        for _ in range(6):
             cust = await h.customer(timezone="Europe/Berlin")
             inv = await h.invoice(
                 cust["id"],
@@ -427,7 +428,7 @@ async def test_simulation_sends_what_the_workflow_sent(
                 row.created_at = row.created_at + delta
                 s.add(row)
             s.commit()
-        paid, disputed, promised, escalated = (i["id"] for i in invoices)
+        paid, disputed, promised, escalated, planned, paused = (i["id"] for i in invoices)
 
         def at(days: int, hour: int = 12) -> datetime:
             return datetime.combine(due + timedelta(days=days), time(hour), UTC)
@@ -444,8 +445,22 @@ async def test_simulation_sends_what_the_workflow_sent(
             assert resp.status_code == 200, resp.text
             return resp.json()
 
+        await sleep_until(at(1))
+        pause = {"reason": "customer on holiday", "until": (due + timedelta(days=9)).isoformat()}
+        await on_server_clock(act(paused, "/pause", pause))
         await sleep_until(at(2))
         await on_server_clock(act(disputed, "/disputes", {"reason": "not ordered"}))
+        plan = {
+            "installments": [
+                {"due_date": (due + timedelta(days=5)).isoformat(), "amount_minor": 60_000},
+                {"due_date": (due + timedelta(days=12)).isoformat(), "amount_minor": 60_000},
+            ]
+        }
+        await on_server_clock(act(planned, "/payment-plan", plan))
+        await sleep_until(at(4))
+        await on_server_clock(
+            signed_payment(h, invoice_id=planned, amount_minor=60_000), settled=applied(planned)
+        )
         await sleep_until(at(3))
         promise = {"promised_date": (due + timedelta(days=6)).isoformat(), "amount_minor": 120_000}
         await on_server_clock(act(promised, "/promise", promise))
@@ -488,7 +503,69 @@ async def test_simulation_sends_what_the_workflow_sent(
         assert [(x.key, x.moved_by) for x in by_id[promised].sends][2] == ("late_7", ["hold"])
         assert [st.key for st in by_id[escalated].stages] == ["final", "agency"]
         assert by_id[escalated].escalated_before_payment is False
+        plan_sends = [x.key for x in by_id[planned].sends if x.kind == "plan"]
+        assert plan_sends and all(k.startswith("plan1-") for k in plan_sends)
+        assert by_id[planned].stages  # the broken plan resumed dunning up to escalation
+        assert any("hold" in x.moved_by for x in by_id[paused].sends)
         assert [(x.key, x.kind) for x in by_id[escalated].sends][-2:] == [
             ("final", "notice"),
             ("final", "notice"),
         ]
+
+
+async def test_simulation_caps_like_the_send_activity(
+    ts_env: WorkflowEnvironment, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Two invoices of one customer whose steps fall on the same local day, a cap of one
+    message a day: the real send activity holds the second back to the next day's window, and
+    the simulation does the same."""
+    async with harness(ts_env, sqlite_engine, tmp_path) as h:
+        pol = await h.policy(
+            send_at=None,
+            contact_window="08:00-20:00",
+            max_messages_per_day=1,
+            escalate_after="P10D",
+            steps=[{"key": "late", "offset": "PT12H", "template": "reminder_overdue"}],
+        )
+        cust = await h.customer(timezone="Europe/Berlin")
+        now = await ts_env.get_current_time()
+        day = now.astimezone(BERLIN).date() + timedelta(days=5)
+        ids = []
+        for hour in (20, 22):  # steps at 08:00 and 10:00 local the next day
+            due_at = datetime.combine(day, time(hour), BERLIN)
+            inv = await h.invoice(
+                cust["id"],
+                policy_id=pol["id"],
+                issued_on=now.date().isoformat(),
+                due_date=day.isoformat(),
+                due_at=due_at.isoformat(),
+            )
+            ids.append(inv["id"])
+        delta = await ts_env.get_current_time() - datetime.now(UTC)
+        with Session(sqlite_engine) as s:
+            for invoice_id in ids:
+                row = s.get(Invoice, invoice_id)
+                assert row is not None
+                row.created_at = row.created_at + delta
+                s.add(row)
+            s.commit()
+        await ts_env.sleep(datetime.combine(day, time(12), BERLIN) + timedelta(days=3) - now)
+        end = await ts_env.get_current_time()
+        with Session(sqlite_engine) as s:
+            from models import DunningPolicy
+
+            stored = s.get(DunningPolicy, pol["id"])
+            assert stored is not None
+            first, second = domain.simulate(s, stored.spec(), ids, end)
+        assert local(first.sends[0].at) == datetime.combine(day + timedelta(days=1), time(8))
+        assert local(second.sends[0].at) == datetime.combine(day + timedelta(days=2), time(8))
+        assert second.sends[0].moved_by == ["cap"]
+        for r in (first, second):
+            real = [
+                (e.data["step"], e.data["channel"], e.data["scheduled_for"])
+                for e in h.events(r.invoice_id)
+                if e.kind == "reminder_sent"
+            ]
+            assert [(x.key, x.channel, x.scheduled_for.isoformat()) for x in r.sends] == real
+            deferred = [e for e in h.events(r.invoice_id) if e.kind == "reminder_deferred"]
+            assert len(deferred) == (1 if r is second else 0)
