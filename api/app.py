@@ -40,6 +40,7 @@ from api.routes import (
     profiles,
     providers,
     reports,
+    simulation,
     stripe_webhook,
     tasks,
     unsubscribe,
@@ -99,6 +100,7 @@ def create_app(
     for module in (
         customers,
         policies,
+        simulation,
         invoices,
         preview,
         actions,

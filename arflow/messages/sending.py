@@ -60,13 +60,15 @@ from models import (
     Segment,
     Task,
 )
+from models.invoice import COUNTED_STATUSES
 from models.types import parse_duration, utcnow
+from workflows.reminders import day_cap
 from workflows.types import SendOutcome, SendReminderInput
 
 log = logging.getLogger("arflow.sending")
 
 MESSAGE_CHANNELS = ("email", "sms", "letter")
-COUNTED = ("queued", "sending", "sent", "delivered", "uncertain", "printed")
+COUNTED = COUNTED_STATUSES
 DONE = {
     "sent": "sent",
     "delivered": "sent",
@@ -152,14 +154,9 @@ class ReminderSender:
                     col(OutboxMessage.created_at) >= start,
                 )
             ).one()
-            if sent_today >= inp.max_messages_per_day:
-                tomorrow = datetime.combine(day + timedelta(days=1), time(0), zone)
-                return SendOutcome(
-                    "capped",
-                    f"{sent_today} messages to this customer today (cap "
-                    f"{inp.max_messages_per_day})",
-                    tomorrow.astimezone(UTC),
-                )
+            capped = day_cap(sent_today, inp.max_messages_per_day, now, customer.timezone)
+            if capped is not None:
+                return capped
         if channel == "call":
             return self._call_capped(session, inp, invoice, now)
         return None
