@@ -1,2 +1,3 @@
-"""Champion / challenger: a segment's new invoices split between its policy and a challenger
-version (``arms``), the experiment's life (``service``) and its report (``report``)."""
+"""Champion / challenger: a segment's experiment (``service``: start, stop, promote) and its
+report (``report``). Which arm a new invoice joins is decided where invoices are created
+(``arflow.invoices.arms``)."""

@@ -44,8 +44,8 @@ from arflow import gateway
 from arflow.codec import data_converter
 from arflow.config import Settings
 from arflow.errors import DomainError
-from arflow.experiments.arms import Run, RunCache, run_for
 from arflow.invoices import amendments
+from arflow.invoices.arms import Run, RunCache, run_for
 from arflow.invoices.service import (
     _resolve_policy,
     named,

@@ -20,7 +20,7 @@ from arflow.access import Principal
 from arflow.config import Settings
 from arflow.customers.segments import policy_for_customer
 from arflow.errors import DomainError, conflict, forbidden, not_found, unprocessable
-from arflow.experiments.arms import Run, run_for
+from arflow.invoices.arms import Run, run_for
 from arflow.invoices.commands import record_command
 from arflow.invoices.timeline import add_event, set_next_action
 from arflow.policies.service import ensure_default_policy
