@@ -4,15 +4,15 @@ customer between its own policy (the champion) and a challenger policy version."
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
 from models.types import MAX_ID, UTCDateTime, utcnow
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
 Arm = Literal["champion", "challenger"]
 ARMS: tuple[Arm, Arm] = ("champion", "challenger")
 

@@ -156,6 +156,7 @@ async def r(engine: Engine, tmp_path: Path) -> AsyncIterator[Reports]:
 
 GENTLE = DunningPolicyCreate(
     name="gentle",
+    escalate_after="P60D",
     steps=[ReminderStep(key="late_14", offset="P14D", template="reminder_overdue")],
 )
 
@@ -449,8 +450,8 @@ STEPS_B = [{"key": "late_2", "offset": "PT2H", "template": "reminder_overdue"}]
 
 
 async def segment_with_policies(h: Harness) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    champion = await h.policy(steps=STEPS_A)
-    challenger = await h.policy(steps=STEPS_B)
+    champion = await h.policy(steps=STEPS_A, escalate_after="P30D")
+    challenger = await h.policy(steps=STEPS_B, escalate_after="P30D")
     name = f"exp-{uuid.uuid4().hex[:6]}"
     resp = await h.post(
         "/v1/segments",
@@ -538,7 +539,7 @@ async def test_experiment_assigns_new_invoices_and_promote_makes_the_challenger_
     assert promoted["switch_job_id"] is not None
     assert promoted["experiment"]["outcome"] == "promoted"
     assert promoted["experiment"]["promoted_version"] == 2
-    assert promoted["experiment"]["ended_by"] == "admin"
+    assert promoted["experiment"]["ended_by"].startswith("admin")
     assert promoted["experiment"]["running"] is False
     versions = (await h.get(f"/v1/policies/{champion['id']}/versions")).json()
     assert [v["version"] for v in versions] == [2, 1]

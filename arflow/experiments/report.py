@@ -153,19 +153,21 @@ def experiment_report(
 
 
 def _rows(session: Session, experiment_id: int) -> list[_Row]:
-    stmt = select(
-        Invoice.id,
-        Invoice.customer_id,
-        Invoice.currency,
-        Invoice.amount_minor,
-        Invoice.issued_on,
-        Invoice.due_date,
-        Invoice.experiment_arm,
-    ).where(col(Invoice.experiment_id) == experiment_id, col(Invoice.status) != VOID)
+    stmt = select(Invoice).where(
+        col(Invoice.experiment_id) == experiment_id, col(Invoice.status) != VOID
+    )
     rows = {
-        i: _Row(i, c, cur, amount, issued, due, str(arm))
-        for i, c, cur, amount, issued, due, arm in session.exec(stmt).all()
-        if i is not None
+        i.id: _Row(
+            i.id,
+            i.customer_id,
+            i.currency,
+            i.amount_minor,
+            i.issued_on,
+            i.due_date,
+            str(i.experiment_arm),
+        )
+        for i in session.exec(stmt).all()
+        if i.id is not None
     }
     last = func.max(Payment.paid_at)
     paid_stmt = (

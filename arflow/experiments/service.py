@@ -13,10 +13,11 @@ from temporalio.client import Client
 from arflow.config import Settings
 from arflow.customers.segments import ensure_default_segments, get_segment
 from arflow.errors import NotFound, conflict, not_found, unprocessable
+from arflow.invoices import policy_switch
 from arflow.policies import versions
 from models import DunningPolicy, Experiment, Segment
 from models.experiment import ExperimentPublic, ExperimentSet, PromoteResult
-from models.policy import DunningPolicyCreate, PolicyVersion
+from models.policy import DunningPolicyCreate
 from models.types import utcnow
 
 
@@ -146,14 +147,12 @@ async def promote(
         raise conflict(
             f"the experiment's policies are gone: {seg.policy_name!r} / {exp.challenger_policy!r}"
         )
-    found = session.exec(
-        select(PolicyVersion).where(
-            PolicyVersion.policy_id == challenger.id,
-            PolicyVersion.version == exp.challenger_version,
-        )
-    ).first()
-    if found is None:
-        raise conflict(f"policy {exp.challenger_policy!r} has no version {exp.challenger_version}")
+    try:
+        found = versions.get_version(session, challenger.id, exp.challenger_version)
+    except NotFound:
+        raise conflict(
+            f"policy {exp.challenger_policy!r} has no version {exp.challenger_version}"
+        ) from None
     body = DunningPolicyCreate.model_validate({**found.body, "name": champion.name})
     note = (
         f"promoted from {exp.challenger_policy} version {exp.challenger_version} "
@@ -164,17 +163,16 @@ async def promote(
     exp.promoted_version = published.version
     session.add_all([seg, exp])
     session.commit()
-    job = await versions.switch_running(
-        session, client, settings, champion.id, actor, f"experiment {exp.id} promoted"
-    )
-    exp.switch_job_id = job.id
-    session.add(exp)
-    session.commit()
+    job, _ = await policy_switch.switch_running(session, client, settings, champion.id, actor)
+    if job is not None:
+        exp.switch_job_id = job.id
+        session.add(exp)
+        session.commit()
     session.refresh(exp)
     session.refresh(seg)
     return PromoteResult(
         experiment=public(exp, seg),
         policy=champion.name,
         version=published.version,
-        switch_job_id=job.id,
+        switch_job_id=exp.switch_job_id,
     )
