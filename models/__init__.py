@@ -22,7 +22,7 @@ from models.invoice import (
     Payment,
 )
 from models.job import Job, JobItem
-from models.policy import DunningPolicy
+from models.policy import DunningPolicy, PolicyVersion
 from models.portal import PortalLinkRequest
 from models.portal_request import DisputeAttachment, PlanProposal
 from models.profile import CustomerEvent, UnbilledOrder
@@ -48,6 +48,7 @@ __all__ = [
     "DisputeAttachment",
     "DunningPolicy",
     "Experiment",
+    "PolicyVersion",
     "PortalLinkRequest",
     "IdempotencyRecord",
     "Invoice",

@@ -2,7 +2,7 @@
 the arm each new invoice was assigned to
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0025
 Create Date: 2026-12-04 22:50:00.000000
 """
 
@@ -15,8 +15,8 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0026"
-# The lead re-chains this after 0025 (policy versions) when merging.
-down_revision: str | None = "0024"
+# After 0025 (policy versions), merged from main.
+down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -158,6 +158,7 @@ def new_invoice(
         due_at=due_at,
         customer_id=customer.id or 0,
         policy_id=policy.id or 0,
+        policy_version=policy.version,
         amount_minor=body.amount_minor,
         balance_minor=body.amount_minor,
         request_hash=digest,
@@ -173,6 +174,8 @@ def new_invoice(
             body.issued_on + timedelta(days=body.discount_days), customer.timezone
         )
     spec = policy.spec() if run is None else run.spec
+    if run is not None:
+        invoice.policy_version = spec.version
     if run is not None and run.arm is not None:
         invoice.experiment_id = run.experiment_id
         invoice.experiment_arm = run.arm
@@ -566,5 +569,6 @@ async def switch_policy(
 
 def _store_policy(session: Session, invoice: Invoice, policy: DunningPolicy) -> None:
     invoice.policy_id = policy.id or invoice.policy_id
+    invoice.policy_version = policy.version
     session.add(invoice)
     session.commit()
