@@ -434,6 +434,11 @@ async def test_an_earlier_experiment_and_the_empty_cases(r: Reports) -> None:
     assert (await r.get("x" * 51)).status_code == 422
     unauth = await r.http.get("/v1/reports/experiments/smb")
     assert unauth.status_code == 401
+    # Promoting needs Temporal (the running invoices switch): without it a 503, nothing done.
+    admin = {"Authorization": f"Bearer {API_KEYS['admin']}"}
+    resp = await r.http.post("/v1/segments/smb/experiment/promote", headers=admin)
+    assert resp.status_code == 503
+    assert (await r.json("smb"))["experiment"]["running"] is True
 
 
 # -- the routes on a running stack ---------------------------------------------------------
@@ -606,6 +611,13 @@ async def test_experiment_4xx(h: Harness) -> None:
         (second["id"], None, True),
         (first["id"], "replaced", False),
     ]
+    # The champion cannot change under a running experiment.
+    resp = await h.http.put(
+        f"/v1/segments/{name}",
+        json={"position": 1, "policy_name": challenger["name"]},
+        headers=h.as_role("admin"),
+    )
+    assert resp.status_code == 409 and "promote or stop it" in resp.text
     assert (await h.post(promote, None, role="specialist")).status_code == 403
     assert (await h.post(promote, None, role="viewer")).status_code == 403
     resp = await h.http.delete(f"/v1/segments/{name}/experiment", headers=h.as_role("viewer"))

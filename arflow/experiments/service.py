@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from arflow.config import Settings
 from arflow.customers.segments import ensure_default_segments, get_segment
-from arflow.errors import NotFound, conflict, not_found, unprocessable
+from arflow.errors import NotFound, Unavailable, conflict, not_found, unprocessable
 from arflow.invoices import policy_switch
 from arflow.policies import versions
 from models import DunningPolicy, Experiment, Segment
@@ -163,7 +163,15 @@ async def promote(
     exp.promoted_version = published.version
     session.add_all([seg, exp])
     session.commit()
-    job, _ = await policy_switch.switch_running(session, client, settings, champion.id, actor)
+    try:
+        job, _ = await policy_switch.switch_running(session, client, settings, champion.id, actor)
+    except Unavailable as exc:
+        raise Unavailable(
+            f"the challenger is promoted (version {published.version} of {champion.name!r}); "
+            "moving the running invoices did not start (Temporal did not answer): "
+            f"POST /v1/policies/{champion.id}/switch-running",
+            {"version": published.version, "experiment_id": exp.id},
+        ) from exc
     if job is not None:
         exp.switch_job_id = job.id
         session.add(exp)
