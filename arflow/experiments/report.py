@@ -28,9 +28,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from babel.numbers import get_currency_precision
 from pydantic import BaseModel, Field
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 from statsmodels.stats.proportion import confint_proportions_2indep
 
@@ -142,7 +144,29 @@ def experiment_report(
     exp = past[0]
     assert exp.id is not None
     rows = _rows(session, exp.id)
-    arms = [_arm(session, exp, name, [r for r in rows if r.arm == name], today) for name in ARMS]
+    facts = _Facts(
+        reminders=_per_invoice(
+            session,
+            _of_experiment(select(InvoiceEvent.invoice_id, func.count()), exp.id)
+            .where(col(InvoiceEvent.kind) == "reminder_sent")
+            .group_by(col(InvoiceEvent.invoice_id)),
+        ),
+        received=_per_invoice(
+            session,
+            _of_experiment(select(Payment.invoice_id, func.sum(Payment.amount_minor)), exp.id)
+            .where(col(Payment.kind) == "payment", col(Payment.status) != "unapplied")
+            .group_by(col(Payment.invoice_id)),
+        ),
+        disputes=_per_invoice(
+            session,
+            _of_experiment(select(Dispute.invoice_id, func.count()), exp.id).group_by(
+                col(Dispute.invoice_id)
+            ),
+        ),
+    )
+    arms = [
+        _arm(session, exp, name, [r for r in rows if r.arm == name], facts, today) for name in ARMS
+    ]
     return ExperimentReport(
         segment=seg.name,
         today=today,
@@ -152,22 +176,38 @@ def experiment_report(
     )
 
 
-def _rows(session: Session, experiment_id: int) -> list[_Row]:
-    stmt = select(Invoice).where(
-        col(Invoice.experiment_id) == experiment_id, col(Invoice.status) != VOID
+@dataclass
+class _Facts:
+    """Per invoice of the experiment: reminders sent, amount received, disputes opened."""
+
+    reminders: dict[int, int]
+    received: dict[int, int]
+    disputes: dict[int, int]
+
+
+def _of_experiment(stmt: Any, experiment_id: int) -> Any:
+    """``stmt`` (selecting an invoice id column first) narrowed to the experiment's invoices."""
+    invoice_id = stmt.selected_columns[0]
+    return stmt.join(Invoice, col(Invoice.id) == invoice_id).where(
+        col(Invoice.experiment_id) == experiment_id
     )
+
+
+def _rows(session: Session, experiment_id: int) -> list[_Row]:
+    """The experiment's invoices (not void), with the day of their last payment when paid.
+    Columns, not entities: building 10,000 models took most of a second."""
+    stmt = sa_select(
+        col(Invoice.id),
+        col(Invoice.customer_id),
+        col(Invoice.currency),
+        col(Invoice.amount_minor),
+        col(Invoice.issued_on),
+        col(Invoice.due_date),
+        col(Invoice.experiment_arm),
+    ).where(col(Invoice.experiment_id) == experiment_id, col(Invoice.status) != VOID)
     rows = {
-        i.id: _Row(
-            i.id,
-            i.customer_id,
-            i.currency,
-            i.amount_minor,
-            i.issued_on,
-            i.due_date,
-            str(i.experiment_arm),
-        )
-        for i in session.exec(stmt).all()
-        if i.id is not None
+        int(i): _Row(int(i), int(c), str(cur), int(amount), issued, due, str(arm))
+        for i, c, cur, amount, issued, due, arm in session.execute(stmt).all()
     }
     last = func.max(Payment.paid_at)
     paid_stmt = (
@@ -187,43 +227,34 @@ def _rows(session: Session, experiment_id: int) -> list[_Row]:
     return list(rows.values())
 
 
-def _per_invoice(session: Session, stmt: object) -> dict[int, int]:
-    return {int(i): int(n) for i, n in session.exec(stmt).all()}  # type: ignore[call-overload]
+def _per_invoice(session: Session, stmt: Any) -> dict[int, int]:
+    return {int(i): int(n or 0) for i, n in session.exec(stmt).all()}
 
 
-def _arm(session: Session, exp: Experiment, name: str, rows: list[_Row], today: date) -> ArmReport:
-    ids = [r.id for r in rows]
-    reminders: dict[int, int] = {}
-    received: dict[int, int] = {}
-    disputes = 0
-    if ids:
-        reminders = _per_invoice(
-            session,
-            select(InvoiceEvent.invoice_id, func.count())
-            .where(col(InvoiceEvent.invoice_id).in_(ids), InvoiceEvent.kind == "reminder_sent")
-            .group_by(col(InvoiceEvent.invoice_id)),
-        )
-        received = _per_invoice(
-            session,
-            select(Payment.invoice_id, func.sum(Payment.amount_minor))
-            .where(
-                col(Payment.invoice_id).in_(ids),
-                col(Payment.kind) == "payment",
-                col(Payment.status) != "unapplied",
-            )
-            .group_by(col(Payment.invoice_id)),
-        )
-        disputes = session.exec(
-            select(func.count()).select_from(Dispute).where(col(Dispute.invoice_id).in_(ids))
-        ).one()
+def _arm(
+    session: Session,
+    exp: Experiment,
+    name: str,
+    rows: list[_Row],
+    facts: _Facts,
+    today: date,
+) -> ArmReport:
+    reminders = {r.id: facts.reminders.get(r.id, 0) for r in rows}
+    received = {r.id: facts.received.get(r.id, 0) for r in rows}
+    disputes = sum(facts.disputes.get(r.id, 0) for r in rows)
     customers = sorted({r.customer_id for r in rows})
     opt_outs = 0
     if customers:
+        arm_customers = select(Invoice.customer_id).where(
+            col(Invoice.experiment_id) == exp.id,
+            col(Invoice.experiment_arm) == name,
+            col(Invoice.status) != VOID,
+        )
         blocks = (
             select(func.count())
             .select_from(ContactBlock)
             .where(
-                col(ContactBlock.customer_id).in_(customers),
+                col(ContactBlock.customer_id).in_(arm_customers),
                 col(ContactBlock.reason).in_(OPT_OUT_REASONS),
                 col(ContactBlock.created_at) >= exp.started_at,
             )
