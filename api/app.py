@@ -27,6 +27,7 @@ from api.routes import (
     collectors,
     contacts,
     customers,
+    experiments,
     history,
     invoices,
     jobs,
@@ -124,6 +125,7 @@ def create_app(
         contacts,
         portal_links,
         portal_requests,
+        experiments,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
