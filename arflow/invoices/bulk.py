@@ -52,6 +52,7 @@ from arflow.invoices.service import (
     new_invoice,
     record_created,
     request_hash,
+    running_spec,
     workflow_input,
 )
 from models import CreditNote, Customer, DunningPolicy, Invoice
@@ -533,9 +534,10 @@ class _InvoiceImport:
         return self.policies[key]
 
     def workflow_input(
-        self, invoice: Invoice, customer: Customer, policy: DunningPolicy
+        self, session: Session, invoice: Invoice, customer: Customer, policy: DunningPolicy
     ) -> InvoiceWorkflowInput:
-        return workflow_input(invoice, customer, policy, self.indexed, self.external)
+        spec = running_spec(session, invoice, policy)
+        return workflow_input(invoice, customer, policy, self.indexed, self.external, spec)
 
     def policy_by_id(self, session: Session, policy_id: int) -> DunningPolicy:
         if policy_id not in self.policies_by_id:
@@ -671,7 +673,7 @@ class _InvoiceImport:
             )
             assert owner is not None
             policy_then = self.policy_by_id(session, found.policy_id)
-            out.to_start.append((self.workflow_input(found, owner, policy_then), False))
+            out.to_start.append((self.workflow_input(session, found, owner, policy_then), False))
         return True
 
     def _customers(

@@ -23,6 +23,7 @@ from arflow.errors import DomainError, conflict, forbidden, not_found, unprocess
 from arflow.invoices.arms import Run, run_for
 from arflow.invoices.commands import record_command
 from arflow.invoices.timeline import add_event, set_next_action
+from arflow.policies import versions
 from arflow.policies.service import ensure_default_policy
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage, Segment
 from models.invoice import INVOICE_STATUSES, InvoiceCreate, InvoicePublic
@@ -97,6 +98,16 @@ def _resolve_policy(
         if found is not None:
             return found
     return ensure_default_policy(session)
+
+
+def running_spec(session: Session, invoice: Invoice, policy: DunningPolicy) -> PolicySpec:
+    """The spec of the policy version ``invoice`` runs (recorded on it): a workflow started
+    again (a start that failed, a reopened invoice) goes on with that version, not a newer
+    one published meanwhile, nor the champion's when it is on a challenger."""
+    if invoice.policy_version is None or invoice.policy_version == policy.version:
+        return policy.spec()
+    assert policy.id is not None
+    return versions.load_spec(session, policy.id, invoice.policy_version)
 
 
 def named(body: InvoiceCreate) -> bool:
@@ -257,7 +268,14 @@ async def create_invoice(
         await gateway.start_invoice(
             client,
             settings,
-            workflow_input(existing, owner, rules, indexed, settings.external_delivery),
+            workflow_input(
+                existing,
+                owner,
+                rules,
+                indexed,
+                settings.external_delivery,
+                running_spec(session, existing, rules),
+            ),
         )
     return existing, False
 
