@@ -3,15 +3,16 @@ and collector."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date
-from typing import Literal
+from datetime import date, timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlmodel import Session, col, select
+from sqlalchemy import case, func
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from arflow.reports.common import ReportFilter, to_csv
-from arflow.reports.receivables import receivables_at
+from arflow.reports.receivables import receivables_query
 from models import Customer
 
 BUCKETS = ("current", "days_1_30", "days_31_60", "days_61_90", "days_over_90")
@@ -73,33 +74,62 @@ class AgingReport(BaseModel):
 
 def aging(session: Session, as_of: date, today: date, f: ReportFilter) -> AgingReport:
     """Open receivables by end of ``as_of``, by days past due, per currency and per
-    customer, segment and collector."""
-    receivables, mode = receivables_at(session, as_of, today, f)
-    customers = _customers(session, {r.customer_id for r in receivables})
-    rows: dict[tuple[str, str | None, str], AgingRow] = {}
+    customer, segment and collector. Summed in the database (one row per customer, collector,
+    currency and bucket), so the report costs the groups, not the invoices."""
+    receivables, mode = receivables_query(as_of, today, f)
+    bucket = case(
+        (receivables.c.due_date >= as_of, "current"),
+        (receivables.c.due_date >= as_of - timedelta(days=30), "days_1_30"),
+        (receivables.c.due_date >= as_of - timedelta(days=60), "days_31_60"),
+        (receivables.c.due_date >= as_of - timedelta(days=90), "days_61_90"),
+        else_="days_over_90",
+    ).label("bucket")
+    grouped = (
+        sa_select(
+            receivables.c.customer_id,
+            receivables.c.collector,
+            receivables.c.currency,
+            bucket,
+            func.count().label("invoices"),
+            func.sum(receivables.c.balance_minor).label("total"),
+        )
+        .group_by(
+            receivables.c.customer_id, receivables.c.collector, receivables.c.currency, bucket
+        )
+        .subquery("grouped")
+    )
+    stmt = sa_select(grouped, col(Customer.name), col(Customer.segment)).join(
+        Customer, col(Customer.id) == grouped.c.customer_id
+    )
+    # (dimension, key, currency) -> [name, invoices, the five buckets' sums]
+    sums: dict[tuple[str, str | None, str], list[Any]] = {}
+    for row in session.execute(stmt):
+        total, n = int(row.total), int(row.invoices)
+        keys: tuple[tuple[Dimension, str | None, str | None], ...] = (
+            ("total", None, None),
+            ("customer", str(row.customer_id), row.name),
+            ("segment", row.segment, None),
+            ("collector", row.collector, None),
+        )
+        for dimension, key, name in keys:
+            cell = sums.setdefault((dimension, key, row.currency), [name, 0, [0] * len(BUCKETS)])
+            cell[1] += n
+            cell[2][BUCKETS.index(row.bucket)] += total
 
-    def row(
-        dimension: Dimension, key: str | None, currency: str, name: str | None = None
-    ) -> AgingRow:
-        found = rows.get((dimension, key, currency))
-        if found is None:
-            found = AgingRow(dimension=dimension, key=key, name=name, currency=currency)
-            rows[(dimension, key, currency)] = found
-        return found
-
-    for r in receivables:
-        bucket = bucket_of(as_of, r.due_date)
-        customer = customers[r.customer_id]
-        for target in (
-            row("total", None, r.currency),
-            row("customer", str(r.customer_id), r.currency, customer.name),
-            row("segment", customer.segment, r.currency),
-            row("collector", r.collector, r.currency),
-        ):
-            target.add(bucket, r.balance_minor)
-
-    def of(dimension: str) -> list[AgingRow]:
-        found = [v for (d, _, _), v in rows.items() if d == dimension]
+    def of(dimension: Dimension) -> list[AgingRow]:
+        found = [
+            AgingRow(
+                dimension=dimension,
+                key=key,
+                name=name,
+                currency=currency,
+                invoices=n,
+                **{f"{b}_minor": amount for b, amount in zip(BUCKETS, buckets, strict=True)},
+                total_minor=sum(buckets),
+            )
+            for (d, key, currency), (name, n, buckets) in sums.items()
+            if d == dimension
+        ]
         if dimension == "customer":
             return sorted(found, key=lambda v: (int(v.key or 0), v.currency))
         return sorted(found, key=lambda v: (v.key is None, v.key or "", v.currency))
@@ -113,14 +143,6 @@ def aging(session: Session, as_of: date, today: date, f: ReportFilter) -> AgingR
         by_segment=of("segment"),
         by_collector=of("collector"),
     )
-
-
-def _customers(session: Session, ids: Iterable[int]) -> dict[int, Customer]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    stmt = select(Customer).where(col(Customer.id).in_(wanted))
-    return {c.id: c for c in session.exec(stmt).all() if c.id is not None}
 
 
 AGING_COLUMNS = (

@@ -62,6 +62,12 @@ def filtered(stmt: S, f: ReportFilter) -> S:
     return result
 
 
+def as_utc(instant: datetime) -> datetime:
+    """An instant read as a plain column (not through the model's UTC type): SQLite hands it
+    back without its zone, which is UTC."""
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
 def end_of(day: date) -> datetime:
     """The first instant after ``day`` (UTC): "by ``day``" means before this."""
     return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)

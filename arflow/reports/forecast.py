@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from arflow.reports.common import OPEN_STATUSES, ReportFilter, filtered, pct, to_csv
+from arflow.reports.common import OPEN_STATUSES, ReportFilter, as_utc, filtered, pct, to_csv
 from arflow.reports.receivables import last_payments
 from models import Invoice, PaymentPlan, Promise
 
@@ -216,8 +216,8 @@ def _customer_factors(session: Session, ids: set[int]) -> dict[int, CustomerFact
         counts[(customer_id, status)] = int(n)
     late: dict[int, list[int]] = defaultdict(list)
     stmt = last_payments(ReportFilter()).where(col(Invoice.customer_id).in_(wanted))
-    for inv, paid_at in session.exec(stmt).all():
-        late[inv.customer_id].append(max(0, (paid_at.astimezone(UTC).date() - inv.due_date).days))
+    for row in session.execute(stmt):
+        late[row.customer_id].append(max(0, (as_utc(row.paid_at).date() - row.due_date).days))
     out = {}
     for customer_id in wanted:
         paid = counts.get((customer_id, "paid"), 0)

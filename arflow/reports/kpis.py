@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Select, Subquery, case
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
-from arflow.reports.common import VOID, ReportFilter, end_of, filtered, mean, pct, rounded, to_csv
-from arflow.reports.receivables import Receivable, last_payments, receivables_at
+from arflow.reports.common import (
+    VOID,
+    ReportFilter,
+    as_utc,
+    end_of,
+    filtered,
+    mean,
+    pct,
+    rounded,
+    to_csv,
+)
+from arflow.reports.receivables import last_payments, receivables_query
 from models import AgencyPlacement, Dispute, Invoice, OutboxMessage, Payment, PaymentPlan, Promise
 
 # Outbox statuses by what they say about delivery (today: queued, sent; providers add more).
@@ -104,17 +115,15 @@ def kpis(session: Session, start: date, end: date, today: date, f: ReportFilter)
     """The collection KPIs for the period ``start..end`` (both days included)."""
     days = (end - start).days + 1
     lo, hi = end_of(start - timedelta(days=1)), end_of(end)
-    opening, _ = receivables_at(session, start - timedelta(days=1), today, f)
-    closing, mode = receivables_at(session, end, today, f)
+    opening, _ = receivables_query(start - timedelta(days=1), today, f)
+    closing, mode = receivables_query(end, today, f)
     sales = _credit_sales(session, start, end, f)
-    planned = _plans_active_at(session, hi, f)
-    placements = _placements_by(session, hi, f)
 
     per: _Tally = defaultdict(lambda: defaultdict(int))
-    _count_receivables(per, opening, closing, end)
+    _count_receivables(session, per, opening, closing, end)
     for currency, total in sales.items():
         per[currency]["sales"] += total
-    _count_plans_and_agencies(per, closing, planned, placements, lo)
+    _count_plans_and_agencies(session, per, closing, hi, lo, f)
     if f.currency is not None and f.currency not in per:
         per[f.currency] = defaultdict(int)  # the asked currency is listed even when empty
 
@@ -147,56 +156,71 @@ def _credit_sales(session: Session, start: date, end: date, f: ReportFilter) -> 
     return {cur: int(total or 0) for cur, total in session.exec(sales_stmt).all()}
 
 
-def _placements_by(session: Session, hi: datetime, f: ReportFilter) -> Sequence[_Placement]:
-    """(invoice id, currency, amount, placed_at) of every agency placement before ``hi``."""
-    placed_stmt = filtered(
-        select(
-            AgencyPlacement.invoice_id,
-            AgencyPlacement.currency,
-            AgencyPlacement.amount_minor,
-            AgencyPlacement.placed_at,
+def _count_receivables(
+    session: Session, per: _Tally, opening: Subquery, closing: Subquery, end: date
+) -> None:
+    """Opening and closing receivables per currency, and the closing ones not yet due on
+    ``end`` (summed in the database)."""
+    for currency, total in session.execute(
+        sa_select(opening.c.currency, func.sum(opening.c.balance_minor)).group_by(
+            opening.c.currency
+        )
+    ):
+        per[currency]["opening"] += int(total)
+    not_due = case((closing.c.due_date >= end, closing.c.balance_minor), else_=0)
+    for currency, total, current in session.execute(
+        sa_select(
+            closing.c.currency, func.sum(closing.c.balance_minor), func.sum(not_due)
+        ).group_by(closing.c.currency)
+    ):
+        per[currency]["closing"] += int(total)
+        per[currency]["closing_current"] += int(current)
+
+
+def _count_plans_and_agencies(
+    session: Session, per: _Tally, closing: Subquery, hi: datetime, lo: datetime, f: ReportFilter
+) -> None:
+    """Plans active and invoices with agencies at the end (their closing balances: each
+    planned invoice once, each placement before ``hi`` once), and the placements made since
+    ``lo``."""
+    planned = _plans_active_at(hi, f)
+    for currency, n, total in session.execute(
+        sa_select(closing.c.currency, func.count(), func.sum(closing.c.balance_minor))
+        .where(closing.c.invoice_id.in_(planned))
+        .group_by(closing.c.currency)
+    ):
+        per[currency]["plans"] += int(n)
+        per[currency]["plans_minor"] += int(total)
+    placed = _placements_by(hi, f)
+    for currency, n, total in session.execute(
+        sa_select(placed.c.currency, func.count(), func.sum(placed.c.amount_minor))
+        .where(placed.c.placed_at >= lo)
+        .group_by(placed.c.currency)
+    ):
+        per[currency]["placed"] += int(n)
+        per[currency]["placed_minor"] += int(total)
+    for currency, n, total in session.execute(
+        sa_select(closing.c.currency, func.count(), func.sum(closing.c.balance_minor))
+        .join(placed, placed.c.invoice_id == closing.c.invoice_id)
+        .group_by(closing.c.currency)
+    ):
+        per[currency]["agency"] += int(n)
+        per[currency]["agency_minor"] += int(total)
+
+
+def _placements_by(hi: datetime, f: ReportFilter) -> Subquery:
+    """Every agency placement before ``hi``: invoice id, currency, amount, placed_at."""
+    return filtered(
+        sa_select(
+            col(AgencyPlacement.invoice_id).label("invoice_id"),
+            col(AgencyPlacement.currency).label("currency"),
+            col(AgencyPlacement.amount_minor).label("amount_minor"),
+            col(AgencyPlacement.placed_at).label("placed_at"),
         )
         .join(Invoice, col(Invoice.id) == col(AgencyPlacement.invoice_id))
         .where(col(AgencyPlacement.placed_at) < hi),
         f,
-    )
-    return session.exec(placed_stmt).all()
-
-
-def _count_receivables(
-    per: _Tally, opening: list[Receivable], closing: list[Receivable], end: date
-) -> None:
-    for r in opening:
-        per[r.currency]["opening"] += r.balance_minor
-    for r in closing:
-        per[r.currency]["closing"] += r.balance_minor
-        if r.due_date >= end:
-            per[r.currency]["closing_current"] += r.balance_minor
-
-
-def _count_plans_and_agencies(
-    per: _Tally,
-    closing: list[Receivable],
-    planned: set[int],
-    placements: Sequence[_Placement],
-    lo: datetime,
-) -> None:
-    """Plans active and invoices with agencies at the end (their closing balances), and the
-    placements made since ``lo``."""
-    closing_by_invoice = {r.invoice_id: r for r in closing}
-    for invoice_id in planned:
-        found = closing_by_invoice.get(invoice_id)
-        if found is not None:
-            per[found.currency]["plans"] += 1
-            per[found.currency]["plans_minor"] += found.balance_minor
-    for invoice_id, currency, amount, placed_at in placements:
-        if placed_at >= lo:
-            per[currency]["placed"] += 1
-            per[currency]["placed_minor"] += amount
-        found = closing_by_invoice.get(invoice_id)
-        if found is not None:
-            per[found.currency]["agency"] += 1
-            per[found.currency]["agency_minor"] += found.balance_minor
+    ).subquery("placed")
 
 
 def _currency_kpis(currency: str, v: dict[str, int], days: int) -> CurrencyKpis:
@@ -226,11 +250,11 @@ def _currency_kpis(currency: str, v: dict[str, int], days: int) -> CurrencyKpis:
     )
 
 
-def _plans_active_at(session: Session, instant: datetime, f: ReportFilter) -> set[int]:
+def _plans_active_at(instant: datetime, f: ReportFilter) -> Select[Any]:
     """Invoices with a plan active just before ``instant``: created before it and still
     active, or ended (completed, broken, cancelled: its last update) at or after it."""
-    stmt = filtered(
-        select(PaymentPlan.invoice_id)
+    stmt: Select[Any] = filtered(
+        sa_select(col(PaymentPlan.invoice_id))
         .join(Invoice, col(Invoice.id) == col(PaymentPlan.invoice_id))
         .where(
             col(PaymentPlan.created_at) < instant,
@@ -238,17 +262,17 @@ def _plans_active_at(session: Session, instant: datetime, f: ReportFilter) -> se
         ),
         f,
     )
-    return set(session.exec(stmt).all())
+    return stmt
 
 
 def _payment_timing(session: Session, lo: datetime, hi: datetime, f: ReportFilter) -> PaymentTiming:
     last = func.max(Payment.paid_at)
     stmt = last_payments(f).having(last >= lo).having(last < hi)
     to_pay, late = [], []
-    for inv, paid_at in session.exec(stmt).all():
-        paid_on = paid_at.astimezone(UTC).date()
-        to_pay.append((paid_on - inv.issued_on).days)
-        late.append((paid_on - inv.due_date).days)
+    for row in session.execute(stmt):
+        paid_on = as_utc(row.paid_at).date()
+        to_pay.append((paid_on - row.issued_on).days)
+        late.append((paid_on - row.due_date).days)
     return PaymentTiming(
         invoices_paid=len(to_pay), avg_days_to_pay=mean(to_pay), avg_days_late=mean(late)
     )

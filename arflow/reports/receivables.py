@@ -10,11 +10,12 @@ settles the rest once the payments reach it; the result is kept between 0 and th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Literal
+from datetime import date
+from typing import Any, Literal
 
-from sqlmodel import Session, col, func, select
-from sqlmodel.sql.expression import Select
+from sqlalchemy import Select, Subquery, and_, case
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, func
 
 from arflow.reports.common import OPEN_STATUSES, VOID, ReportFilter, end_of, filtered
 from models import Dispute, Invoice, Payment
@@ -32,90 +33,117 @@ class Receivable:
     balance_minor: int
 
 
-def receivables_at(
-    session: Session, as_of: date, today: date, f: ReportFilter
-) -> tuple[list[Receivable], Literal["current", "reconstructed"]]:
-    """Open receivables by the end of ``as_of`` and how their balances were found."""
+def receivables_query(
+    as_of: date, today: date, f: ReportFilter
+) -> tuple[Subquery, Literal["current", "reconstructed"]]:
+    """Open receivables by the end of ``as_of`` as a subquery (``invoice_id``, ``customer_id``,
+    ``currency``, ``due_date``, ``collector``, ``balance_minor`` > 0) and how their balances
+    are found: the reports aggregate it in the database instead of loading every invoice."""
+    columns: tuple[Any, ...] = (
+        col(Invoice.id).label("invoice_id"),
+        col(Invoice.customer_id).label("customer_id"),
+        col(Invoice.currency).label("currency"),
+        col(Invoice.due_date).label("due_date"),
+        col(Invoice.collector).label("collector"),
+    )
     if as_of >= today:
-        stmt = filtered(
-            select(Invoice).where(
+        current = filtered(
+            sa_select(*columns, col(Invoice.balance_minor).label("balance_minor")).where(
                 col(Invoice.status).in_(OPEN_STATUSES), col(Invoice.balance_minor) > 0
             ),
             f,
         )
-        rows = session.exec(stmt.order_by(col(Invoice.id))).all()
-        return [_receivable(inv, inv.balance_minor) for inv in rows], "current"
-    return _reconstructed(session, as_of, f), "reconstructed"
-
-
-def _receivable(inv: Invoice, balance: int) -> Receivable:
-    assert inv.id is not None
-    return Receivable(
-        invoice_id=inv.id,
-        customer_id=inv.customer_id,
-        currency=inv.currency,
-        due_date=inv.due_date,
-        collector=inv.collector,
-        balance_minor=balance,
-    )
-
-
-def _reconstructed(session: Session, as_of: date, f: ReportFilter) -> list[Receivable]:
+        return current.subquery("receivables"), "current"
     cutoff = end_of(as_of)
-    alive = filtered(
-        select(Invoice).where(
-            col(Invoice.issued_on) <= as_of,
-            col(Invoice.status) != VOID,
-            (col(Invoice.closed_at).is_(None)) | (col(Invoice.closed_at) >= cutoff),
-        ),
-        f,
-    )
-    invoices = session.exec(alive.order_by(col(Invoice.id))).all()
-    if not invoices:
-        return []
-    paid_stmt = filtered(
-        select(Payment.invoice_id, func.sum(Payment.amount_minor))
-        .join(Invoice, col(Invoice.id) == col(Payment.invoice_id))
+    paid = (
+        sa_select(
+            col(Payment.invoice_id).label("invoice_id"),
+            func.sum(Payment.amount_minor).label("total"),
+        )
         .where(col(Payment.paid_at) < cutoff, col(Payment.status) != "unapplied")
-        .group_by(col(Payment.invoice_id)),
-        f,
+        .group_by(col(Payment.invoice_id))
+        .subquery("paid")
     )
-    paid = {i: int(total or 0) for i, total in session.exec(paid_stmt).all()}
-    credit_stmt = filtered(
-        select(Dispute.invoice_id, func.sum(Dispute.credit_minor))
-        .join(Invoice, col(Invoice.id) == col(Dispute.invoice_id))
+    credited = (
+        sa_select(
+            col(Dispute.invoice_id).label("invoice_id"),
+            func.sum(Dispute.credit_minor).label("total"),
+        )
         .where(
             col(Dispute.status) == "upheld",
             col(Dispute.resolved_at) < cutoff,
             col(Dispute.credit_minor) > 0,
         )
-        .group_by(col(Dispute.invoice_id)),
-        f,
+        .group_by(col(Dispute.invoice_id))
+        .subquery("credited")
     )
-    credited = {i: int(total or 0) for i, total in session.exec(credit_stmt).all()}
-    out = []
-    for inv in invoices:
-        assert inv.id is not None
-        balance = inv.amount_minor - paid.get(inv.id, 0) - credited.get(inv.id, 0)
-        if inv.discount_taken_minor and 0 < balance <= inv.discount_taken_minor:
-            balance = 0  # the payment that reached the discounted amount settled it
-        balance = max(0, min(inv.amount_minor, balance))
-        if balance > 0:
-            out.append(_receivable(inv, balance))
-    return out
+    amount = col(Invoice.amount_minor)
+    raw = amount - func.coalesce(paid.c.total, 0) - func.coalesce(credited.c.total, 0)
+    # The payment that reached the discounted amount settled it; then between 0 and the amount.
+    settled = case(
+        (
+            and_(
+                col(Invoice.discount_taken_minor) > 0, raw > 0, raw <= Invoice.discount_taken_minor
+            ),
+            0,
+        ),
+        else_=raw,
+    )
+    balance = case((settled < 0, 0), (settled > amount, amount), else_=settled)
+    alive = filtered(
+        sa_select(*columns, balance.label("balance_minor"))
+        .outerjoin(paid, paid.c.invoice_id == col(Invoice.id))
+        .outerjoin(credited, credited.c.invoice_id == col(Invoice.id))
+        .where(
+            col(Invoice.issued_on) <= as_of,
+            col(Invoice.status) != VOID,
+            (col(Invoice.closed_at).is_(None)) | (col(Invoice.closed_at) >= cutoff),
+        ),
+        f,
+    ).subquery("alive")
+    positive = sa_select(alive).where(alive.c.balance_minor > 0)
+    return positive.subquery("receivables"), "reconstructed"
 
 
-def last_payments(f: ReportFilter) -> Select[Invoice, datetime]:
-    """(paid invoice, its last payment instant) pairs."""
+def receivables_at(
+    session: Session, as_of: date, today: date, f: ReportFilter
+) -> tuple[list[Receivable], Literal["current", "reconstructed"]]:
+    """Open receivables by the end of ``as_of``, one per invoice, and how their balances were
+    found."""
+    rows, mode = receivables_query(as_of, today, f)
+    found = session.execute(sa_select(rows).order_by(rows.c.invoice_id)).all()
+    return [
+        Receivable(
+            invoice_id=r.invoice_id,
+            customer_id=r.customer_id,
+            currency=r.currency,
+            due_date=r.due_date,
+            collector=r.collector,
+            balance_minor=int(r.balance_minor),
+        )
+        for r in found
+    ], mode
+
+
+def last_payments(f: ReportFilter) -> Select[Any]:
+    """Paid invoices with their last payment instant: ``customer_id``, ``issued_on``,
+    ``due_date``, ``paid_at`` (columns only: the reports read thousands of them)."""
     last = func.max(Payment.paid_at)
-    stmt = (
-        select(Invoice, last)
+    stmt: Any = (
+        sa_select(
+            col(Invoice.customer_id).label("customer_id"),
+            col(Invoice.issued_on).label("issued_on"),
+            col(Invoice.due_date).label("due_date"),
+            last.label("paid_at"),
+        )
         .join(Payment, col(Payment.invoice_id) == col(Invoice.id))
         .where(
             col(Invoice.status) == "paid",
             col(Payment.kind) == "payment",
             col(Payment.status) != "unapplied",
         )
-        .group_by(col(Invoice.id))  # the other columns depend on the primary key
+        # the other columns depend on the primary key
+        .group_by(col(Invoice.id), col(Invoice.customer_id), col(Invoice.issued_on))
+        .group_by(col(Invoice.due_date))
     )
     return filtered(stmt, f)
