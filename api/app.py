@@ -40,6 +40,7 @@ from api.routes import (
     profiles,
     providers,
     reports,
+    simulations,
     stripe_webhook,
     tasks,
     unsubscribe,
@@ -122,6 +123,7 @@ def create_app(
         contacts,
         portal_links,
         portal_requests,
+        simulations,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
