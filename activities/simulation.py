@@ -10,7 +10,7 @@ from temporalio import activity
 from activities.failures import not_found_is_final
 from arflow.db import SessionFactory
 from arflow.policies import simulation_jobs
-from workflows.simulation import FAIL, SIMULATE
+from workflows.simulation_job import FAIL, SIMULATE
 
 
 class SimulationActivities:

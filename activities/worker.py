@@ -50,7 +50,7 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
 from workflows.portal import PortalLinkWorkflow
 from workflows.segments import CustomerReviewWorkflow, SegmentSwitchWorkflow
-from workflows.simulation import SimulationWorkflow
+from workflows.simulation_job import SimulationWorkflow
 from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")

@@ -49,7 +49,7 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
 from workflows.portal import PortalLinkWorkflow
 from workflows.search import ALL as SEARCH_KEYS
-from workflows.simulation import SimulationWorkflow
+from workflows.simulation_job import SimulationWorkflow
 from workflows.types import InvoiceState, InvoiceWorkflowInput, PaymentSignal, SegmentMove
 
 log = logging.getLogger("arflow.gateway")

@@ -72,6 +72,19 @@ async def start_job(
     """Store the job with its policy and invoices, and start its workflow. When Temporal does
     not answer, the job is marked failed and ``Unavailable`` is raised (safe to retry)."""
     spec, ids = selection(session, body)
+    return await store_and_start(session, client, settings, body, spec, ids, actor)
+
+
+async def store_and_start(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    body: Any,
+    spec: PolicySpec,
+    ids: list[int],
+    actor: str,
+) -> Job:
+    """``start_job`` once the policy and the invoices are chosen (``selection``)."""
     job = Job(
         kind=KIND,
         requested_by=actor,
@@ -246,13 +259,13 @@ def csv_text(sessions: Callable[[], Session], job_id: int) -> Iterator[str]:
         first = True
         for chunk in _result_chunks(session, job_id):
             rows = engine.csv_rows(chunk)
-            yield _lines(rows if first else rows[1:])
+            yield lines(rows if first else rows[1:])
             first = False
         if first:  # no rows at all: the header alone
-            yield _lines(engine.csv_rows([])[:1])
+            yield lines(engine.csv_rows([])[:1])
 
 
-def _lines(rows: Sequence[Sequence[object]]) -> str:
+def lines(rows: Sequence[Sequence[object]]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
     return out.getvalue()
