@@ -25,13 +25,13 @@ so they travel through Temporal's JSON payloads exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from workflows.types import ChargeSpec
+from workflows.types import ChargeSpec, PostChargesInput
 
 DAYS_PER_YEAR = 365  # ACT/365 Fixed
 EU_STATUTORY_MARGIN_PCT = "8"
@@ -266,3 +266,34 @@ def interest_charge(
             "day_count": "ACT/365",
         },
     )
+
+
+def lines_due(
+    inp: PostChargesInput, interest_so_far: Callable[[], tuple[int, date | None]]
+) -> list[ChargeLine]:
+    """What the policy of ``inp`` charges now: the stage's fees, then, once overdue, the
+    compensation and the interest from the due date up to ``inp.until`` less what was charged
+    before. ``interest_so_far``: every earlier interest charge's total and the last day charged
+    for (asked only when interest is due). The ``post_charges`` activity (from the database)
+    and the policy simulation (from its own postings) both ask."""
+    policy = policy_from_spec(inp.charges)
+    lines = (
+        stage_charges(policy, inp.stage, inp.stage_balance_minor, inp.currency) if inp.stage else []
+    )
+    due = date.fromisoformat(inp.due_date)
+    if inp.until is None or date.fromisoformat(inp.until) <= due:
+        return lines
+    until = date.fromisoformat(inp.until)
+    compensation = compensation_charge(policy, inp.currency)
+    if compensation is not None:
+        lines.append(compensation)
+    if policy.interest_rate_pct is not None:
+        movements = [(date.fromisoformat(m.day), m.amount_minor) for m in inp.movements]
+        accruals = accruals_for(due, until, inp.opening_minor, policy.interest_rate_pct, movements)
+        charged_before, since = interest_so_far()
+        line = interest_charge(
+            accruals, inp.currency, charged_before_minor=charged_before, since=since
+        )
+        if line is not None:
+            lines.append(line)
+    return lines

@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_ACTIVITY_TIMEOUT,
         SLOW_ACTIVITIES,
     )
-    from workflows.schedule import due_steps, local_today
+    from workflows.schedule import local_today
     from workflows.search import SEGMENT, STAGE, STATUS
     from workflows.types import (
         CANCELLED,
@@ -257,9 +257,8 @@ class InvoiceWorkflow:
     async def _dunning_tick(self, now: datetime) -> datetime | None | bool:
         inp = self.inp
         escalate_at = self._escalation_due_at()
-        steps = [s for s in self._schedule if s.at < self._escalate_at]
-        send, skip = due_steps(steps, progress.done_steps(inp), now)
-        if inp.ladder_done or inp.ladder_deferred or now >= escalate_at:
+        send, skip, ladder_turn = progress.dunning_due(inp, self._schedule, self._escalate_at, now)
+        if ladder_turn:
             # The escalation ladder: earlier unsent steps are recorded as skipped, not sent late.
             return await self._ladder_tick(now, skip + ([send] if send else []))
         if send is not None:
@@ -302,8 +301,7 @@ class InvoiceWorkflow:
                 inp.catch_up_note = None
                 return outcome
             if outcome.status == "capped" and outcome.retry_at is not None:
-                at = self._window(max(send.at, outcome.retry_at))
-                reminders.move(inp, send, at)
+                at = reminders.defer_step(inp, send, outcome.retry_at)
                 key, events = reminders.deferred("step", send.key, at, outcome.detail)
                 await self._record(key, events)
                 return outcome

@@ -13,7 +13,7 @@ from typing import Unpack
 from workflows.holds import small_balance
 from workflows.ladder import escalation_due_at, interest_due, next_stage, stage_due_at, window
 from workflows.plans import plan_points
-from workflows.schedule import build_schedule, escalation_at
+from workflows.schedule import build_schedule, due_steps, escalation_at
 from workflows.schedule import next_action as next_dunning_action
 from workflows.types import (
     DISPUTED,
@@ -54,6 +54,21 @@ def next_step(
     """The next dunning step not sent or skipped yet (before the escalation)."""
     done = done_steps(inp)
     return next((s for s in schedule if s.at < escalate_at and s.key not in done), None)
+
+
+def dunning_due(
+    inp: InvoiceWorkflowInput, schedule: list[ScheduledStep], escalate_at: datetime, now: datetime
+) -> tuple[ScheduledStep | None, list[ScheduledStep], bool]:
+    """The dunning step to send at ``now`` and the passed ones to skip (``due_steps`` over the
+    steps before the schedule's escalation instant ``escalate_at``), and whether the
+    escalation ladder's turn has come (a stage done or held back by a cap, or the escalation
+    instant, no earlier than a hold's grace, reached)."""
+    steps = [s for s in schedule if s.at < escalate_at]
+    send, skip = due_steps(steps, done_steps(inp), now)
+    ladder_turn = bool(
+        inp.ladder_done or inp.ladder_deferred or now >= escalation_due_at(inp, escalate_at)
+    )
+    return send, skip, ladder_turn
 
 
 def next_action(

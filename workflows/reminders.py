@@ -8,8 +8,10 @@ no channel could take opens a task for a specialist.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
+from workflows.ladder import window
 from workflows.types import (
     EventSpec,
     InvoiceWorkflowInput,
@@ -17,6 +19,7 @@ from workflows.types import (
     NextAction,
     PolicySpec,
     ScheduledStep,
+    SendOutcome,
     SendReminderInput,
     TaskRecord,
 )
@@ -31,6 +34,30 @@ def move(inp: InvoiceWorkflowInput, step: ScheduledStep, at: datetime) -> None:
     """``step`` goes out at ``at`` instead (carried over runs in ``inp.deferred``)."""
     step.at = at
     inp.deferred[step.key] = at
+
+
+def defer_step(inp: InvoiceWorkflowInput, step: ScheduledStep, retry_at: datetime) -> datetime:
+    """A contact cap held dunning ``step`` back until ``retry_at``: it goes out then (no
+    earlier than its own instant), within the contact rules. Returns the new instant."""
+    at = window(inp, max(step.at, retry_at))
+    move(inp, step, at)
+    return at
+
+
+def day_cap(sent_today: int, per_day: int, now: datetime, timezone: str) -> SendOutcome | None:
+    """The daily message cap: with ``sent_today`` messages to the customer on their local day
+    of ``now``, another is ``capped`` until their next local midnight when ``per_day`` (not 0)
+    are reached; None when it may go out. The send activity and the simulation both ask."""
+    if not per_day or sent_today < per_day:
+        return None
+    zone = ZoneInfo(timezone)
+    day = now.astimezone(zone).date()
+    tomorrow = datetime.combine(day + timedelta(days=1), time(0), zone)
+    return SendOutcome(
+        "capped",
+        f"{sent_today} messages to this customer today (cap {per_day})",
+        tomorrow.astimezone(UTC),
+    )
 
 
 def deferred(

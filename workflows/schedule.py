@@ -210,3 +210,28 @@ def next_action(
 def local_today(now: datetime, timezone: str) -> date:
     """The customer's calendar date at the instant ``now``."""
     return now.astimezone(ZoneInfo(timezone)).date()
+
+
+def moved_by(
+    at: datetime, allowed: datetime, policy: PolicySpec, timezone: str, country: str | None = None
+) -> list[str]:
+    """Why ``contact_allowed`` moved ``at`` to ``allowed``: ``weekend`` and ``holiday`` for the
+    closed days passed over, ``quiet_hours`` for the hours outside the daily window; empty when
+    it did not move. Explains the instants ``build_schedule`` gives, for the simulation."""
+    if allowed <= at:
+        return []
+    zone = ZoneInfo(timezone)
+    day, last = at.astimezone(zone).date(), allowed.astimezone(zone).date()
+    reasons: list[str] = []
+    while True:  # the day of ``at``, then each day passed over (not the day it lands on)
+        if policy.skip_weekends and day.weekday() >= 5:
+            why = "weekend"
+        elif policy.skip_holidays and country and day in _holidays(country, day.year):
+            why = "holiday"
+        else:
+            why = "quiet_hours"
+        if why not in reasons:
+            reasons.append(why)
+        day += timedelta(days=1)
+        if day >= last:
+            return reasons

@@ -15,15 +15,7 @@ from arflow.invoices.timeline import add_event
 from models import InvoiceCharge
 from models.charge import ChargePublic, ChargesPublic
 from models.types import utcnow
-from workflows.charges import (
-    INTEREST,
-    ChargeLine,
-    accruals_for,
-    compensation_charge,
-    interest_charge,
-    policy_from_spec,
-    stage_charges,
-)
+from workflows.charges import INTEREST, ChargeLine, lines_due
 from workflows.types import PostChargesInput
 
 
@@ -58,30 +50,15 @@ def last_interest_day(session: Session, invoice_id: int) -> date | None:
 def charges_due(session: Session, inp: PostChargesInput) -> list[ChargeLine]:
     """What the workflow's policy charges now (``post_charges``): the stage's fees, then, once
     overdue, the compensation and the interest from the due date up to ``inp.until`` less what
-    was charged before. Pure arithmetic in ``workflows.charges``; this only reads the past."""
-    policy = policy_from_spec(inp.charges)
-    lines = (
-        stage_charges(policy, inp.stage, inp.stage_balance_minor, inp.currency) if inp.stage else []
+    was charged before. Pure arithmetic in ``workflows.charges.lines_due``; this only reads the
+    past."""
+    return lines_due(
+        inp,
+        lambda: (
+            interest_charged_minor(session, inp.invoice_id),
+            last_interest_day(session, inp.invoice_id),
+        ),
     )
-    due = date.fromisoformat(inp.due_date)
-    if inp.until is None or date.fromisoformat(inp.until) <= due:
-        return lines
-    until = date.fromisoformat(inp.until)
-    compensation = compensation_charge(policy, inp.currency)
-    if compensation is not None:
-        lines.append(compensation)
-    if policy.interest_rate_pct is not None:
-        movements = [(date.fromisoformat(m.day), m.amount_minor) for m in inp.movements]
-        accruals = accruals_for(due, until, inp.opening_minor, policy.interest_rate_pct, movements)
-        line = interest_charge(
-            accruals,
-            inp.currency,
-            charged_before_minor=interest_charged_minor(session, inp.invoice_id),
-            since=last_interest_day(session, inp.invoice_id),
-        )
-        if line is not None:
-            lines.append(line)
-    return lines
 
 
 def post_charge(

@@ -61,6 +61,7 @@ from models import (
     Task,
 )
 from models.types import parse_duration, utcnow
+from workflows.reminders import day_cap
 from workflows.types import SendOutcome, SendReminderInput
 
 log = logging.getLogger("arflow.sending")
@@ -152,14 +153,9 @@ class ReminderSender:
                     col(OutboxMessage.created_at) >= start,
                 )
             ).one()
-            if sent_today >= inp.max_messages_per_day:
-                tomorrow = datetime.combine(day + timedelta(days=1), time(0), zone)
-                return SendOutcome(
-                    "capped",
-                    f"{sent_today} messages to this customer today (cap "
-                    f"{inp.max_messages_per_day})",
-                    tomorrow.astimezone(UTC),
-                )
+            capped = day_cap(sent_today, inp.max_messages_per_day, now, customer.timezone)
+            if capped is not None:
+                return capped
         if channel == "call":
             return self._call_capped(session, inp, invoice, now)
         return None
