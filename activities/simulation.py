@@ -23,9 +23,10 @@ class SimulationActivities:
         """Simulate the job's invoices that have no row yet, then store the totals."""
         with self.sessions() as session, not_found_is_final():
             plan = simulation_jobs.begin(session, job_id)
+        with self.sessions() as session:
+            batches = simulation_jobs.batches(session, plan.pending, self.batch)
         activity.heartbeat(len(plan.pending))
-        for start in range(0, len(plan.pending), self.batch):
-            ids = plan.pending[start : start + self.batch]
+        for ids in batches:
             with self.sessions() as session:
                 done = simulation_jobs.run_batch(session, plan, ids)
             activity.heartbeat(done)

@@ -128,7 +128,12 @@ def create_app(
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
-    for page in (web_payments, web_reports, web_customers, web_policy_lab):  # its pages in modules of their own
+    for page in (
+        web_payments,
+        web_reports,
+        web_customers,
+        web_policy_lab,
+    ):  # its pages in modules of their own
         app.include_router(page.router)
     portal.install(app)  # the customer portal at /portal/<signed link>
     app.add_middleware(SecurityHeaders)  # outermost: the session and error pages get it too

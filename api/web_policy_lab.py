@@ -35,13 +35,14 @@ from api.web import (
     CsrfChecked,
     FormError,
     PageError,
+    WebAdmin,
     form_text,
     is_fragment,
     render,
     temporal_client,
-    WebAdmin,
     validated_body,
 )
+from arflow.messages.render import money
 from arflow.policies import simulation as engine
 from arflow.policies import simulation_jobs
 from models import DunningPolicy, Segment
@@ -74,8 +75,13 @@ class LabForm:
     error: str = ""
 
 
-RULES = ("send_at", "escalate_after", "contact_window", "max_messages_per_day",
-         "max_calls_per_week")
+RULES = (
+    "send_at",
+    "escalate_after",
+    "contact_window",
+    "max_messages_per_day",
+    "max_calls_per_week",
+)
 
 
 def _policies(session: Session) -> list[DunningPolicy]:
@@ -123,8 +129,9 @@ def _from_policy(policy: DunningPolicy, today: date) -> LabForm:
 
 def _typed(form: FormData) -> LabForm:
     """The form as sent: every step row (however many), bounded in length."""
-    columns = {k: [str(v)[:60] for v in form.getlist(k)] for k in ("key", "offset", "channel",
-                                                                    "template")}
+    columns = {
+        k: [str(v)[:60] for v in form.getlist(k)] for k in ("key", "offset", "channel", "template")
+    }
     rows = max((len(v) for v in columns.values()), default=0)
     steps = [
         {k: (columns[k][i].strip() if i < len(columns[k]) else "") for k in columns}
@@ -210,12 +217,13 @@ class TotalsView:
 
 
 def totals_view(totals: dict[str, Any]) -> TotalsView:
-    """The engine's totals (as JSON) as rows, a chart per ISO week and a few facts."""
-    draft = totals.get("sends_per_channel") or {}
-    real = (totals.get("actual") or {}).get("sends_per_channel") or {}
+    """The engine's totals (``SimulationTotals`` as JSON) as rows, a chart per ISO week of
+    the draft next to what was really sent, and a few facts."""
+    draft = totals.get("sends_by_channel") or {}
+    real = totals.get("real_sends_by_channel") or {}
     channels = [(c, int(draft.get(c, 0)), int(real.get(c, 0))) for c in _ordered(draft, real)]
-    draft_weeks = _per_week(totals.get("sends_per_week") or {})
-    real_weeks = _per_week((totals.get("actual") or {}).get("sends_per_week") or {})
+    draft_weeks = _per_week(totals.get("sends_by_week") or {})
+    real_weeks = _per_week(totals.get("real_sends_by_week") or {})
     names = sorted(set(draft_weeks) | set(real_weeks))
     weeks = [(w, draft_weeks.get(w, 0), real_weeks.get(w, 0)) for w in names]
     chart = charts.line_chart(
@@ -227,10 +235,26 @@ def totals_view(totals: dict[str, Any]) -> TotalsView:
         width=720,
     )
     facts = [
-        ("escalations (draft)", str(totals.get("escalations", 0))),
-        ("escalations (really)", str((totals.get("actual") or {}).get("escalations", 0))),
+        ("messages (draft)", str(totals.get("sends", 0))),
+        ("messages really sent", str(totals.get("real_sends", 0))),
+        ("moved by contact rules", _pairs(totals.get("moved_by") or {}, money_of=False)),
+        ("escalated (draft)", str(totals.get("escalations", 0))),
+        ("escalated before the payment", str(totals.get("escalations_before_payment", 0))),
+        ("fees", _pairs(totals.get("fees_minor") or {})),
+        ("interest", _pairs(totals.get("interest_minor") or {})),
+        ("compensation", _pairs(totals.get("compensation_minor") or {})),
+        ("paid", str(totals.get("paid", 0))),
     ]
     return TotalsView(channels, weeks, chart, facts, int(totals.get("invoices", 0)))
+
+
+def _pairs(values: dict[str, Any], money_of: bool = True) -> str:
+    """``{currency: minor}`` as money (or ``{reason: n}`` as counts); "none" when empty."""
+    if not values:
+        return "none"
+    if money_of:
+        return ", ".join(money(int(v), k) for k, v in sorted(values.items()))
+    return ", ".join(f"{k} {v}" for k, v in sorted(values.items()))
 
 
 def _ordered(*maps: dict[str, Any]) -> list[str]:

@@ -58,7 +58,5 @@ def simulation_csv(
     return StreamingResponse(
         simulation_jobs.csv_text(sessions, job_id),
         media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="simulation-{job_id}.csv"'
-        },
+        headers={"Content-Disposition": f'attachment; filename="simulation-{job_id}.csv"'},
     )

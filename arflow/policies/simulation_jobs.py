@@ -31,7 +31,8 @@ from arflow import gateway
 from arflow.config import Settings
 from arflow.errors import Unavailable, conflict, not_found, unprocessable
 from arflow.policies import simulation as engine
-from models import Job
+from models import Invoice, Job
+from models.simulation import SimulationRequest
 from models.simulation_job import SimulationJobPublic, SimulationResult, SimulationRun
 from models.types import utcnow
 from workflows.types import PolicySpec
@@ -50,12 +51,16 @@ _TOTALS: TypeAdapter[engine.SimulationTotals] = TypeAdapter(engine.SimulationTot
 # -- asking for a job -------------------------------------------------------------------------
 
 
-def selection(session: Session, body: Any) -> tuple[PolicySpec, list[int]]:
+def selection(session: Session, body: SimulationRequest) -> tuple[PolicySpec, list[int]]:
     """The policy the request simulates and the invoices of its window (the synchronous route's
     checks: 404 for an unknown policy or version, 422 for a bad draft or window); 422 when the
     window selects nothing or more than a job takes."""
-    spec = engine.request_policy(session, body)
-    ids = engine.select_invoices(session, engine.request_window(body))
+    window = engine.SimulationWindow(
+        body.issued_from, body.issued_to, body.segment, body.customer_id
+    )
+    engine.check_window(window)
+    spec = engine.requested_spec(session, body)
+    ids = engine.select_invoices(session, window)
     if not ids:
         raise unprocessable("the window selects no invoice")
     if len(ids) > MAX_SIMULATION_INVOICES:
@@ -67,7 +72,7 @@ def selection(session: Session, body: Any) -> tuple[PolicySpec, list[int]]:
 
 
 async def start_job(
-    session: Session, client: Client, settings: Settings, body: Any, actor: str
+    session: Session, client: Client, settings: Settings, body: SimulationRequest, actor: str
 ) -> Job:
     """Store the job with its policy and invoices, and start its workflow. When Temporal does
     not answer, the job is marked failed and ``Unavailable`` is raised (safe to retry)."""
@@ -79,7 +84,7 @@ async def store_and_start(
     session: Session,
     client: Client,
     settings: Settings,
-    body: Any,
+    body: SimulationRequest,
     spec: PolicySpec,
     ids: list[int],
     actor: str,
@@ -149,6 +154,31 @@ def begin(session: Session, job_id: int) -> Plan:
     stored = _stored_ids(session, job_id)
     pending = [i for i in run.invoice_ids if i not in stored]
     return Plan(job_id, _SPEC.validate_python(run.policy), run.as_of, pending)
+
+
+def batches(session: Session, invoice_ids: Sequence[int], size: int = BATCH) -> list[list[int]]:
+    """``invoice_ids`` in batches of about ``size``, a customer's invoices always in one batch
+    (the engine counts the daily contact cap across a customer's invoices: a batch boundary
+    between two of them would change the result)."""
+    by_customer: dict[int, list[int]] = {}
+    for i in range(0, len(invoice_ids), engine.CHUNK):
+        chunk = list(invoice_ids[i : i + engine.CHUNK])
+        rows = session.exec(
+            select(Invoice.id, Invoice.customer_id).where(col(Invoice.id).in_(chunk))
+        ).all()
+        for invoice_id, customer_id in rows:
+            if invoice_id is not None:
+                by_customer.setdefault(customer_id, []).append(invoice_id)
+    out: list[list[int]] = []
+    current: list[int] = []
+    for customer_id in sorted(by_customer):
+        current += sorted(by_customer[customer_id])
+        if len(current) >= size:
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
+    return out
 
 
 def run_batch(session: Session, plan: Plan, invoice_ids: Sequence[int]) -> int:
@@ -223,9 +253,7 @@ def get(session: Session, job_id: int) -> SimulationJobView:
     return SimulationJobView(job, run)
 
 
-def _result_chunks(
-    session: Session, job_id: int
-) -> Iterator[list[engine.InvoiceSimulation]]:
+def _result_chunks(session: Session, job_id: int) -> Iterator[list[engine.InvoiceSimulation]]:
     """The stored results in invoice order, ``CSV_CHUNK`` at a time (keyset paging)."""
     after = 0
     while True:
