@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from temporalio.client import Client
 
 from arflow import gateway
 from arflow.config import Settings
+from arflow.db import SessionFactory
 from arflow.errors import Unavailable, conflict, not_found, unprocessable
 from arflow.policies import simulation as engine
 from models import Invoice, Job
@@ -80,16 +81,10 @@ async def start_job(
     return await store_and_start(session, client, settings, body, spec, ids, actor)
 
 
-async def store_and_start(
-    session: Session,
-    client: Client,
-    settings: Settings,
-    body: SimulationRequest,
-    spec: PolicySpec,
-    ids: list[int],
-    actor: str,
+def store(
+    session: Session, body: SimulationRequest, spec: PolicySpec, ids: list[int], actor: str
 ) -> Job:
-    """``start_job`` once the policy and the invoices are chosen (``selection``)."""
+    """The job and its run, stored (commits); ``selection`` chose the policy and invoices."""
     job = Job(
         kind=KIND,
         requested_by=actor,
@@ -108,6 +103,21 @@ async def store_and_start(
         )
     )
     session.commit()
+    return job
+
+
+async def store_and_start(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    body: SimulationRequest,
+    spec: PolicySpec,
+    ids: list[int],
+    actor: str,
+) -> Job:
+    """``start_job`` once the policy and the invoices are chosen (``selection``)."""
+    job = store(session, body, spec, ids, actor)
+    assert job.id is not None
     try:
         await gateway.start_simulation_job(client, settings, job.id)
     except Unavailable:
@@ -279,7 +289,7 @@ def csv_ready(session: Session, job_id: int) -> None:
         )
 
 
-def csv_text(sessions: Callable[[], Session], job_id: int) -> Iterator[str]:
+def csv_text(sessions: SessionFactory, job_id: int) -> Iterator[str]:
     """The per-invoice CSV of a finished job (the engine's ``csv_rows``, as the synchronous
     route writes it), a chunk of rows at a time, read in a session of its own (a streamed
     answer outlives the request's session)."""
