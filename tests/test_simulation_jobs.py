@@ -168,12 +168,9 @@ def test_a_retried_run_writes_no_duplicate_and_batches_keep_customers_whole(
         job_id = simulation_jobs.store(s, req, spec, ids, "admin:test").id
         assert job_id is not None
         batches = simulation_jobs.batches(s, ids, 8)
-        owners = {
-            i: c
-            for i, c in s.exec(
-                select(Invoice.id, Invoice.customer_id).where(col(Invoice.id).in_(ids))
-            ).all()
-        }
+        owners = dict(
+            s.exec(select(Invoice.id, Invoice.customer_id).where(col(Invoice.id).in_(ids))).all()
+        )
     assert sorted(i for b in batches for i in b) == sorted(ids)
     customers = [{owners[i] for i in b} for b in batches]
     for a, b in zip(customers, customers[1:], strict=False):
