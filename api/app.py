@@ -40,6 +40,7 @@ from api.routes import (
     profiles,
     providers,
     reports,
+    simulation,
     simulations,
     stripe_webhook,
     tasks,
@@ -100,6 +101,7 @@ def create_app(
     for module in (
         customers,
         policies,
+        simulation,
         invoices,
         preview,
         actions,

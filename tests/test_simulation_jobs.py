@@ -89,6 +89,10 @@ async def test_a_simulation_job_runs_and_matches_the_synchronous_answer(hh: Harn
     totals, text = expected(h, body, job["id"])
     assert shown["totals"] == totals
     assert totals["invoices"] == 60 and totals["sends"] > 0 and totals["real_sends"] > 0
+    # The synchronous route answers the same (its own instant: seconds later, same result).
+    sync = await h.post("/v1/policies/simulate", body, role="admin")
+    assert sync.status_code == 200, sync.text
+    assert sync.json()["totals"] == totals
     assert shown["csv_url"] == f"/v1/policies/simulations/{job['id']}/result.csv"
     download = await h.get(shown["csv_url"], role="admin")
     assert download.status_code == 200
