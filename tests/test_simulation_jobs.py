@@ -182,8 +182,8 @@ def test_a_retried_run_writes_no_duplicate_and_batches_keep_customers_whole(
     # A first attempt died after two batches; the retry goes on from there.
     with Session(engine) as s:
         plan = simulation_jobs.begin(s, job_id)
-        for b in batches[:2]:
-            simulation_jobs.run_batch(s, plan, b)
+        for batch in batches[:2]:
+            simulation_jobs.run_batch(s, plan, batch)
         # ... and an attempt running alongside wrote a batch the retry also runs.
         simulation_jobs.run_batch(s, plan, batches[2])
         simulation_jobs.run_batch(s, plan, batches[2])
