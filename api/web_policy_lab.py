@@ -345,7 +345,7 @@ async def lab_run(
     except (ApiError, DomainError) as exc:
         return _page(request, session, lab, status=status_of(exc), error=exc.message)
     assert job.id is not None
-    return _page(request, session, lab, status=202, job=_job_context(session, job.id))
+    return _page(request, session, lab, status=202, **_job_context(session, job.id))
 
 
 @router.post("/result.csv")
