@@ -22,7 +22,7 @@ from arflow.config import Settings
 from arflow.db import SessionFactory
 from arflow.errors import Conflict, Invalid, Unavailable
 from arflow.gateway import NoWorkflow
-from arflow.invoices import jobs
+from arflow.invoices import jobs, policy_switch
 from arflow.invoices.service import run_update
 from workflows.types import ActorRequest, PauseRequest
 
@@ -78,6 +78,17 @@ class JobActivities:
                     client, self.settings, invoice_id, "send_now", request, update_id=update_id
                 )
                 return "sent", state.sent_steps[-1] if state.sent_steps else None
+            if job.kind == jobs.POLICY_SWITCH:
+                with self.sessions() as session:
+                    return await policy_switch.switch_invoice(
+                        session,
+                        client,
+                        self.settings,
+                        invoice_id,
+                        job.params,
+                        job.requested_by,
+                        update_id,
+                    )
             # An account's pause or resume: the same update, recorded first, that a
             # specialist sends for one invoice.
             with self.sessions() as session:

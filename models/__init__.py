@@ -21,7 +21,7 @@ from models.invoice import (
     Payment,
 )
 from models.job import Job, JobItem
-from models.policy import DunningPolicy
+from models.policy import DunningPolicy, PolicyVersion
 from models.portal import PortalLinkRequest
 from models.portal_request import DisputeAttachment, PlanProposal
 from models.profile import CustomerEvent, UnbilledOrder
@@ -47,6 +47,7 @@ __all__ = [
     "Dispute",
     "DisputeAttachment",
     "DunningPolicy",
+    "PolicyVersion",
     "PortalLinkRequest",
     "IdempotencyRecord",
     "Invoice",

@@ -98,6 +98,9 @@ class Invoice(InvoiceBase, table=True):
     currency: str = Field(max_length=3)
     customer_id: int = Field(foreign_key="customers.id", index=True)
     policy_id: int = Field(foreign_key="dunning_policies.id")
+    policy_version: int | None = Field(
+        default=None, description="the version of the policy the invoice runs"
+    )
     amount_minor: int = Field(sa_type=BigInteger)
     balance_minor: int = Field(sa_type=BigInteger)
     due_at: datetime = Field(sa_type=UTCDateTime, index=True)
@@ -143,6 +146,9 @@ class InvoicePublic(InvoiceBase):
     id: int
     customer_id: int
     policy_id: int
+    policy_version: int | None = Field(
+        default=None, description="the version of the policy the invoice runs"
+    )
     amount_minor: int
     balance_minor: int
     due_at: datetime

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import JSON, BigInteger, Column, Integer, String
+from sqlalchemy import JSON, BigInteger, Column, Integer, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.types import IsoDuration, NonNegativeIsoDuration, TimeOfDay, UTCDateTime, utcnow
@@ -342,12 +342,15 @@ class DunningPolicy(DunningPolicyBase, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
     )
     charges: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The current version (policy_versions): this row always holds that version's content.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
     def spec(self) -> PolicySpec:
         assert self.id is not None
         return PolicySpec(
             policy_id=self.id,
+            version=self.version,
             name=self.name,
             steps=[StepSpec(**s) for s in self.steps],
             escalate_after=self.escalate_after,
@@ -376,7 +379,75 @@ class DunningPolicyPublic(DunningPolicyBase):
     steps: list[ReminderStep]
     ladder: list[LadderStageIn]
     charges: ChargesIn | None
+    version: int = Field(default=1, description="the current version (see /versions)")
     created_at: datetime
+
+
+class PolicyVersion(SQLModel, table=True):
+    """One immutable version of a policy: its whole content as created or published
+    (``DunningPolicyCreate``'s fields), who published it and when."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("policy_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_id: int = Field(foreign_key="dunning_policies.id", index=True)
+    version: int
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_by: str = Field(max_length=100)
+    note: str = Field(default="", max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+RunningChoice = Literal["stay", "switch"]
+
+
+class PolicyPublish(DunningPolicyCreate):
+    """``PUT /v1/policies/{id}``: the whole new content (as for a create; the name cannot
+    change: segments name the policy), what happens to running invoices, and a note."""
+
+    running: RunningChoice = Field(
+        default="stay",
+        description="stay: running invoices keep the version they run; switch: each open "
+        "invoice on an older version follows this one from its next step (passed steps are "
+        "recorded as skipped, nothing is sent again), as a job",
+    )
+    note: str = Field(default="", max_length=500, description="why: shown in the versions list")
+
+    def content(self) -> DunningPolicyCreate:
+        return DunningPolicyCreate.model_validate(self.model_dump(exclude={"running", "note"}))
+
+
+class PolicyVersionPublic(SQLModel):
+    policy_id: int
+    version: int
+    current: bool
+    created_by: str
+    created_at: datetime
+    note: str
+    policy: DunningPolicyCreate = Field(description="the version's whole content")
+
+
+class FieldChange(SQLModel):
+    field: str = Field(description="a dotted path, e.g. steps.late_7.offset or contact_window")
+    change: Literal["added", "removed", "changed"]
+    before: Any = None
+    after: Any = None
+
+
+class PolicyDiff(SQLModel):
+    policy_id: int
+    from_version: int
+    to_version: int
+    changes: list[FieldChange]
+
+
+class PolicyPublished(SQLModel):
+    version: PolicyVersionPublic
+    switch_job_id: int | None = Field(
+        default=None, description="running: switch: the job moving the running invoices"
+    )
+    running_invoices: int = Field(description="open invoices on an older version of the policy")
 
 
 DEFAULT_POLICY_NAME = "default"

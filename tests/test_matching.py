@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from arflow.payments.matching import Allocation, Book, Item, Payer, Receipt, decide, normalize
 from models.reference import payment_reference, references_in
 
@@ -157,3 +160,66 @@ def test_book_take_stops_a_second_line_taking_the_same_balance() -> None:
     b.take(first)
     second = decide(receipt(30_000, "", counterparty_iban=IBAN_ACME), b)
     assert second.status == "unmatched"
+
+
+def _referenced_by_scanning(book: Book, text: str) -> list[int]:
+    """The number search as it was before the automaton: every number of the book searched
+    in the text in turn, longest first (the oracle for the property below)."""
+    found = [i for i in references_in(text) if i in book.items]
+    flat = normalize(text)
+    ranked = sorted(
+        ((normalize(i.number), i.invoice_id) for i in book.items.values()),
+        key=lambda pair: -len(pair[0]),
+    )
+    hits: list[tuple[int, int]] = []
+    taken: list[tuple[int, int]] = []
+    for key, invoice_id in ranked:
+        if len(key) < 3:
+            continue
+        start = flat.find(key)
+        while start >= 0:
+            end = start + len(key)
+            glued = (flat[start].isdigit() and start > 0 and flat[start - 1].isdigit()) or (
+                flat[end - 1].isdigit() and end < len(flat) and flat[end].isdigit()
+            )
+            if not glued and not any(a < end and start < b for a, b in taken):
+                taken.append((start, end))
+                hits.append((start, invoice_id))
+            start = flat.find(key, start + 1)
+    for _, invoice_id in sorted(hits):
+        if invoice_id not in found:
+            found.append(invoice_id)
+    return found
+
+
+numbers = st.text(alphabet="AB12-/ ", min_size=1, max_size=8)
+
+
+@st.composite
+def book_and_text(draw: st.DrawFn) -> tuple[list[str], str]:
+    """A book's invoice numbers and a text made of some of them, glued or spaced, and noise."""
+    invoice_numbers = draw(st.lists(numbers, min_size=1, max_size=12))
+    word = st.one_of(st.sampled_from(invoice_numbers), st.text(alphabet="AB123 .x", max_size=6))
+    words = draw(st.lists(word, max_size=8))
+    glue = draw(st.sampled_from(["", " ", "/"]))
+    return invoice_numbers, glue.join(words)
+
+
+@settings(max_examples=400, deadline=None)
+@given(book_and_text())
+def test_number_search_finds_what_a_scan_of_every_number_finds(
+    case: tuple[list[str], str],
+) -> None:
+    """Overlapping, nested, repeated and shared numbers, glued digits: the automaton names the
+    same invoices in the same order as searching each number of the book in turn."""
+    invoice_numbers, text = case
+    b = book(*(item(n + 1, 100, number=num) for n, num in enumerate(invoice_numbers)))
+    assert b.referenced(text) == _referenced_by_scanning(b, text)
+
+
+def test_number_search_examples() -> None:
+    b = book(
+        item(1, 100, number="INV-42"), item(2, 100, number="INV-421"), item(3, 1, number="X-42")
+    )
+    assert b.referenced("pays inv 421 and INV42") == [2, 1]
+    assert b.referenced("INV-4210") == []  # glued to another digit: another number

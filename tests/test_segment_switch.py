@@ -69,6 +69,8 @@ async def test_switch_to_high_risk_follows_its_steps_from_now_on(h: Harness) -> 
         "to": "high_risk",
         "reason": "segment standard -> high_risk",
         "skipped": ["due_date_call"],
+        "from_version": 1,
+        "to_version": 1,
     }
     invoice = await c.get()
     policies = {p["name"]: p["id"] for p in (await h.get("/v1/policies")).json()}

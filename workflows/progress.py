@@ -151,13 +151,15 @@ def follow_policy(
     done = done_steps(inp)
     passed = [s.key for s in schedule if s.key not in done and s.at <= now]
     inp.skipped_steps.extend(passed)
-    events = [
-        EventSpec(
-            "policy_changed",
-            {"from": old.name, "to": req.policy.name, "reason": req.reason, "skipped": passed},
-        )
-    ]
-    return schedule, escalate_at, events
+    data: dict[str, object] = {
+        "from": old.name,
+        "to": req.policy.name,
+        "reason": req.reason,
+        "skipped": passed,
+    }
+    if req.policy.version is not None:  # specs recorded before versions carry none
+        data |= {"from_version": old.version, "to_version": req.policy.version}
+    return schedule, escalate_at, [EventSpec("policy_changed", data)]
 
 
 def move_customer(inp: InvoiceWorkflowInput, zone: CustomerZone, now: datetime) -> list[EventSpec]:

@@ -106,6 +106,9 @@ class PolicySpec:
     # Below this open balance no reminder and no escalation: the invoice waits for a
     # specialist's decision (write off, or a payment). 0: no minimum.
     min_balance_minor: int = 0
+    # The stored version of the policy this spec is (policy_versions); None in inputs recorded
+    # before policies had versions.
+    version: int | None = None
 
 
 @dataclass

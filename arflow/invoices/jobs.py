@@ -27,11 +27,11 @@ from models.job import MAX_JOB_INVOICES, JobItemPublic, JobPublic, SendNowReques
 from models.types import utcnow
 from workflows.types import CLOSED_STATUSES
 
-SEND_NOW, PAUSE, RESUME = "send_now", "pause", "resume"
+SEND_NOW, PAUSE, RESUME, POLICY_SWITCH = "send_now", "pause", "resume", "policy_switch"
 SIMULATION = "simulation"  # a policy simulation (arflow.policies.simulation_jobs)
 ACCOUNT_KINDS = (PAUSE, RESUME)
 # What an item that went through ends as, by kind.
-DONE_STATUS = {SEND_NOW: "sent", PAUSE: "applied", RESUME: "applied"}
+DONE_STATUS = {SEND_NOW: "sent", PAUSE: "applied", RESUME: "applied", POLICY_SWITCH: "switched"}
 
 
 def selected(session: Session, body: SendNowRequest) -> list[int]:
@@ -135,6 +135,19 @@ async def start_account_job(
         raise unprocessable(f"customer {customer_id} has no open invoice to {kind}")
     params: dict[str, Any] = {"customer_id": customer_id, **body.model_dump(mode="json")}
     return await _store_and_start(session, client, settings, kind, params, ids, actor)
+
+
+async def start_policy_switch(
+    session: Session,
+    client: Client,
+    settings: Settings,
+    params: dict[str, Any],
+    ids: list[int],
+    actor: str,
+) -> Job:
+    """Move invoices ``ids`` to version ``params["version"]`` of policy
+    ``params["policy_id"]`` from their next step on (``arflow.policies.versions``)."""
+    return await _store_and_start(session, client, settings, POLICY_SWITCH, params, ids, actor)
 
 
 async def _store_and_start(

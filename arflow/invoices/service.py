@@ -143,6 +143,7 @@ def new_invoice(
         due_at=due_at,
         customer_id=customer.id or 0,
         policy_id=policy.id or 0,
+        policy_version=policy.version,
         amount_minor=body.amount_minor,
         balance_minor=body.amount_minor,
         request_hash=digest,
@@ -543,5 +544,6 @@ async def switch_policy(
 
 def _store_policy(session: Session, invoice: Invoice, policy: DunningPolicy) -> None:
     invoice.policy_id = policy.id or invoice.policy_id
+    invoice.policy_version = policy.version
     session.add(invoice)
     session.commit()

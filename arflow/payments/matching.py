@@ -20,10 +20,12 @@ ignored. Ambiguity is never resolved by guessing: a wrong match dunns a customer
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
+
+import ahocorasick
 
 from models.reference import references_in
 
@@ -93,10 +95,7 @@ class Book:
 
     def __init__(self, items: Iterable[Item], payers: Iterable[Payer]) -> None:
         self.items = {i.invoice_id: i for i in items}
-        self.by_number: list[tuple[str, int]] = sorted(
-            ((normalize(i.number), i.invoice_id) for i in self.items.values()),
-            key=lambda pair: -len(pair[0]),
-        )
+        self._numbers = _number_automaton(self.items.values())
         self.by_customer: dict[int, list[int]] = {}
         for item in sorted(self.items.values(), key=lambda i: (i.due_at, i.invoice_id)):
             self.by_customer.setdefault(item.customer_id, []).append(item.invoice_id)
@@ -125,16 +124,23 @@ class Book:
             )
 
     def referenced(self, text: str) -> list[int]:
-        """Invoices named in ``text`` by our reference or by number, in order of appearance."""
+        """Invoices named in ``text`` by our reference or by number, in order of appearance.
+
+        Numbers are found by one Aho-Corasick pass over the text (every occurrence of every
+        invoice number at once, whatever the size of the book), then taken longest number
+        first, earlier occurrence first, never overlapping one already taken nor glued to more
+        digits; an invoice number several invoices share names the first of them."""
         found = [i for i in references_in(text) if i in self.items]
         flat = normalize(text)
         hits: list[tuple[int, int]] = []
         taken: list[tuple[int, int]] = []
-        for key, invoice_id in self.by_number:  # longest numbers first
-            if len(key) < 3:
-                continue
-            for start in _occurrences(flat, key):
-                end = start + len(key)
+        if self._numbers is not None:
+            occurrences = sorted(
+                (rank, end - length + 1, length, invoice_id)
+                for end, (rank, length, invoice_id) in self._numbers.iter(flat)
+            )
+            for _, start, length, invoice_id in occurrences:
+                end = start + length
                 if _glued(flat, start, end) or any(a < end and start < b for a, b in taken):
                     continue
                 taken.append((start, end))
@@ -158,11 +164,21 @@ class Book:
         return [i for i in items if i.open and i.currency == currency and i.balance_minor > 0]
 
 
-def _occurrences(text: str, key: str) -> Iterator[int]:
-    start = text.find(key)
-    while start >= 0:
-        yield start
-        start = text.find(key, start + 1)
+def _number_automaton(items: Iterable[Item]) -> ahocorasick.Automaton | None:
+    """Every invoice number of at least 3 letters or digits (normalized), each with its rank
+    (longer numbers first; among equal lengths the book's order), its length and the first
+    invoice that has it; None when there is none."""
+    ranked = sorted(
+        ((normalize(i.number), i.invoice_id) for i in items), key=lambda pair: -len(pair[0])
+    )
+    automaton = ahocorasick.Automaton()
+    for rank, (key, invoice_id) in enumerate(ranked):
+        if len(key) >= 3 and key not in automaton:
+            automaton.add_word(key, (rank, len(key), invoice_id))
+    if len(automaton) == 0:
+        return None
+    automaton.make_automaton()
+    return automaton
 
 
 def _glued(text: str, start: int, end: int) -> bool:

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from arflow.errors import conflict, unprocessable
+from arflow.errors import NotFound, conflict, unprocessable
+from arflow.policies import versions
 from models import Customer, DunningPolicy, Invoice, Payment, PaymentPlan
 from models.invoice import InvoiceEvent
 from models.policy import DunningPolicyCreate
@@ -473,8 +474,8 @@ def check_window(window: SimulationWindow) -> None:
 
 
 def requested_spec(session: Session, req: SimulationRequest) -> PolicySpec:
-    """The policy a request names: its draft, or a stored policy (its current version; an
-    older version is refused until versions exist)."""
+    """The policy a request names: its draft, or a stored policy's version (default: its
+    current one)."""
     if (req.policy is None) == (req.policy_id is None):
         raise unprocessable("give exactly one of policy (a draft) and policy_id")
     if req.policy is not None:
@@ -485,13 +486,16 @@ def requested_spec(session: Session, req: SimulationRequest) -> PolicySpec:
     stored = session.get(DunningPolicy, req.policy_id)
     if stored is None:
         raise unprocessable(f"unknown policy {req.policy_id}")
-    if req.version is not None and req.version != 1:
-        raise unprocessable(f"policy {req.policy_id} has no version {req.version}")
-    return stored.spec()
+    if req.version is None:
+        return stored.spec()
+    try:
+        return versions.load_spec(session, req.policy_id, req.version)
+    except NotFound:
+        raise unprocessable(f"policy {req.policy_id} has no version {req.version}") from None
 
 
 def run_request(
-    session: Session, req: SimulationRequest, now: datetime, limit: int = MAX_SYNC_INVOICES
+    session: Session, req: SimulationRequest, now: datetime, limit: int | None = None
 ) -> SimulationResult:
     """A simulation answered at once: at most ``limit`` invoices (409 above, run it as a
     job); per-invoice results when asked."""
@@ -499,6 +503,7 @@ def run_request(
     check_window(window)
     spec = requested_spec(session, req)
     ids = select_invoices(session, window)
+    limit = MAX_SYNC_INVOICES if limit is None else limit
     if len(ids) > limit:
         raise conflict(
             f"{len(ids)} invoices match: more than {limit} run as a job "
