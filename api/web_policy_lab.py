@@ -171,9 +171,8 @@ def draft_request(session: Session, lab: LabForm) -> SimulationRequest:
         raise FormError("steps: the draft needs at least one step")
     if len(steps) > MAX_STEPS:
         raise FormError(f"steps: at most {MAX_STEPS}")
-    stored = DunningPolicyPublic.model_validate(base, from_attributes=True).model_dump(
-        mode="json", exclude={"id", "created_at"}
-    )
+    public = DunningPolicyPublic.model_validate(base, from_attributes=True).model_dump(mode="json")
+    stored = {k: v for k, v in public.items() if k in DunningPolicyCreate.model_fields}
     rules = lab.rules
     draft = stored | {
         "name": f"draft of {base.name}"[:100],
