@@ -25,7 +25,7 @@ class SimulationActivities:
             plan = simulation_jobs.begin(session, job_id)
         with self.sessions() as session:
             batches = simulation_jobs.batches(session, plan.pending, self.batch)
-        activity.heartbeat(len(plan.pending))
+        activity.heartbeat(plan.total - len(plan.pending))  # invoices done: a retry's start
         for ids in batches:
             with self.sessions() as session:
                 done = simulation_jobs.run_batch(session, plan, ids)

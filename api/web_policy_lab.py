@@ -16,6 +16,7 @@ the page again with the message, never a 500.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -49,6 +50,7 @@ from models import DunningPolicy, Segment
 from models.policy import TEMPLATES, DunningPolicyCreate, DunningPolicyPublic
 from models.simulation import SimulationRequest
 from models.types import utcnow
+from workflows.types import PolicySpec
 
 router = APIRouter(prefix="/app/policy-lab", include_in_schema=False)
 Admin = WebAdmin
@@ -311,6 +313,31 @@ def lab_page(
     return _page(request, session, lab)
 
 
+def _inline(
+    session: Session, lab: LabForm
+) -> tuple[SimulationRequest, PolicySpec, list[int], dict[str, Any] | None]:
+    """The request, its policy and invoices; the totals too when the window is small enough
+    to simulate in the request (None: run it as a job)."""
+    body = draft_request(session, lab)
+    spec, ids = simulation_jobs.selection(session, body)
+    if len(ids) > INLINE_MAX:
+        return body, spec, ids, None
+    results = engine.simulate(session, spec, ids, utcnow())
+    return body, spec, ids, _TOTALS.dump_python(engine.totals(results), mode="json")
+
+
+def _inline_rows(session: Session, lab: LabForm) -> list[list[str]]:
+    """The per-invoice CSV rows of the form's draft (a window small enough only)."""
+    body = draft_request(session, lab)
+    spec, ids = simulation_jobs.selection(session, body)
+    if len(ids) > INLINE_MAX:
+        raise FormError(
+            f"the window selects {len(ids)} invoices: run it (as a job), then download the "
+            "job's CSV"
+        )
+    return engine.csv_rows(engine.simulate(session, spec, ids, utcnow()))
+
+
 @router.post("", response_class=HTMLResponse)
 async def lab_run(
     request: Request,
@@ -331,11 +358,9 @@ async def lab_run(
         lab.steps = [s for i, s in enumerate(lab.steps) if i != index]
         return _page(request, session, lab)
     try:
-        body = draft_request(session, lab)
-        spec, ids = simulation_jobs.selection(session, body)
-        if len(ids) <= INLINE_MAX:
-            results = engine.simulate(session, spec, ids, utcnow())
-            totals = _TOTALS.dump_python(engine.totals(results), mode="json")
+        # The draft checked, the window chosen and a small one simulated off the event loop.
+        body, spec, ids, totals = await asyncio.to_thread(_inline, session, lab)
+        if totals is not None:
             return _page(request, session, lab, result=totals_view(totals), ran=len(ids))
         job = await simulation_jobs.store_and_start(
             session, temporal_client(request), settings, body, spec, ids, who.actor
@@ -353,14 +378,7 @@ async def lab_csv(request: Request, session: SessionDep, _: Admin, __: CsrfCheck
     """The per-invoice CSV of the draft for an inline-sized window (the form posted again)."""
     lab = _typed(await request.form())
     try:
-        body = draft_request(session, lab)
-        spec, ids = simulation_jobs.selection(session, body)
-        if len(ids) > INLINE_MAX:
-            raise FormError(
-                f"the window selects {len(ids)} invoices: run it (as a job), then download "
-                "the job's CSV"
-            )
-        rows = engine.csv_rows(engine.simulate(session, spec, ids, utcnow()))
+        rows = await asyncio.to_thread(_inline_rows, session, lab)
     except FormError as exc:
         return _page(request, session, lab, status=422, error=str(exc))
     except (ApiError, DomainError) as exc:

@@ -187,7 +187,10 @@ def test_a_retried_run_writes_no_duplicate_and_batches_keep_customers_whole(
         # ... and an attempt running alongside wrote a batch the retry also runs.
         simulation_jobs.run_batch(s, plan, batches[2])
         simulation_jobs.run_batch(s, plan, batches[2])
-    ActivityEnvironment().run(SimulationActivities(sessions, 8).run_simulation_job, job_id)
+    env = ActivityEnvironment()
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    env.run(SimulationActivities(sessions, 8).run_simulation_job, job_id)
     with Session(engine) as s:
         stored = s.exec(
             select(func.count())
@@ -199,6 +202,8 @@ def test_a_retried_run_writes_no_duplicate_and_batches_keep_customers_whole(
         assert run is not None
         whole = engine_mod.run_request(s, req, run.as_of, limit=10_000)
     assert stored == len(ids) == shown.done
+    # Heartbeats: the invoices done so far, at the retry's start and after each batch.
+    assert beats[-1] == len(ids) and beats == sorted(beats) and len(beats) >= 3
     assert shown.status == "done"
     assert shown.totals == TOTALS.dump_python(whole.totals, mode="json")
 

@@ -15,6 +15,7 @@ in invoice order, a chunk at a time.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Iterator, Sequence
@@ -77,7 +78,7 @@ async def start_job(
 ) -> Job:
     """Store the job with its policy and invoices, and start its workflow. When Temporal does
     not answer, the job is marked failed and ``Unavailable`` is raised (safe to retry)."""
-    spec, ids = selection(session, body)
+    spec, ids = await asyncio.to_thread(selection, session, body)
     return await store_and_start(session, client, settings, body, spec, ids, actor)
 
 
@@ -139,6 +140,7 @@ class Plan:
     policy: PolicySpec
     as_of: datetime
     pending: list[int]
+    total: int
 
 
 def _run(session: Session, job_id: int) -> tuple[Job, SimulationRun]:
@@ -163,7 +165,7 @@ def begin(session: Session, job_id: int) -> Plan:
     session.commit()
     stored = _stored_ids(session, job_id)
     pending = [i for i in run.invoice_ids if i not in stored]
-    return Plan(job_id, _SPEC.validate_python(run.policy), run.as_of, pending)
+    return Plan(job_id, _SPEC.validate_python(run.policy), run.as_of, pending, len(run.invoice_ids))
 
 
 def batches(session: Session, invoice_ids: Sequence[int], size: int = BATCH) -> list[list[int]]:
