@@ -242,6 +242,11 @@ class InvoiceEventPublic(SQLModel):
     data: dict[str, Any]
 
 
+# Outbox statuses of a message that reached (or is on its way to) the customer: what the daily
+# contact cap counts.
+COUNTED_STATUSES = ("queued", "sending", "sent", "delivered", "uncertain", "printed")
+
+
 class OutboxMessage(SQLModel, table=True):
     """An outbound message; (invoice, step, channel) is unique so a step is sent at most once."""
 

@@ -93,6 +93,13 @@ def test_the_daily_cap_moves_a_second_invoice_of_the_customer_to_the_next_day() 
     # two customers: no cap between them
     other = invoice(date(2026, 3, 2), 2, customer=2)
     assert local(simulate_customer(pol, [first, other], FAR)[1].sends[0].at).day == 3
+    # a confirmation the customer really got at 08:30 that day takes the day's one message;
+    # one at 09:30 comes after the step and does not move it
+    early = datetime(2026, 3, 3, 7, 30, tzinfo=UTC)
+    confirmed = invoice(date(2026, 3, 2), 1, messages=[early])
+    assert local(simulate(pol, confirmed, FAR).sends[0].at) == datetime(2026, 3, 4, 8, 0)
+    later = invoice(date(2026, 3, 2), 1, messages=[early + timedelta(hours=1)])
+    assert local(simulate(pol, later, FAR).sends[0].at) == datetime(2026, 3, 3, 9, 0)
 
 
 def test_paid_before_escalation_is_not_escalated_and_flagged() -> None:

@@ -104,6 +104,9 @@ class SimInvoice:
     discount_minor: int = 0
     discount_until: datetime | None = None
     start_at: datetime | None = None  # when its workflow started (the invoice was created)
+    # Other messages the customer really got about it (confirmations of a payment, a promise,
+    # a dispute's outcome): whatever the policy, they count toward the daily cap.
+    messages: list[datetime] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
 
 
@@ -541,13 +544,20 @@ def simulate_customer(
     policy: PolicySpec, invoices: list[SimInvoice], until: datetime
 ) -> list[SimOutcome]:
     """Run one customer's invoices under ``policy`` together, in time order, up to ``until``
-    (nothing after it is reported): the daily cap counts their messages across invoices."""
+    (nothing after it is reported): the daily cap counts their messages across invoices, and
+    the other messages they really got (``SimInvoice.messages``) at their instants."""
     counter = DayCounter()
     runs = [InvoiceRun(policy, inv, counter) for inv in invoices]
     for run in runs:  # each starts when its workflow did (its first task runs at once)
         run.wake = _start_instant(run)
+    others = sorted((at, inv.customer_id, inv.timezone) for inv in invoices for at in inv.messages)
+    others.reverse()  # popped from the end, earliest first
     while True:
         due = [(at, i) for i, run in enumerate(runs) if (at := run.next_at()) is not None]
+        if others and others[-1][0] <= until and (not due or others[-1][0] <= min(due)[0]):
+            at, customer_id, timezone = others.pop()
+            counter.add(customer_id, local_today(at, timezone))
+            continue
         if not due:
             break
         at, i = min(due)

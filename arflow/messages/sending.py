@@ -60,6 +60,7 @@ from models import (
     Segment,
     Task,
 )
+from models.invoice import COUNTED_STATUSES
 from models.types import parse_duration, utcnow
 from workflows.reminders import day_cap
 from workflows.types import SendOutcome, SendReminderInput
@@ -67,7 +68,7 @@ from workflows.types import SendOutcome, SendReminderInput
 log = logging.getLogger("arflow.sending")
 
 MESSAGE_CHANNELS = ("email", "sms", "letter")
-COUNTED = ("queued", "sending", "sent", "delivered", "uncertain", "printed")
+COUNTED = COUNTED_STATUSES
 DONE = {
     "sent": "sent",
     "delivered": "sent",

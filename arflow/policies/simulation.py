@@ -24,12 +24,13 @@ from sqlmodel import Session, col, select
 
 from arflow.errors import NotFound, conflict, unprocessable
 from arflow.policies import versions
-from models import Customer, DunningPolicy, Invoice, Payment, PaymentPlan
-from models.invoice import InvoiceEvent
+from models import Customer, DunningPolicy, Invoice, OutboxMessage, Payment, PaymentPlan
+from models.invoice import COUNTED_STATUSES, InvoiceEvent
 from models.policy import DunningPolicyCreate
 from models.simulation import SimulationRequest
 from workflows import simulation as sim
 from workflows.charges import COMPENSATION, FEE, INTEREST
+from workflows.confirmations import CONFIRM_PREFIX
 from workflows.simulation import Fact, SimCharge, SimInvoice, SimSend, SimStage
 from workflows.types import PolicySpec
 
@@ -212,7 +213,8 @@ class _Loaded:
 
 
 def load(session: Session, invoice_ids: Sequence[int]) -> list[_Loaded]:
-    """The invoices with their facts and real sends: four queries per ``CHUNK`` ids."""
+    """The invoices with their facts, confirmations and real sends: five queries per
+    ``CHUNK`` ids."""
     out: list[_Loaded] = []
     for ids in _chunks(sorted(set(invoice_ids))):
         rows = session.exec(
@@ -237,6 +239,16 @@ def load(session: Session, invoice_ids: Sequence[int]) -> list[_Loaded]:
             ).all()
             if pid is not None
         }
+        messages: dict[int, list[datetime]] = defaultdict(list)
+        for invoice_id, at in session.exec(
+            select(OutboxMessage.invoice_id, OutboxMessage.created_at).where(
+                col(OutboxMessage.invoice_id).in_(ids),
+                col(OutboxMessage.step_key).startswith(CONFIRM_PREFIX),
+                col(OutboxMessage.channel).in_(sim.MESSAGE_CHANNELS),
+                col(OutboxMessage.status).in_(COUNTED_STATUSES),
+            )
+        ).all():
+            messages[invoice_id].append(at)
         facts: dict[int, list[Fact]] = defaultdict(list)
         real: dict[int, list[RealSend]] = defaultdict(list)
         events = session.exec(
@@ -274,6 +286,7 @@ def load(session: Session, invoice_ids: Sequence[int]) -> list[_Loaded]:
                         discount_until=invoice.discount_until,
                         start_at=invoice.created_at,
                         facts=facts.get(invoice.id, []),
+                        messages=messages.get(invoice.id, []),
                     ),
                     invoice.number,
                     real.get(invoice.id, []),
