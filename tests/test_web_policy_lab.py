@@ -178,5 +178,10 @@ async def test_a_large_window_runs_as_a_job_with_progress(
         assert download.status_code == 200 and len(download.text.splitlines()) == 26
         page = await web.http.get(f"/app/policy-lab/jobs/{job_id}")
         assert page.status_code == 200 and "<h1>Policy lab: simulation job" in page.text
+        moved = await web.http.get(f"/app/jobs/{job_id}")  # the bulk jobs' page sends it here
+        assert (moved.status_code, moved.headers["location"]) == (
+            303,
+            f"/app/policy-lab/jobs/{job_id}",
+        )
         missing = await web.http.get("/app/policy-lab/jobs/424242")
         assert missing.status_code == 404 and "not found" in missing.text
