@@ -22,6 +22,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.simulation import SimulationActivities
 from api.app import create_app
+from arflow import gateway
 from arflow.db import session_factory
 from arflow.policies import simulation as engine_mod
 from arflow.policies import simulation_jobs
@@ -221,3 +222,19 @@ def test_a_failed_job_says_why(engine: Engine) -> None:
     with Session(engine) as s:
         shown = simulation_jobs.public(s, job_id)
     assert (shown.status, shown.error, shown.totals) == ("failed", "boom", None)
+
+
+async def test_the_workflow_marks_a_job_failed_when_its_activity_gives_up(h: Harness) -> None:
+    """A simulation job whose run is missing: the activity fails for good (not found), the
+    workflow records the failure instead of leaving the job running."""
+    with Session(h.engine) as s:
+        job = Job(kind="simulation", requested_by="admin:test", params={}, total=3)
+        s.add(job)
+        s.commit()
+        job_id = job.id
+    assert job_id is not None
+    await gateway.start_simulation_job(h.client, h.settings, job_id)
+    handle = h.client.get_workflow_handle(gateway.job_workflow_id(h.settings, job_id))
+    assert await handle.result() == "failed"
+    shown = (await h.get(f"/v1/jobs/{job_id}")).json()
+    assert shown["status"] == "failed" and shown["finished_at"] is not None

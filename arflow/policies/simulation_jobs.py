@@ -242,11 +242,17 @@ def finish(session: Session, job_id: int) -> None:
 
 
 def fail(session: Session, job_id: int, reason: str) -> None:
-    """Every attempt failed: the job is ``failed`` with the reason (commits)."""
-    job, run = _run(session, job_id)
-    run.error, run.updated_at = reason[:500], utcnow()
+    """Every attempt failed: the job is ``failed``, with the reason on its run (commits). A job
+    whose run is missing (it cannot have started) is marked failed all the same."""
+    job = session.get(Job, job_id)
+    if job is None or job.kind != KIND:
+        raise not_found("simulation job", job_id)
     job.status, job.finished_at = "failed", utcnow()
-    session.add_all([run, job])
+    session.add(job)
+    run = session.get(SimulationRun, job_id)
+    if run is not None:
+        run.error, run.updated_at = reason[:500], utcnow()
+        session.add(run)
     session.commit()
 
 
