@@ -27,6 +27,7 @@ from api.routes import (
     collectors,
     contacts,
     customers,
+    experiments,
     history,
     invoices,
     jobs,
@@ -125,6 +126,7 @@ def create_app(
         contacts,
         portal_links,
         portal_requests,
+        experiments,
         simulations,
     ):
         app.include_router(module.router)

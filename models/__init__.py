@@ -10,6 +10,7 @@ from models.collector import Collector
 from models.contact import ContactBlock, CustomerContact
 from models.customer import Customer
 from models.deployment import Deployment
+from models.experiment import Experiment
 from models.idempotency import IdempotencyRecord
 from models.invoice import (
     AgencyPlacement,
@@ -47,6 +48,7 @@ __all__ = [
     "Dispute",
     "DisputeAttachment",
     "DunningPolicy",
+    "Experiment",
     "PolicyVersion",
     "PortalLinkRequest",
     "IdempotencyRecord",

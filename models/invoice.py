@@ -126,6 +126,9 @@ class Invoice(InvoiceBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Set at creation when its segment ran a champion / challenger experiment.
+    experiment_id: int | None = Field(default=None, index=True, description="experiments.id")
+    experiment_arm: str | None = Field(default=None, max_length=10)
 
 
 class NextActionPublic(SQLModel):

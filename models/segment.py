@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import ConfigDict, model_validator
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Integer
 from sqlmodel import Field, SQLModel
 
 from models.policy import Channel
@@ -148,6 +148,14 @@ class Segment(SegmentBase, table=True):
     rules: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The running champion / challenger experiment (models/experiment.py), if any: new
+    # invoices of customers hashed below the share run this policy version instead.
+    challenger_policy: str | None = Field(default=None, max_length=100)
+    challenger_version: int | None = Field(default=None)
+    challenger_share_pct: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    experiment_id: int | None = Field(default=None, description="experiments.id")
 
     def parsed_rules(self) -> list[SegmentRule]:
         return [SegmentRule.model_validate(r) for r in self.rules]

@@ -5,14 +5,22 @@ every existing policy its version 1."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from alembic import command
+from arflow.invoices.policy_switch import running_on_older
+from arflow.invoices.service import running_spec
 from arflow.migrate import alembic_config, upgrade
+from arflow.policies import versions
+from arflow.policies.service import create_policy
+from models import Customer, Invoice
+from models.experiment import Experiment
 from models.policy import DEFAULT_POLICY, DunningPolicyCreate
 from tests.conftest import Harness
 from tests.test_actions import new_case
@@ -244,3 +252,81 @@ def test_migration_gives_existing_policies_version_one(engine: Engine) -> None:
     assert content.name == "old" and content.contact_window == "08:00-20:00"
     assert [s.key for s in content.steps] == ["late_7"]
     assert content.max_messages_per_day == 2 and content.consolidate is True
+
+
+def _invoice(session: Session, customer_id: int, policy_id: int, version: int, **kw: Any) -> int:
+    today = date(2026, 11, 1)
+    invoice = Invoice(
+        external_id=f"I-{uuid.uuid4().hex[:8]}",
+        number="N-1",
+        currency="EUR",
+        issued_on=today,
+        due_date=today,
+        due_at=datetime(2026, 11, 1, 23, tzinfo=UTC),
+        customer_id=customer_id,
+        policy_id=policy_id,
+        policy_version=version,
+        amount_minor=1000,
+        balance_minor=1000,
+        request_hash="x" * 64,
+        **kw,
+    )
+    session.add(invoice)
+    session.commit()
+    assert invoice.id is not None
+    return invoice.id
+
+
+def test_older_versions_and_challengers_when_switching(engine: Engine) -> None:
+    """``running_on_older``: open invoices on an older version, not the closed ones, nor the
+    challenger arm of an experiment still running (those run the version it tests); and
+    ``running_spec``: an invoice started again runs the version it recorded."""
+    with Session(engine) as s:
+        policy = create_policy(s, DunningPolicyCreate.model_validate(policy_body()), "admin")
+        assert policy.id is not None
+        v2 = DunningPolicyCreate.model_validate(policy_body(escalate_after="P60D"))
+        versions.publish(s, policy.id, v2, "admin")
+        customer = Customer(external_id="C-1", name="Acme", timezone="UTC")
+        s.add(customer)
+        running = Experiment(
+            segment="standard",
+            champion_policy="default",
+            challenger_policy="trade",
+            challenger_version=1,
+            share_pct=20,
+            started_by="admin",
+        )
+        ended = Experiment(
+            segment="standard",
+            champion_policy="default",
+            challenger_policy="trade",
+            challenger_version=1,
+            share_pct=20,
+            started_by="admin",
+            ended_at=datetime(2026, 11, 2, tzinfo=UTC),
+        )
+        s.add_all([running, ended])
+        s.commit()
+        assert customer.id is not None and running.id is not None and ended.id is not None
+        old = _invoice(s, customer.id, policy.id, 1)
+        current = _invoice(s, customer.id, policy.id, 2)
+        closed = _invoice(s, customer.id, policy.id, 1, status="paid")
+        testing = _invoice(
+            s, customer.id, policy.id, 1, experiment_id=running.id, experiment_arm="challenger"
+        )
+        finished = _invoice(
+            s, customer.id, policy.id, 1, experiment_id=ended.id, experiment_arm="challenger"
+        )
+        champion = _invoice(
+            s, customer.id, policy.id, 1, experiment_id=running.id, experiment_arm="champion"
+        )
+        s.refresh(policy)
+        # not current (v2), closed (paid) nor testing (a running experiment's challenger)
+        assert running_on_older(s, policy) == [old, finished, champion]
+        assert {current, closed, testing}.isdisjoint(running_on_older(s, policy))
+        stored = s.get(Invoice, old)
+        assert stored is not None
+        assert running_spec(s, stored, policy).version == 1
+        assert running_spec(s, stored, policy).escalate_after == "P45D"
+        newer = s.get(Invoice, current)
+        assert newer is not None and running_spec(s, newer, policy).escalate_after == "P60D"

@@ -1,7 +1,7 @@
 """simulations: a long policy simulation as a job, its progress, totals and per-invoice rows
 
 Revision ID: 0027
-Revises: 0025
+Revises: 0026
 Create Date: 2026-12-04 23:00:00.000000
 """
 
@@ -15,8 +15,7 @@ from alembic import op
 
 
 revision: str = "0027"
-# Chained after main's 0025 (policy versions); the lead re-chains it after 0026 (experiments).
-down_revision: str | None = "0025"
+down_revision: str | None = "0026"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

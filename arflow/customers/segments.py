@@ -325,6 +325,11 @@ def update_segment(session: Session, name: str, body: SegmentUpdate) -> Segment:
     if row is None:
         raise not_found("segment", repr(name))
     _check_policy(session, body.policy_name)
+    if row.experiment_id is not None and body.policy_name != row.policy_name:
+        raise conflict(
+            f"segment {name!r} runs a champion / challenger experiment on its policy "
+            f"{row.policy_name!r}: promote or stop it (/v1/segments/{name}/experiment) first"
+        )
     for key, value in _fields(body).items():
         setattr(row, key, value)
     row.updated_at = utcnow()

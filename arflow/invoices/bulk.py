@@ -45,11 +45,14 @@ from arflow.codec import data_converter
 from arflow.config import Settings
 from arflow.errors import DomainError
 from arflow.invoices import amendments
+from arflow.invoices.arms import Run, RunCache, run_for
 from arflow.invoices.service import (
     _resolve_policy,
+    named,
     new_invoice,
     record_created,
     request_hash,
+    running_spec,
     workflow_input,
 )
 from models import CreditNote, Customer, DunningPolicy, Invoice
@@ -508,6 +511,7 @@ class _InvoiceImport:
         self.seen: dict[str, tuple[int, str]] = {}  # external_id -> (line, request hash)
         self.policies: dict[tuple[int | None, str | None, str | None], DunningPolicy | str] = {}
         self.policies_by_id: dict[int, DunningPolicy] = {}
+        self.runs = RunCache()  # segments' experiments: rows join their arm as through the API
 
     def policy(
         self, session: Session, body: InvoiceCreate, customer: Customer | str
@@ -530,9 +534,10 @@ class _InvoiceImport:
         return self.policies[key]
 
     def workflow_input(
-        self, invoice: Invoice, customer: Customer, policy: DunningPolicy
+        self, session: Session, invoice: Invoice, customer: Customer, policy: DunningPolicy
     ) -> InvoiceWorkflowInput:
-        return workflow_input(invoice, customer, policy, self.indexed, self.external)
+        spec = running_spec(session, invoice, policy)
+        return workflow_input(invoice, customer, policy, self.indexed, self.external, spec)
 
     def policy_by_id(self, session: Session, policy_id: int) -> DunningPolicy:
         if policy_id not in self.policies_by_id:
@@ -565,7 +570,7 @@ class _InvoiceImport:
                 )
             }
             customers = self._customers(session, [v.body for v in valid], existing.values())
-            new: list[tuple[Invoice, Customer, DunningPolicy]] = []
+            new: list[tuple[Invoice, Customer, Run]] = []
             added: list[str] = []
             for v in valid:
                 ext = v.body.external_id
@@ -590,12 +595,15 @@ class _InvoiceImport:
                     continue
                 self.seen[ext] = (v.row.line, v.digest)
                 added.append(ext)
-                new.append((new_invoice(v.body, customer, policy, v.digest), customer, policy))
+                run = run_for(session, customer, policy, named(v.body), self.runs)
+                new.append(
+                    (new_invoice(v.body, customer, run.policy, v.digest, run), customer, run)
+                )
             session.add_all(inv for inv, _, _ in new)
             try:
                 session.flush()
-                for inv, _, policy in new:
-                    record_created(session, inv, policy, self.actor)
+                for inv, _, run in new:
+                    record_created(session, inv, run.policy, self.actor)
                 session.commit()
             except IntegrityError:
                 # Stored meanwhile by someone else (the API, a second import): the rows of this
@@ -607,7 +615,10 @@ class _InvoiceImport:
                     del self.seen[ext]
                 return self._one_by_one(rows)
         out.created += len(new)
-        out.to_start += [(self.workflow_input(inv, cust, pol), True) for inv, cust, pol in new]
+        out.to_start += [
+            (workflow_input(inv, cust, run.policy, self.indexed, self.external, run.spec), True)
+            for inv, cust, run in new
+        ]
         return out
 
     def _one_by_one(self, rows: Sequence[CsvRow]) -> _InvoiceBatch:
@@ -662,7 +673,7 @@ class _InvoiceImport:
             )
             assert owner is not None
             policy_then = self.policy_by_id(session, found.policy_id)
-            out.to_start.append((self.workflow_input(found, owner, policy_then), False))
+            out.to_start.append((self.workflow_input(session, found, owner, policy_then), False))
         return True
 
     def _customers(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, func, or_, select
 from temporalio.client import Client
 
 from arflow.config import Settings
@@ -17,17 +17,28 @@ from arflow.invoices import jobs
 from arflow.invoices.service import run_update
 from arflow.policies.versions import get_policy, load_spec
 from models import DunningPolicy, Invoice, Job
+from models.experiment import CHALLENGER, Experiment
 from workflows.types import CLOSED_STATUSES, PolicyChangeRequest, PolicySpec
 
 
 def running_on_older(session: Session, policy: DunningPolicy) -> list[int]:
-    """The open invoices of ``policy`` that run an older version than its current one."""
+    """The open invoices of ``policy`` that run an older version than its current one, but
+    not those on the challenger arm of an experiment still running (they run the version the
+    experiment tests, even when it is an older one of this policy)."""
+    running_challengers = select(Experiment.id).where(col(Experiment.ended_at).is_(None))
     ids = session.exec(
         select(Invoice.id)
         .where(
             Invoice.policy_id == policy.id,
             col(Invoice.status).not_in(CLOSED_STATUSES),
             func.coalesce(Invoice.policy_version, 0) < policy.version,
+            # (spelled out for NULLs: NOT (NULL AND x) would drop every invoice not in one)
+            or_(
+                col(Invoice.experiment_arm).is_(None),
+                col(Invoice.experiment_arm) != CHALLENGER,
+                col(Invoice.experiment_id).is_(None),
+                col(Invoice.experiment_id).not_in(running_challengers),
+            ),
         )
         .order_by(col(Invoice.id))
     ).all()

@@ -20,8 +20,10 @@ from arflow.access import Principal
 from arflow.config import Settings
 from arflow.customers.segments import policy_for_customer
 from arflow.errors import DomainError, conflict, forbidden, not_found, unprocessable
+from arflow.invoices.arms import Run, run_for
 from arflow.invoices.commands import record_command
 from arflow.invoices.timeline import add_event, set_next_action
+from arflow.policies import versions
 from arflow.policies.service import ensure_default_policy
 from models import Customer, DunningPolicy, Invoice, InvoiceEvent, OutboxMessage, Segment
 from models.invoice import INVOICE_STATUSES, InvoiceCreate, InvoicePublic
@@ -38,6 +40,7 @@ from workflows.types import (
     InvoiceState,
     InvoiceWorkflowInput,
     PolicyChangeRequest,
+    PolicySpec,
 )
 
 T = TypeVar("T", Customer, Invoice)
@@ -97,13 +100,31 @@ def _resolve_policy(
     return ensure_default_policy(session)
 
 
+def running_spec(session: Session, invoice: Invoice, policy: DunningPolicy) -> PolicySpec:
+    """The spec of the policy version ``invoice`` runs (recorded on it): a workflow started
+    again (a start that failed, a reopened invoice) goes on with that version, not a newer
+    one published meanwhile, nor the champion's when it is on a challenger."""
+    if invoice.policy_version is None or invoice.policy_version == policy.version:
+        return policy.spec()
+    assert policy.id is not None
+    return versions.load_spec(session, policy.id, invoice.policy_version)
+
+
+def named(body: InvoiceCreate) -> bool:
+    """Whether the request names its policy (else it follows its customer's segment)."""
+    return body.policy_id is not None or body.policy_name is not None
+
+
 def workflow_input(
     invoice: Invoice,
     customer: Customer,
     policy: DunningPolicy,
     indexed: bool = False,
     external_delivery: bool = False,
+    spec: PolicySpec | None = None,
 ) -> InvoiceWorkflowInput:
+    """The workflow's start input; ``spec``: the policy version the invoice runs (default: the
+    policy's current one)."""
     assert invoice.id is not None
     return InvoiceWorkflowInput(
         invoice_id=invoice.id,
@@ -112,7 +133,7 @@ def workflow_input(
         balance_minor=invoice.balance_minor,
         due_at=invoice.due_at,
         timezone=customer.timezone,
-        policy=policy.spec(),
+        policy=spec or policy.spec(),
         discount_minor=invoice.discount_minor,
         discount_until=invoice.discount_until,
         segment=customer.segment,
@@ -123,11 +144,16 @@ def workflow_input(
 
 
 def new_invoice(
-    body: InvoiceCreate, customer: Customer, policy: DunningPolicy, digest: str
+    body: InvoiceCreate,
+    customer: Customer,
+    policy: DunningPolicy,
+    digest: str,
+    run: Run | None = None,
 ) -> Invoice:
     """The invoice row stored for ``body`` (next action and discount set), by the API and the
-    bulk import alike. The fields with a default factory are given: Pydantic inspects a
-    factory's signature on every use (``list``: 0.4 ms a row, measured in the bulk import)."""
+    bulk import alike; ``run``: the version and experiment arm it joins (``arms.run_for``).
+    The fields with a default factory are given: Pydantic inspects a factory's signature on
+    every use (``list``: 0.4 ms a row, measured in the bulk import)."""
     due_at = (
         body.due_at.astimezone(UTC)
         if body.due_at
@@ -158,7 +184,12 @@ def new_invoice(
         invoice.discount_until = default_due_at(
             body.issued_on + timedelta(days=body.discount_days), customer.timezone
         )
-    spec = policy.spec()
+    spec = policy.spec() if run is None else run.spec
+    if run is not None:
+        invoice.policy_version = spec.version
+    if run is not None and run.arm is not None:
+        invoice.experiment_id = run.experiment_id
+        invoice.experiment_arm = run.arm
     schedule = build_schedule(spec, due_at, customer.timezone, customer.country)
     set_next_action(
         invoice,
@@ -170,16 +201,19 @@ def new_invoice(
 def record_created(session: Session, invoice: Invoice, policy: DunningPolicy, actor: str) -> None:
     """The ``created`` timeline event of a new invoice."""
     assert invoice.id is not None
+    data: dict[str, object] = {
+        "amount_minor": invoice.amount_minor,
+        "currency": invoice.currency,
+        "due_at": invoice.due_at.isoformat(),
+        "policy": policy.name,
+    }
+    if invoice.experiment_arm is not None:
+        data["experiment"] = {"id": invoice.experiment_id, "arm": invoice.experiment_arm}
     add_event(
         session,
         invoice.id,
         "created",
-        {
-            "amount_minor": invoice.amount_minor,
-            "currency": invoice.currency,
-            "due_at": invoice.due_at.isoformat(),
-            "policy": policy.name,
-        },
+        data,
         actor=actor,
         dedupe_key="created",
     )
@@ -195,12 +229,12 @@ async def create_invoice(
         customer = find_referenced(
             session, Customer, body.customer_id, body.customer_external_id, "customer"
         )
-        policy = _resolve_policy(session, body, customer)
-        invoice = new_invoice(body, customer, policy, digest)
+        run = run_for(session, customer, _resolve_policy(session, body, customer), named(body))
+        invoice = new_invoice(body, customer, run.policy, digest, run)
         session.add(invoice)
         try:
             session.flush()
-            record_created(session, invoice, policy, actor)
+            record_created(session, invoice, run.policy, actor)
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -214,7 +248,9 @@ async def create_invoice(
             await gateway.start_invoice(
                 client,
                 settings,
-                workflow_input(invoice, customer, policy, indexed, settings.external_delivery),
+                workflow_input(
+                    invoice, customer, run.policy, indexed, settings.external_delivery, run.spec
+                ),
             )
             return invoice, True
 
@@ -232,7 +268,14 @@ async def create_invoice(
         await gateway.start_invoice(
             client,
             settings,
-            workflow_input(existing, owner, rules, indexed, settings.external_delivery),
+            workflow_input(
+                existing,
+                owner,
+                rules,
+                indexed,
+                settings.external_delivery,
+                running_spec(session, existing, rules),
+            ),
         )
     return existing, False
 

@@ -166,14 +166,17 @@ def store_statement(
             ]
             continue
         before = dict(counts)
-        for line in statement.lines:
+        keys = [line_key(account, line) for line in statement.lines]
+        known = _known_lines(session, keys)
+        fresh: list[_Fresh] = []
+        for line, key in zip(statement.lines, keys, strict=True):
             counts["lines"] += 1
-            key = line_key(account, line)
-            known = session.exec(select(ReceivedLine).where(ReceivedLine.dedupe_key == key)).first()
-            if known is not None:
-                _seen_again(session, known, line, progress)
+            if key in known:
+                _store_fresh(session, fresh, progress)  # in order; and a line twice in a file
+                _seen_again(session, known[key], line, progress)
                 continue
-            _match_and_store(session, imp.id, key, line, book, progress)
+            known[key] = _match(session, imp.id, key, line, book, progress, fresh)
+        _store_fresh(session, fresh, progress)
         for name in ("matched", "unmatched", "duplicate", "ignored"):
             per[name] += counts[name] - before[name]
     imp.accounts = list(accounts.values())
@@ -276,49 +279,85 @@ def _seen_again(
     ]
 
 
-def _match_and_store(
+@dataclass
+class _Fresh:
+    """A new line decided and added to the session, its row and payments not written yet."""
+
+    row: ReceivedLine
+    line: StatementLine
+    decision: Decision
+    entry: dict[str, Any]  # its line of the report, completed once the row has its id
+
+
+def _known_lines(session: Session, keys: list[str]) -> dict[str, ReceivedLine]:
+    """The lines among ``keys`` received before (one query per 500 keys)."""
+    known: dict[str, ReceivedLine] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        stmt = select(ReceivedLine).where(col(ReceivedLine.dedupe_key).in_(chunk))
+        known |= {row.dedupe_key: row for row in session.exec(stmt).all()}
+    return known
+
+
+def _match(
     session: Session,
     import_id: int,
     key: str,
     line: StatementLine,
     book: Book,
     progress: _Progress,
-) -> None:
-    """A new line: decide where its money goes, keep the line, store its payments."""
+    fresh: list[_Fresh],
+) -> ReceivedLine:
+    """A new line: decide where its money goes (the book takes it at once, so the next line
+    cannot take the same balance) and keep the line; its row and payments are written in
+    batches by ``_store_fresh``."""
     decision = decide(_receipt(line), book)
+    book.take(decision)
     row = _received(key, import_id, line, decision)
     session.add(row)
-    session.flush()
-    assert row.id is not None
-    for alloc in decision.allocations:
-        payment, _ = store_payment(
-            session,
-            Payment(
-                event_id=f"line:{row.id}:{alloc.invoice_id}",
-                invoice_id=alloc.invoice_id,
-                amount_minor=alloc.amount_minor * (1 if decision.kind == "payment" else -1),
-                currency=line.currency,
-                paid_at=booked_at(line.value_date or line.booking_date),
-                method="bank_transfer",
-                kind=decision.kind,
-                source="bank",
-                line_id=row.id,
-            ),
-        )
-        assert payment.id is not None
-        progress.payment_ids.append(payment.id)
-    book.take(decision)
     progress.counts[decision.status] += 1
-    progress.report.append(
-        {
-            "line": line.line_no,
-            "status": decision.status,
-            "id": row.id,
-            "amount_minor": line.amount_minor,
-            "invoices": [a.invoice_id for a in decision.allocations],
-            **({"reason": decision.reason} if decision.reason else {}),
-        }
-    )
+    entry: dict[str, Any] = {
+        "line": line.line_no,
+        "status": decision.status,
+        "id": None,
+        "amount_minor": line.amount_minor,
+        "invoices": [a.invoice_id for a in decision.allocations],
+        **({"reason": decision.reason} if decision.reason else {}),
+    }
+    progress.report.append(entry)
+    fresh.append(_Fresh(row, line, decision, entry))
+    return row
+
+
+def _store_fresh(session: Session, fresh: list[_Fresh], progress: _Progress) -> None:
+    """Write the new lines decided so far and then their payments: two batched flushes, not
+    two round trips per line. A fresh line's payments are new by construction (their event
+    ids carry the line's new id), so none is looked up first."""
+    if not fresh:
+        return
+    session.flush()
+    payments: list[Payment] = []
+    for f in fresh:
+        assert f.row.id is not None
+        f.entry["id"] = f.row.id
+        for alloc in f.decision.allocations:
+            payment = Payment(
+                event_id=f"line:{f.row.id}:{alloc.invoice_id}",
+                invoice_id=alloc.invoice_id,
+                amount_minor=alloc.amount_minor * (1 if f.decision.kind == "payment" else -1),
+                currency=f.line.currency,
+                paid_at=booked_at(f.line.value_date or f.line.booking_date),
+                method="bank_transfer",
+                kind=f.decision.kind,
+                source="bank",
+                line_id=f.row.id,
+            )
+            session.add(payment)
+            payments.append(payment)
+    session.flush()
+    progress.payment_ids += [p.id for p in payments if p.id is not None]
+    fresh.clear()
 
 
 def _finish_import(

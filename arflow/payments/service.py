@@ -26,6 +26,7 @@ from arflow.invoices.confirm import confirm
 from arflow.invoices.service import (
     find_referenced,
     get_invoice,
+    running_spec,
     workflow_input,
 )
 from arflow.invoices.timeline import add_event
@@ -231,7 +232,7 @@ def _reopen_input_of(session: Session, invoice: Invoice) -> InvoiceWorkflowInput
 def reopen_input(
     session: Session, invoice: Invoice, customer: Customer, policy: DunningPolicy
 ) -> InvoiceWorkflowInput:
-    inp = workflow_input(invoice, customer, policy)
+    inp = workflow_input(invoice, customer, policy, spec=running_spec(session, invoice, policy))
     inp.status = invoice.status
     inp.sent_steps = sorted(
         set(
