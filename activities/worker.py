@@ -28,6 +28,7 @@ from activities.legal import LegalActivities
 from activities.monthly import MonthlyStatementActivities
 from activities.portal import PortalActivities
 from activities.segments import SegmentActivities
+from activities.simulation import SimulationActivities
 from activities.statements import StatementActivities
 from arflow import observability
 from arflow.codec import data_converter
@@ -49,6 +50,7 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
 from workflows.portal import PortalLinkWorkflow
 from workflows.segments import CustomerReviewWorkflow, SegmentSwitchWorkflow
+from workflows.simulation_job import SimulationWorkflow
 from workflows.statements import MonthlyStatementWorkflow, StatementInboxWorkflow
 
 log = logging.getLogger("arflow.worker")
@@ -102,6 +104,7 @@ def build_worker(
             CustomerReviewWorkflow,
             PortalLinkWorkflow,
             ConfirmationWorkflow,
+            SimulationWorkflow,
         ],
         workflow_runner=workflow_runner(settings),
         activities=acts.all()
@@ -112,7 +115,8 @@ def build_worker(
         + MonthlyStatementActivities(sessions, channel, seller, partial(portal_url, settings)).all()
         + SegmentActivities(sessions, settings).all()
         + PortalActivities(sessions, settings, channel).all()
-        + ConfirmationActivities(sessions, confirmations).all(),
+        + ConfirmationActivities(sessions, confirmations).all()
+        + SimulationActivities(sessions).all(),
         activity_executor=executor or ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Provider sends are activities on this queue: the providers' rate limits hold.

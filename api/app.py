@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from api import errors, portal, web, web_customers, web_payments, web_reports
+from api import errors, portal, web, web_customers, web_payments, web_policy_lab, web_reports
 from api.bounds import bounded_integers
 from api.deps import too_many_attempts
 from api.limits import BodyLimit
@@ -42,6 +42,7 @@ from api.routes import (
     providers,
     reports,
     simulation,
+    simulations,
     stripe_webhook,
     tasks,
     unsubscribe,
@@ -126,11 +127,17 @@ def create_app(
         portal_links,
         portal_requests,
         experiments,
+        simulations,
     ):
         app.include_router(module.router)
     codec.install(app, settings.temporal_ui_url)  # /codec for Temporal's Web UI and CLI
     web.install(app, settings)  # the dashboard at /app: session cookie, static files, pages
-    for page in (web_payments, web_reports, web_customers):  # its pages in modules of their own
+    for page in (
+        web_payments,
+        web_reports,
+        web_customers,
+        web_policy_lab,
+    ):  # its pages in modules of their own
         app.include_router(page.router)
     portal.install(app)  # the customer portal at /portal/<signed link>
     app.add_middleware(SecurityHeaders)  # outermost: the session and error pages get it too

@@ -526,6 +526,8 @@ def job_progress(request: Request, job_id: int, session: SessionDep, _: WebViewe
         job = jobs.get_job(session, job_id)
     except (ApiError, DomainError) as exc:
         raise PageError(status_of(exc), exc.message) from exc
+    if job.kind == jobs.SIMULATION:  # its own page, in the policy lab
+        return RedirectResponse(f"/app/policy-lab/jobs/{job_id}", status_code=303)
     name = "fragments/job.html" if is_fragment(request) else "job.html"
     return render(request, name, job=job)
 

@@ -49,6 +49,7 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.jobs import SendNowJobWorkflow
 from workflows.portal import PortalLinkWorkflow
 from workflows.search import ALL as SEARCH_KEYS
+from workflows.simulation_job import SimulationWorkflow
 from workflows.types import InvoiceState, InvoiceWorkflowInput, PaymentSignal, SegmentMove
 
 log = logging.getLogger("arflow.gateway")
@@ -322,6 +323,19 @@ async def start_send_now_job(client: Client, settings: Settings, job_id: int) ->
     try:
         await client.start_workflow(
             SendNowJobWorkflow.run,
+            job_id,
+            id=job_workflow_id(settings, job_id),
+            task_queue=settings.task_queue,
+        )
+    except RPCError as exc:
+        raise _unavailable() from exc
+
+
+async def start_simulation_job(client: Client, settings: Settings, job_id: int) -> None:
+    """Start a policy simulation job's workflow (its id is the job's, like a send-now job's)."""
+    try:
+        await client.start_workflow(
+            SimulationWorkflow.run,
             job_id,
             id=job_workflow_id(settings, job_id),
             task_queue=settings.task_queue,

@@ -27,6 +27,7 @@ from models.portal import PortalLinkRequest
 from models.portal_request import DisputeAttachment, PlanProposal
 from models.profile import CustomerEvent, UnbilledOrder
 from models.segment import Segment
+from models.simulation_job import SimulationResult, SimulationRun
 from models.statement import StatementSent
 from models.web_session import RevokedSession
 
@@ -66,6 +67,8 @@ __all__ = [
     "RevokedSession",
     "SavedCsvMapping",
     "Segment",
+    "SimulationResult",
+    "SimulationRun",
     "StatementImport",
     "StatementSent",
     "StripeCheckout",

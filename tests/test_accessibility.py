@@ -46,6 +46,7 @@ def _pages(live: Live) -> dict[str, str]:  # noqa: F811
         "customers": "/app/customers",
         "customers-searched": "/app/customers?q=hudson",
         "customer": f"/app/customers/{live.ids['bergmann']}",
+        "policy-lab": "/app/policy-lab",
     }
 
 

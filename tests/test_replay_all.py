@@ -66,6 +66,7 @@ TYPES = {
     "customer-review": "CustomerReviewWorkflow",
     "confirmation": "ConfirmationWorkflow",
     "portal-link": "PortalLinkWorkflow",
+    "simulation": "SimulationWorkflow",
 }
 INVOICE_LIFECYCLE = re.compile(r"v\d+-")  # tests/test_replay.py's names
 
@@ -372,6 +373,23 @@ async def _portal_link_sent(h: Harness) -> str:
     return workflow_id
 
 
+async def _simulation_job(h: Harness) -> str:
+    """A policy simulation job over 30 past invoices of five customers."""
+    import random
+    from datetime import date
+
+    from bench.simulate_10k import draft_body, seed
+    from tests.test_simulation_jobs import finished
+
+    data = seed(h.engine, 30, 5, today=date(2026, 11, 30), rng=random.Random(11))
+    body = draft_body(data).model_dump(mode="json", exclude_none=True)
+    resp = await h.post("/v1/policies/simulations", body, role="admin")
+    assert resp.status_code == 202, resp.text
+    job = await finished(h, resp.json()["id"])
+    assert job["counts"] == {"pending": 0, "simulated": 30}, job
+    return job_workflow_id(h.settings, job["id"])
+
+
 # name: (scenario, needs the dev server); the scenario returns the workflow id to save.
 SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[str]], bool]] = {
     "job-send-now": (_job_send_now, False),
@@ -381,6 +399,7 @@ SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[str]], bool]] = {
     "segment-switch": (_segment_switch, False),
     "confirmation-promise": (_confirmation_promise, False),
     "portal-link-sent": (_portal_link_sent, False),
+    "simulation-job": (_simulation_job, False),
 }
 
 

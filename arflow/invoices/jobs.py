@@ -21,13 +21,14 @@ from arflow import gateway
 from arflow.config import Settings
 from arflow.customers.events import record_customer_event
 from arflow.errors import Unavailable, not_found, unprocessable
-from models import Customer, Invoice, Job, JobItem
+from models import Customer, Invoice, Job, JobItem, SimulationRun
 from models.collection import OptionalReason, PauseBody
 from models.job import MAX_JOB_INVOICES, JobItemPublic, JobPublic, SendNowRequest
 from models.types import utcnow
 from workflows.types import CLOSED_STATUSES
 
 SEND_NOW, PAUSE, RESUME, POLICY_SWITCH = "send_now", "pause", "resume", "policy_switch"
+SIMULATION = "simulation"  # a policy simulation (arflow.policies.simulation_jobs)
 ACCOUNT_KINDS = (PAUSE, RESUME)
 # What an item that went through ends as, by kind.
 DONE_STATUS = {SEND_NOW: "sent", PAUSE: "applied", RESUME: "applied", POLICY_SWITCH: "switched"}
@@ -75,6 +76,10 @@ def public(session: Session, job: Job) -> JobPublic:
     counts = {"pending": 0, DONE_STATUS.get(job.kind, "sent"): 0, "refused": 0, "failed": 0}
     for item in items:
         counts[item.status] = counts.get(item.status, 0) + 1
+    if job.kind == SIMULATION:  # no items: its run counts the invoices simulated so far
+        run = session.get(SimulationRun, job.id)
+        done = run.done if run is not None else 0
+        counts = {"pending": max(job.total - done, 0), "simulated": done}
     assert job.id is not None
     return JobPublic(
         id=job.id,
