@@ -20,7 +20,8 @@ from temporalio.client import Client
 from arflow import gateway
 from arflow.config import Settings
 from arflow.customers.events import record_customer_event
-from arflow.errors import Unavailable, not_found, unprocessable
+from arflow.errors import not_found, unprocessable
+from arflow.jobs import started
 from models import Customer, Invoice, Job, JobItem, SimulationRun
 from models.collection import OptionalReason, PauseBody
 from models.job import MAX_JOB_INVOICES, JobItemPublic, JobPublic, SendNowRequest
@@ -173,14 +174,7 @@ async def _store_and_start(
             actor=actor,
         )
     session.commit()
-    try:
-        await gateway.start_send_now_job(client, settings, job.id)
-    except Unavailable:
-        job.status, job.finished_at = "failed", utcnow()
-        session.add(job)
-        session.commit()
-        raise
-    return job
+    return await started(session, job, gateway.start_send_now_job(client, settings, job.id))
 
 
 def get_job(session: Session, job_id: int) -> JobPublic:

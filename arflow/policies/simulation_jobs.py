@@ -31,7 +31,8 @@ from temporalio.client import Client
 from arflow import gateway
 from arflow.config import Settings
 from arflow.db import SessionFactory
-from arflow.errors import Unavailable, conflict, not_found, unprocessable
+from arflow.errors import conflict, not_found, unprocessable
+from arflow.jobs import started
 from arflow.policies import simulation as engine
 from models import Invoice, Job
 from models.simulation import SimulationRequest
@@ -119,14 +120,7 @@ async def store_and_start(
     """``start_job`` once the policy and the invoices are chosen (``selection``)."""
     job = store(session, body, spec, ids, actor)
     assert job.id is not None
-    try:
-        await gateway.start_simulation_job(client, settings, job.id)
-    except Unavailable:
-        job.status, job.finished_at = "failed", utcnow()
-        session.add(job)
-        session.commit()
-        raise
-    return job
+    return await started(session, job, gateway.start_simulation_job(client, settings, job.id))
 
 
 # -- running it (the run_simulation_job activity) ------------------------------------------------
