@@ -13,8 +13,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -97,10 +98,15 @@ def portal_live(
         engine.dispose()
 
 
+def berlin_today() -> date:
+    """The seeded customer's calendar day (Europe/Berlin): after 23:00 UTC it is tomorrow's."""
+    return datetime.now(ZoneInfo("Europe/Berlin")).date()
+
+
 def _seed(url: str) -> tuple[int, dict[str, int]]:
     """One customer with six open invoices under the default policy without a contact window
     (the flows must not depend on the hour the suite runs at)."""
-    today = datetime.now(UTC).date()
+    today = berlin_today()  # the customer's day: the page counts days overdue in it
     admin = {"Authorization": f"Bearer {API_KEYS['admin']}"}
     anytime = f"anytime-{uuid.uuid4().hex[:6]}"
     ids: dict[str, int] = {}
@@ -231,7 +237,7 @@ def test_browser_dispute_with_a_document(
 def test_browser_plan_inside_and_outside_the_bounds(portal_live: PortalLive, page: Page) -> None:
     live = portal_live
     expect.set_options(timeout=20_000)
-    first = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()
+    first = (berlin_today() + timedelta(days=7)).isoformat()
     page.goto(f"{live.url}{live.link}/invoices/{live.ids['P-4']}")
     page.fill("#plan-count", "3")
     page.fill("#plan-first", first)
@@ -252,7 +258,7 @@ def test_browser_promise_a_date(portal_live: PortalLive, page: Page) -> None:
     live = portal_live
     expect.set_options(timeout=20_000)
     page.goto(f"{live.url}{live.link}/invoices/{live.ids['P-6']}")
-    promised = (datetime.now(UTC) + timedelta(days=10)).date().isoformat()
+    promised = (berlin_today() + timedelta(days=10)).isoformat()
     page.fill("#promise-date", promised)
     page.click("button:has-text('Promise')")
     expect(page.locator(".notice")).to_contain_text("your promise is noted")
