@@ -101,38 +101,50 @@ def aging(session: Session, as_of: date, today: date, f: ReportFilter) -> AgingR
     stmt = sa_select(grouped, col(Customer.name), col(Customer.segment)).join(
         Customer, col(Customer.id) == grouped.c.customer_id
     )
-    # (dimension, key, currency) -> [name, invoices, the five buckets' sums]
-    sums: dict[tuple[str, str | None, str], list[Any]] = {}
-    for row in session.execute(stmt):
-        total, n = int(row.total), int(row.invoices)
-        keys: tuple[tuple[Dimension, str | None, str | None], ...] = (
+    # per dimension: (key, currency) -> [name, invoices, the five buckets' sums]
+    cells: dict[str, dict[tuple[Any, str], list[Any]]] = {
+        "total": {},
+        "customer": {},
+        "segment": {},
+        "collector": {},
+    }
+    index = {b: i + 2 for i, b in enumerate(BUCKETS)}
+    for customer_id, collector, currency, bucket, n, total, name, segment in session.execute(stmt):
+        at = index[bucket]
+        for dimension, key, label in (
             ("total", None, None),
-            ("customer", str(row.customer_id), row.name),
-            ("segment", row.segment, None),
-            ("collector", row.collector, None),
+            ("customer", customer_id, name),
+            ("segment", segment, None),
+            ("collector", collector, None),
+        ):
+            found = cells[dimension].get((key, currency))
+            if found is None:
+                found = cells[dimension][(key, currency)] = [label, 0, 0, 0, 0, 0, 0]
+            found[1] += n
+            found[at] += total
+
+    def row(dimension: Dimension, key: Any, currency: str, cell: list[Any]) -> AgingRow:
+        values: dict[str, Any] = {
+            f"{b}_minor": int(v) for b, v in zip(BUCKETS, cell[2:], strict=True)
+        }
+        # Built from the database's own sums: nothing to validate (16,000 customers' rows at
+        # 100,000 invoices took 0.2 s validated).
+        return AgingRow.model_construct(
+            dimension=dimension,
+            key=None if key is None else str(key),
+            name=cell[0],
+            currency=currency,
+            invoices=cell[1],
+            total_minor=sum(values.values()),
+            **values,
         )
-        for dimension, key, name in keys:
-            cell = sums.setdefault((dimension, key, row.currency), [name, 0, [0] * len(BUCKETS)])
-            cell[1] += n
-            cell[2][BUCKETS.index(row.bucket)] += total
 
     def of(dimension: Dimension) -> list[AgingRow]:
-        found = [
-            AgingRow(
-                dimension=dimension,
-                key=key,
-                name=name,
-                currency=currency,
-                invoices=n,
-                **{f"{b}_minor": amount for b, amount in zip(BUCKETS, buckets, strict=True)},
-                total_minor=sum(buckets),
-            )
-            for (d, key, currency), (name, n, buckets) in sums.items()
-            if d == dimension
-        ]
-        if dimension == "customer":
-            return sorted(found, key=lambda v: (int(v.key or 0), v.currency))
-        return sorted(found, key=lambda v: (v.key is None, v.key or "", v.currency))
+        ordered = sorted(
+            cells[dimension].items(),
+            key=lambda item: (item[0][0] is None, item[0][0] or "", item[0][1]),
+        )
+        return [row(dimension, key, currency, cell) for (key, currency), cell in ordered]
 
     return AgingReport(
         as_of=as_of,
