@@ -13,7 +13,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from arflow.cli import SEARCH_ATTRIBUTE_ARGS
+from arflow.cli import FILE_STORE_ARGS, SEARCH_ATTRIBUTE_ARGS
 from tests.conftest import ROOT, TEMPORAL_CLI, Harness
 
 
@@ -51,6 +51,7 @@ def start_dev_server(db_file: Path, port: int, log: Path) -> subprocess.Popen[by
             "--headless",
             "--db-filename",
             str(db_file),
+            *FILE_STORE_ARGS,
             "--log-level",
             "error",
             "--dynamic-config-value",
