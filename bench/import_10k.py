@@ -56,6 +56,8 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from arflow.cli import FILE_STORE_ARGS
+
 ROOT = Path(__file__).resolve().parent.parent
 ZONES = ["Europe/Berlin", "America/New_York", "Pacific/Tongatapu", "UTC", "Asia/Kolkata"]
 
@@ -68,6 +70,7 @@ class Options:
     batch_size: int
     database_url: str | None
     db_file_store: bool
+    plain_file_store: bool
     overdue: float
     rerun: bool
     json_path: str | None
@@ -94,6 +97,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="dev server with --db-filename (state on disk, as `arflow run`); default in memory",
     )
     p.add_argument(
+        "--plain-file-store",
+        action="store_true",
+        help="with --db-file-store: without arflow run's SQLite pragmas (WAL, synchronous=normal)",
+    )
+    p.add_argument(
         "--overdue",
         type=float,
         default=0.0,
@@ -117,6 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         batch_size=a.batch_size,
         database_url=a.database_url,
         db_file_store=a.db_file_store,
+        plain_file_store=a.plain_file_store,
         overdue=a.overdue,
         rerun=a.rerun,
         json_path=a.json_path,
@@ -480,11 +489,14 @@ class Bench:
         busy_before = 100 * (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
         customers, invoices = write_files(self.tmp, self.opts)
         kwargs: dict[str, Any] = {}
+        extra = list(self.opts.dev_server_args)
         if self.opts.db_file_store:
             kwargs["dev_server_database_filename"] = str(self.tmp / "temporal.db")
+            if not self.opts.plain_file_store:
+                extra += FILE_STORE_ARGS  # as `arflow run` starts it
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-            dev_server_extra_args=self.opts.dev_server_args,
+            dev_server_extra_args=extra,
             **kwargs,
         )
         self.cleanups.append(env.shutdown)

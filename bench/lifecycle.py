@@ -99,6 +99,7 @@ class Options:
     warmup: int
     database_url: str | None
     db_file_store: bool
+    plain_file_store: bool
     api: str
     poll_interval: float
     rounds: int
@@ -133,6 +134,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--db-file-store",
         action="store_true",
         help="start the dev server with --db-filename (file store) instead of in memory",
+    )
+    p.add_argument(
+        "--plain-file-store",
+        action="store_true",
+        help="with --db-file-store: without arflow run's SQLite pragmas (WAL, synchronous=normal)",
     )
     p.add_argument(
         "--api",
@@ -191,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         warmup=a.warmup,
         database_url=a.database_url,
         db_file_store=a.db_file_store,
+        plain_file_store=a.plain_file_store,
         api=a.api,
         poll_interval=a.poll_interval,
         rounds=a.rounds,
@@ -616,11 +623,16 @@ class Bench:
 
     async def start_temporal(self) -> WorkflowEnvironment:
         kwargs: dict[str, Any] = {}
+        extra = list(self.opts.dev_server_args)
         if self.opts.db_file_store:
             kwargs["dev_server_database_filename"] = str(self.tmp / "temporal.db")
+            if not self.opts.plain_file_store:
+                from arflow.cli import FILE_STORE_ARGS
+
+                extra += FILE_STORE_ARGS  # as `arflow run` starts it
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_cli()),
-            dev_server_extra_args=self.opts.dev_server_args,
+            dev_server_extra_args=extra,
             **kwargs,
         )
         self.cleanups.append(env.shutdown)
