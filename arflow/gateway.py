@@ -319,26 +319,21 @@ def job_workflow_id(settings: Settings, job_id: int) -> str:
 
 
 async def start_send_now_job(client: Client, settings: Settings, job_id: int) -> None:
-    """Start a bulk send-now job's workflow."""
-    try:
-        await client.start_workflow(
-            SendNowJobWorkflow.run,
-            job_id,
-            id=job_workflow_id(settings, job_id),
-            task_queue=settings.task_queue,
-        )
-    except RPCError as exc:
-        raise _unavailable() from exc
+    """Start a bulk job's workflow (send-now, an account's pause or resume, a policy switch)."""
+    await _start_job(client, settings, SendNowJobWorkflow.run, job_id)
 
 
 async def start_simulation_job(client: Client, settings: Settings, job_id: int) -> None:
     """Start a policy simulation job's workflow (its id is the job's, like a send-now job's)."""
+    await _start_job(client, settings, SimulationWorkflow.run, job_id)
+
+
+async def _start_job(
+    client: Client, settings: Settings, run: Callable[[Any, int], Awaitable[Any]], job_id: int
+) -> None:
     try:
         await client.start_workflow(
-            SimulationWorkflow.run,
-            job_id,
-            id=job_workflow_id(settings, job_id),
-            task_queue=settings.task_queue,
+            run, job_id, id=job_workflow_id(settings, job_id), task_queue=settings.task_queue
         )
     except RPCError as exc:
         raise _unavailable() from exc

@@ -51,9 +51,6 @@ from sqlmodel import Session, select
 from statsmodels.stats.proportion import confint_proportions_2indep
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
-from api.deps import today_utc
-from arflow.config import Settings
 from arflow.invoices import bulk
 from arflow.invoices.arms import arm, bucket
 from arflow.policies import service as policies
@@ -70,7 +67,8 @@ from models import (
 )
 from models.invoice import InvoiceCreate
 from models.policy import DunningPolicyCreate, ReminderStep
-from tests.conftest import API_KEYS, WEBHOOK_SECRET, Harness, harness
+from tests.conftest import API_KEYS, Harness, harness
+from tests.test_reports import reports_api
 
 TODAY = date(2026, 6, 30)
 VIEWER = {"Authorization": f"Bearer {API_KEYS['viewer']}"}
@@ -139,18 +137,8 @@ class Reports:
 
 @pytest.fixture
 async def r(engine: Engine, tmp_path: Path) -> AsyncIterator[Reports]:
-    settings = Settings(
-        environment="test",
-        database_url=str(engine.url),
-        api_keys=",".join(f"{k}:{role}" for role, k in API_KEYS.items()),
-        webhook_secret=WEBHOOK_SECRET,
-        data_dir=str(tmp_path / "data"),
-    )
     ids = build_data_set(engine)
-    app = create_app(settings, engine=engine, temporal=None)  # reports need no Temporal
-    app.dependency_overrides[today_utc] = lambda: TODAY
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as http:
+    async with reports_api(engine, tmp_path, TODAY) as (http, _):
         yield Reports(http, ids)
 
 

@@ -29,12 +29,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -81,8 +83,11 @@ class Reports:
         return body
 
 
-@pytest.fixture
-async def r(engine: Engine, tmp_path: Path) -> AsyncIterator[Reports]:
+@asynccontextmanager
+async def reports_api(
+    engine: Engine, tmp_path: Path, today: date
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The API without Temporal (reports need none) on ``engine``, its day fixed at ``today``."""
     settings = Settings(
         environment="test",
         database_url=str(engine.url),
@@ -90,11 +95,17 @@ async def r(engine: Engine, tmp_path: Path) -> AsyncIterator[Reports]:
         webhook_secret=WEBHOOK_SECRET,
         data_dir=str(tmp_path / "data"),
     )
-    ids = build_data_set(engine)
-    app = create_app(settings, engine=engine, temporal=None)  # reports need no Temporal
-    app.dependency_overrides[today_utc] = lambda: TODAY
+    app = create_app(settings, engine=engine, temporal=None)
+    app.dependency_overrides[today_utc] = lambda: today
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://arflow.test") as http:
+        yield http, app
+
+
+@pytest.fixture
+async def r(engine: Engine, tmp_path: Path) -> AsyncIterator[Reports]:
+    ids = build_data_set(engine)
+    async with reports_api(engine, tmp_path, TODAY) as (http, app):
         yield Reports(http, app, ids)
 
 
