@@ -321,6 +321,7 @@ def test_older_versions_and_challengers_when_switching(engine: Engine) -> None:
             s, customer.id, policy.id, 1, experiment_id=running.id, experiment_arm="champion"
         )
         s.refresh(policy)
+        assert versions.load_spec(s, policy.id, 2) == policy.spec()  # one way to a spec
         # not current (v2), closed (paid) nor testing (a running experiment's challenger)
         assert running_on_older(s, policy) == [old, finished, champion]
         assert {current, closed, testing}.isdisjoint(running_on_older(s, policy))

@@ -18,15 +18,8 @@ from sqlmodel import Session, col, select
 from arflow.errors import conflict, not_found, unprocessable
 from arflow.policies.service import body_of
 from models import DunningPolicy, PolicyVersion
-from models.policy import (
-    ChargesIn,
-    DunningPolicyCreate,
-    FieldChange,
-    LadderStage,
-    PolicyDiff,
-    PolicyVersionPublic,
-)
-from workflows.types import PolicySpec, StepSpec
+from models.policy import DunningPolicyCreate, FieldChange, PolicyDiff, PolicyVersionPublic
+from workflows.types import PolicySpec
 
 
 def get_policy(session: Session, policy_id: int) -> DunningPolicy:
@@ -72,35 +65,10 @@ def public(row: PolicyVersion, policy: DunningPolicy) -> PolicyVersionPublic:
 
 
 def spec_of(row: PolicyVersion, policy_id: int) -> PolicySpec:
-    """The workflow's spec of one stored version (as ``DunningPolicy.spec`` gives the
-    current one)."""
-    body = DunningPolicyCreate.model_validate(row.body)
-    return PolicySpec(
-        policy_id=policy_id,
-        version=row.version,
-        name=body.name,
-        steps=[StepSpec(**s.model_dump()) for s in body.steps],
-        escalate_after=body.escalate_after,
-        send_at=body.send_at,
-        dispute_sla=body.dispute_sla,
-        plan_grace=body.plan_grace,
-        plan_reminder_offset=body.plan_reminder_offset,
-        max_installments=body.max_installments,
-        promise_grace=body.promise_grace,
-        resume_grace=body.resume_grace,
-        contact_window=body.contact_window,
-        skip_weekends=body.skip_weekends,
-        skip_holidays=body.skip_holidays,
-        max_messages_per_day=body.max_messages_per_day,
-        max_calls_per_week=body.max_calls_per_week,
-        call_cooldown=body.call_cooldown,
-        consolidate=body.consolidate,
-        min_balance_minor=body.min_balance_minor,
-        ladder=[LadderStage(**s.model_dump()) for s in body.ladder],
-        charges=ChargesIn.model_validate(body.charges.model_dump()).spec()
-        if body.charges
-        else None,
-    )
+    """The workflow's spec of one stored version: the policy row it would be if it were the
+    current one (``DunningPolicy.spec``, the one place a spec is built)."""
+    stored = DunningPolicy.model_validate(row.body | {"id": policy_id, "version": row.version})
+    return stored.spec()
 
 
 def load_spec(session: Session, policy_id: int, version: int) -> PolicySpec:
