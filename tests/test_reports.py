@@ -30,13 +30,15 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import Date, literal
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -44,6 +46,7 @@ from api.app import create_app
 from api.deps import today_utc
 from arflow.config import Settings
 from arflow.policies import service as policies
+from arflow.reports.aging import bucket_of, bucket_sql
 from models import (
     AgencyPlacement,
     Customer,
@@ -764,3 +767,14 @@ async def test_reports_need_a_viewer_key(r: Reports) -> None:
     resp = await r.http.get("/v1/reports/aging")
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "unauthorized"
+
+
+def test_aging_buckets_in_sql_and_python_agree(engine: Engine) -> None:
+    """The aging report groups by ``bucket_sql`` in the database; statements bucket with
+    ``bucket_of``: one rule, on each side of every boundary."""
+    as_of = date(2026, 3, 31)
+    with engine.connect() as conn:
+        for late in (-1, 0, 1, 30, 31, 60, 61, 90, 91, 400):
+            due = as_of - timedelta(days=late)
+            in_sql = conn.execute(sa_select(bucket_sql(literal(due, Date()), as_of))).scalar()
+            assert in_sql == bucket_of(as_of, due), late

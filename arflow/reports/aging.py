@@ -16,6 +16,8 @@ from arflow.reports.receivables import receivables_query
 from models import Customer
 
 BUCKETS = ("current", "days_1_30", "days_31_60", "days_61_90", "days_over_90")
+# The most days past due of each bucket but the last (current: not yet due, due today included).
+LATEST = ((0, "current"), (30, "days_1_30"), (60, "days_31_60"), (90, "days_61_90"))
 
 
 # -- aging ------------------------------------------------------------------------------
@@ -24,15 +26,16 @@ BUCKETS = ("current", "days_1_30", "days_31_60", "days_61_90", "days_over_90")
 def bucket_of(as_of: date, due_date: date) -> str:
     """current = not yet due (due today included); then 1-30, 31-60, 61-90, over 90 days."""
     late = (as_of - due_date).days
-    if late <= 0:
-        return "current"
-    if late <= 30:
-        return "days_1_30"
-    if late <= 60:
-        return "days_31_60"
-    if late <= 90:
-        return "days_61_90"
-    return "days_over_90"
+    return next((name for days, name in LATEST if late <= days), BUCKETS[-1])
+
+
+def bucket_sql(due_date: Any, as_of: date) -> Any:
+    """``bucket_of`` as a SQL expression on the column ``due_date`` (days late <= n is
+    ``due_date >= as_of - n``), for sums grouped in the database."""
+    return case(
+        *((due_date >= as_of - timedelta(days=days), name) for days, name in LATEST),
+        else_=BUCKETS[-1],
+    )
 
 
 Dimension = Literal["total", "customer", "segment", "collector"]
@@ -53,11 +56,6 @@ class AgingRow(BaseModel):
     days_over_90_minor: int = 0
     total_minor: int = 0
 
-    def add(self, bucket: str, amount: int) -> None:
-        setattr(self, f"{bucket}_minor", getattr(self, f"{bucket}_minor") + amount)
-        self.total_minor += amount
-        self.invoices += 1
-
 
 class AgingReport(BaseModel):
     as_of: date
@@ -77,13 +75,7 @@ def aging(session: Session, as_of: date, today: date, f: ReportFilter) -> AgingR
     customer, segment and collector. Summed in the database (one row per customer, collector,
     currency and bucket), so the report costs the groups, not the invoices."""
     receivables, mode = receivables_query(as_of, today, f)
-    bucket = case(
-        (receivables.c.due_date >= as_of, "current"),
-        (receivables.c.due_date >= as_of - timedelta(days=30), "days_1_30"),
-        (receivables.c.due_date >= as_of - timedelta(days=60), "days_31_60"),
-        (receivables.c.due_date >= as_of - timedelta(days=90), "days_61_90"),
-        else_="days_over_90",
-    ).label("bucket")
+    bucket = bucket_sql(receivables.c.due_date, as_of).label("bucket")
     grouped = (
         sa_select(
             receivables.c.customer_id,

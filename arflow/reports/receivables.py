@@ -1,36 +1,26 @@
-"""Receivables as of a day (``receivables_at``): for a day on or after today the current state
-is used (``invoices.balance_minor`` and status). For a past day the balance is
-reconstructed: invoices issued by then and not closed by then (``closed_at``), amount minus
-the signed payments paid by then (refunds and chargebacks are negative; payments kept as
-customer credit because the invoice was already closed, status ``unapplied``, are left out),
-minus upheld dispute credits resolved by then; an early-payment discount the invoice holds
-settles the rest once the payments reach it; the result is kept between 0 and the amount.
+"""Receivables as of a day (``receivables_query``, which the reports aggregate): for a day on
+or after today the current state is used (``invoices.balance_minor`` and status). For a past
+day the balance is reconstructed: invoices issued by then and not closed by then
+(``closed_at``), amount minus the signed payments paid by then (refunds and chargebacks are
+negative; payments kept as customer credit because the invoice was already closed, status
+``unapplied``, are left out), minus upheld dispute credits resolved by then; an early-payment
+discount the invoice holds settles the rest once the payments reach it; the result is kept
+between 0 and the amount.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
 from sqlalchemy import Select, Subquery, and_, case
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, func
+from sqlmodel import col, func
 
 from arflow.reports.common import OPEN_STATUSES, VOID, ReportFilter, end_of, filtered
 from models import Dispute, Invoice, Payment
 
 # -- receivables as of a day ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Receivable:
-    invoice_id: int
-    customer_id: int
-    currency: str
-    due_date: date
-    collector: str | None
-    balance_minor: int
 
 
 def receivables_query(
@@ -103,26 +93,6 @@ def receivables_query(
     ).subquery("alive")
     positive = sa_select(alive).where(alive.c.balance_minor > 0)
     return positive.subquery("receivables"), "reconstructed"
-
-
-def receivables_at(
-    session: Session, as_of: date, today: date, f: ReportFilter
-) -> tuple[list[Receivable], Literal["current", "reconstructed"]]:
-    """Open receivables by the end of ``as_of``, one per invoice, and how their balances were
-    found."""
-    rows, mode = receivables_query(as_of, today, f)
-    found = session.execute(sa_select(rows).order_by(rows.c.invoice_id)).all()
-    return [
-        Receivable(
-            invoice_id=r.invoice_id,
-            customer_id=r.customer_id,
-            currency=r.currency,
-            due_date=r.due_date,
-            collector=r.collector,
-            balance_minor=int(r.balance_minor),
-        )
-        for r in found
-    ], mode
 
 
 def last_payments(f: ReportFilter) -> Select[Any]:
