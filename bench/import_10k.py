@@ -243,25 +243,18 @@ class Bench:
 
     def database(self, name: str) -> str:
         """A fresh, migrated database: a SQLite file, or a PostgreSQL schema dropped after."""
-        from arflow.db import make_engine, normalize_url
+        from arflow.db import make_engine
         from arflow.migrate import upgrade
 
         if self.opts.database_url is None or self.opts.database_url.startswith("sqlite"):
             url = f"sqlite:///{self.tmp / f'{name}.db'}"
         else:
-            base = normalize_url(self.opts.database_url)
-            schema = f"arflow_bench_{self.run_id}_{name}"
-            admin = sa.create_engine(base)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'create schema "{schema}"'))
+            from bench.databases import throwaway_schema
 
-            def drop() -> None:
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-                admin.dispose()
-
+            url, drop = throwaway_schema(
+                self.opts.database_url, f"arflow_bench_{self.run_id}_{name}"
+            )
             self.cleanups.append(drop)
-            url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()

@@ -594,27 +594,17 @@ class Bench:
     # -- set-up --------------------------------------------------------------------------
 
     def setup_database(self) -> Engine:
-        from arflow.db import make_engine, normalize_url
+        from arflow.db import make_engine
         from arflow.migrate import upgrade
 
         if self.opts.database_url is None or self.opts.database_url.startswith("sqlite"):
             self.url = self.opts.database_url or f"sqlite:///{self.tmp / 'arflow.db'}"
         else:
             self.db_label = "postgresql"
-            base = normalize_url(self.opts.database_url)
-            schema = f"arflow_bench_{self.run_id}"
-            admin = sa.create_engine(base)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'create schema "{schema}"'))
+            from bench.databases import throwaway_schema
 
-            def drop() -> None:
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-                admin.dispose()
-
+            self.url, drop = throwaway_schema(self.opts.database_url, f"arflow_bench_{self.run_id}")
             self.cleanups.append(drop)
-            sep = "&" if "?" in base else "?"
-            self.url = f"{base}{sep}options=-csearch_path%3D{schema}"
         engine = make_engine(self.url)
         upgrade(engine)
         self.cleanups.append(engine.dispose)

@@ -31,6 +31,7 @@ import random
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from arflow.db import make_engine
 from arflow.migrate import upgrade
 from arflow.payments import reconcile
 from arflow.payments.matching import Book, Receipt, decide, normalize
+from bench.databases import throwaway_schema
 from bench.fill import fill
 from bench.fill import iban as fill_iban
 from models import SavedCsvMapping
@@ -96,21 +98,10 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2))
 
 
-def _database(url: str | None, tmp: str) -> tuple[str, Any]:
+def _database(url: str | None, tmp: str) -> tuple[str, Callable[[], None]]:
     if url is None:
         return f"sqlite:///{tmp}/match.db", lambda: None
-    base = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    schema = f"arflow_match_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'create schema "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-        admin.dispose()
-
-    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}", drop
+    return throwaway_schema(url, f"arflow_match_{uuid.uuid4().hex[:8]}")
 
 
 def _statement(
