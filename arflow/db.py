@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -22,6 +22,14 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 #: otherwise hold a request, or an activity's thread, until the operating system gives up.
 CONNECT_TIMEOUT_SECONDS = 5
 
+#: Connections kept open per process. The worker runs 16 activity threads and the API's
+#: threadpool runs synchronous routes beside them: with SQLAlchemy's default of 5 every burst
+#: opened and closed overflow connections (and ran SQLite's pragmas again for each), about 2%
+#: of the worker's CPU in bench/lifecycle.py. Overflow stays for rare peaks; the total per
+#: process (30) is what it was, so PostgreSQL's connection budget in docs/scaling.md holds.
+POOL_SIZE = 20
+MAX_OVERFLOW = 10
+
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL whatever scheme the operator wrote."""
@@ -35,7 +43,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **(_file_pool(url) | kwargs),
         )
 
         @event.listens_for(engine, "connect")
@@ -51,7 +61,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if "connect_timeout=" not in url:  # the operator's own value wins
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} | kwargs.pop("connect_args", {})
         kwargs["connect_args"] = connect_args
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, **kwargs
+    )
+
+
+def _file_pool(url: str) -> dict[str, Any]:
+    """The pool sizes for a SQLite file; an in-memory database keeps SQLAlchemy's one
+    connection per thread (its pool takes no sizes)."""
+    if make_url(url).database in (None, "", ":memory:"):
+        return {}
+    return {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
 
 
 def session_factory(engine: Engine) -> SessionFactory:
