@@ -109,6 +109,7 @@ class Options:
     bare_sandbox: str = "passthrough"
     dev_server_args: list[str] = field(default_factory=list)
     charges: bool = False
+    customers: int = 1
 
 
 # --charges: a fee posted with the reminder, and interest (nothing accrues within the day).
@@ -167,6 +168,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "more activity and charge row per lifecycle)",
     )
     p.add_argument(
+        "--customers",
+        type=int,
+        default=1,
+        help="spread the full lifecycles over this many customers, round robin (default 1: "
+        "every payment re-evaluates one customer holding all the run's invoices, the worst "
+        "case; a real book has a few open invoices per customer)",
+    )
+    p.add_argument(
         "--dev-server-arg",
         action="append",
         metavar="ARG",
@@ -189,8 +198,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "writes PREFIX.<kind>.<round>.prof (inspect with python -m pstats)",
     )
     a = p.parse_args(argv)
-    if a.n < 1 or a.concurrency < 1 or a.warmup < 0 or a.rounds < 1:
-        p.error("--n, --concurrency and --rounds must be >= 1, --warmup >= 0")
+    if a.n < 1 or a.concurrency < 1 or a.warmup < 0 or a.rounds < 1 or a.customers < 1:
+        p.error("--n, --concurrency, --rounds and --customers must be >= 1, --warmup >= 0")
     return Options(
         n=a.n,
         concurrency=a.concurrency,
@@ -207,6 +216,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         bare_sandbox=a.bare_sandbox,
         dev_server_args=a.dev_server_arg or [],
         charges=a.charges,
+        customers=a.customers,
     )
 
 
@@ -369,6 +379,10 @@ class SqlCounter:
 
     @staticmethod
     def _cat() -> str:
+        from temporalio import activity
+
+        if activity.in_activity():  # the statements of each activity apart
+            return f"activity {activity.info().activity_type}"
         return _thread_category(threading.current_thread().name, "")
 
     def attach(self, engine: Engine) -> None:
@@ -812,7 +826,7 @@ class Bench:
         http: httpx.AsyncClient,
         settings: Any,
         engine: Engine,
-        customer_id: int,
+        customer_ids: list[int],
         policy_id: int,
         rnd: int,
     ) -> tuple[Phase, str]:
@@ -831,7 +845,7 @@ class Bench:
             body = {
                 "external_id": f"BENCH-{self.run_id}-{rnd}-{i}",
                 "number": f"B{self.run_id}-{rnd}-{i}",
-                "customer_id": customer_id,
+                "customer_id": customer_ids[i % len(customer_ids)],
                 "amount_minor": AMOUNT_MINOR,
                 "currency": "EUR",
                 "issued_on": today,
@@ -908,20 +922,22 @@ class Bench:
         settings = self.settings(env)
         http = await self.start_api(settings, engine, client)
         admin = {"Authorization": f"Bearer {API_KEYS['admin']}"}
-        resp = await http.post(
-            "/v1/customers",
-            json={
-                "external_id": f"C-bench-{self.run_id}",
-                "name": "Bench GmbH",
-                "email": "ap@bench.example.com",
-                "timezone": "UTC",
-                "locale": "en",
-            },
-            headers=admin,
-        )
-        if resp.status_code != 201:
-            raise RuntimeError(f"create customer: {resp.status_code} {resp.text}")
-        customer_id = resp.json()["id"]
+        customer_ids = []
+        for c in range(self.opts.customers):
+            resp = await http.post(
+                "/v1/customers",
+                json={
+                    "external_id": f"C-bench-{self.run_id}-{c}",
+                    "name": f"Bench {c} GmbH",
+                    "email": f"ap{c}@bench.example.com",
+                    "timezone": "UTC",
+                    "locale": "en",
+                },
+                headers=admin,
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"create customer: {resp.status_code} {resp.text}")
+            customer_ids.append(resp.json()["id"])
         resp = await http.post(
             "/v1/policies",
             json={
@@ -947,7 +963,7 @@ class Bench:
             phases.append(bare)
             print(f"round {rnd + 1}: bare  {bare.rate:7.1f} lifecycles/s", file=sys.stderr)
             full, sample_ids["full"] = await self.full_phase(
-                client, http, settings, engine, customer_id, policy_id, rnd
+                client, http, settings, engine, customer_ids, policy_id, rnd
             )
             phases.append(full)
             print(f"round {rnd + 1}: full  {full.rate:7.1f} lifecycles/s", file=sys.stderr)
@@ -971,6 +987,7 @@ class Bench:
                 else "in-memory",
                 "api": self.opts.api,
                 "bare_sandbox": self.opts.bare_sandbox,
+                "customers": self.opts.customers,
                 "dev_server_args": self.opts.dev_server_args,
                 "poll_interval_s": self.opts.poll_interval,
                 "cpus": os.cpu_count(),
@@ -1030,7 +1047,8 @@ def print_report(r: dict[str, Any], profile: bool) -> None:
     print(
         f"arflow lifecycle benchmark: n={c['n']} per kind, concurrency={c['concurrency']}, "
         f"warm-up={c['warmup']}, db={c['database']}, temporal dev server {c['temporal_store']}, "
-        f"api={c['api']}, bare sandbox={c['bare_sandbox']}, {c['cpus']} CPUs "
+        f"api={c['api']}, bare sandbox={c['bare_sandbox']}, customers={c['customers']}, "
+        f"{c['cpus']} CPUs "
         f"({c['machine_busy_pct_before']:.0f}% busy before start)"
     )
     head = (
