@@ -75,8 +75,11 @@ def build_worker(
     engine: Engine,
     task_queue: str | None = None,
     executor: ThreadPoolExecutor | None = None,
+    identity: str | None = None,
 ) -> Worker:
-    """The worker for ``task_queue`` (default: the settings'), with real dependencies."""
+    """The worker for ``task_queue`` (default: the settings'), with real dependencies.
+    ``identity`` (default: ``worker_identity``, else the SDK's ``pid@host``) names the worker
+    in the histories of the tasks it runs."""
     sessions = session_factory(engine)
     channel = channel_for(settings)
     seller = Seller.from_settings(settings)
@@ -122,6 +125,7 @@ def build_worker(
         # Provider sends are activities on this queue: the providers' rate limits hold.
         max_task_queue_activities_per_second=settings.provider_max_per_second or None,
         interceptors=[observability.MetricsInterceptor()],
+        identity=identity or settings.worker_identity or None,
     )
 
 
@@ -141,7 +145,12 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+    log.info(
+        "worker %s polling task queue %s on %s",
+        worker.config().get("identity") or client.identity,
+        settings.task_queue,
+        settings.temporal_address,
+    )
     async with worker:
         await stop.wait()
     log.info("worker stopped")

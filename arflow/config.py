@@ -222,6 +222,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="the worker's Prometheus port; 0 turns it off"
     )
+    worker_identity: str = Field(
+        default="",
+        max_length=200,
+        description="the worker's name in Temporal (each task's history event says which "
+        "worker ran it; give each of N workers its own); empty: the SDK's pid@host",
+    )
     # -- outbound channels: email and SMS go to the outbox only while these are empty ------
     sendgrid_api_key: str = Field(default="", description="SendGrid API key; empty: no email")
     sendgrid_base_url: str = "https://api.sendgrid.com"

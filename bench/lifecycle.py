@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from sqlalchemy.engine import Engine
     from sqlmodel import Session
     from temporalio.client import Client
+    from temporalio.service import RPCError
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
@@ -110,6 +111,18 @@ class Options:
     dev_server_args: list[str] = field(default_factory=list)
     charges: bool = False
     customers: int = 1
+    workers: int = 0
+    apis: int = 1
+
+    @property
+    def processes(self) -> bool:
+        """The full lifecycle's worker runs as worker.py processes (--workers N)."""
+        return self.workers > 0
+
+    @property
+    def scaled(self) -> bool:
+        """Each round also measures N workers + M APIs against 1 + 1."""
+        return self.workers > 1 or self.apis > 1
 
 
 # --charges: a fee posted with the reminder, and interest (nothing accrues within the day).
@@ -144,9 +157,28 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument(
         "--api",
         choices=("asgi", "uvicorn"),
-        default="asgi",
+        default=None,
         help="asgi: the app in-process via httpx.ASGITransport (default); "
-        "uvicorn: the app in a uvicorn subprocess over real HTTP",
+        "uvicorn: the app in a uvicorn subprocess over real HTTP (implied by --workers "
+        "and --apis)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the full lifecycle's worker as `worker.py` processes on one task queue, each "
+        "with its own ARFLOW_WORKER_IDENTITY: each round measures 1 worker + 1 API process, "
+        "then N workers + the --apis API processes, and checks duplicates and the split "
+        "(default 0: the worker in this process)",
+    )
+    p.add_argument(
+        "--apis",
+        type=int,
+        default=1,
+        metavar="M",
+        help="uvicorn API processes on ports of their own; with M > 1 each lifecycle creates "
+        "its invoice through one and sends the payment webhook through the next, round-robin",
     )
     p.add_argument(
         "--poll-interval",
@@ -200,6 +232,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     a = p.parse_args(argv)
     if a.n < 1 or a.concurrency < 1 or a.warmup < 0 or a.rounds < 1 or a.customers < 1:
         p.error("--n, --concurrency, --rounds and --customers must be >= 1, --warmup >= 0")
+    if a.workers < 0 or a.apis < 1:
+        p.error("--workers must be >= 0 and --apis >= 1")
+    if a.apis > 1 and a.workers == 0:
+        p.error("--apis M > 1 needs --workers (1 or more worker processes)")
+    if a.workers and a.api == "asgi":
+        p.error("--workers runs the API in uvicorn processes: drop --api asgi")
     return Options(
         n=a.n,
         concurrency=a.concurrency,
@@ -207,7 +245,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         database_url=a.database_url,
         db_file_store=a.db_file_store,
         plain_file_store=a.plain_file_store,
-        api=a.api,
+        api=a.api or ("uvicorn" if a.workers else "asgi"),
         poll_interval=a.poll_interval,
         rounds=a.rounds,
         profile=a.profile,
@@ -217,6 +255,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         dev_server_args=a.dev_server_arg or [],
         charges=a.charges,
         customers=a.customers,
+        workers=a.workers,
+        apis=a.apis,
     )
 
 
@@ -327,9 +367,12 @@ class CpuSnapshot:
     threads: dict[int, tuple[str, float]]
 
 
-def cpu_snapshot(with_threads: bool) -> CpuSnapshot:
+def cpu_snapshot(with_threads: bool, labels: dict[int, str] | None = None) -> CpuSnapshot:
+    """CPU so far; a child process in ``labels`` is named by its label instead of its comm
+    (the worker and API processes are all "python")."""
+    labels = labels or {}
     kids = {
-        pid: (comm, _proc_ticks(f"/proc/{pid}/stat") or 0)
+        pid: (labels.get(pid, comm), _proc_ticks(f"/proc/{pid}/stat") or 0)
         for pid, comm in _children(os.getpid()).items()
     }
     return CpuSnapshot(
@@ -556,6 +599,186 @@ class OutboxPoller:
         self.engine.dispose()
 
 
+# -- several worker and API processes: who did what, and nothing twice ------------------------
+
+
+async def wait_for_pollers(
+    client: Client,
+    task_queue: str,
+    identities: list[str],
+    procs: list[tuple[subprocess.Popen[bytes], str]],
+    timeout: float = 90.0,
+) -> None:
+    """Until every identity polls ``task_queue`` for workflow and for activity tasks (the
+    server's DescribeTaskQueue lists each poller with its identity)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    kinds = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    deadline = time.monotonic() + timeout
+    while True:
+        polling = []
+        for kind in kinds:
+            resp = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=kind,
+                )
+            )
+            polling.append({p.identity for p in resp.pollers})
+        if all(set(identities) <= seen for seen in polling):
+            return
+        for proc, _ in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a worker process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers {identities} not all polling after {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def scrape(url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples called ``name`` on a Prometheus endpoint: [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.get(url)
+    resp.raise_for_status()
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(resp.text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+async def api_requests(url: str) -> dict[str, float]:
+    """Requests an API process has answered so far, by "METHOD route" (its /metrics)."""
+    out: defaultdict[str, float] = defaultdict(float)
+    for labels, value in await scrape(url, "arflow_http_requests_total"):
+        if labels.get("method") == "POST":
+            out[f"POST {labels.get('route')}"] += value
+    return dict(out)
+
+
+async def worker_activities(url: str) -> dict[str, float]:
+    """Activity attempts a worker process has run so far, by kind (its /metrics)."""
+    out: defaultdict[str, float] = defaultdict(float)
+    for labels, value in await scrape(url, "arflow_activity_attempts_total"):
+        out[labels.get("kind", "?")] += value
+    return dict(out)
+
+
+async def split_of(client: Client, workflow_ids: list[str]) -> dict[str, Any]:
+    """Which worker ran each workflow task and each activity of these workflows: the
+    ``identity`` on their WorkflowTaskCompleted and ActivityTaskStarted history events."""
+    tasks: Counter[str] = Counter()
+    activities: Counter[str] = Counter()
+    local: Counter[str] = Counter()  # local activities: run by the worker of their task
+    missing = 0
+    workflows: Counter[str] = Counter()  # workflows whose tasks ran on exactly that set
+    retries = 0
+    gate = asyncio.Semaphore(16)
+
+    async def one(wid: str) -> None:
+        nonlocal retries, missing
+        async with gate:
+            try:
+                history = await client.get_workflow_handle(wid).fetch_history()
+            except RPCError:
+                missing += 1  # e.g. a confirmation not started (yet)
+                return
+        ran: set[str] = set()
+        who = "?"
+        for ev in history.events:
+            which = ev.WhichOneof("attributes")
+            if which == "workflow_task_completed_event_attributes":
+                who = ev.workflow_task_completed_event_attributes.identity
+                tasks[who] += 1
+                ran.add(who)
+            elif which == "marker_recorded_event_attributes":
+                # A local activity's marker follows the completion of the task that ran it.
+                if ev.marker_recorded_event_attributes.marker_name == "core_local_activity":
+                    local[who] += 1
+            elif which == "activity_task_started_event_attributes":
+                started = ev.activity_task_started_event_attributes
+                activities[started.identity] += 1
+                retries += started.attempt > 1
+        workflows[" + ".join(sorted(ran))] += 1
+
+    await asyncio.gather(*(one(wid) for wid in workflow_ids))
+    return {
+        "workflows": len(workflow_ids) - missing,
+        "not_found": missing,
+        "workflow_tasks_by_worker": dict(sorted(tasks.items())),
+        "activities_by_worker": dict(sorted(activities.items())),
+        "local_activities_by_worker": dict(sorted(local.items())),
+        "workflows_by_workers_that_ran_their_tasks": dict(sorted(workflows.items())),
+        "activity_retries": retries,
+    }
+
+
+def confirmation_ids(engine: Engine, settings: Any, invoice_ids: list[int]) -> list[str]:
+    """The workflow ids of the payment confirmations of these invoices' payments."""
+    from arflow.gateway import confirmation_id
+    from workflows.confirmations import ConfirmationInput
+
+    stmt = sa.text("select invoice_id, id from payments where invoice_id in :ids").bindparams(
+        sa.bindparam("ids", expanding=True)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt, {"ids": invoice_ids}).all()
+    return [confirmation_id(settings, ConfirmationInput(i, "payment", p)) for i, p in rows]
+
+
+def check_lifecycles(engine: Engine, invoice_ids: list[int]) -> dict[str, Any]:
+    """Nothing twice, nothing missing: per invoice exactly one reminder per step in the outbox
+    and one ``reminder_sent`` event, one payment stored and applied with one
+    ``payment_applied`` event, at most one payment confirmation, status paid, balance 0."""
+    per_invoice = sa.text(
+        """
+        select i.id, i.status, i.balance_minor,
+          (select count(*) from outbox o
+            where o.invoice_id = i.id and o.step_key not like 'confirm-%') as reminders,
+          (select count(*) from outbox o
+            where o.invoice_id = i.id and o.step_key like 'confirm-%') as confirmations,
+          (select count(*) from invoice_events e
+            where e.invoice_id = i.id and e.kind = 'reminder_sent') as reminder_events,
+          (select count(*) from payments p where p.invoice_id = i.id) as payments,
+          (select count(*) from payments p
+            where p.invoice_id = i.id and p.status = 'applied') as applied,
+          (select count(*) from invoice_events e
+            where e.invoice_id = i.id and e.kind = 'payment_applied') as applied_events
+        from invoices i where i.id in :ids
+        """
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    per_step = sa.text(
+        "select invoice_id, step_key, count(*) from outbox where invoice_id in :ids "
+        "group by invoice_id, step_key having count(*) > 1"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    problems: list[str] = []
+    totals: Counter[str] = Counter()
+    with engine.connect() as conn:
+        rows = conn.execute(per_invoice, {"ids": invoice_ids}).mappings().all()
+        twice = conn.execute(per_step, {"ids": invoice_ids}).all()
+    if len(rows) != len(set(invoice_ids)):
+        problems.append(f"{len(set(invoice_ids))} invoices created, {len(rows)} found")
+    exactly_one = ("reminders", "reminder_events", "payments", "applied", "applied_events")
+    for row in rows:
+        for name in (*exactly_one, "confirmations"):
+            totals[name] += row[name]
+        wrong = [f"{name}={row[name]}" for name in exactly_one if row[name] != 1]
+        if row["confirmations"] > 1:
+            wrong.append(f"confirmations={row['confirmations']}")
+        if row["status"] != "paid" or row["balance_minor"] != 0:
+            wrong.append(f"status={row['status']} balance={row['balance_minor']}")
+        if wrong:
+            problems.append(f"invoice {row['id']}: {', '.join(wrong)}")
+    problems += [f"invoice {i}: step {step!r} in the outbox {n} times" for i, step, n in twice]
+    return {"invoices": len(rows), "totals": dict(totals), "problems": problems}
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -571,6 +794,7 @@ class Phase:
     sql: dict[str, Any] = field(default_factory=dict)
     loop_lag: dict[str, float] = field(default_factory=dict)
     poll_queries: int = 0
+    processes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -588,6 +812,9 @@ class Bench:
         self.url = ""
         self.bare_workflow: type = BareInvoice
         self.busy_before = 0.0
+        self.child_labels: dict[int, str] = {}  # pid -> "api-1", "full-w1", ...
+        self.apis: list[httpx.AsyncClient] = []
+        self.api_metrics: list[str] = []  # each API's /metrics URL
 
     def bare_runner(self) -> Any:
         """The sandbox, with this module passed through unless --bare-sandbox reimport.
@@ -659,72 +886,104 @@ class Bench:
     async def start_api(self, settings: Any, engine: Engine, client: Client) -> httpx.AsyncClient:
         from api.app import create_app
 
-        if self.opts.api == "asgi":
-            app = create_app(settings, engine=engine, temporal=client)
-            with Session(engine) as session:  # the lifespan's job; ASGITransport skips it
-                policies.ensure_default_policy(session)
-            http = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://arflow.bench", timeout=60
-            )
-        else:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            env = dict(os.environ)
-            env.update(
-                {
-                    "ARFLOW_ENVIRONMENT": "test",
-                    "ARFLOW_DATABASE_URL": settings.database_url,
-                    "ARFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
-                    "ARFLOW_TASK_QUEUE": settings.task_queue,
-                    "ARFLOW_WORKFLOW_ID_PREFIX": settings.workflow_id_prefix,
-                    "ARFLOW_API_KEYS": settings.api_keys,
-                    "ARFLOW_WEBHOOK_SECRET": settings.webhook_secret,
-                    "ARFLOW_DATA_DIR": settings.data_dir,
-                    "PYTHONPATH": str(root()),
-                }
-            )
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "api.app:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                cwd=root(),
-                env=env,
-            )
-
-            def stop() -> None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-            self.cleanups.append(stop)
-            http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60)
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("uvicorn did not answer /healthz within 30 s")
+        if self.opts.api == "uvicorn":
+            self.apis = [
+                await self.start_uvicorn(settings, f"api-{k + 1}") for k in range(self.opts.apis)
+            ]
+            return self.apis[0]
+        app = create_app(settings, engine=engine, temporal=client)
+        with Session(engine) as session:  # the lifespan's job; ASGITransport skips it
+            policies.ensure_default_policy(session)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://arflow.bench", timeout=60
+        )
+        self.apis = [http]
         self.cleanups.append(http.aclose)
         return http
+
+    def child_env(self, settings: Any) -> dict[str, str]:
+        """The ARFLOW_* settings every API and worker process of the run shares."""
+        return dict(os.environ) | {
+            "ARFLOW_ENVIRONMENT": "test",
+            "ARFLOW_DATABASE_URL": settings.database_url,
+            "ARFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
+            "ARFLOW_TASK_QUEUE": settings.task_queue,
+            "ARFLOW_WORKFLOW_ID_PREFIX": settings.workflow_id_prefix,
+            "ARFLOW_API_KEYS": settings.api_keys,
+            "ARFLOW_WEBHOOK_SECRET": settings.webhook_secret,
+            "ARFLOW_DATA_DIR": settings.data_dir,
+            "PYTHONPATH": str(root()),
+        }
+
+    def stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    async def start_uvicorn(self, settings: Any, label: str) -> httpx.AsyncClient:
+        """The app in a uvicorn process of its own on a free port (as `arflow run` runs it)."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app"]
+            + ["--host", "127.0.0.1", "--port", str(port)]
+            + ["--log-level", "warning", "--no-access-log"],
+            cwd=root(),
+            env=self.child_env(settings),
+        )
+        self.child_labels[proc.pid] = label
+        self.cleanups.append(lambda: self.stop_process(proc))
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        self.cleanups.append(http.aclose)
+        deadline = time.monotonic() + 120  # a loaded machine takes a while to import the app
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvicorn ({label}) exited with {proc.returncode}")
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"uvicorn ({label}) did not answer /healthz within 120 s")
+        self.api_metrics.append(f"http://127.0.0.1:{port}/metrics")
+        return http
+
+    async def start_workers(
+        self, client: Client, settings: Any, identities: list[str]
+    ) -> list[tuple[subprocess.Popen[bytes], str]]:
+        """``worker.py`` processes with the run's settings, one per identity, on the one task
+        queue; returns each process and its /metrics URL once all of them are polling."""
+        started: list[tuple[subprocess.Popen[bytes], str]] = []
+        try:
+            for identity in identities:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                log = (self.tmp / f"{identity}.log").open("ab")
+                proc = subprocess.Popen(
+                    [sys.executable, str(root() / "worker.py")],
+                    cwd=root(),
+                    env=self.child_env(settings)
+                    | {"ARFLOW_WORKER_IDENTITY": identity, "ARFLOW_WORKER_METRICS_PORT": str(port)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                log.close()
+                self.child_labels[proc.pid] = identity
+                started.append((proc, f"http://127.0.0.1:{port}/metrics"))
+            await wait_for_pollers(client, settings.task_queue, identities, started)
+        except BaseException:
+            for proc, _ in started:
+                self.stop_process(proc)
+            raise
+        return started
 
     # -- lifecycles ------------------------------------------------------------------------
 
@@ -757,7 +1016,7 @@ class Bench:
         self.sql.reset()
         self.sql.enabled = self.opts.profile
         q0 = poller.queries if poller else 0
-        before = cpu_snapshot(self.opts.profile)
+        before = cpu_snapshot(self.opts.profile, self.child_labels)
         if lag:
             lag.start()
         prof = None
@@ -770,7 +1029,7 @@ class Bench:
         if prof is not None:
             prof.disable()
             prof.dump_stats(f"{self.opts.cprofile}.{kind}.{rnd + 1}.prof")
-        after = cpu_snapshot(self.opts.profile)
+        after = cpu_snapshot(self.opts.profile, self.child_labels)
         self.sql.enabled = False
         phase = Phase(kind=kind, round=rnd, n=self.opts.n, wall_s=wall, steps=dict(steps))
         phase.totals = steps.pop("total")
@@ -823,28 +1082,35 @@ class Bench:
     async def full_phase(
         self,
         client: Client,
-        http: httpx.AsyncClient,
         settings: Any,
         engine: Engine,
         customer_ids: list[int],
         policy_id: int,
         rnd: int,
+        kind: str = "full",
+        workers: int = 0,
+        apis: int = 1,
     ) -> tuple[Phase, str]:
+        """The full lifecycle: worker in this process (``workers`` 0) or ``workers``
+        worker.py processes; requests through the first ``apis`` API clients, round-robin."""
         from arflow.payments.signatures import sign
         from worker import ACTIVITY_THREADS, build_worker
 
         last_id = ""
         spec = {"Authorization": f"Bearer {API_KEYS['specialist']}"}
         poller = OutboxPoller(self.url, self.opts.poll_interval)
-        poller.start()
+        labels = [f"api-{k + 1}" for k in range(apis)]
+        sent: Counter[str] = Counter()  # "api-1 POST /v1/invoices" -> requests
+        lifecycles: list[tuple[int, str]] = []  # (invoice id, workflow id), warm-up included
 
         async def one(i: int, steps: dict[str, list[float]]) -> None:
             nonlocal last_id
             today = date.today().isoformat()
             now = datetime.now(UTC)
+            tag = f"{self.run_id}-{kind}-{rnd}-{i}"
             body = {
-                "external_id": f"BENCH-{self.run_id}-{rnd}-{i}",
-                "number": f"B{self.run_id}-{rnd}-{i}",
+                "external_id": f"BENCH-{tag}",
+                "number": f"B{tag}",
                 "customer_id": customer_ids[i % len(customer_ids)],
                 "amount_minor": AMOUNT_MINOR,
                 "currency": "EUR",
@@ -853,17 +1119,21 @@ class Bench:
                 "due_at": (now - timedelta(seconds=1)).isoformat(),
                 "policy_id": policy_id,
             }
+            # Round-robin: the invoice through one API, its payment through the next.
+            create_via, pay_via = i % apis, (i + 1) % apis
             t0 = time.perf_counter()
-            resp = await http.post("/v1/invoices", json=body, headers=spec)
+            resp = await self.apis[create_via].post("/v1/invoices", json=body, headers=spec)
             if resp.status_code != 201:
                 raise RuntimeError(f"create invoice: {resp.status_code} {resp.text}")
+            sent[f"{labels[create_via]} POST /v1/invoices"] += 1
             inv = resp.json()
+            lifecycles.append((inv["id"], inv["workflow_id"]))
             t1 = time.perf_counter()
             await poller.wait(inv["id"])
             t2 = time.perf_counter()
             raw = json.dumps(
                 {
-                    "event_id": f"evt_bench_{self.run_id}_{rnd}_{i}",
+                    "event_id": f"evt_bench_{tag.replace('-', '_')}",
                     "invoice_id": inv["id"],
                     "amount_minor": AMOUNT_MINOR,
                     "currency": "EUR",
@@ -871,7 +1141,7 @@ class Bench:
                     "method": "card",
                 }
             ).encode()
-            resp = await http.post(
+            resp = await self.apis[pay_via].post(
                 "/v1/webhooks/payments",
                 content=raw,
                 headers={
@@ -881,6 +1151,7 @@ class Bench:
             )
             if resp.status_code != 200 or resp.json().get("status") != "accepted":
                 raise RuntimeError(f"payment webhook: {resp.status_code} {resp.text}")
+            sent[f"{labels[pay_via]} POST /v1/webhooks/payments"] += 1
             t3 = time.perf_counter()
             result = await client.get_workflow_handle(inv["workflow_id"]).result()
             t4 = time.perf_counter()
@@ -893,14 +1164,61 @@ class Bench:
             steps["total"].append(t4 - t0)
             last_id = inv["workflow_id"]
 
-        executor = ThreadPoolExecutor(ACTIVITY_THREADS, thread_name_prefix="activity")
-        worker = build_worker(client, settings, engine, executor=executor)
+        if not workers:
+            executor = ThreadPoolExecutor(ACTIVITY_THREADS, thread_name_prefix="activity")
+            poller.start()
+            try:
+                async with build_worker(client, settings, engine, executor=executor):
+                    phase = await self.measure(kind, rnd, one, start=0, poller=poller)
+            finally:
+                await poller.stop()
+                executor.shutdown(wait=False)
+            return phase, last_id
+
+        identities = [f"{kind}-w{k + 1}" for k in range(workers)]
+        procs = await self.start_workers(client, settings, identities)
         try:
-            async with worker:
-                phase = await self.measure("full", rnd, one, start=0, poller=poller)
+            api_before = [await api_requests(url) for url in self.api_metrics[:apis]]
+            poller.start()
+            try:
+                phase = await self.measure(kind, rnd, one, start=0, poller=poller)
+            finally:
+                await poller.stop()
+            api_after = [await api_requests(url) for url in self.api_metrics[:apis]]
+            # Each payment's confirmation is a workflow of its own: let the last ones finish.
+            invoice_ids = [iid for iid, _ in lifecycles]
+            for _ in range(60):
+                check = await asyncio.to_thread(check_lifecycles, engine, invoice_ids)
+                if check["totals"].get("confirmations", 0) >= len(invoice_ids):
+                    break
+                await asyncio.sleep(0.25)
+            worker_acts = {
+                identity: await worker_activities(url)
+                for identity, (_, url) in zip(identities, procs, strict=True)
+            }
         finally:
-            await poller.stop()
-            executor.shutdown(wait=False)
+            for proc, _ in procs:
+                self.stop_process(proc)
+        phase.processes = {
+            "workers": workers,
+            "apis": apis,
+            "lifecycles_checked": len(lifecycles),
+            "requests_sent": dict(sorted(sent.items())),
+            "requests_answered": {
+                label: {
+                    route: after[route] - before.get(route, 0)
+                    for route in sorted(after)
+                    if after[route] > before.get(route, 0)
+                }
+                for label, before, after in zip(labels, api_before, api_after, strict=True)
+            },
+            "activity_attempts_by_worker_metrics": worker_acts,
+            "split": await split_of(client, [wid for _, wid in lifecycles]),
+            "confirmations_split": await split_of(
+                client, await asyncio.to_thread(confirmation_ids, engine, settings, invoice_ids)
+            ),
+            "duplicates": await asyncio.to_thread(check_lifecycles, engine, invoice_ids),
+        }
         return phase, last_id
 
     # -- main --------------------------------------------------------------------------------
@@ -963,10 +1281,34 @@ class Bench:
             phases.append(bare)
             print(f"round {rnd + 1}: bare  {bare.rate:7.1f} lifecycles/s", file=sys.stderr)
             full, sample_ids["full"] = await self.full_phase(
-                client, http, settings, engine, customer_ids, policy_id, rnd
+                client,
+                settings,
+                engine,
+                customer_ids,
+                policy_id,
+                rnd,
+                workers=1 if self.opts.processes else 0,
             )
             phases.append(full)
             print(f"round {rnd + 1}: full  {full.rate:7.1f} lifecycles/s", file=sys.stderr)
+            if self.opts.scaled:
+                scaled, sample_ids["scaled"] = await self.full_phase(
+                    client,
+                    settings,
+                    engine,
+                    customer_ids,
+                    policy_id,
+                    rnd,
+                    kind="scaled",
+                    workers=self.opts.workers,
+                    apis=self.opts.apis,
+                )
+                phases.append(scaled)
+                print(
+                    f"round {rnd + 1}: {self.opts.workers} workers + {self.opts.apis} APIs "
+                    f"{scaled.rate:7.1f} lifecycles/s",
+                    file=sys.stderr,
+                )
         histories = {k: await history_profile(client, wid) for k, wid in sample_ids.items()}
         return self.report(phases, histories)
 
@@ -975,6 +1317,7 @@ class Bench:
             return statistics.median(p.rate for p in phases if p.kind == kind)
 
         bare, full = median_rate("bare"), median_rate("full")
+        scaled = median_rate("scaled") if self.opts.scaled else None
         return {
             "config": {
                 "n": self.opts.n,
@@ -986,6 +1329,8 @@ class Bench:
                 if self.opts.db_file_store
                 else "in-memory",
                 "api": self.opts.api,
+                "worker_processes": self.opts.workers,
+                "api_processes": self.opts.apis if self.opts.api == "uvicorn" else 0,
                 "bare_sandbox": self.opts.bare_sandbox,
                 "customers": self.opts.customers,
                 "dev_server_args": self.opts.dev_server_args,
@@ -997,6 +1342,11 @@ class Bench:
             "bare_lifecycles_per_s": bare,
             "full_lifecycles_per_s": full,
             "ratio_full_over_bare": full / bare,
+            **(
+                {"scaled_lifecycles_per_s": scaled, "ratio_scaled_over_full": scaled / full}
+                if scaled is not None
+                else {}
+            ),
             "phases": [
                 {
                     "kind": p.kind,
@@ -1010,6 +1360,7 @@ class Bench:
                     "outbox_poll_queries": p.poll_queries,
                     **({"sql": p.sql} if p.sql else {}),
                     **({"loop_lag": p.loop_lag} if p.loop_lag else {}),
+                    **({"processes": p.processes} if p.processes else {}),
                 }
                 for p in phases
             ],
@@ -1059,7 +1410,11 @@ def print_report(r: dict[str, Any], profile: bool) -> None:
     print(head)
     print("-" * len(head))
     for p in r["phases"]:
-        label = {"bare": "bare engine (BareInvoice)", "full": "full arflow lifecycle"}[p["kind"]]
+        label = {
+            "bare": "bare engine (BareInvoice)",
+            "full": "full arflow lifecycle" + (" (1w+1a)" if c["worker_processes"] else ""),
+            "scaled": f"full, {c['worker_processes']} workers + {c['api_processes']} APIs",
+        }[p["kind"]]
         if c["rounds"] > 1:
             label += f" #{p['round']}"
         kids = p["cpu"]["children_cpu_s"]
@@ -1080,9 +1435,12 @@ def print_report(r: dict[str, Any], profile: bool) -> None:
         f"{'ratio full/bare':28} {r['ratio_full_over_bare']:12.3f}"
         + ("   (median rates over rounds)" if c["rounds"] > 1 else "")
     )
+    if "ratio_scaled_over_full" in r:
+        print(f"{'ratio scaled/full':28} {r['ratio_scaled_over_full']:12.3f}")
     print()
     last = {p["kind"]: p for p in r["phases"]}
-    for kind in ("bare", "full"):
+    kinds = [k for k in ("bare", "full", "scaled") if k in last]
+    for kind in kinds:
         p = last[kind]
         print(f"{kind} lifecycle steps (ms)      {'mean':>8} {'p50':>8} {'p95':>8} {'max':>8}")
         for name, s in p["steps"].items():
@@ -1102,10 +1460,13 @@ def print_report(r: dict[str, Any], profile: bool) -> None:
             f"  {kind:5} events={h['events']:3} workflow tasks={h['workflow_tasks']} "
             f"activities={h['activities']} signals={h['signals']} timers={h['timers']}"
         )
+    for p in r["phases"]:
+        if p.get("processes"):
+            print_processes(p)
     if profile:
         print()
         print("profile (last round), per lifecycle")
-        for kind in ("bare", "full"):
+        for kind in kinds:
             p = last[kind]
             n = p["n"]
             threads = ", ".join(
@@ -1134,6 +1495,59 @@ def print_report(r: dict[str, Any], profile: bool) -> None:
                     print(f"      {count / n:5.2f}  {name}")
 
 
+def print_processes(p: dict[str, Any]) -> None:
+    """Who did what in a phase with worker and API processes, and the duplicate check."""
+    pr, n = p["processes"], p["n"]
+    print()
+    print(
+        f"{p['kind']} #{p['round']}: {pr['workers']} worker process(es), {pr['apis']} API "
+        f"process(es), {pr['lifecycles_checked']} lifecycles (warm-up included)"
+    )
+    kids = p["cpu"]["children_cpu_s"]
+    cpu = ", ".join(f"{k} {1000 * v / n:.1f}" for k, v in sorted(kids.items()))
+    print(
+        f"  CPU ms per measured lifecycle by process: {cpu}, bench client+poller "
+        f"{1000 * p['cpu']['bench_process_cpu_s'] / n:.1f}"
+    )
+    sp = pr["split"]
+    print(
+        f"  workflow tasks by worker (WorkflowTaskCompleted identity): "
+        f"{sp['workflow_tasks_by_worker']}"
+    )
+    print(
+        "  local activities by worker (markers after that worker's task): "
+        f"{sp['local_activities_by_worker']}"
+    )
+    cs = pr["confirmations_split"]
+    print(
+        f"  payment confirmations ({cs['workflows']} workflows): workflow tasks "
+        f"{cs['workflow_tasks_by_worker']}, activities {cs['activities_by_worker']}, "
+        f"retries {cs['activity_retries']}"
+    )
+    print(
+        f"  activities by worker (ActivityTaskStarted identity): {sp['activities_by_worker']}"
+        f", retries {sp['activity_retries']}"
+        + ("" if sp["activities_by_worker"] else " (the invoice workflow's are all local)")
+    )
+    print(
+        f"  workflows by the workers that ran their tasks: "
+        f"{sp['workflows_by_workers_that_ran_their_tasks']}"
+    )
+    print(
+        f"  activity attempts by worker (their /metrics, confirmations included): "
+        f"{pr['activity_attempts_by_worker_metrics']}"
+    )
+    print(f"  requests sent by the client: {pr['requests_sent']}")
+    print(f"  requests answered (each API's /metrics): {pr['requests_answered']}")
+    d = pr["duplicates"]
+    print(
+        f"  database check of {d['invoices']} invoices: totals {d['totals']}; "
+        f"problems {len(d['problems'])}"
+    )
+    for problem in d["problems"][:10]:
+        print(f"    {problem}")
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -1158,6 +1572,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         report = asyncio.run(amain(opts))
         print_report(report, opts.profile)
+        if any(
+            p.get("processes", {}).get("duplicates", {}).get("problems") for p in report["phases"]
+        ):
+            status = 1  # a lifecycle doubled or missing with several processes
         if opts.json_path:
             Path(opts.json_path).write_text(json.dumps(report, indent=2) + "\n")
             print(f"\nwrote {opts.json_path}")
