@@ -14,22 +14,26 @@ import os
 import re
 import sys
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from arflow import gateway
 from arflow.codec import data_converter
 from arflow.config import Settings
 from arflow.invoices import service as services
 from arflow.policies import service as policies
-from models import Customer, Invoice
-from tests.conftest import CODEC_KEYS, harness
+from models import Customer, Invoice, Payment, PaymentPlan
+from tests.conftest import CODEC_KEYS, Harness, harness
+from tests.test_api import eventually
 from tests.webhook import signed_payment
+from workflows import options
 from workflows.invoice import InvoiceWorkflow
 from workflows.schedule import default_due_at
 from workflows.trust import PAYMENTS_FROM_ROWS, RECORDED_COMMANDS
@@ -277,6 +281,81 @@ async def test_carried_state_is_not_sent_again(
         state = await run.query(InvoiceWorkflow.state)
         assert (state.status, state.balance_minor) == ("escalated", 70_000)
         assert state.sent_steps == ["before_due", "first_late_day", "late_14", "final_notice"]
+
+
+async def test_a_long_life_continues_as_new_with_its_state(
+    ts_env: WorkflowEnvironment,
+    sqlite_engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Continue-as-new at the workflow's own bound (lowered here to 60 events; the server's
+    suggestion comes at 4,096): a plan of six weekly instalments, paid in twelve partial
+    payments three and four days apart with a note each time, spreads over several runs; each
+    run starts from the state the last one carried (the balance, the payments applied, the
+    plan and its instalments), every payment is applied once and the plan completes."""
+    bound = 60
+    monkeypatch.setattr(options, "CONTINUE_AS_NEW_AT_EVENTS", bound)
+    # As production runs it, the workflows package passed through the sandbox: the sandbox's
+    # own copy of it would not see the lowered bound.
+    async with harness(ts_env, sqlite_engine, tmp_path, workflow_sandbox_passthrough=True) as h:
+        pol = await h.policy(
+            max_installments=6,
+            escalate_after="P90D",
+            steps=[{"key": "late_7", "offset": "P7D", "template": "reminder_overdue"}],
+        )
+        cust = await h.customer()
+        inv = await h.invoice(cust["id"], policy_id=pol["id"], amount_minor=60_000)
+        path, wid = f"/v1/invoices/{inv['id']}", inv["workflow_id"]
+        today = (await ts_env.get_current_time()).date()
+        weeks = [(today + timedelta(days=7 * (i + 1))).isoformat() for i in range(6)]
+        plan = await h.post(
+            f"{path}/payment-plan",
+            {"installments": [{"due_date": d, "amount_minor": 10_000} for d in weeks]},
+        )
+        assert plan.status_code == 200, plan.text
+        handle = h.client.get_workflow_handle_for(InvoiceWorkflow.run, wid)
+        plan_id = (await handle.query(InvoiceWorkflow.state)).plan_id
+        assert plan_id is not None
+        runs_seen, paid = set(), 0
+        for n in range(12):
+            await ts_env.sleep(timedelta(days=3 if n % 2 else 4))  # plan reminders fall due
+            resp = await signed_payment(h, invoice_id=inv["id"], amount_minor=5_000)
+            assert resp.status_code == 200, resp.text
+            paid += 5_000
+            note = await h.post(f"{path}/notes", {"text": f"call {n}: paid 50.00"})
+            assert note.status_code == 201, note.text
+            if paid == 60_000:
+                break
+            left = 60_000 - paid
+            assert await eventually(partial(balance_is, h, inv["id"], left))
+            # The current run, whichever it is, holds what the runs before it did.
+            state = await handle.query(InvoiceWorkflow.state)
+            assert (state.status, state.balance_minor) == ("open", left)
+            assert (state.hold, state.plan_id) == ("plan", plan_id)
+            runs_seen.add((await handle.describe()).run_id)
+        final = await handle.result()
+        assert (final.status, final.balance_minor) == ("paid", 0)
+        runs = await gateway.workflow_runs(h.client, wid)
+        assert len(runs) >= 3 and len(runs_seen) >= 3, [len(e) for e in runs.values()]
+        # Each run ended by continuing as new close to the bound (one pass of the loop after).
+        lengths = sorted(len(events) for events in runs.values())
+        assert lengths[-1] < bound + 40, lengths
+        kinds = [e.kind for e in h.events(inv["id"])]
+        assert kinds.count("payment_applied") == 12 and kinds.count("note") == 12
+        assert kinds.count("plan_completed") == 1 and kinds.count("paid") == 1
+        with Session(h.engine) as s:
+            payments = s.exec(select(Payment).where(Payment.invoice_id == inv["id"])).all()
+            row = s.get(PaymentPlan, plan_id)
+        assert len(payments) == 12 and sum(p.amount_minor for p in payments) == 60_000
+        assert row is not None and row.status == "completed"
+        assert [i["state"] for i in row.installments] == ["paid"] * 6
+
+
+def balance_is(h: Harness, invoice_id: int, expected: int) -> bool:
+    with Session(h.engine) as s:
+        row = s.get(Invoice, invoice_id)
+        return row is not None and row.balance_minor == expected
 
 
 async def _save(path: Path) -> None:

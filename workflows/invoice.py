@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         disputes,
         holds,
         ladder,
+        options,
         payments,
         plans,
         progress,
@@ -101,6 +102,8 @@ with workflow.unsafe.imports_passed_through():
 
 # A refund that overtakes its payment is parked, not dropped (workflows/payments.py).
 PARK_REVERSALS = "park-early-reversals"
+# Continue-as-new at our own bound too, not only when the server suggests it.
+OWN_HISTORY_BOUND = "own-history-bound"
 
 
 @dataclass
@@ -174,7 +177,7 @@ class InvoiceWorkflow:
             wake_at = await self._tick()
             if wake_at is False:
                 continue  # something was done: look again before sleeping
-            if workflow.info().is_continue_as_new_suggested():
+            if self._continue_as_new_due():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._pending and not self._commands and self._cancel is None:
                     inp.pending_payments = []
@@ -201,6 +204,18 @@ class InvoiceWorkflow:
             inp.pending_payments = []
             workflow.continue_as_new(inp)
         return self._state()
+
+    def _continue_as_new_due(self) -> bool:
+        """Time for a fresh run: the server suggests it, or this run reached our own bound
+        (``options.CONTINUE_AS_NEW_AT_EVENTS``), so a run's length does not depend on how the
+        server is configured. Patched: a run already past the bound when this was deployed
+        keeps waiting for the server's suggestion."""
+        info = workflow.info()
+        if info.is_continue_as_new_suggested():
+            return True
+        return info.get_current_history_length() >= options.CONTINUE_AS_NEW_AT_EVENTS and (
+            workflow.patched(OWN_HISTORY_BOUND)
+        )
 
     def _index(self) -> None:
         """Keep the workflow's search attributes in step with its state (one command per

@@ -26,3 +26,9 @@ ACTIVITY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
 )
+
+# Continue-as-new at the latest at this many history events, whatever the server suggests: the
+# dev server (and a default cluster) suggests it from 4,096 events, a server configured
+# otherwise may suggest it later or never, and a run must stay well under 10,000 events (the
+# server warns from 10,240 and stops a run at 51,200). Read when the loop looks (tests lower it).
+CONTINUE_AS_NEW_AT_EVENTS = 6_000
