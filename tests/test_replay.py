@@ -24,6 +24,7 @@ from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.worker import workflow_runner as runner
 from arflow import gateway
 from arflow.codec import data_converter
 from arflow.config import Settings
@@ -341,6 +342,11 @@ async def test_a_long_life_continues_as_new_with_its_state(
         # Each run ended by continuing as new close to the bound (one pass of the loop after).
         lengths = sorted(len(events) for events in runs.values())
         assert lengths[-1] < bound + 40, lengths
+        # Each run replays (the bound is still the lowered one, as when they ran).
+        replayer = Replayer(workflows=[InvoiceWorkflow], workflow_runner=runner(h.settings))
+        for events in runs.values():
+            replayed = await replayer.replay_workflow(WorkflowHistory(wid, events))
+            assert replayed.replay_failure is None
         kinds = [e.kind for e in h.events(inv["id"])]
         assert kinds.count("payment_applied") == 12 and kinds.count("note") == 12
         assert kinds.count("plan_completed") == 1 and kinds.count("paid") == 1

@@ -31,4 +31,6 @@ ACTIVITY_RETRY = RetryPolicy(
 # dev server (and a default cluster) suggests it from 4,096 events, a server configured
 # otherwise may suggest it later or never, and a run must stay well under 10,000 events (the
 # server warns from 10,240 and stops a run at 51,200). Read when the loop looks (tests lower it).
+# A run that ended at this bound replays only with the same number: another number needs a new
+# patch id in place of ``OWN_HISTORY_BOUND`` (workflows/invoice.py), not just an edit here.
 CONTINUE_AS_NEW_AT_EVENTS = 6_000
