@@ -72,7 +72,9 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from bench import lifecycle
 from bench.lifecycle import API_KEYS, WEBHOOK_SECRET, Bench, machine_ticks
@@ -172,6 +174,7 @@ class RunFigures:
     suggested: bool  # the server suggested continue-as-new at the run's last workflow task
     signals: int
     by_kind: dict[str, int]
+    replay_s: float = 0.0  # replaying the whole run, as a worker does after losing its cache
 
 
 def run_figures(run_id: str, events: Sequence[HistoryEvent]) -> RunFigures:
@@ -202,6 +205,29 @@ def run_figures(run_id: str, events: Sequence[HistoryEvent]) -> RunFigures:
     )
 
 
+async def replay_seconds(
+    client: Client, settings: Any, workflow_id: str, events: Sequence[HistoryEvent]
+) -> float:
+    """Seconds to replay a run from its first event, with the worker's sandbox and converter:
+    what a worker does for the run's next task after it lost the run from its cache (a
+    restart, an eviction, a task timed out). Over the workflow task timeout (10 s), a task
+    that needs it times out again and again."""
+    from activities.worker import workflow_runner
+    from workflows.invoice import InvoiceWorkflow
+
+    replayer = Replayer(
+        workflows=[InvoiceWorkflow],
+        workflow_runner=workflow_runner(settings),
+        data_converter=client.data_converter,
+    )
+    t0 = time.perf_counter()
+    result = await replayer.replay_workflow(WorkflowHistory(workflow_id, events))
+    seconds = time.perf_counter() - t0
+    if result.replay_failure is not None:
+        raise RuntimeError(f"{workflow_id} does not replay: {result.replay_failure}")
+    return seconds
+
+
 # -- the bench --------------------------------------------------------------------------------
 
 
@@ -226,6 +252,7 @@ class LongLife(Bench):
         self.long = opts
         self.env: WorkflowEnvironment | None = None
         self.sent: dict[int, Counter[str]] = {}  # messages sent, by ``step_kind``
+        self.stuck: str | None = None  # a day whose payments were not applied in time
 
     async def start_temporal(self) -> WorkflowEnvironment:
         if self.long.clock == "real":
@@ -267,25 +294,29 @@ class LongLife(Bench):
             t0 = time.perf_counter()
             day_seconds = await self.live(http, engine, invoices)
             wall = time.perf_counter() - t0
-            results = {}
+            results: dict[int, Any] = {}
             for inv in invoices:
-                handle = client.get_workflow_handle(inv["workflow_id"])
-                results[inv["id"]] = await asyncio.wait_for(handle.result(), 120)
+                if self.stuck is None:
+                    handle = client.get_workflow_handle(inv["workflow_id"])
+                    results[inv["id"]] = await asyncio.wait_for(handle.result(), 120)
         load_after = os.getloadavg()
+        histories = {
+            inv["id"]: await gateway.workflow_runs(client, inv["workflow_id"]) for inv in invoices
+        }
         runs = {
             inv["id"]: sorted(
-                (
-                    run_figures(run_id, events)
-                    for run_id, events in (
-                        await gateway.workflow_runs(client, inv["workflow_id"])
-                    ).items()
-                ),
+                (run_figures(run_id, events) for run_id, events in histories[inv["id"]].items()),
                 key=lambda r: r.started,
             )
             for inv in invoices
         }
+        for inv in invoices:
+            for r in runs[inv["id"]]:
+                r.replay_s = await replay_seconds(
+                    client, settings, inv["workflow_id"], histories[inv["id"]][r.run_id]
+                )
         checks = {
-            inv["id"]: self.check(engine, inv, results[inv["id"]], runs[inv["id"]])
+            inv["id"]: self.check(engine, inv, results.get(inv["id"], {}), runs[inv["id"]])
             for inv in invoices
         }
         return self.long_report(invoices, runs, checks, wall, day_seconds, load_before, load_after)
@@ -364,7 +395,7 @@ class LongLife(Bench):
         assert self.env is not None
         spec = {"Authorization": f"Bearer {API_KEYS['specialist']}"}
         total = self.long.days * DAILY_MINOR
-        seconds = []
+        seconds: list[float] = []
         for day in range(self.long.days):
             t0 = time.perf_counter()
             if day and self.long.clock == "skip":
@@ -398,7 +429,12 @@ class LongLife(Bench):
                 )
                 _ok(resp, 201, "note")
             left = total - (day + 1) * DAILY_MINOR
-            await asyncio.to_thread(wait_for_balance, engine, [i["id"] for i in invoices], left)
+            try:
+                await asyncio.to_thread(wait_for_balance, engine, [i["id"] for i in invoices], left)
+            except TimeoutError as exc:
+                self.stuck = f"day {day + 1}: {exc}"
+                print(f"  STUCK on {self.stuck}", file=sys.stderr)
+                return seconds
             seconds.append(time.perf_counter() - t0)
             if (day + 1) % 73 == 0:
                 print(f"  day {day + 1}: {sum(seconds):.1f} s", file=sys.stderr)
@@ -412,7 +448,7 @@ class LongLife(Bench):
         from models.invoice import InvoiceEvent
 
         days, amount = self.long.days, self.long.days * DAILY_MINOR
-        problems = []
+        problems = [self.stuck] if self.stuck else []
         if (result.get("status"), result.get("balance_minor")) != ("paid", 0):
             problems.append(f"workflow ended {result.get('status')} {result.get('balance_minor')}")
         with Session(engine) as s:
@@ -485,10 +521,10 @@ class LongLife(Bench):
             },
             "wall_s": wall,
             "day_ms": {
-                "mean": 1000 * wall / len(day_seconds),
+                "mean": 1000 * wall / max(1, len(day_seconds)),
                 "p50": 1000 * lifecycle.pct(day_seconds, 0.5),
                 "p99": 1000 * lifecycle.pct(day_seconds, 0.99),
-                "max": 1000 * max(day_seconds),
+                "max": 1000 * max(day_seconds, default=0.0),
             },
             "invoices": [
                 {
@@ -501,6 +537,7 @@ class LongLife(Bench):
                             "ended": r.ended,
                             "server_suggested": r.suggested,
                             "signals": r.signals,
+                            "replay_s": r.replay_s,
                             "by_kind": r.by_kind,
                         }
                         for r in runs[inv["id"]]
@@ -513,6 +550,7 @@ class LongLife(Bench):
             "runs": len(every),
             "largest_run_events": max(r.events for r in every),
             "total_events": sum(r.events for r in every),
+            "largest_replay_s": max(r.replay_s for r in every),
             "ok": not any(checks.values()),
         }
 
@@ -534,7 +572,7 @@ def wait_for_balance(engine: Engine, ids: list[int], left: int, timeout: float =
         if len(rows) == len(ids) and all(b == left for b in rows):
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"balances {rows}, expected {left}, after {timeout} s")
+            raise TimeoutError(f"balances {rows}, expected {left}, after {timeout} s")
         time.sleep(0.005)
 
 
@@ -566,11 +604,15 @@ def print_report(r: dict[str, Any]) -> None:
     )
     for inv in r["invoices"]:
         print(f"\n{inv['workflow_id']}: {len(inv['runs'])} runs")
-        print(f"  {'run':>4} {'events':>7} {'signals':>8} {'server suggested':>17}  ended")
+        print(
+            f"  {'run':>4} {'events':>7} {'signals':>8} {'server suggested':>17} "
+            f"{'replay s':>9}  ended"
+        )
         for n, run in enumerate(inv["runs"], 1):
             print(
                 f"  {n:4} {run['events']:7} {run['signals']:8} "
-                f"{'yes' if run['server_suggested'] else 'no':>17}  {run['ended']}"
+                f"{'yes' if run['server_suggested'] else 'no':>17} {run['replay_s']:9.2f}  "
+                f"{run['ended']}"
             )
         print(f"  messages sent (by step kind): {inv['messages_sent'] or 'none'}")
         for problem in inv["problems"]:
@@ -579,8 +621,9 @@ def print_report(r: dict[str, Any]) -> None:
     print()
     print(
         f"runs {r['runs']}, largest run {r['largest_run_events']} events (limit {LIMIT}), "
-        f"total {r['total_events']} events; wall {r['wall_s']:.1f} s, a day "
-        f"mean {d['mean']:.1f} ms, p50 {d['p50']:.1f}, p99 {d['p99']:.1f}, max {d['max']:.1f}"
+        f"total {r['total_events']} events, slowest replay {r['largest_replay_s']:.2f} s; "
+        f"wall {r['wall_s']:.1f} s, a day mean {d['mean']:.1f} ms, p50 {d['p50']:.1f}, "
+        f"p99 {d['p99']:.1f}, max {d['max']:.1f}"
     )
     print("checks: " + ("all passed" if r["ok"] else "FAILED"))
     print(c["uptime"])
