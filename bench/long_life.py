@@ -92,6 +92,7 @@ class Options:
     db_file_store: bool
     suggest_at: int | None
     json_path: str | None
+    history_dir: str | None = None
     dev_server_args: list[str] = field(default_factory=list)
 
 
@@ -128,6 +129,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="--clock real: the server suggests continue-as-new from N events (its default: 4,096)",
     )
     p.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    p.add_argument(
+        "--history-dir",
+        default=None,
+        metavar="DIR",
+        help="write each run's history there (invoice-<id>-run-<n>.json, the format "
+        "WorkflowHistory.from_json reads)",
+    )
     a = p.parse_args(argv)
     if a.days < 1 or a.invoices < 1:
         p.error("--days and --invoices must be >= 1")
@@ -147,6 +155,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         a.db_file_store,
         a.suggest_at,
         a.json_path,
+        a.history_dir,
         extra,
     )
 
@@ -310,6 +319,13 @@ class LongLife(Bench):
             )
             for inv in invoices
         }
+        if self.long.history_dir:
+            folder = Path(self.long.history_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            for inv in invoices:
+                for n, r in enumerate(runs[inv["id"]], 1):
+                    history = WorkflowHistory(inv["workflow_id"], histories[inv["id"]][r.run_id])
+                    (folder / f"invoice-{inv['id']}-run-{n}.json").write_text(history.to_json())
         for inv in invoices:
             for r in runs[inv["id"]]:
                 r.replay_s = await replay_seconds(
