@@ -28,9 +28,10 @@ Time (``--clock``):
   (``env.sleep(1 day)``), so the plan's reminders go out on their days as in two real years,
   with their timers and activities in the history too.
 
-``--suggest-at N`` sets the dev server's ``limit.historyCount.suggestContinueAsNew`` (default
-4,096): a larger N shows the workflow's own bound (``workflows/options.py``,
-``CONTINUE_AS_NEW_AT_EVENTS``) acting in its place.
+Runs continue as new at the workflow's own bound (``workflows/options.py``,
+``CONTINUE_AS_NEW_AT_EVENTS``, 2,000 events) or when the server suggests it, whichever comes
+first. ``--suggest-at N`` sets the dev server's ``limit.historyCount.suggestContinueAsNew``
+(default 4,096), e.g. lower than the bound to see the server's suggestion act.
 
 At the end the bench walks every run of each invoice's workflow id (``gateway.workflow_runs``:
 visibility and the continue-as-new chain), prints each run's event count, how it ended and
@@ -81,6 +82,7 @@ from bench.lifecycle import API_KEYS, WEBHOOK_SECRET, Bench, machine_ticks
 
 DAILY_MINOR = 100_000  # 1,000.00 EUR a day
 LIMIT = 10_000  # the target: every run under this many history events
+TASK_TIMEOUT_S = 10  # the invoice workflow's workflow task timeout (Temporal's default)
 
 
 @dataclass
@@ -641,6 +643,12 @@ def print_report(r: dict[str, Any]) -> None:
         f"wall {r['wall_s']:.1f} s, a day mean {d['mean']:.1f} ms, p50 {d['p50']:.1f}, "
         f"p99 {d['p99']:.1f}, max {d['max']:.1f}"
     )
+    if r["largest_replay_s"] > TASK_TIMEOUT_S:
+        print(
+            f"WARNING: a run took {r['largest_replay_s']:.1f} s to replay, over the "
+            f"{TASK_TIMEOUT_S} s workflow task timeout: a worker that lost it from its cache "
+            "could not finish a task of it"
+        )
     print("checks: " + ("all passed" if r["ok"] else "FAILED"))
     print(c["uptime"])
 
