@@ -29,7 +29,7 @@ Time (``--clock``):
   with their timers and activities in the history too.
 
 Runs continue as new at the workflow's own bound (``workflows/options.py``,
-``CONTINUE_AS_NEW_AT_EVENTS``, 2,000 events) or when the server suggests it, whichever comes
+``CONTINUE_AS_NEW_AT_EVENTS``, 1,000 events) or when the server suggests it, whichever comes
 first. ``--suggest-at N`` sets the dev server's ``limit.historyCount.suggestContinueAsNew``
 (default 4,096), e.g. lower than the bound to see the server's suggestion act.
 
