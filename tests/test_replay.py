@@ -329,7 +329,7 @@ async def test_a_long_life_continues_as_new_with_its_state(
             if paid == 60_000:
                 break
             left = 60_000 - paid
-            assert await eventually(partial(balance_is, h, inv["id"], left))
+            assert await eventually(partial(balance_is, h, inv["id"], left), timeout=30)
             # The current run, whichever it is, holds what the runs before it did.
             state = await handle.query(InvoiceWorkflow.state)
             assert (state.status, state.balance_minor) == ("open", left)
