@@ -95,65 +95,67 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2))
 
 
+def requests(
+    http: httpx.Client,
+    web: httpx.Client,
+    ids: list[int],
+    customers: list[int],
+    n: int,
+    rng: random.Random,
+) -> dict[str, tuple[Callable[[], httpx.Response], int]]:
+    """Each kind of read the bench times: its request and how many times (``bench/
+    explain_reads.py`` runs the same requests in-process to EXPLAIN their statements)."""
+    open_pages = max(1, int(len(ids) * 0.7) // 50)
+    return {
+        "baseline: GET /healthz": (lambda: http.get("/healthz"), n),
+        "list: status=open, page of 50 at a random offset": (
+            lambda: http.get(
+                "/v1/invoices",
+                params={"status": "open", "limit": 50, "offset": 50 * rng.randrange(open_pages)},
+            ),
+            n,
+        ),
+        "list: one customer's invoices": (
+            lambda: http.get(
+                "/v1/invoices", params={"customer_id": rng.choice(customers), "limit": 50}
+            ),
+            n,
+        ),
+        "list: overdue, one collector, page 1-20": (
+            lambda: http.get(
+                "/v1/invoices",
+                params={
+                    "overdue": "true",
+                    "collector": rng.choice([c for c in COLLECTORS if c]),
+                    "limit": 50,
+                    "offset": 50 * rng.randrange(20),
+                },
+            ),
+            n,
+        ),
+        "list: segment high_risk, status disputed": (
+            lambda: http.get(
+                "/v1/invoices",
+                params={"segment": "high_risk", "status": "disputed", "limit": 50},
+            ),
+            n,
+        ),
+        "invoice: GET /v1/invoices/{id}": (lambda: http.get(f"/v1/invoices/{rng.choice(ids)}"), n),
+        "invoice page: /app/invoices/{id}": (
+            lambda: web.get(f"/app/invoices/{rng.choice(ids)}"),
+            n,
+        ),
+        "report: aging": (lambda: http.get("/v1/reports/aging"), max(5, n // 4)),
+        "report: KPIs (30 days)": (lambda: http.get("/v1/reports/kpis"), max(5, n // 4)),
+        "report: forecast (12 weeks)": (lambda: http.get("/v1/reports/forecast"), max(5, n // 4)),
+    }
+
+
 def measure(dep: FilledDeployment, n: int, rng: random.Random) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {dep.keys['viewer']}"}
     with httpx.Client(base_url=dep.api_url, headers=headers, timeout=60) as http:
-        web = _signed_in(dep)
-        ids, customers = dep.ids, dep.customers
-        open_pages = max(1, int(len(ids) * 0.7) // 50)
-        kinds: dict[str, tuple[Callable[[], httpx.Response], int]] = {
-            "baseline: GET /healthz": (lambda: http.get("/healthz"), n),
-            "list: status=open, page of 50 at a random offset": (
-                lambda: http.get(
-                    "/v1/invoices",
-                    params={
-                        "status": "open",
-                        "limit": 50,
-                        "offset": 50 * rng.randrange(open_pages),
-                    },
-                ),
-                n,
-            ),
-            "list: one customer's invoices": (
-                lambda: http.get(
-                    "/v1/invoices", params={"customer_id": rng.choice(customers), "limit": 50}
-                ),
-                n,
-            ),
-            "list: overdue, one collector, page 1-20": (
-                lambda: http.get(
-                    "/v1/invoices",
-                    params={
-                        "overdue": "true",
-                        "collector": rng.choice([c for c in COLLECTORS if c]),
-                        "limit": 50,
-                        "offset": 50 * rng.randrange(20),
-                    },
-                ),
-                n,
-            ),
-            "list: segment high_risk, status disputed": (
-                lambda: http.get(
-                    "/v1/invoices",
-                    params={"segment": "high_risk", "status": "disputed", "limit": 50},
-                ),
-                n,
-            ),
-            "invoice: GET /v1/invoices/{id}": (
-                lambda: http.get(f"/v1/invoices/{rng.choice(ids)}"),
-                n,
-            ),
-            "invoice page: /app/invoices/{id}": (
-                lambda: web.get(f"/app/invoices/{rng.choice(ids)}"),
-                n,
-            ),
-            "report: aging": (lambda: http.get("/v1/reports/aging"), max(5, n // 4)),
-            "report: KPIs (30 days)": (lambda: http.get("/v1/reports/kpis"), max(5, n // 4)),
-            "report: forecast (12 weeks)": (
-                lambda: http.get("/v1/reports/forecast"),
-                max(5, n // 4),
-            ),
-        }
+        web = signed_in(httpx.Client(base_url=dep.api_url, timeout=60), dep.keys["admin"])
+        kinds = requests(http, web, dep.ids, dep.customers, n, rng)
         out: dict[str, Any] = {}
         for name, (call, count) in kinds.items():
             call()  # warm: the first request of a kind pays its imports and query plans
@@ -177,15 +179,14 @@ def measure(dep: FilledDeployment, n: int, rng: random.Random) -> dict[str, Any]
     return {"reads": out}
 
 
-def _signed_in(dep: FilledDeployment) -> httpx.Client:
-    """A dashboard session (the admin's key through the sign-in form)."""
-    web = httpx.Client(base_url=dep.api_url, timeout=60)
+def signed_in(web: httpx.Client, admin_key: str) -> httpx.Client:
+    """``web`` with a dashboard session (the admin's key through the sign-in form)."""
     form = web.get("/app/login")
     token = CSRF_IN_FORM.search(form.text)
     assert token, form.text[:500]
     resp = web.post(
         "/app/login",
-        data={"api_key": dep.keys["admin"], "csrf_token": token[1], "next": "/app"},
+        data={"api_key": admin_key, "csrf_token": token[1], "next": "/app"},
     )
     assert resp.status_code == 303, resp.text[:500]
     return web
