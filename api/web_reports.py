@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -25,7 +26,7 @@ from sqlmodel import Session
 
 from api import charts
 from api.deps import SessionDep, TodayDep
-from api.routes.reports import csv_response
+from api.routes.reports import csv_response, csv_stream
 from api.web import AGING_LABELS, PageError, WebViewer, aging_charts, is_fragment, render
 from arflow.messages.render import money
 from arflow.payments.statements.values import currency_exponent
@@ -187,9 +188,8 @@ def report_csv(
     q, f = parsed.query, parsed.query.report_filter()
     if name == "aging":
         day = q.as_of or today
-        return csv_response(
-            aging_report.aging_csv(aging_report.aging(session, day, today, f)), f"aging-{day}"
-        )
+        sessions = partial(Session, request.app.state.engine, expire_on_commit=False)
+        return csv_stream(aging_report.aging_csv(sessions, day, today, f), f"aging-{day}")
     if name == "kpis":
         end = q.to or today
         start = q.from_ or end - timedelta(days=29)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, EmailStr, create_model, model_validator
 from pydantic.fields import FieldInfo
-from sqlalchemy import BigInteger
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 from models.types import CountryCode, IbanStr, PhoneE164, TimeZoneName, UTCDateTime, utcnow
@@ -49,6 +49,8 @@ class CustomerCreate(CustomerBase):
 
 class Customer(CustomerBase, table=True):
     __tablename__ = "customers"
+    # Lists and reports filtered by segment (migration 0028; was a Seq Scan on PostgreSQL).
+    __table_args__ = (Index("ix_customers_segment", "segment"),)
 
     id: int | None = Field(default=None, primary_key=True)
     external_id: str = Field(max_length=100, unique=True, index=True)

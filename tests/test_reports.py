@@ -46,6 +46,7 @@ from api.app import create_app
 from api.deps import today_utc
 from arflow.config import Settings
 from arflow.policies import service as policies
+from arflow.reports import aging as aging_module
 from arflow.reports.aging import bucket_of, bucket_sql
 from models import (
     AgencyPlacement,
@@ -363,11 +364,13 @@ async def test_aging_today_uses_current_balances_by_bucket_and_dimension(r: Repo
         row("total", None, "EUR", 5, (50000, 30000, 60000, 50000, 0)),
         row("total", None, "USD", 1, (0, 70000, 0, 0, 0)),
     ]
+    # Per currency, the most overdue first: C2 90000 overdue before C1 50000 (+ 50000 current).
     assert body["by_customer"] == [
-        row("customer", c1, "EUR", 2, (50000, 0, 50000, 0, 0), "Alpha AG"),  # I2, I7
         row("customer", c2, "EUR", 3, (0, 30000, 10000, 50000, 0), "=Beta Ltd"),  # I4, I12, I3
+        row("customer", c1, "EUR", 2, (50000, 0, 50000, 0, 0), "Alpha AG"),  # I2, I7
         row("customer", c3, "USD", 1, (0, 70000, 0, 0, 0), "Gamma Inc"),  # I8
     ]
+    assert body["by_customer_page"] == {"total": 3, "limit": 100, "offset": 0, "order": "overdue"}
     assert body["by_segment"] == [
         row("segment", "key", "EUR", 2, (50000, 0, 50000, 0, 0)),  # C1
         row("segment", "smb", "EUR", 3, (0, 30000, 10000, 50000, 0)),  # C2
@@ -447,6 +450,65 @@ async def test_aging_customer_filter(r: Reports) -> None:
     body = await r.json("aging", customer_id=r.ids["C3"])
     assert body["filters"]["customer_id"] == r.ids["C3"]
     assert body["totals"] == [row("total", None, "USD", 1, (0, 70000, 0, 0, 0))]  # I8
+
+
+# The per-customer rows on 03-31 (see the first aging test): EUR C2 overdue 90000 (total
+# 90000), C1 overdue 50000 (total 100000); USD C3 overdue 70000.
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, ["C2", "C1", "C3"]),  # per currency, the most overdue first
+        ({"order": "total"}, ["C1", "C2", "C3"]),  # per currency, the largest total first
+        ({"order": "customer"}, ["C1", "C2", "C3"]),  # by customer id
+        ({"limit": 1}, ["C2"]),
+        ({"limit": 1, "offset": 1}, ["C1"]),
+        ({"limit": 2, "offset": 1}, ["C1", "C3"]),
+        ({"offset": 3}, []),  # past the end: an empty page, still the count
+        ({"order": "total", "limit": 1, "offset": 1}, ["C2"]),
+        ({"currency": "USD"}, ["C3"]),
+    ],
+)
+async def test_aging_pages_the_customers_and_counts_them_all(
+    r: Reports, params: dict[str, Any], expected: list[str]
+) -> None:
+    body = await r.json("aging", **params)
+    assert [row["key"] for row in body["by_customer"]] == [str(r.ids[k]) for k in expected]
+    in_all = 1 if params.get("currency") == "USD" else 3
+    assert body["by_customer_page"] == {
+        "total": in_all,
+        "limit": params.get("limit", 100),
+        "offset": params.get("offset", 0),
+        "order": params.get("order", "overdue"),
+    }
+    if "currency" not in params:  # the other parts stay complete whatever the page
+        assert len(body["totals"]) == 2
+        assert len(body["by_segment"]) == 3
+        assert len(body["by_collector"]) == 4
+
+
+async def test_aging_page_in_the_past_is_paged_on_reconstructed_balances(r: Reports) -> None:
+    # 02-28 (reconstructed): C1 EUR I1 60000 (1-30), I6 40000 (over 90), I7 60000 (1-30):
+    # overdue 160000; C2 EUR I3 80000 (31-60), I4 30000 (current): overdue 80000; C3 USD I8
+    # 70000 (current), I11 15000 (61-90): overdue 15000.
+    body = await r.json("aging", as_of="2026-02-28", limit=2)
+    assert body["by_customer"] == [
+        row("customer", str(r.ids["C1"]), "EUR", 3, (0, 120000, 0, 0, 40000), "Alpha AG"),
+        row("customer", str(r.ids["C2"]), "EUR", 2, (30000, 0, 80000, 0, 0), "=Beta Ltd"),
+    ]
+    assert body["by_customer_page"]["total"] == 3
+
+
+async def test_aging_csv_in_chunks_is_the_same_text(
+    r: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = (await r.get("aging", format="csv", limit=1)).text  # limit pages the JSON only
+    assert whole.count("\r\ncustomer,") == 3
+    monkeypatch.setattr(aging_module, "CSV_CHUNK", 1)
+    assert (await r.get("aging", format="csv")).text == whole
+    by_id = parse_csv(await r.get("aging", format="csv", order="customer"))
+    assert [c[1] for c in by_id if c[0] == "customer"] == [
+        str(r.ids[k]) for k in ("C1", "C2", "C3")
+    ]
 
 
 # -- KPIs -------------------------------------------------------------------------------
@@ -677,10 +739,11 @@ async def test_aging_csv(r: Reports) -> None:
     assert rows[1:] == [
         ["total", "", "", "EUR", "5", "50000", "30000", "60000", "50000", "0", "190000"],
         ["total", "", "", "USD", "1", "0", "70000", "0", "0", "0", "70000"],
-        [*["customer", str(r.ids["C1"]), "Alpha AG", "EUR", "2"], "50000", "0", "50000", "0",
-         "0", "100000"],
+        # every customer, the most overdue first (as the JSON's default order);
         # a name a spreadsheet would run as a formula is quoted
         ["customer", c2, "'=Beta Ltd", "EUR", "3", "0", "30000", "10000", "50000", "0", "90000"],
+        [*["customer", str(r.ids["C1"]), "Alpha AG", "EUR", "2"], "50000", "0", "50000", "0",
+         "0", "100000"],
         ["customer", str(r.ids["C3"]), "Gamma Inc", "USD", "1", "0", "70000", "0", "0", "0",
          "70000"],
         ["segment", "key", "", "EUR", "2", "50000", "0", "50000", "0", "0", "100000"],
@@ -749,6 +812,10 @@ async def test_forecast_csv(r: Reports) -> None:
         ("kpis", {"to": "9999-12-31"}, "query.to", "between"),
         ("aging", {"format": "xml"}, "query.format", "json"),
         ("aging", {"customer_id": 0}, "query.customer_id", "greater than 0"),
+        ("aging", {"limit": 0}, "query.limit", "greater than or equal to 1"),
+        ("aging", {"limit": 1001}, "query.limit", "less than or equal to 1000"),
+        ("aging", {"offset": -1}, "query.offset", "greater than or equal to 0"),
+        ("aging", {"order": "name"}, "query.order", "overdue"),
         ("forecast", {"collector": ""}, "query.collector", "at least 1"),
     ],
 )

@@ -26,6 +26,7 @@ async def test_reports_render_for_a_viewer_with_tables_and_charts(web: Web) -> N
     # The seeded EUR invoice (1,200.00, 10 days overdue) in the aging chart and table.
     assert 'aria-label="aging EUR' in page.text
     assert "1-30: €1,200.00" in page.text
+    assert "Per customer (1), segment and collector" in page.text  # every customer: no "of N"
     assert page.text.count("<svg") == 3  # aging EUR, receivables EUR, forecast EUR
     assert 'href="/app/reports/aging.csv"' in page.text
     assert all(html.escape(label) in page.text for label in AGING_LABELS)

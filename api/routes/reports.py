@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from sqlmodel import Session
 
 from api.deps import SessionDep, TodayDep, Viewer
 from api.errors import unprocessable
 from arflow.reports import aging as aging_report
 from arflow.reports import forecast as forecast_report
 from arflow.reports import kpis as kpi_report
-from arflow.reports.aging import AgingReport
+from arflow.reports.aging import AgingReport, CustomerOrder
 from arflow.reports.common import MAX_DATE, MIN_DATE, ReportFilter
 from arflow.reports.forecast import ForecastReport
 from arflow.reports.kpis import KpiReport
-from models.types import CurrencyCode
+from models.types import MAX_ID, CurrencyCode
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -64,6 +67,15 @@ def _check_range(name: str, value: date) -> None:
         )
 
 
+def csv_stream(chunks: Iterator[str], name: str) -> StreamingResponse:
+    """A CSV download written as it is read (a report with a row per customer)."""
+    return StreamingResponse(
+        chunks,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
 def csv_response(text: str, name: str) -> Response:
     """A CSV download (the dashboard's report links answer the same)."""
     return Response(
@@ -79,27 +91,47 @@ def csv_response(text: str, name: str) -> Response:
     responses=CSV_RESPONSE,
     description="Open receivables (status open, disputed or escalated, balance > 0) by the "
     "end of `as_of` (default today, UTC), in buckets of days past `due_date`: current (not "
-    "yet due), 1-30, 31-60, 61-90, over 90; per currency, and per customer, segment and "
-    "collector.\n\nFor `as_of` today or later the current balances are used (a later "
-    "`as_of` only moves the bucket boundaries). For a past `as_of` the balances are "
+    "yet due), 1-30, 31-60, 61-90, over 90; per currency, segment and collector (every "
+    "row), and per customer: one page of `limit` rows from `offset` in `order` (the most "
+    "overdue first by default); `by_customer_page.total` says how many there are in all, "
+    "and `format=csv` gives every row.\n\nFor `as_of` today or later the current "
+    "balances are used (a later `as_of` only moves the bucket boundaries). For a past "
+    "`as_of` the balances are "
     "reconstructed: invoices issued by then and not closed by then, amount minus the "
     "signed payments (`paid_at`) and upheld dispute credits by then (`balances` in the "
     "answer says which)." + FORMATS,
 )
 def aging(
+    request: Request,
     session: SessionDep,
     _: Viewer,
     today: TodayDep,
     f: FilterDep,
     fmt: FormatQuery = "json",
     as_of: Annotated[date | None, Query(description="default: today (UTC)")] = None,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=aging_report.MAX_CUSTOMER_ROWS,
+            description="per-customer rows in `by_customer` (JSON; the CSV has every row)",
+        ),
+    ] = aging_report.DEFAULT_CUSTOMER_ROWS,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="per-customer rows skipped")] = 0,
+    order: Annotated[
+        CustomerOrder,
+        Query(
+            description="of the per-customer rows: "
+            + "; ".join(f"`{k}`: {v}" for k, v in aging_report.CUSTOMER_ORDERS.items())
+        ),
+    ] = "overdue",
 ) -> AgingReport | Response:
     day = as_of or today
     _check_range("as_of", day)
-    report = aging_report.aging(session, day, today, f)
     if fmt == "csv":
-        return csv_response(aging_report.aging_csv(report), f"aging-{day}")
-    return report
+        sessions = partial(Session, request.app.state.engine, expire_on_commit=False)
+        return csv_stream(aging_report.aging_csv(sessions, day, today, f, order), f"aging-{day}")
+    return aging_report.aging(session, day, today, f, limit, offset, order)
 
 
 @router.get(

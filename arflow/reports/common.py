@@ -101,9 +101,11 @@ def _cell(value: Any) -> str:
 
 
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text of ``rows`` under ``header`` (none when empty: a later chunk of a stream)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(header)
+    if header:
+        writer.writerow(header)
     for r in rows:
         writer.writerow([_cell(v) for v in r])
     return out.getvalue()

@@ -10,17 +10,15 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, Subquery, case
+from sqlalchemy import Date, Select, Subquery, case, cast, literal
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from arflow.reports.common import (
     VOID,
     ReportFilter,
-    as_utc,
     end_of,
     filtered,
-    mean,
     pct,
     rounded,
     to_csv,
@@ -199,9 +197,12 @@ def _count_plans_and_agencies(
     ):
         per[currency]["placed"] += int(n)
         per[currency]["placed_minor"] += int(total)
+    # The IN (the join's own condition again) lets the planner start from the few placements
+    # instead of every open receivable (SQLite read all 70,000 at 100,000 invoices).
     for currency, n, total in session.execute(
         sa_select(closing.c.currency, func.count(), func.sum(closing.c.balance_minor))
         .join(placed, placed.c.invoice_id == closing.c.invoice_id)
+        .where(closing.c.invoice_id.in_(sa_select(placed.c.invoice_id)))
         .group_by(closing.c.currency)
     ):
         per[currency]["agency"] += int(n)
@@ -266,16 +267,37 @@ def _plans_active_at(instant: datetime, f: ReportFilter) -> Select[Any]:
 
 
 def _payment_timing(session: Session, lo: datetime, hi: datetime, f: ReportFilter) -> PaymentTiming:
+    """Summed in the database: at 100,000 invoices the period holds ~18,000 paid ones, whose
+    rows cost more to read than the whole rest of the report."""
     last = func.max(Payment.paid_at)
-    stmt = last_payments(f).having(last >= lo).having(last < hi)
-    to_pay, late = [], []
-    for row in session.execute(stmt):
-        paid_on = as_utc(row.paid_at).date()
-        to_pay.append((paid_on - row.issued_on).days)
-        late.append((paid_on - row.due_date).days)
+    paid = last_payments(f).having(last >= lo).having(last < hi).subquery("paid")
+    paid_on = _utc_day_number(session, paid.c.paid_at)
+    n, to_pay, late = session.execute(
+        sa_select(
+            func.count(),
+            func.sum(paid_on - _day_number(session, paid.c.issued_on)),
+            func.sum(paid_on - _day_number(session, paid.c.due_date)),
+        )
+    ).one()
+    average = (lambda total: rounded(Decimal(int(total)) / Decimal(n))) if n else lambda _: None
     return PaymentTiming(
-        invoices_paid=len(to_pay), avg_days_to_pay=mean(to_pay), avg_days_late=mean(late)
+        invoices_paid=n, avg_days_to_pay=average(to_pay), avg_days_late=average(late)
     )
+
+
+def _day_number(session: Session, day: Any) -> Any:
+    """A date column as a day number (the difference of two is whole days)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.julianday(day)
+    return day - literal(date(2000, 1, 1), Date)  # PostgreSQL: date - date is an integer
+
+
+def _utc_day_number(session: Session, instant: Any) -> Any:
+    """An instant's UTC calendar day as ``_day_number``: SQLite keeps UTC instants as text
+    (``date()`` takes their day), PostgreSQL as timestamptz (its UTC wall time's day)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.julianday(func.date(instant))
+    return cast(func.timezone("UTC", instant), Date) - literal(date(2000, 1, 1), Date)
 
 
 def _promises(session: Session, lo: datetime, hi: datetime, f: ReportFilter) -> PromiseStats:
