@@ -222,6 +222,7 @@ class OpenBench(Bench):
         self.worker_ready_at = 0.0
         self.worker_idle_kib = 0
         self.env_url = ""
+        self.empty_db_bytes = 0
 
     def env(self, url: str, address: str, task_queue: str) -> dict[str, str]:
         env = super().env(url, address, task_queue) | {"ARFLOW_WORKER_METRICS_PORT": "0"}
@@ -271,6 +272,7 @@ class OpenBench(Bench):
 
         store = self.tmp / "temporal.db"
         env = await self.start_server(store)
+        empty_store = sum(file_sizes(store).values())
         self.cleanups.append(env.shutdown)
         self.sampler.pids["dev server"] = self.server
         self.sampler.thread.start()
@@ -300,10 +302,12 @@ class OpenBench(Bench):
         sample_wf = await client.get_workflow_handle(f"{prefix}1").describe()
         url = self.env_url
         sizes = {
-            "database": database_sizes(url, f"arflow_bench_{self.run_id}_full"),
+            "database": database_sizes(url, f"arflow_bench_{self.run_id}_full")
+            | {"empty_bytes": self.empty_db_bytes},
             "temporal_store": {
                 "files": file_sizes(store),
                 "total_bytes": sum(file_sizes(store).values()),
+                "empty_bytes": empty_store,
             },
         }
         timeline = [
@@ -354,6 +358,9 @@ class OpenBench(Bench):
         url = super().database(name)
         if name == "full":
             self.env_url = url
+            self.empty_db_bytes = database_sizes(url, f"arflow_bench_{self.run_id}_full")[
+                "total_bytes"
+            ]
         return url
 
 
@@ -419,8 +426,13 @@ def print_report(r: dict[str, Any]) -> None:
     files = ", ".join(f"{k} {mib(v)}" for k, v in ts["files"].items())
     print(f"Temporal store: {mib(ts['total_bytes'])} ({files})")
     print(
-        f"per open invoice: database {db['total_bytes'] / n / 1024:.1f} KiB, Temporal store "
-        f"{ts['total_bytes'] / n / 1024:.1f} KiB"
+        f"empty, before the import: database {mib(db['empty_bytes'])} (migrated), Temporal "
+        f"store {mib(ts['empty_bytes'])} (fresh dev server)"
+    )
+    print(
+        f"per open invoice, growth over empty: database "
+        f"{(db['total_bytes'] - db['empty_bytes']) / n / 1024:.1f} KiB, Temporal store "
+        f"{(ts['total_bytes'] - ts['empty_bytes']) / n / 1024:.1f} KiB"
     )
     peak = max(m["worker_peak_sampled"], m["worker_peak_hwm"])
     print(f"target worker RSS < 1 GiB: {'met' if peak < 1024 else 'NOT met'} ({peak:.0f} MiB)")
