@@ -12,9 +12,11 @@ measurements:
    workflow-task concurrency from ``--max-cached-workflows`` / ``--max-concurrent-workflow-tasks``
    or the ``ARFLOW_WORKER_*`` defaults), ``arflow import customers`` (n/5) then ``arflow import
    invoices`` of n rows, due on days drawn evenly from ``--due-from`` .. ``--due-from + 89``
-   (default 4..93: every invoice open and not yet due, and the default policy's first step, 3
-   days before the due date, at least a day away, so every workflow is asleep on a timer after
-   its first task and no reminder is sent during the run). Then the wait until every invoice
+   (default 5..94, today being the UTC date: every invoice open and not yet due, and the
+   default policy's first step, 3 days before the due date at its send time in the customer's
+   zone, still in the future even in UTC+13 (Pacific/Tongatapu is one of the zones), so every
+   workflow is asleep on a timer after its first task and no reminder is sent during the run;
+   with 4, measured, Tongatapu's customers due on day 4 got their first reminder at once). Then the wait until every invoice
    workflow has completed its first workflow task (backlog empty, then a ``describe()`` sweep).
 3. **at rest** (``--rest`` seconds, default 60): nothing happens; the worker holds its cache.
 
@@ -89,9 +91,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument(
         "--due-from",
         type=int,
-        default=4,
-        help="first due day relative to today; due dates spread evenly over 90 days from it "
-        "(default 4: all in the future, first reminders at least a day away)",
+        default=5,
+        help="first due day relative to today (UTC); due dates spread evenly over 90 days "
+        "from it (default 5: all in the future, first reminders not yet due in any zone)",
     )
     p.add_argument("--rest", type=float, default=60.0, help="seconds at rest after the load")
     p.add_argument("--sample-seconds", type=float, default=2.0, help="RSS sampling interval")
