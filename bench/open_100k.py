@@ -16,8 +16,9 @@ measurements:
    default policy's first step, 3 days before the due date at its send time in the customer's
    zone, still in the future even in UTC+13 (Pacific/Tongatapu is one of the zones), so every
    workflow is asleep on a timer after its first task and no reminder is sent during the run;
-   with 4, measured, Tongatapu's customers due on day 4 got their first reminder at once). Then the wait until every invoice
-   workflow has completed its first workflow task (backlog empty, then a ``describe()`` sweep).
+   with 4, measured, Tongatapu's customers due on day 4 got their first reminder at once).
+   Then the wait until every invoice workflow has completed its first workflow task (backlog
+   empty, then a ``describe()`` sweep).
 3. **at rest** (``--rest`` seconds, default 60): nothing happens; the worker holds its cache.
 
 All along, a thread samples VmRSS of the worker and the dev server every ``--sample-seconds``
@@ -303,6 +304,12 @@ class OpenBench(Bench):
         running = (await client.count_workflows("ExecutionStatus = 'Running'")).count
         sample_wf = await client.get_workflow_handle(f"{prefix}1").describe()
         url = self.env_url
+        from arflow.db import make_engine
+
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            outbox = conn.execute(sa.text("select count(*) from outbox")).scalar_one()
+        engine.dispose()
         sizes = {
             "database": database_sizes(url, f"arflow_bench_{self.run_id}_full")
             | {"empty_bytes": self.empty_db_bytes},
@@ -352,6 +359,7 @@ class OpenBench(Bench):
             "open_invoice_workflows": open_invoices,
             "running_workflows": running,
             "history_events_per_invoice": sample_wf.history_length,
+            "outbox_rows": int(outbox),
             "sizes": sizes,
             "rss_timeline": timeline,
         }
@@ -413,7 +421,8 @@ def print_report(r: dict[str, Any]) -> None:
     print(
         f"open invoice workflows: {r['open_invoice_workflows']} (running in the namespace: "
         f"{r['running_workflows']}); history events per invoice: "
-        f"{r['history_events_per_invoice']}"
+        f"{r['history_events_per_invoice']}; messages in the outbox (reminders sent during "
+        f"the run): {r['outbox_rows']}"
     )
     db, ts = r["sizes"]["database"], r["sizes"]["temporal_store"]
     if db["kind"] == "sqlite":
