@@ -110,6 +110,10 @@ def build_worker(
             SimulationWorkflow,
         ],
         workflow_runner=workflow_runner(settings),
+        # Memory is bounded by the sticky cache, not by the open invoices: with 100,000 open,
+        # the runs past the cache are evicted and replayed from history on their next task.
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         activities=acts.all()
         + AgencyActivities.from_settings(sessions, settings).all()
         + StatementActivities(sessions, settings).all()

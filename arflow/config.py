@@ -219,6 +219,20 @@ class Settings(BaseSettings):
         default=None,
         description="json (one object per line) or text; default text in development, else json",
     )
+    worker_max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="the worker's sticky cache: workflow runs kept in memory between tasks "
+        "(the SDK's default, 1000; bench/README.md measures the memory per cached run); "
+        "0 replays every task from its history",
+    )
+    worker_max_concurrent_workflow_tasks: int = Field(
+        default=100,
+        ge=2,
+        le=1000,
+        description="workflow tasks the worker runs at once (the SDK's default, 100)",
+    )
     worker_metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="the worker's Prometheus port; 0 turns it off"
     )

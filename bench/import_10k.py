@@ -136,9 +136,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 # -- data -----------------------------------------------------------------------------------
 
 
-def write_files(folder: Path, opts: Options, seed: int = 7) -> tuple[Path, Path]:
+def write_files(
+    folder: Path, opts: Options, seed: int = 7, due_days: tuple[int, int] | None = None
+) -> tuple[Path, Path]:
     """customers.csv and invoices.csv: zones around the world, EUR and USD, every tenth
-    invoice with an early-payment discount, due 1-60 days ahead (or overdue, --overdue)."""
+    invoice with an early-payment discount, due 1-60 days ahead (or overdue, --overdue); with
+    ``due_days`` (first, last), due on a day drawn evenly from that range instead (relative
+    to today, both included, --overdue ignored)."""
     rnd = random.Random(seed)
     today = date.today()
     customers = folder / "customers.csv"
@@ -159,7 +163,8 @@ def write_files(folder: Path, opts: Options, seed: int = 7) -> tuple[Path, Path]
         )
         for i in range(opts.n):
             overdue = rnd.random() < opts.overdue
-            due = today + timedelta(days=-rnd.randint(2, 20) if overdue else rnd.randint(1, 60))
+            days = -rnd.randint(2, 20) if overdue else rnd.randint(1, 60)
+            due = today + timedelta(days=rnd.randint(*due_days) if due_days else days)
             discount = ["2.00", "10"] if i % 10 == 0 else ["", ""]
             out.writerow(
                 [f"INV-{i:06d}", f"2026-{i:06d}", f"C-{rnd.randrange(opts.customers):06d}"]
@@ -186,7 +191,7 @@ def proc_cpu(pid: int) -> float:
 
 
 def server_pid() -> int:
-    """The dev server: the `temporal` child of this process."""
+    """The dev server: the live (not zombie) `temporal` child of this process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -196,8 +201,8 @@ def server_pid() -> int:
         except OSError:
             continue
         comm = text[text.index("(") + 1 : text.rindex(")")]
-        ppid = int(text.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and comm.startswith("temporal"):
+        state, ppid = text.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and comm.startswith("temporal") and state not in "ZX":
             return int(entry)
     raise RuntimeError("the dev server process was not found")
 
@@ -360,7 +365,9 @@ class Bench:
 
     # -- phases ------------------------------------------------------------------------------
 
-    async def bare(self, client: Client) -> dict[str, Any]:
+    async def bare(self, client: Client, n: int = 0) -> dict[str, Any]:
+        """N (default: ``--n``) bare workflow starts and their first tasks."""
+        n = n or self.opts.n
         tq = f"bench-bare-{self.run_id}"
         prefix = f"b{self.run_id}-bare-"
         env = self.env("", self.address, tq)
@@ -372,11 +379,11 @@ class Bench:
         await self.wait_ready(worker, "bare-worker", "bare worker polling")
         m0, c0, t0 = machine_ticks(), self.cpu({"worker": worker.pid}), time.perf_counter()
         args = [sys.executable, "-m", "bench.import_10k", "--bare-start", self.address, tq]
-        args += [prefix, str(self.opts.n), str(self.opts.concurrency)]
+        args += [prefix, str(n), str(self.opts.concurrency)]
         run = await asyncio.to_thread(run_process, args, env, self.tmp / "bare-start.log")
         if run.status != 0:
             raise RuntimeError(f"bare starter failed:\n{run.output}")
-        ids = [f"{prefix}{i}" for i in range(self.opts.n)]
+        ids = [f"{prefix}{i}" for i in range(n)]
         end: list[Any] = []
 
         def snapshot() -> None:
@@ -386,8 +393,9 @@ class Bench:
         m1, cpu = end[0], self.cpu_delta(c0, end[1])
         worker.terminate()
         return {
+            "n": n,
             "starter_wall_s": run.wall_s,
-            "starts_per_s": self.opts.n / run.wall_s,
+            "starts_per_s": n / run.wall_s,
             "first_tasks_done_s": first,
             "first_tasks_checked_s": checked,
             "first_sweep_stragglers": stragglers,
@@ -475,16 +483,13 @@ class Bench:
         engine.dispose()
         return result
 
-    async def run(self) -> dict[str, Any]:
-        b0 = machine_ticks()
-        await asyncio.sleep(1.0)
-        b1 = machine_ticks()
-        busy_before = 100 * (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
-        customers, invoices = write_files(self.tmp, self.opts)
+    async def start_server(self, db_file: Path) -> WorkflowEnvironment:
+        """A dev server as the options say (on ``db_file`` with --db-file-store); sets
+        ``address`` and ``server`` (its pid). The caller shuts it down."""
         kwargs: dict[str, Any] = {}
         extra = list(self.opts.dev_server_args)
         if self.opts.db_file_store:
-            kwargs["dev_server_database_filename"] = str(self.tmp / "temporal.db")
+            kwargs["dev_server_database_filename"] = str(db_file)
             if not self.opts.plain_file_store:
                 extra += FILE_STORE_ARGS  # as `arflow run` starts it
         env = await WorkflowEnvironment.start_local(
@@ -492,9 +497,18 @@ class Bench:
             dev_server_extra_args=extra,
             **kwargs,
         )
-        self.cleanups.append(env.shutdown)
         self.address = env.client.service_client.config.target_host
         self.server = server_pid()
+        return env
+
+    async def run(self) -> dict[str, Any]:
+        b0 = machine_ticks()
+        await asyncio.sleep(1.0)
+        b1 = machine_ticks()
+        busy_before = 100 * (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
+        customers, invoices = write_files(self.tmp, self.opts)
+        env = await self.start_server(self.tmp / "temporal.db")
+        self.cleanups.append(env.shutdown)
         say = functools.partial(print, file=sys.stderr, flush=True)
         say("phase 1/3: bare workflow starts ...")
         bare = await self.bare(env.client)
@@ -619,7 +633,12 @@ async def bare_worker(address: str, task_queue: str) -> None:
 
 
 async def amain(opts: Options) -> dict[str, Any]:
-    bench = Bench(opts)
+    return await run_bench(Bench(opts))
+
+
+async def run_bench(bench: Bench) -> dict[str, Any]:
+    """``bench.run()``, then its cleanups on every exit path and its temp dir removed (on a
+    failure the logs stay, the databases and stores do not: at 100,000 they are large)."""
     keep = False
     try:
         return await bench.run()
@@ -635,7 +654,10 @@ async def amain(opts: Options) -> dict[str, Any]:
                     await res
             except Exception:  # noqa: BLE001 - keep cleaning up
                 traceback.print_exc()
-        if not keep:
+        if keep:
+            for p in bench.tmp.glob("*.db*"):
+                p.unlink(missing_ok=True)
+        else:
             shutil.rmtree(bench.tmp, ignore_errors=True)
 
 
