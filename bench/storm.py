@@ -216,6 +216,8 @@ class Deployment:
         self.url = ""
         self.api_url = ""
         self.pids: dict[str, int] = {}
+        self.extra_env: dict[str, str] = {}  # more settings for the worker and the API
+        self.env: dict[str, str] = {}  # the children's environment, once started
 
     def database(self) -> str:
         """A fresh, migrated database: a SQLite file, or a PostgreSQL database of its own."""
@@ -269,7 +271,8 @@ class Deployment:
             "ARFLOW_DATA_DIR": str(data),
             "ARFLOW_WORKER_METRICS_PORT": "0",
             "PYTHONPATH": str(ROOT),
-        }
+        } | self.extra_env
+        self.env = env
         log = (self.tmp / "children.log").open("ab")
         self.cleanups.append(log.close)
         server = self.children.start(
