@@ -5,22 +5,23 @@ The deployment ``arflow run`` starts (``bench/storm.py``'s ``Deployment``: the T
 server on its file store with ``FILE_STORE_ARGS``, one ``worker.py`` process, one uvicorn API
 process) on a fresh database; then, one after the other:
 
-1. **bare** (the baseline): a worker process of its own runs ``BareTimer`` (below): sleep
-   until one instant T2, then one local activity that appends the wall-clock time to a file
-   (as the reminder's send is a local activity that writes its row). N are started from this
-   process (32 starts in flight); once every one has completed its first workflow task (the
-   timer is set), the bench waits for T2 and watches the records come in.
-2. **reminders**: a policy through ``POST /v1/policies`` whose only step is at ``PT0S`` with
-   nothing that could move it (no ``send_at``, no contact window, no weekend or holiday
-   skipping, no daily cap, no consolidation), N invoices through the real bulk import
-   (``arflow import customers`` and ``arflow import invoices``, processes of their own, as
-   bench/import_10k.py runs them) with ``due_at`` = T for all and that policy; once every
-   invoice workflow has completed its first workflow task, the bench waits for T and watches
-   the ``outbox`` table fill (the default channel: the row is the message).
+1. **setup**, both at once: a worker process of its own for ``BareTimer`` (below: sleep until
+   one instant T2, then one local activity that appends the wall-clock time to a file, as the
+   reminder's send is a local activity that writes its row) and N of them started from this
+   process, 32 in flight; and a policy through ``POST /v1/policies`` whose only step is at
+   ``PT0S`` with nothing that could move it (no ``send_at``, no contact window, no weekend or
+   holiday skipping, no daily cap, no consolidation), then N invoices through the real bulk
+   import (``arflow import customers`` and ``arflow import invoices``, processes of their
+   own, as bench/import_10k.py runs them), all with ``due_at`` = T and that policy. Each side
+   waits until every workflow has completed its first workflow task (its timer is set).
+2. **bare burst** (the baseline) at T2: watched until every timer has recorded (at most
+   until a second before T; the bare worker is stopped then).
+3. **reminders' burst** at T: watched until the ``outbox`` table has N rows (the default
+   channel: the row is the message).
 
-T and T2 are whole seconds ``--lead`` after their phase starts (default 40 s + 40 ms per
-invoice), so that starting and the first workflow tasks are over before the burst: the slack
-is printed, and a phase whose setup ran into its instant is flagged.
+T2 is a whole second ``--lead`` after the setup starts (default 40 s + 70 ms per invoice) and
+T ``--gap`` after T2 (default 30 s + 30 ms per invoice): the slack before each instant is
+printed, and a setup that ran into its instant is flagged.
 
 Lateness of a reminder = its outbox row's ``sent_at`` (set by the send activity in the
 transaction that records it) minus T; ``created_at`` (the workflow's clock when it decided to
@@ -142,12 +143,16 @@ class Options:
     n: int
     database_url: str | None
     lead: float | None
+    gap: float | None
     timeout: float
     json_path: str | None
     py_spy: str | None
 
     def lead_s(self) -> float:
-        return self.lead if self.lead is not None else 40 + 0.04 * self.n
+        return self.lead if self.lead is not None else 40 + 0.07 * self.n
+
+    def gap_s(self) -> float:
+        return self.gap if self.gap is not None else 30 + 0.03 * self.n
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -165,7 +170,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--lead",
         type=float,
         default=None,
-        help="seconds from a phase's start to its instant (default 40 + 0.04 n)",
+        help="seconds from the start of the setup to the bare timers' instant T2 "
+        "(default 40 + 0.07 n)",
+    )
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=None,
+        help="seconds from T2 to the reminders' instant T (default 30 + 0.03 n)",
     )
     p.add_argument("--timeout", type=float, default=900, help="seconds after an instant to wait")
     p.add_argument("--json", dest="json_path", default=None, help="also write the results here")
@@ -178,7 +190,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     a = p.parse_args(argv)
     if a.n < 1:
         p.error("--n must be >= 1")
-    return Options(a.n, a.database_url, a.lead, a.timeout, a.json_path, a.py_spy)
+    return Options(a.n, a.database_url, a.lead, a.gap, a.timeout, a.json_path, a.py_spy)
 
 
 # -- measurement -------------------------------------------------------------------------------
@@ -243,20 +255,25 @@ class Bench:
         )
         self.procs: list[subprocess.Popen[Any]] = []
         self.uptimes: dict[str, str] = {}
+        self.records = self.dep.tmp / "bare-records.txt"
+        self.bare_ids = [f"bare-{self.dep.run_id}-{i}" for i in range(opts.n)]
+        self.bare_worker: subprocess.Popen[Any] | None = None
+        self.invoice_ids: list[int] = []
 
     def say(self, text: str) -> None:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
-    def instant(self) -> datetime:
-        """A whole second ``lead`` from now."""
-        at = math.ceil(time.time() + self.opts.lead_s())
-        return datetime.fromtimestamp(at, UTC)
-
     async def watch(
-        self, at: datetime, count: Callable[[], int], pids: dict[str, int], worker: str
+        self,
+        at: datetime,
+        count: Callable[[], int],
+        pids: dict[str, int],
+        worker: str,
+        until: float | None = None,
     ) -> dict[str, Any]:
-        """From just before ``at`` until ``count()`` reaches n (or the timeout): CPU seconds
-        of each process, how busy the machine was, the worker's largest RSS sample."""
+        """From just before ``at`` until ``count()`` reaches n (or the timeout, or ``until``):
+        CPU seconds of each process, how busy the machine was, the worker's largest RSS
+        sample."""
         from bench.import_10k import machine_ticks, proc_cpu
 
         slack = at.timestamp() - time.time()
@@ -266,7 +283,7 @@ class Bench:
         m0 = machine_ticks()
         rss_max = 0
         seen, last_change = 0, time.time()
-        deadline = at.timestamp() + self.opts.timeout
+        deadline = min(at.timestamp() + self.opts.timeout, until or math.inf)
         while time.time() < deadline:
             rss_max = max(rss_max, memory_kib(pids[worker], "VmRSS"))
             now_seen = await asyncio.to_thread(count)
@@ -286,73 +303,50 @@ class Bench:
             "worker_rss_max_mib": rss_max / 1024,
         }
 
-    # -- phase 1: bare timers ------------------------------------------------------------------
+    # -- setup: the bare timers and the invoices, started together --------------------------
 
-    async def bare(self, client: Client, address: str) -> dict[str, Any]:
+    async def start_bare(self, client: Client, address: str, at: datetime) -> dict[str, Any]:
+        """The bare worker, then N ``BareTimer`` workflows due at ``at``, 32 starts in flight;
+        until each has completed its first workflow task (its timer set)."""
         from bench.import_10k import first_tasks_done
 
         n = self.opts.n
         tq = f"burst-bare-{self.dep.run_id}"
-        records = self.dep.tmp / "bare-records.txt"
-        records.touch()
+        self.records.touch()
         log_path = self.dep.tmp / "bare-worker.log"
         log = log_path.open("w")
         self.dep.cleanups.append(log.close)
         args = [sys.executable, "-m", "bench.morning_burst", "--bare-worker", address, tq]
-        worker = subprocess.Popen(
-            [*args, str(records)], env=self.dep.env, stdout=log, stderr=subprocess.STDOUT
+        self.bare_worker = subprocess.Popen(
+            [*args, str(self.records)], env=self.dep.env, stdout=log, stderr=subprocess.STDOUT
         )
-        self.procs.append(worker)
+        self.procs.append(self.bare_worker)
         deadline = time.monotonic() + 60
         while "bare worker polling" not in log_path.read_text():
-            if worker.poll() is not None or time.monotonic() > deadline:
+            if self.bare_worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bare worker did not start:\n{log_path.read_text()}")
             await asyncio.sleep(0.1)
-        at = self.instant()
         self.say(f"bare: starting {n} BareTimer workflows, all due at {at:%H:%M:%S}")
         t0 = time.perf_counter()
         gate = asyncio.Semaphore(STARTS_IN_FLIGHT)
-        ids = [f"bare-{self.dep.run_id}-{i}" for i in range(n)]
 
         async def start(wid: str) -> None:
             async with gate:
                 await client.start_workflow("BareTimer", at.isoformat(), id=wid, task_queue=tq)
 
-        await asyncio.gather(*(start(w) for w in ids))
+        await asyncio.gather(*(start(w) for w in self.bare_ids))
         started = time.perf_counter() - t0
-        first, checked, _ = await first_tasks_done(client, tq, ids, t0, lambda: None)
+        first, checked, _ = await first_tasks_done(client, tq, self.bare_ids, t0, lambda: None)
         self.say(
             f"bare: started in {started:.1f} s, first tasks done at {first:.1f} s (checked at "
             f"{checked:.1f} s), {at.timestamp() - time.time():.0f} s before the instant"
         )
-
-        def count() -> int:
-            with records.open() as f:
-                return sum(1 for _ in f)
-
-        pids = {"dev server": self.dep.pids["dev server"], "bare worker": worker.pid}
-        burst = await self.watch(at, count, pids, "bare worker")
-        burst["worker_peak_rss_mib"] = memory_kib(worker.pid, "VmHWM") / 1024
-        worker.terminate()
-        times: dict[str, float] = {}
-        for line in records.read_text().splitlines():
-            wid, when = line.split()
-            times.setdefault(wid, float(when))  # a retried activity records twice: the first
-        late = [t - at.timestamp() for t in times.values()]
         return {
-            "at": at.isoformat(),
+            "setup_slack_s": at.timestamp() - time.time(),
             "start_wall_s": started,
             "first_tasks_done_s": first,
             "first_tasks_checked_s": checked,
-            "recorded": len(times),
-            "all_recorded": len(times) == n and set(times) == set(ids),
-            "lateness": lateness(late) if late else {},
-            "until_last_s": max(late) if late else float("nan"),
-            "per_s": len(late) / max(late) if late and max(late) > 0 else float("nan"),
-            **burst,
         }
-
-    # -- phase 2: the reminders ----------------------------------------------------------------
 
     def write_files(self, at: datetime, policy: str) -> tuple[Path, Path]:
         from bench.import_10k import ZONES
@@ -384,21 +378,16 @@ class Bench:
                 )
         return customers, invoices
 
-    async def reminders(self, client: Client) -> dict[str, Any]:
-        from sqlmodel import Session, col, func, select
-
-        from arflow.db import make_engine
-        from bench.import_10k import first_tasks_done, run_process, table_values
-        from models import Invoice, InvoiceEvent, OutboxMessage
-
-        n = self.opts.n
-        policy = f"burst-{self.dep.run_id}"
+    async def create_policy(self) -> str:
+        """The burst's policy, through the API: one step at the due instant, nothing that
+        could move it."""
+        name = f"burst-{self.dep.run_id}"
         admin = {"Authorization": f"Bearer {self.dep.keys['admin']}"}
         async with httpx.AsyncClient(base_url=self.dep.api_url, timeout=60) as http:
             resp = await http.post(
                 "/v1/policies",
                 json={
-                    "name": policy,
+                    "name": name,
                     "send_at": None,
                     "contact_window": None,
                     "skip_weekends": False,
@@ -412,7 +401,18 @@ class Bench:
             )
         if resp.status_code != 201:
             raise RuntimeError(f"POST /v1/policies: {resp.status_code} {resp.text}")
-        at = self.instant()
+        return name
+
+    async def import_invoices(self, client: Client, at: datetime, policy: str) -> dict[str, Any]:
+        """``arflow import customers`` and ``arflow import invoices`` (processes of their own),
+        every invoice due at ``at``; until each workflow has completed its first task."""
+        from sqlmodel import Session, col, select
+
+        from arflow.db import make_engine
+        from bench.import_10k import first_tasks_done, run_process, table_values
+        from models import Invoice
+
+        n = self.opts.n
         customers, invoices = self.write_files(at, policy)
         env = self.dep.env | {"COLUMNS": "200"}
         cli = [sys.executable, "-m", "arflow.cli", "import"]
@@ -431,8 +431,11 @@ class Bench:
         imported = time.perf_counter() - t0
         engine = make_engine(self.dep.url)
         with Session(engine) as session:
-            invoice_ids = list(session.exec(select(Invoice.id).order_by(col(Invoice.id))))
-        ids = [f"invoice-{i}" for i in invoice_ids]
+            self.invoice_ids = [
+                i for i in session.exec(select(Invoice.id).order_by(col(Invoice.id))) if i
+            ]
+        engine.dispose()
+        ids = [f"invoice-{i}" for i in self.invoice_ids]
         tq = self.dep.env["ARFLOW_TASK_QUEUE"]
         first, checked, _ = await first_tasks_done(client, tq, ids, t0, lambda: None)
         self.say(
@@ -440,18 +443,63 @@ class Bench:
             f"(checked at {checked:.1f} s), {at.timestamp() - time.time():.0f} s before the "
             "instant"
         )
-        with Session(engine) as session:
-            early = session.exec(select(func.count()).select_from(OutboxMessage)).one()
-        if early:
-            raise RuntimeError(f"{early} outbox rows before the instant: the policy moved")
+        return {
+            "setup_slack_s": at.timestamp() - time.time(),
+            "import_wall_s": imported,
+            "import_rows_per_s": n / run.wall_s,
+            "first_tasks_done_s": first,
+            "first_tasks_checked_s": checked,
+        }
+
+    # -- the bursts ------------------------------------------------------------------------------
+
+    async def bare_burst(self, at: datetime, before: datetime) -> dict[str, Any]:
+        """The bare timers' burst at ``at``, watched until all are recorded or a second before
+        ``before`` (the reminders' instant): what is not recorded by then is not counted."""
+        assert self.bare_worker is not None
+        worker = self.bare_worker
+
+        def count() -> int:
+            with self.records.open() as f:
+                return sum(1 for _ in f)
+
+        pids = {"dev server": self.dep.pids["dev server"], "bare worker": worker.pid}
+        burst = await self.watch(at, count, pids, "bare worker", before.timestamp() - 1)
+        burst["worker_peak_rss_mib"] = memory_kib(worker.pid, "VmHWM") / 1024
+        worker.terminate()
+        times: dict[str, float] = {}
+        for line in self.records.read_text().splitlines():
+            wid, when = line.split()
+            times.setdefault(wid, float(when))  # a retried activity records twice: the first
+        late = [t - at.timestamp() for t in times.values()]
+        return {
+            "at": at.isoformat(),
+            "recorded": len(times),
+            "all_recorded": len(times) == self.opts.n and set(times) == set(self.bare_ids),
+            "lateness": lateness(late) if late else {},
+            "until_last_s": max(late) if late else float("nan"),
+            "per_s": len(late) / max(late) if late and max(late) > 0 else float("nan"),
+            **burst,
+        }
+
+    async def reminder_burst(self, at: datetime) -> dict[str, Any]:
+        from sqlmodel import Session, func, select
+
+        from arflow.db import make_engine
+        from models import InvoiceEvent, OutboxMessage
+
+        n = self.opts.n
+        engine = make_engine(self.dep.url)
 
         def count() -> int:
             with Session(engine) as session:
                 return int(session.exec(select(func.count()).select_from(OutboxMessage)).one())
 
+        early = count()
+        if early:
+            raise RuntimeError(f"{early} outbox rows before the instant: the policy moved")
         stop_spy = self.dep.record(self.opts.py_spy) if self.opts.py_spy else None
-        pids = dict(self.dep.pids)
-        burst = await self.watch(at, count, pids, "worker")
+        burst = await self.watch(at, count, dict(self.dep.pids), "worker")
         if stop_spy is not None:
             stop_spy()
         burst["worker_peak_rss_mib"] = memory_kib(self.dep.pids["worker"], "VmHWM") / 1024
@@ -475,16 +523,12 @@ class Bench:
         decided = [(r[2] - at).total_seconds() for r in sent]
         return {
             "at": at.isoformat(),
-            "import_wall_s": imported,
-            "import_rows_per_s": n / run.wall_s,
-            "first_tasks_done_s": first,
-            "first_tasks_checked_s": checked,
             "recorded": len(sent),
             "outbox_rows": len(rows),
             "reminder_sent_events": events,
             "all_recorded": len(sent) == n
             and len(rows) == n
-            and {r[0] for r in rows} == set(invoice_ids)
+            and {r[0] for r in rows} == set(self.invoice_ids)
             and events == n,
             "lateness": lateness(late) if late else {},
             "decided_lateness": lateness(decided) if decided else {},
@@ -499,12 +543,18 @@ class Bench:
         await asyncio.to_thread(self.dep.start)
         address = self.dep.env["ARFLOW_TEMPORAL_ADDRESS"]
         client = await Client.connect(address)
-        bare = await self.bare(client, address)
+        policy = await self.create_policy()
+        t2 = datetime.fromtimestamp(math.ceil(time.time() + self.opts.lead_s()), UTC)
+        t = t2 + timedelta(seconds=math.ceil(self.opts.gap_s()))
+        setup_bare, setup_reminders = await asyncio.gather(
+            self.start_bare(client, address, t2), self.import_invoices(client, t, policy)
+        )
+        bare = setup_bare | await self.bare_burst(t2, t)
         self.say(
             f"bare: {bare['recorded']} recorded, the last {bare['until_last_s']:.1f} s after "
             "the instant"
         )
-        reminders = await self.reminders(client)
+        reminders = setup_reminders | await self.reminder_burst(t)
         self.say(
             f"reminders: {reminders['recorded']} recorded, the last "
             f"{reminders['until_last_s']:.1f} s after the instant"
@@ -521,6 +571,7 @@ class Bench:
                 "database": self.dep.label,
                 "temporal_store": "file store with FILE_STORE_ARGS (as arflow run)",
                 "lead_s": self.opts.lead_s(),
+                "gap_s": self.opts.gap_s(),
                 "cpus": os.cpu_count(),
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
             },
@@ -562,7 +613,8 @@ def print_report(r: dict[str, Any]) -> None:
         print(
             f"{name:26} {phase['recorded']:>9} {phase['until_last_s']:7.1f} "
             f"{late['p50_s']:6.1f} {late['p99_s']:6.1f} {late['max_s']:6.1f} "
-            f"{phase['per_s']:6.0f} {phase['slack_s']:7.0f} {phase['machine_busy_pct']:4.0f}% "
+            f"{phase['per_s']:6.0f} {phase['setup_slack_s']:7.0f} "
+            f"{phase['machine_busy_pct']:4.0f}% "
             f"{phase['worker_peak_rss_mib']:10.0f} /{phase['worker_rss_max_mib']:7.0f}"
         )
     print("-" * len(head))
@@ -583,8 +635,10 @@ def print_report(r: dict[str, Any]) -> None:
     for name, phase in (("bare", bare), ("reminders", rem)):
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in phase["cpu_s"].items())
         print(f"CPU seconds during the {name} burst: {cpu}")
-        if phase["slack_s"] < 0:
+        if phase["setup_slack_s"] < 0:
             print(f"WARNING: the {name} setup was not over at its instant; its figures include it")
+    if not bare["all_recorded"]:
+        print("WARNING: not every bare timer was recorded before T: a lower bound; raise --gap")
     print(
         f"checks: bare all recorded {bare['all_recorded']}; reminders all recorded "
         f"{rem['all_recorded']} ({rem['outbox_rows']} outbox rows, "
