@@ -216,7 +216,6 @@ class Deployment:
         self.url = ""
         self.api_url = ""
         self.pids: dict[str, int] = {}
-        self.extra_env: dict[str, str] = {}  # more settings for the worker and the API
         self.env: dict[str, str] = {}  # the children's environment, once started
 
     def database(self) -> str:
@@ -271,7 +270,7 @@ class Deployment:
             "ARFLOW_DATA_DIR": str(data),
             "ARFLOW_WORKER_METRICS_PORT": "0",
             "PYTHONPATH": str(ROOT),
-        } | self.extra_env
+        }
         self.env = env
         log = (self.tmp / "children.log").open("ab")
         self.cleanups.append(log.close)
