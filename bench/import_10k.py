@@ -237,6 +237,54 @@ def table_values(output: str) -> dict[str, str]:
     return values
 
 
+async def first_tasks_done(
+    client: Client,
+    task_queue: str,
+    ids: list[str],
+    t0: float,
+    at_done: Callable[[], None],
+) -> tuple[float, float, int]:
+    """When the workflows in ``ids`` had completed their first workflow task.
+
+    Returns (seconds from ``t0`` until the task queue's workflow backlog was empty and the
+    last workflow started had its first task completed, seconds until a ``describe()`` of
+    every workflow had confirmed history length >= 4 for all (started, task scheduled,
+    started, completed), how many the first such sweep still found pending). The backlog
+    figure comes from the server's task queue stats, refreshed about every 5 s; the sweep
+    loads the server, so it only starts once the backlog is empty.
+    """
+    sem = asyncio.Semaphore(32)
+
+    async def done(wid: str) -> bool:
+        async with sem:
+            return (await client.get_workflow_handle(wid).describe()).history_length >= 4
+
+    async def backlog() -> int:
+        resp = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                report_stats=True,
+            )
+        )
+        return int(resp.stats.approximate_backlog_count)
+
+    while await backlog() or not await done(ids[-1]):
+        await asyncio.sleep(0.5)
+    first = time.perf_counter() - t0
+    at_done()
+    pending = ids
+    stragglers = -1
+    while pending:
+        flags = await asyncio.gather(*(done(w) for w in pending))
+        pending = [w for w, ok in zip(pending, flags, strict=True) if not ok]
+        stragglers = len(pending) if stragglers < 0 else stragglers
+        if pending:
+            await asyncio.sleep(0.5)
+    return first, time.perf_counter() - t0, stragglers
+
+
 class Bench:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
@@ -305,54 +353,6 @@ class Bench:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # its pollers are up
 
-    async def first_tasks_done(
-        self,
-        client: Client,
-        task_queue: str,
-        ids: list[str],
-        t0: float,
-        at_done: Callable[[], None],
-    ) -> tuple[float, float, int]:
-        """When the workflows in ``ids`` had completed their first workflow task.
-
-        Returns (seconds from ``t0`` until the task queue's workflow backlog was empty and the
-        last workflow started had its first task completed, seconds until a ``describe()`` of
-        every workflow had confirmed history length >= 4 for all (started, task scheduled,
-        started, completed), how many the first such sweep still found pending). The backlog
-        figure comes from the server's task queue stats, refreshed about every 5 s; the sweep
-        loads the server, so it only starts once the backlog is empty.
-        """
-        sem = asyncio.Semaphore(32)
-
-        async def done(wid: str) -> bool:
-            async with sem:
-                return (await client.get_workflow_handle(wid).describe()).history_length >= 4
-
-        async def backlog() -> int:
-            resp = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace,
-                    task_queue=TaskQueue(name=task_queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                    report_stats=True,
-                )
-            )
-            return int(resp.stats.approximate_backlog_count)
-
-        while await backlog() or not await done(ids[-1]):
-            await asyncio.sleep(0.5)
-        first = time.perf_counter() - t0
-        at_done()
-        pending = ids
-        stragglers = -1
-        while pending:
-            flags = await asyncio.gather(*(done(w) for w in pending))
-            pending = [w for w, ok in zip(pending, flags, strict=True) if not ok]
-            stragglers = len(pending) if stragglers < 0 else stragglers
-            if pending:
-                await asyncio.sleep(0.5)
-        return first, time.perf_counter() - t0, stragglers
-
     def cpu(self, workers: dict[str, int]) -> dict[str, float]:
         out = {"temporal dev server": proc_cpu(self.server)}
         for name, pid in workers.items():
@@ -389,7 +389,7 @@ class Bench:
         def snapshot() -> None:
             end[:] = [machine_ticks(), self.cpu({"worker": worker.pid})]
 
-        first, checked, stragglers = await self.first_tasks_done(client, tq, ids, t0, snapshot)
+        first, checked, stragglers = await first_tasks_done(client, tq, ids, t0, snapshot)
         m1, cpu = end[0], self.cpu_delta(c0, end[1])
         worker.terminate()
         return {
@@ -460,7 +460,7 @@ class Bench:
         def snapshot() -> None:
             end[:] = [machine_ticks(), self.cpu({"worker": worker.pid})]
 
-        first, checked, stragglers = await self.first_tasks_done(client, tq, wids, t0, snapshot)
+        first, checked, stragglers = await first_tasks_done(client, tq, wids, t0, snapshot)
         m1, cpu = end[0], self.cpu_delta(c0, end[1])
         result: dict[str, Any] = {
             "customers_wall_s": cust.wall_s,

@@ -216,6 +216,7 @@ class Deployment:
         self.url = ""
         self.api_url = ""
         self.pids: dict[str, int] = {}
+        self.env: dict[str, str] = {}  # the children's environment, once started
 
     def database(self) -> str:
         """A fresh, migrated database: a SQLite file, or a PostgreSQL database of its own."""
@@ -270,6 +271,7 @@ class Deployment:
             "ARFLOW_WORKER_METRICS_PORT": "0",
             "PYTHONPATH": str(ROOT),
         }
+        self.env = env
         log = (self.tmp / "children.log").open("ab")
         self.cleanups.append(log.close)
         server = self.children.start(
