@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import csv
 import functools
-import json
 import os
 import random
 import shutil
@@ -57,6 +56,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from arflow.cli import FILE_STORE_ARGS
+from bench.entry import exit_with, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 ZONES = ["Europe/Berlin", "America/New_York", "Pacific/Tongatapu", "UTC", "Asia/Kolkata"]
@@ -662,29 +662,22 @@ async def run_bench(bench: Bench) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    status = 0
-    try:
-        if argv[:1] == ["--bare-start"]:
-            address, tq, prefix, n, concurrency = argv[1:6]
+    args = sys.argv[1:] if argv is None else argv
+
+    def body() -> int:
+        if args[:1] == ["--bare-start"]:
+            address, tq, prefix, n, concurrency = args[1:6]
             asyncio.run(bare_start(address, tq, prefix, int(n), int(concurrency)))
-        elif argv[:1] == ["--bare-worker"]:
-            asyncio.run(bare_worker(argv[1], argv[2]))
+        elif args[:1] == ["--bare-worker"]:
+            asyncio.run(bare_worker(args[1], args[2]))
         else:
-            opts = parse_args(argv)
+            opts = parse_args(args)
             report = asyncio.run(amain(opts))
             print_report(report)
-            if opts.json_path:
-                Path(opts.json_path).write_text(json.dumps(report, indent=2) + "\n")
-                print(f"\nwrote {opts.json_path}")
-    except KeyboardInterrupt:
-        status = 130
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # temporalio can abort the interpreter at exit (sdk-python #300)
+            write_json(opts.json_path, report)
+        return 0
+
+    exit_with(body)
 
 
 if __name__ == "__main__":

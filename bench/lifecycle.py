@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from bench.entry import exit_with, write_json
+
 
 # -- the baseline workflow -------------------------------------------------------------------
 
@@ -1552,7 +1554,12 @@ def print_processes(p: dict[str, Any]) -> None:
 
 
 async def amain(opts: Options) -> dict[str, Any]:
-    bench = Bench(opts)
+    return await run_cleaning_up(Bench(opts))
+
+
+async def run_cleaning_up(bench: Bench) -> dict[str, Any]:
+    """``bench.run()``, then its cleanups (last first, each whatever the others did) and its
+    temporary directory."""
     try:
         return await bench.run()
     finally:
@@ -1568,23 +1575,17 @@ async def amain(opts: Options) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
-    status = 0
-    try:
+
+    def body() -> int:
         report = asyncio.run(amain(opts))
         print_report(report, opts.profile)
-        if any(
-            p.get("processes", {}).get("duplicates", {}).get("problems") for p in report["phases"]
-        ):
-            status = 1  # a lifecycle doubled or missing with several processes
-        if opts.json_path:
-            Path(opts.json_path).write_text(json.dumps(report, indent=2) + "\n")
-            print(f"\nwrote {opts.json_path}")
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # temporalio can abort the interpreter at exit (sdk-python #300)
+        write_json(opts.json_path, report)
+        # a lifecycle doubled or missing with several processes
+        phases = report["phases"]
+        doubled = (p.get("processes", {}).get("duplicates", {}).get("problems") for p in phases)
+        return int(any(doubled))
+
+    exit_with(body)
 
 
 if __name__ == "__main__":

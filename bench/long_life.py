@@ -56,11 +56,9 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +76,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from bench import lifecycle
+from bench.entry import exit_with, write_json
 from bench.lifecycle import API_KEYS, WEBHOOK_SECRET, Bench, machine_ticks
 
 DAILY_MINOR = 100_000  # 1,000.00 EUR a day
@@ -657,35 +656,19 @@ def print_report(r: dict[str, Any]) -> None:
 
 
 async def amain(opts: Options) -> dict[str, Any]:
-    bench = LongLife(opts)
-    try:
-        return await bench.run()
-    finally:
-        for cleanup in reversed(bench.cleanups):
-            try:
-                res = cleanup()
-                if asyncio.iscoroutine(res):
-                    await res
-            except Exception:  # noqa: BLE001 - keep cleaning up
-                traceback.print_exc()
-        shutil.rmtree(bench.tmp, ignore_errors=True)
+    return await lifecycle.run_cleaning_up(LongLife(opts))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     opts = parse_args(argv)
-    status = 1
-    try:
+
+    def body() -> int:
         report = asyncio.run(amain(opts))
         print_report(report)
-        if opts.json_path:
-            Path(opts.json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
-            print(f"\nwrote {opts.json_path}")
-        status = 0 if report["ok"] else 1
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # temporalio can abort the interpreter at exit (sdk-python #300)
+        write_json(opts.json_path, report)
+        return 0 if report["ok"] else 1
+
+    exit_with(body)
 
 
 if __name__ == "__main__":

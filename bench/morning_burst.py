@@ -50,14 +50,12 @@ with workflow.unsafe.imports_passed_through():
     import argparse
     import asyncio
     import csv
-    import json
     import math
     import os
     import subprocess
     import sys
     import threading
     import time
-    import traceback
     from collections.abc import Callable, Sequence
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import dataclass
@@ -69,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio import activity
     from temporalio.client import Client
 
+    from bench.entry import exit_with, write_json
     from bench.storm import Deployment
     from bench.storm import Options as DeploymentOptions
 
@@ -662,26 +661,19 @@ async def amain(opts: Options) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    status = 0
-    try:
-        if argv[:1] == ["--bare-worker"]:
-            asyncio.run(bare_worker(argv[1], argv[2], argv[3]))
-        else:
-            opts = parse_args(argv)
-            report = asyncio.run(amain(opts))
-            print_report(report)
-            if opts.json_path:
-                Path(opts.json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
-                print(f"\nwrote {opts.json_path}")
-    except KeyboardInterrupt:
-        status = 130
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # temporalio can abort the interpreter at exit (sdk-python #300)
+    args = sys.argv[1:] if argv is None else argv
+
+    def body() -> int:
+        if args[:1] == ["--bare-worker"]:
+            asyncio.run(bare_worker(args[1], args[2], args[3]))
+            return 0
+        opts = parse_args(args)
+        report = asyncio.run(amain(opts))
+        print_report(report)
+        write_json(opts.json_path, report)
+        return 0
+
+    exit_with(body)
 
 
 if __name__ == "__main__":

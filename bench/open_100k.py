@@ -40,12 +40,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +52,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import import_10k
+from bench.entry import exit_with, write_json
 from bench.import_10k import Bench, machine_ticks, run_bench, write_files
 
 MIB = 1024 * 1024
@@ -457,22 +456,14 @@ def print_report(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    status = 0
-    try:
+    def body() -> int:
         opts = parse_args(argv)
         report = asyncio.run(run_bench(OpenBench(opts)))
         print_report(report)
-        if opts.json_path:
-            Path(opts.json_path).write_text(json.dumps(report, indent=2) + "\n")
-            print(f"\nwrote {opts.json_path}")
-    except KeyboardInterrupt:
-        status = 130
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # temporalio can abort the interpreter at exit (sdk-python #300)
+        write_json(opts.json_path, report)
+        return 0
+
+    exit_with(body)
 
 
 if __name__ == "__main__":
