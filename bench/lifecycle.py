@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio import workflow
+from temporalio import activity, workflow
 
 from arflow.policies import service as policies
 
@@ -424,8 +424,6 @@ class SqlCounter:
 
     @staticmethod
     def _cat() -> str:
-        from temporalio import activity
-
         if activity.in_activity():  # the statements of each activity apart
             return f"activity {activity.info().activity_type}"
         return _thread_category(threading.current_thread().name, "")
